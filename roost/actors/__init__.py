@@ -1,0 +1,1 @@
+"""Long-running jobs, one module per actor; the supervisor owns and restarts them."""

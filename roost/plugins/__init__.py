@@ -1,0 +1,1 @@
+"""Plugins: connectors, classifiers, processors, transports (built in, or from entry points)."""

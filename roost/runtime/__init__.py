@@ -1,0 +1,1 @@
+"""The runtime: clock, config, logging, health, actor base, supervisor, socket registry."""

@@ -1,0 +1,93 @@
+"""Health registry: what each actor is doing, fed by the supervisor, read by /readyz and status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from roost.runtime.clock import Clock
+from roost.runtime.metrics import Metrics
+
+
+class ActorState(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class ActorHealth:
+    name: str
+    state: ActorState = ActorState.STARTING
+    restarts: int = 0
+    last_error: str | None = None
+    last_error_at: dt.datetime | None = None
+    last_tick_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    ticks: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "last_error_at": _iso(self.last_error_at),
+            "last_tick_at": _iso(self.last_tick_at),
+            "started_at": _iso(self.started_at),
+            "ticks": self.ticks,
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+class HealthRegistry:
+    """One entry per supervised task; the process is ready when every entry is running."""
+
+    def __init__(self, clock: Clock, metrics: Metrics):
+        self._clock = clock
+        self._metrics = metrics
+        self._actors: dict[str, ActorHealth] = {}
+
+    def add(self, name: str) -> ActorHealth:
+        entry = self._actors.setdefault(name, ActorHealth(name))
+        self._metrics.actor_up.labels(name).set(0)
+        return entry
+
+    def get(self, name: str) -> ActorHealth:
+        return self._actors[name]
+
+    def set_state(self, name: str, state: ActorState) -> None:
+        entry = self._actors[name]
+        entry.state = state
+        if state is ActorState.RUNNING:
+            entry.started_at = self._clock.now()
+        self._metrics.actor_up.labels(name).set(1 if state is ActorState.RUNNING else 0)
+
+    def record_crash(self, name: str, error: BaseException) -> None:
+        entry = self._actors[name]
+        entry.last_error = f"{type(error).__name__}: {error}"[:500]
+        entry.last_error_at = self._clock.now()
+
+    def record_restart(self, name: str) -> None:
+        self._actors[name].restarts += 1
+        self._metrics.actor_restarts.labels(name).inc()
+
+    def tick(self, name: str) -> None:
+        entry = self._actors[name]
+        entry.last_tick_at = self._clock.now()
+        entry.ticks += 1
+        self._metrics.actor_ticks.labels(name).inc()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._actors) and all(a.state is ActorState.RUNNING for a in self._actors.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [a.as_dict() for a in self._actors.values()]

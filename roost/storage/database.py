@@ -1,0 +1,81 @@
+"""The database interface both backends implement, and ``open_database`` to pick one."""
+
+from __future__ import annotations
+
+import abc
+from contextlib import asynccontextmanager
+from typing import Any, AsyncContextManager, AsyncIterator, Sequence
+
+Row = dict[str, Any]
+
+
+class Connection(abc.ABC):
+    """The query methods, on a pooled connection or inside one transaction."""
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row of arguments."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Run a query and return every row as a dict."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else next(iter(row.values()))
+
+
+class Database(Connection):
+    """A connection pool; ``transaction()`` hands out one connection inside BEGIN..COMMIT."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    def transaction(self) -> AsyncContextManager[Connection]:
+        """Commit when the block exits normally, roll back when it raises or is cancelled."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def run_script(self, conn: Connection, script: str) -> None:
+        """Run a multi-statement migration script on a connection inside a transaction."""
+
+    @abc.abstractmethod
+    async def lock_migrations(self, conn: Connection) -> None:
+        """Serialise migrators (PostgreSQL: a transaction-scoped advisory lock)."""
+
+
+@asynccontextmanager
+async def open_database(url: str, *, pool_size: int = 10, readers: int = 4) -> AsyncIterator[Database]:
+    """Open the database ``url`` names: ``sqlite:///path`` or ``postgresql://...``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from roost.storage.postgres import open_postgres
+
+        async with open_postgres(url, pool_size=pool_size) as db:
+            yield db
+    elif url.startswith("sqlite://"):
+        from roost.storage.sqlite import open_sqlite
+
+        async with open_sqlite(sqlite_path(url), readers=readers) as db:
+            yield db
+    else:
+        from roost.errors import InvalidInput
+
+        raise InvalidInput(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///./roost.db`` → ``./roost.db``; ``sqlite:////abs/path`` → ``/abs/path``."""
+    path = url[len("sqlite://"):]
+    if path.startswith("/"):
+        path = path[1:]
+    return path or "roost.db"

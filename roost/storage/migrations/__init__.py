@@ -1,0 +1,1 @@
+"""Numbered SQL migrations (see ``roost.storage.migrator``)."""

@@ -1,0 +1,102 @@
+"""Numbered migrations, recorded in ``schema_version``.
+
+Files live in ``roost/storage/migrations/`` as ``NNNN_name.<dialect>.sql`` (or
+``NNNN_name.sql`` when the SQL is the same on both). Each pending step runs in its own
+transaction together with the row that records it, so a crash leaves either the whole step or
+none of it; a second migrator waits (PostgreSQL advisory lock, SQLite's write lock) and then
+finds nothing left to do. Running ``migrate`` twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from roost.errors import SchemaError
+from roost.runtime.clock import utcnow
+from roost.storage.database import Database
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgres))?\.sql$")
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available(dialect: str) -> list[Migration]:
+    """Every migration shipped for ``dialect`` ('sqlite' or 'postgresql'), in order."""
+    wanted = "postgres" if dialect == "postgresql" else dialect
+    found: dict[int, Migration] = {}
+    for entry in resources.files("roost.storage.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if not match:
+            continue
+        version, name, flavour = int(match[1]), match[2], match[3]
+        if flavour not in (None, wanted):
+            continue
+        if version in found and flavour is None:
+            continue  # a dialect-specific file wins over the shared one
+        found[version] = Migration(version, name, entry.read_text())
+    versions = sorted(found)
+    if versions != list(range(1, len(versions) + 1)):
+        raise SchemaError(f"migration numbers must run 1..N without gaps, found {versions}")
+    return [found[v] for v in versions]
+
+
+async def applied_versions(db: Database) -> list[int]:
+    await db.execute(_CREATE_VERSION_TABLE)
+    rows = await db.fetch("SELECT version FROM schema_version ORDER BY version")
+    return [r["version"] for r in rows]
+
+
+async def migrate(db: Database) -> list[Migration]:
+    """Apply every pending migration; return the ones this call applied.
+
+    Raises:
+        SchemaError: the database is newer than this code, or a step failed.
+    """
+    steps = available(db.dialect)
+    done: list[Migration] = []
+    await db.execute(_CREATE_VERSION_TABLE)
+    for step in steps:
+        async with db.transaction() as tx:
+            await db.lock_migrations(tx)
+            if await tx.fetchval("SELECT version FROM schema_version WHERE version = $1", step.version):
+                continue
+            try:
+                await db.run_script(tx, step.sql)
+            except Exception as exc:
+                raise SchemaError(f"migration {step.version:04d}_{step.name} failed: {exc}") from exc
+            await tx.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                step.version, step.name, utcnow(),
+            )
+            done.append(step)
+    newest = await db.fetchval("SELECT MAX(version) FROM schema_version")
+    if newest is not None and newest > len(steps):
+        raise SchemaError(
+            f"the database is at schema version {newest} but this roost knows only up to {len(steps)}: "
+            "upgrade roost before serving this database"
+        )
+    return done
+
+
+async def check_current(db: Database) -> None:
+    """Raise SchemaError unless every shipped migration has been applied."""
+    have = await applied_versions(db)
+    want = [m.version for m in available(db.dialect)]
+    if have[: len(want)] != want:
+        missing = sorted(set(want) - set(have))
+        raise SchemaError(f"the database lacks migrations {missing}: run `roost migrate`")

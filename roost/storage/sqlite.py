@@ -1,0 +1,188 @@
+"""SQLite backend: the standard library's sqlite3 in worker threads, WAL mode.
+
+One writer connection behind a trio.Lock (SQLite allows one writer at a time anyway) and a
+few reader connections for plain SELECTs, which WAL lets run beside the writer. Every call
+runs in a worker thread so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+
+import trio
+
+from roost.errors import AlreadyExists, MissingReference, StorageError
+from roost.storage.database import Connection, Database, Row
+
+T = TypeVar("T")
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _to_iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored; use timezone-aware UTC")
+    return value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _from_iso(raw: bytes) -> dt.datetime:
+    return dt.datetime.fromisoformat(raw.decode())
+
+
+sqlite3.register_adapter(dt.datetime, _to_iso)
+sqlite3.register_adapter(dict, lambda v: json.dumps(v, separators=(",", ":")))
+sqlite3.register_adapter(list, lambda v: json.dumps(v, separators=(",", ":")))
+sqlite3.register_converter("TIMESTAMPTZ", _from_iso)
+sqlite3.register_converter("BOOLEAN", lambda raw: raw not in (b"0", b""))
+sqlite3.register_converter("JSONB", lambda raw: json.loads(raw))
+
+
+def translate(sql: str) -> str:
+    """PostgreSQL placeholders (``$1``) to SQLite's numbered ones (``?1``)."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.description, row)}
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        check_same_thread=False,
+        isolation_level=None,
+        detect_types=sqlite3.PARSE_DECLTYPES,
+        timeout=10,
+    )
+    conn.row_factory = _dict_row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _map_error(exc: sqlite3.Error) -> Exception:
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "UNIQUE" in text or "PRIMARY KEY" in text:
+            return AlreadyExists("a row with the same unique key already exists")
+        if "FOREIGN KEY" in text:
+            return MissingReference("the request names a row that does not exist")
+    return StorageError(f"database error: {text}")
+
+
+class _SqliteConn(Connection):
+    """Methods on one sqlite3 connection; the caller holds whatever lock it needs."""
+
+    def __init__(self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter):
+        self._conn = conn
+        self._limiter = limiter
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                raise _map_error(exc) from exc
+
+        return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._run(lambda: self._conn.execute(translate(sql), args).rowcount)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._run(lambda: self._conn.executemany(translate(sql), rows))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._run(lambda: self._conn.execute(translate(sql), args).fetchall())
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: str, readers: int):
+        self.path = path
+        self._limiter = trio.CapacityLimiter(readers + 1)
+        self._writer = _SqliteConn(_connect(path), self._limiter)
+        self._write_lock = trio.Lock()
+        self._readers = [_SqliteConn(_connect(path, readonly=True), self._limiter) for _ in range(readers)]
+        self._free_readers = trio.Semaphore(readers)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._write_lock:
+            return await self._writer.execute(sql, *args)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute_many(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        if not sql.lstrip()[:6].upper() == "SELECT":
+            async with self._write_lock:  # INSERT .. RETURNING and friends write
+                return await self._writer.fetch(sql, *args)
+        async with self._free_readers:
+            reader = self._readers.pop()
+            try:
+                return await reader.fetch(sql, *args)
+            finally:
+                self._readers.append(reader)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                with trio.CancelScope(shield=True):
+                    await self._writer.execute("COMMIT")
+
+    async def run_script(self, conn: Connection, script: str) -> None:
+        for statement in split_statements(script):
+            await conn.execute(statement)
+
+    async def lock_migrations(self, conn: Connection) -> None:
+        """BEGIN IMMEDIATE already holds SQLite's one write lock."""
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            for c in [self._writer, *self._readers]:
+                c._conn.close()
+
+        await trio.to_thread.run_sync(close_all)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script into complete statements (sqlite3 runs one per call)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()):
+        raise StorageError(f"incomplete SQL statement at end of script: {buffer.strip()[:80]!r}")
+    return statements
+
+
+@asynccontextmanager
+async def open_sqlite(path: str, *, readers: int = 4) -> AsyncIterator[SqliteDatabase]:
+    db = await trio.to_thread.run_sync(lambda: SqliteDatabase(path, readers))
+    try:
+        yield db
+    finally:
+        with trio.CancelScope(shield=True):
+            await db.close()
