@@ -13,7 +13,7 @@ import time
 
 import trio
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Clock:

@@ -43,10 +43,13 @@ class Settings:
     audit_retention_days: int = 365
     prune_interval_s: float = 3600 * SECONDS
 
+    stall_monitor: bool = False
+    stall_warn_s: float = 0.05
+
     secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
 
         Raises:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from roost.runtime.clock import Clock
 from roost.runtime.metrics import Metrics
 
 
-class ActorState(str, Enum):
+class ActorState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"

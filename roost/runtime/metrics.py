@@ -37,7 +37,9 @@ class Metrics:
             "roost_ws_slow_consumers_closed", "Sockets closed because they could not keep up", registry=self.registry
         )
         self.loop_lag = Gauge(
-            "roost_event_loop_lag_max_seconds", "Longest single task step seen (event loop stall)", registry=self.registry
+            "roost_event_loop_lag_max_seconds",
+            "Longest single task step seen (event loop stall)",
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

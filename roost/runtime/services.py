@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
+from roost.runtime.frames import FrameRouter
 from roost.runtime.health import HealthRegistry
 from roost.runtime.metrics import Metrics
 from roost.runtime.sockets import SocketRegistry
@@ -21,14 +24,18 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     clock: Clock
-    db: "Database"
+    db: Database
     metrics: Metrics
     health: HealthRegistry
     sockets: SocketRegistry
     stopping: trio.Event = field(default_factory=trio.Event)
+    frames: FrameRouter = field(default_factory=FrameRouter)
+    process_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    # Named queue depths for /api/admin/status; each job adds its own probe.
+    queue_probes: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, db: "Database", clock: Clock | None = None) -> "Services":
+    def build(cls, settings: Settings, db: Database, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
         metrics = Metrics()
         return cls(

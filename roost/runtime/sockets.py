@@ -36,7 +36,7 @@ class DeviceSocket:
         "scope", "close_code", "close_reason", "last_heard", "_registry",
     )
 
-    def __init__(self, registry: "SocketRegistry", device_id: str, user_id: str, account_id: str, buffer: int):
+    def __init__(self, registry: SocketRegistry, device_id: str, user_id: str, account_id: str, buffer: int):
         self.id = next(_ids)
         self.device_id = device_id
         self.user_id = user_id
@@ -63,6 +63,16 @@ class DeviceSocket:
             return False
         self._registry.metrics.ws_frames_out.labels(kind).inc()
         return True
+
+    async def put(self, frame: dict[str, Any]) -> None:
+        """Queue a frame, waiting for room: for replays, which must not overflow the buffer."""
+        if self.close_code is not None:
+            return
+        try:
+            await self.send_channel.send(encode(frame))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        self._registry.metrics.ws_frames_out.labels(str(frame.get("type", "frame"))).inc()
 
     def send(self, frame: dict[str, Any]) -> bool:
         return self.offer(encode(frame), str(frame.get("type", "frame")))
@@ -112,6 +122,10 @@ class SocketRegistry:
     @property
     def count(self) -> int:
         return sum(len(g) for g in self._by_device.values())
+
+    def pending_frames(self) -> int:
+        """Frames queued to sockets and not yet written (a queue depth for status)."""
+        return sum(s.receive_channel.statistics().current_buffer_used for s in self.all())
 
     def all(self) -> list[DeviceSocket]:
         return [s for group in self._by_device.values() for s in group]

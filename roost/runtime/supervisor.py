@@ -33,13 +33,25 @@ class RestartPolicy:
     window_s: float = 600.0
     jitter: float = 0.25
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.initial_backoff_s <= self.max_backoff_s:
+            raise ValueError("need 0 <= initial_backoff_s <= max_backoff_s")
+        if self.budget < 0 or not self.window_s > 0:
+            raise ValueError("need budget >= 0 and window_s > 0")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("need 0 <= jitter < 1")
+
     def backoff(self, consecutive: int, rng: random.Random) -> float:
-        """Delay before restart number ``consecutive`` (0-based): doubling, capped, ±jitter."""
+        """Delay before restart number ``consecutive`` (0-based): doubling, ±jitter, never over the cap.
+
+        The cap applies after the jitter, so ``max_backoff_s`` really is the longest wait; at the
+        cap the jitter only shortens the delay, which still spreads restarts out.
+        """
         base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(consecutive, 32)))
-        return base * (1 + rng.uniform(-self.jitter, self.jitter))
+        return min(self.max_backoff_s, base * (1 + rng.uniform(-self.jitter, self.jitter)))
 
     @classmethod
-    def from_settings(cls, services: Services) -> "RestartPolicy":
+    def from_settings(cls, services: Services) -> RestartPolicy:
         s = services.settings
         return cls(s.restart_initial_backoff_s, s.restart_max_backoff_s, s.restart_budget, s.restart_window_s)
 

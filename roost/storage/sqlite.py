@@ -26,7 +26,7 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 def _to_iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("naive datetimes are not stored; use timezone-aware UTC")
-    return value.astimezone(dt.timezone.utc).isoformat()
+    return value.astimezone(dt.UTC).isoformat()
 
 
 def _from_iso(raw: bytes) -> dt.datetime:
@@ -47,7 +47,7 @@ def translate(sql: str) -> str:
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
-    return {d[0]: v for d, v in zip(cursor.description, row)}
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
 
 
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:

@@ -1,0 +1,58 @@
+"""Pruner: deletes rows past their time to live (the audit log now; jobs add their own tables).
+
+Each prune is a ``Prune`` with a name and a coroutine; a failing prune is logged and the
+others still run, so one table's trouble does not keep another from being cleaned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import trio
+
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.services import Services
+from roost.storage import audit
+
+
+@dataclass(frozen=True)
+class Prune:
+    name: str
+    run: Callable[[Services, dt.datetime], Awaitable[int]]
+
+
+async def _prune_audit(services: Services, now: dt.datetime) -> int:
+    cutoff = now - dt.timedelta(days=services.settings.audit_retention_days)
+    return await audit.prune(services.db, older_than=cutoff)
+
+
+DEFAULT_PRUNES = [Prune("audit_log", _prune_audit)]
+
+
+class Pruner(Actor):
+    name = "pruner"
+
+    def __init__(self, prunes: list[Prune] | None = None):
+        self.prunes = list(DEFAULT_PRUNES if prunes is None else prunes)
+
+    async def prune_once(self, ctx: ActorContext) -> dict[str, int]:
+        now = ctx.services.clock.now()
+        removed: dict[str, int] = {}
+        for prune in self.prunes:
+            try:
+                removed[prune.name] = await prune.run(ctx.services, now)
+            except Exception as exc:  # one table's failure must not stop the others
+                ctx.log.error("prune failed", prune=prune.name, error=str(exc))
+        ctx.log.info("pruned", **removed)
+        return removed
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        interval = ctx.services.settings.prune_interval_s
+        while True:
+            await self.prune_once(ctx)
+            ctx.tick()
+            if not await ctx.pause(interval):
+                return

@@ -1,0 +1,109 @@
+"""Operations: liveness, readiness, Prometheus metrics and the status of the process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from pydantic import BaseModel
+from quart import Blueprint, Response
+from quart_schema import document_response, hide
+
+from roost import __version__
+from roost.http.auth import service_auth
+from roost.http.context import services
+from roost.http.errors import ErrorBody
+
+bp = Blueprint("ops", __name__)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    actors: dict[str, str]
+
+
+class ActorStatus(BaseModel):
+    name: str
+    state: str
+    restarts: int
+    last_error: str | None
+    last_error_at: str | None
+    last_tick_at: str | None
+    started_at: str | None
+    ticks: int
+
+
+class ProcessInfo(BaseModel):
+    id: str
+    host: str
+    pid: int
+    version: str
+    database: str
+
+
+class Status(BaseModel):
+    ready: bool
+    process: ProcessInfo
+    actors: list[ActorStatus]
+    queues: dict[str, int]
+    connected_devices: int
+
+
+@bp.get("/healthz")
+@document_response(Health)
+async def healthz() -> tuple[dict[str, str], int]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}, 200
+
+
+@bp.get("/readyz")
+@document_response(Ready, 200)
+@document_response(Ready, 503)
+async def readyz() -> tuple[dict[str, Any], int]:
+    """Readiness: 200 only when every actor is running."""
+    health = services().health
+    body = {"ready": health.ready, "actors": {a["name"]: a["state"] for a in health.snapshot()}}
+    return body, 200 if health.ready else 503
+
+
+@bp.get("/metrics")
+@hide
+async def metrics() -> Response:
+    """Prometheus text exposition."""
+    return Response(services().metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def process_info() -> dict[str, Any]:
+    s = services()
+    return {
+        "id": s.process_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "version": __version__,
+        "database": s.db.dialect,
+    }
+
+
+@bp.get("/api/admin/status")
+@service_auth
+@document_response(Status)
+@document_response(ErrorBody, 401)
+@document_response(ErrorBody, 503)
+async def status() -> dict[str, Any]:
+    """Actors (state, restarts, last error, last tick), queue depths and connected devices."""
+    s = services()
+    queues = {"socket_outgoing_frames": s.sockets.pending_frames()}
+    for name, probe in s.queue_probes.items():
+        queues[name] = await probe()
+    return {
+        "ready": s.health.ready,
+        "process": process_info(),
+        "actors": s.health.snapshot(),
+        "queues": queues,
+        "connected_devices": s.sockets.count,
+    }

@@ -1,0 +1,137 @@
+"""The device WebSocket ``/ws/device``.
+
+Handshake, all within ``ws_hello_timeout_s``: the device authenticates with an
+``Authorization: Bearer`` header or a first ``device_hello {token}`` frame, then sends
+``register`` (optionally ``{since: seq}``); the server answers ``hello_ok`` and only then adds
+the socket to the registry. Afterwards one task reads frames and dispatches them, and the
+handler's own task writes what the registry queues. The keepalive actor pings; a peer that
+stays silent is dropped. Oversize frames are closed 1009 by Hypercorn; bad or revoked tokens
+close 1008. The socket is accepted before any close, so the close code reaches the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint, websocket
+
+from roost.errors import InvalidInput
+from roost.http.auth import bearer_token
+from roost.http.context import services
+from roost.runtime.frames import error_frame, parse
+from roost.runtime.logging import bind, get_logger
+from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
+from roost.storage import tenancy
+
+bp = Blueprint("ws", __name__)
+log = get_logger()
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _receive_frame() -> dict[str, Any] | None:
+    """The next well-formed frame; malformed ones are answered with an error frame and skipped."""
+    while True:
+        raw = await websocket.receive()
+        try:
+            return parse(raw)
+        except InvalidInput as exc:
+            await websocket.send(encode(error_frame(exc.code, exc.message)))
+
+
+async def _handshake() -> tuple[dict[str, Any], int | None]:
+    """Authenticate and wait for ``register``; returns (device identity, since)."""
+    db = services().db
+    token = bearer_token(websocket.headers)
+    device = await tenancy.authenticate_device(db, token) if token else None
+    if token and device is None:
+        raise _Refused("invalid or revoked device token")
+    while True:
+        frame = await _receive_frame()
+        kind = frame["type"]
+        if device is None:
+            if kind != "device_hello":
+                await websocket.send(encode(error_frame("expected_device_hello", "send device_hello {token} first")))
+                continue
+            hello_token = frame.get("token")
+            if not isinstance(hello_token, str):
+                raise _Refused("device_hello needs a string token")
+            device = await tenancy.authenticate_device(db, hello_token)
+            if device is None:
+                raise _Refused("invalid or revoked device token")
+            continue
+        if kind != "register":
+            await websocket.send(encode(error_frame("expected_register", "send register {since?} next")))
+            continue
+        since = frame.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            await websocket.send(encode(error_frame("bad_frame", "register.since must be a non-negative integer")))
+            continue
+        return device, since
+
+
+async def _read_loop(sock: DeviceSocket) -> None:
+    router = services().frames
+    while True:
+        raw = await websocket.receive()
+        sock.last_heard = trio.current_time()
+        try:
+            frame = parse(raw)
+        except InvalidInput as exc:
+            sock.send(error_frame(exc.code, exc.message))
+            continue
+        if frame["type"] in ("device_hello", "register"):
+            sock.send(error_frame("already_registered", "this socket has already registered"))
+            continue
+        await router.dispatch(sock, frame)
+
+
+async def _after_register(sock: DeviceSocket, since: int | None) -> None:
+    """Run the jobs' register hooks (replays) while the writer drains, so they can wait for room."""
+    s = services()
+    # A revocation that landed between authenticating and registering the socket is not missed.
+    if not await tenancy.device_is_live(s.db, sock.device_id):
+        sock.close(CLOSE_POLICY, "device revoked")
+        return
+    for hook in s.frames.on_register:
+        await hook(sock, since)
+
+
+@bp.websocket("/ws/device")
+async def device_socket() -> None:
+    s = services()
+    await websocket.accept()
+    if s.stopping.is_set():
+        await websocket.close(1001, "server shutting down")
+        return
+    try:
+        with trio.fail_after(s.settings.ws_hello_timeout_s):
+            device, since = await _handshake()
+    except trio.TooSlowError:
+        await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
+        return
+    except _Refused as exc:
+        await websocket.close(CLOSE_POLICY, exc.reason)
+        return
+    bind(device_id=device["device_id"])
+    sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
+    try:
+        await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
+        sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
+                   "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
+        with sock.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_loop, sock)
+                nursery.start_soon(_after_register, sock, since)
+                async for text in sock.receive_channel:
+                    await websocket.send(text)
+    finally:
+        s.sockets.remove(sock)
+    if sock.close_code is not None:
+        with trio.move_on_after(2):
+            await websocket.close(sock.close_code, sock.close_reason)

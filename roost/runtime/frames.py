@@ -1,0 +1,70 @@
+"""Device WebSocket frames: parsing, and the table of handlers for client frame types.
+
+Jobs add a handler for the frame types they own (``scout_proposal_ack``, ``send_result``, ...)
+with ``FrameRouter.add``; a frame of an unknown type gets an ``error`` frame, never a close.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+from roost.errors import InvalidInput
+from roost.runtime.sockets import DeviceSocket
+
+Handler = Callable[[DeviceSocket, dict[str, Any]], Awaitable[None]]
+RegisterHook = Callable[[DeviceSocket, int | None], Awaitable[None]]
+
+
+def parse(text: str | bytes) -> dict[str, Any]:
+    """One frame → a dict with a string ``type``.
+
+    Raises:
+        InvalidInput: with code ``bad_json`` or ``bad_frame``.
+    """
+    if isinstance(text, bytes):
+        raise InvalidInput("frames are JSON text, not binary", code="bad_frame")
+    try:
+        frame = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"frame is not valid JSON: {exc}", code="bad_json") from exc
+    if not isinstance(frame, dict):
+        raise InvalidInput("a frame is a JSON object", code="bad_frame")
+    if not isinstance(frame.get("type"), str):
+        raise InvalidInput("a frame needs a string 'type'", code="bad_frame")
+    return frame
+
+
+def error_frame(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+async def _pong(sock: DeviceSocket, frame: dict[str, Any]) -> None:
+    """The client's answer to our ping; hearing it at all is what counts."""
+
+
+async def _ping(sock: DeviceSocket, frame: dict[str, Any]) -> None:
+    sock.send({"type": "pong"})
+
+
+class FrameRouter:
+    """Handlers by frame type, and hooks run when a socket registers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {"pong": _pong, "ping": _ping}
+        self.on_register: list[RegisterHook] = []
+
+    def add(self, frame_type: str, handler: Handler) -> None:
+        if frame_type in self.handlers:
+            raise ValueError(f"frame type {frame_type!r} already has a handler")
+        self.handlers[frame_type] = handler
+
+    async def dispatch(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
+        handler = self.handlers.get(frame["type"])
+        if handler is None:
+            sock.send(error_frame("unknown_type", f"unknown frame type {frame['type']!r}"))
+            return
+        try:
+            await handler(sock, frame)
+        except InvalidInput as exc:
+            sock.send(error_frame(exc.code, exc.message))

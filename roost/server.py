@@ -1,0 +1,131 @@
+"""``roost serve``: open the database, migrate, and run the supervisor until SIGTERM/SIGINT.
+
+The first signal starts a graceful drain (``grace_period_s``); a second one cancels at once.
+On SQLite only one process may serve a database file: a lock file next to it refuses a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import trio
+
+from roost.actors.keepalive import Keepalive
+from roost.actors.pruner import Pruner
+from roost.errors import Conflict
+from roost.http.app import create_app
+from roost.http.server import HttpServer
+from roost.runtime.actor import Actor
+from roost.runtime.clock import Clock
+from roost.runtime.config import Settings
+from roost.runtime.logging import get_logger
+from roost.runtime.services import Services
+from roost.runtime.stalls import StallMonitor
+from roost.runtime.supervisor import Supervisor
+from roost.storage.database import open_database, sqlite_path
+from roost.storage.migrator import check_current, migrate
+
+log = get_logger()
+
+
+@dataclass
+class Running:
+    """What ``serve`` hands to ``task_status`` once every actor has started."""
+
+    services: Services
+    http: HttpServer
+    supervisor: Supervisor
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.port}"
+
+
+@contextmanager
+def single_process_lock(settings: Settings) -> Iterator[None]:
+    """On SQLite, hold an exclusive lock on ``<db>.lock`` for the life of the process."""
+    if settings.is_postgres:
+        yield
+        return
+    path = sqlite_path(settings.database_url) + ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise Conflict(
+                f"another roost process (pid {holder}) is serving {sqlite_path(settings.database_url)}: "
+                "SQLite supports one process; stop it, or use PostgreSQL to run several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
+    app = create_app(services)
+    http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
+    return http, [http, Keepalive(), Pruner()]
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with single_process_lock(settings):
+        async with open_database(settings.database_url, pool_size=settings.pg_pool_size,
+                                 readers=settings.sqlite_readers) as db:
+            if settings.migrate_on_start:
+                applied = await migrate(db)
+                if applied:
+                    log.info("migrated", versions=[m.version for m in applied])
+            else:
+                await check_current(db)
+            services = Services.build(settings, db, clock)
+            if settings.stall_monitor:
+                trio.lowlevel.add_instrument(StallMonitor(services.metrics, settings.stall_warn_s))
+            http, actors = build_actors(services)
+            supervisor = Supervisor(services, actors)
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    nursery.start_soon(_watch_signals, supervisor, nursery.cancel_scope)
+                await nursery.start(_run_supervisor, supervisor, nursery.cancel_scope)
+                log.info("ready", url=f"http://{http.binds[0].split('://', 1)[-1]}" if http.binds else None)
+                task_status.started(Running(services, http, supervisor))
+
+
+async def _run_supervisor(
+    supervisor: Supervisor, done: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+) -> None:
+    try:
+        await supervisor.run(task_status=task_status)
+    finally:
+        done.cancel()
+
+
+async def _watch_signals(supervisor: Supervisor, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not supervisor.services.stopping.is_set():
+                log.info("signal received; draining", signal=signal.Signals(signum).name)
+                supervisor.request_stop()
+            else:
+                log.warning("second signal; stopping now")
+                scope.cancel()
+                return
+
+
+def run(settings: Settings) -> None:
+    """Serve until stopped (blocking)."""
+    trio.run(serve, settings)

@@ -1,0 +1,39 @@
+"""The audit log: one row per admin action, written in the same transaction as the change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from roost.storage.database import Connection, Row
+from roost.storage.ids import new_id
+
+
+async def record(
+    conn: Connection,
+    *,
+    at: dt.datetime,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (id, at, actor, action, target_type, target_id, details)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        new_id("aud"), at, actor, action, target_type, target_id, details or {},
+    )
+
+
+async def list_entries(conn: Connection, *, target_id: str | None = None, limit: int = 100) -> list[Row]:
+    if target_id is None:
+        return await conn.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT $1", limit)
+    return await conn.fetch(
+        "SELECT * FROM audit_log WHERE target_id = $1 ORDER BY id DESC LIMIT $2", target_id, limit
+    )
+
+
+async def prune(conn: Connection, *, older_than: dt.datetime) -> int:
+    """Delete entries older than the retention window; returns how many went."""
+    return await conn.execute("DELETE FROM audit_log WHERE at < $1", older_than)

@@ -1,0 +1,175 @@
+"""Accounts, users and devices.
+
+Device tokens are shown once, at creation; only their SHA-256 is stored (a token carries 256
+random bits, so a slow hash adds nothing), and a presented token is looked up by its hash and
+compared with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from roost.errors import InvalidInput, NotFound
+from roost.storage import audit
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+from roost.storage.pagination import page
+
+USER_FIELDS = (
+    "email", "display_name", "timezone", "role", "active",
+    "digest_cadence", "digest_time", "digest_weekday", "quiet_hours",
+)
+_DEVICE_COLUMNS = "id, user_id, name, created_at, last_seen_at, revoked_at"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_device_token() -> str:
+    return "rdt_" + secrets.token_urlsafe(32)
+
+
+async def create_account(db: Database, *, name: str, timezone: str, now: dt.datetime, actor: str) -> Row:
+    row = {"id": new_id("acc"), "name": name, "timezone": timezone, "created_at": now}
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO accounts (id, name, timezone, created_at) VALUES ($1, $2, $3, $4)",
+            row["id"], name, timezone, now,
+        )
+        await audit.record(tx, at=now, actor=actor, action="account.create", target_type="account",
+                           target_id=row["id"], details={"name": name})
+    return row
+
+
+async def get_account(conn: Connection, account_id: str) -> Row:
+    row = await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
+    if row is None:
+        raise NotFound(f"no account {account_id!r}")
+    return row
+
+
+async def create_user(db: Database, *, account_id: str, fields: dict[str, Any], now: dt.datetime, actor: str) -> Row:
+    user_id = new_id("usr")
+    values = {k: fields[k] for k in USER_FIELDS}
+    async with db.transaction() as tx:
+        await get_account(tx, account_id)
+        await tx.execute(
+            "INSERT INTO users (id, account_id, email, display_name, timezone, role, active, digest_cadence,"
+            " digest_time, digest_weekday, quiet_hours, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+            user_id, account_id, *values.values(), now,
+        )
+        await audit.record(tx, at=now, actor=actor, action="user.create", target_type="user",
+                           target_id=user_id, details={"account_id": account_id, "role": values["role"]})
+        return await get_user(tx, user_id)
+
+
+async def get_user(conn: Connection, user_id: str) -> Row:
+    row = await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise NotFound(f"no user {user_id!r}")
+    return row
+
+
+async def update_user(db: Database, user_id: str, changes: dict[str, Any], *, now: dt.datetime, actor: str) -> Row:
+    """Apply a partial update; only keys in USER_FIELDS may change."""
+    unknown = set(changes) - set(USER_FIELDS)
+    if unknown:
+        raise InvalidInput(f"cannot change {sorted(unknown)}")
+    async with db.transaction() as tx:
+        await get_user(tx, user_id)
+        if changes:
+            # Column names come from USER_FIELDS, never from the request: safe to format in.
+            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+            await tx.execute(
+                f"UPDATE users SET updated_at = $2, {sets} WHERE id = $1", user_id, now, *changes.values()
+            )
+            await audit.record(tx, at=now, actor=actor, action="user.update", target_type="user",
+                               target_id=user_id, details={"fields": sorted(changes)})
+        return await get_user(tx, user_id)
+
+
+async def list_users(conn: Connection, *, account_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    rows = await conn.fetch(
+        "SELECT * FROM users WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        account_id, cursor or "", limit + 1,
+    )
+    return page(rows, limit)
+
+
+async def create_device(db: Database, *, user_id: str, name: str, now: dt.datetime, actor: str) -> tuple[Row, str]:
+    """Create a device; returns its row and the token, which is never retrievable again."""
+    token = new_device_token()
+    device_id = new_id("dev")
+    async with db.transaction() as tx:
+        await get_user(tx, user_id)
+        await tx.execute(
+            "INSERT INTO devices (id, user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            device_id, user_id, name, hash_token(token), now,
+        )
+        await audit.record(tx, at=now, actor=actor, action="device.create", target_type="device",
+                           target_id=device_id, details={"user_id": user_id})
+        return await get_device(tx, device_id), token
+
+
+async def get_device(conn: Connection, device_id: str) -> Row:
+    row = await conn.fetchrow(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = $1", device_id)
+    if row is None:
+        raise NotFound(f"no device {device_id!r}")
+    return row
+
+
+async def list_devices(conn: Connection, *, user_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    rows = await conn.fetch(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        user_id, cursor or "", limit + 1,
+    )
+    return page(rows, limit)
+
+
+async def revoke_device(db: Database, device_id: str, *, now: dt.datetime, actor: str) -> Row:
+    """Revoke a device (idempotent: revoking it again keeps the first revocation time)."""
+    async with db.transaction() as tx:
+        await get_device(tx, device_id)
+        changed = await tx.execute(
+            "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", device_id, now
+        )
+        if changed:
+            await audit.record(tx, at=now, actor=actor, action="device.revoke", target_type="device",
+                               target_id=device_id)
+        return await get_device(tx, device_id)
+
+
+async def authenticate_device(conn: Connection, token: str) -> Row | None:
+    """The live device (with its user and account) a token belongs to, or None.
+
+    A revoked device, or one whose user is inactive, does not authenticate.
+    """
+    if not token or len(token) > 200:
+        return None
+    digest = hash_token(token)
+    row = await conn.fetchrow(
+        "SELECT d.id AS device_id, d.token_hash, d.user_id, u.account_id"
+        " FROM devices d JOIN users u ON u.id = d.user_id"
+        " WHERE d.token_hash = $1 AND d.revoked_at IS NULL AND u.active",
+        digest,
+    )
+    if row is None or not hmac.compare_digest(row.pop("token_hash"), digest):
+        return None
+    return row
+
+
+async def device_is_live(conn: Connection, device_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id"
+        " WHERE d.id = $1 AND d.revoked_at IS NULL AND u.active", device_id,
+    ))
+
+
+async def touch_device(conn: Connection, device_id: str, now: dt.datetime) -> None:
+    await conn.execute("UPDATE devices SET last_seen_at = $2 WHERE id = $1", device_id, now)
