@@ -6,9 +6,9 @@ import time
 import uuid
 
 from quart import Response, g, request
-from quart_trio.wrappers import TrioRequest
 from quart_schema import Info, QuartSchema
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from structlog.contextvars import bind_contextvars
 
 from roost import __version__

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
+from roost.runtime.bus import Bus
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.frames import FrameRouter
 from roost.runtime.health import HealthRegistry
+from roost.runtime.locks import JobLocks
 from roost.runtime.metrics import Metrics
 from roost.runtime.sockets import SocketRegistry
 
@@ -28,6 +30,8 @@ class Services:
     metrics: Metrics
     health: HealthRegistry
     sockets: SocketRegistry
+    locks: JobLocks
+    bus: Bus
     stopping: trio.Event = field(default_factory=trio.Event)
     frames: FrameRouter = field(default_factory=FrameRouter)
     process_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -45,4 +49,6 @@ class Services:
             metrics=metrics,
             health=HealthRegistry(clock, metrics),
             sockets=SocketRegistry(settings.ws_outgoing_buffer, metrics),
+            locks=JobLocks(db),
+            bus=Bus(),
         )

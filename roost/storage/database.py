@@ -46,6 +46,15 @@ class Database(Connection):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
+    def advisory_lock(self, name: str) -> AsyncContextManager[bool]:
+        """Try to take a cluster-wide lock named ``name`` without waiting; yields whether it was taken.
+
+        PostgreSQL: a session advisory lock on a connection held for the block, so a process that
+        dies releases it. SQLite has one process, so it is always taken (callers also hold an
+        in-process lock).
+        """
+
+    @abc.abstractmethod
     async def run_script(self, conn: Connection, script: str) -> None:
         """Run a multi-statement migration script on a connection inside a transaction."""
 

@@ -55,8 +55,16 @@ def available(dialect: str) -> list[Migration]:
     return [found[v] for v in versions]
 
 
+async def _ensure_version_table(db: Database) -> None:
+    # Under the migration lock: two sessions running CREATE TABLE IF NOT EXISTS at once can both
+    # pass the existence check on PostgreSQL and one then fails on a catalog unique index.
+    async with db.transaction() as tx:
+        await db.lock_migrations(tx)
+        await tx.execute(_CREATE_VERSION_TABLE)
+
+
 async def applied_versions(db: Database) -> list[int]:
-    await db.execute(_CREATE_VERSION_TABLE)
+    await _ensure_version_table(db)
     rows = await db.fetch("SELECT version FROM schema_version ORDER BY version")
     return [r["version"] for r in rows]
 
@@ -69,7 +77,7 @@ async def migrate(db: Database) -> list[Migration]:
     """
     steps = available(db.dialect)
     done: list[Migration] = []
-    await db.execute(_CREATE_VERSION_TABLE)
+    await _ensure_version_table(db)
     for step in steps:
         async with db.transaction() as tx:
             await db.lock_migrations(tx)
@@ -94,9 +102,14 @@ async def migrate(db: Database) -> list[Migration]:
 
 
 async def check_current(db: Database) -> None:
-    """Raise SchemaError unless every shipped migration has been applied."""
+    """Raise SchemaError unless the database is at exactly the schema version this code ships."""
     have = await applied_versions(db)
     want = [m.version for m in available(db.dialect)]
     if have[: len(want)] != want:
         missing = sorted(set(want) - set(have))
         raise SchemaError(f"the database lacks migrations {missing}: run `roost migrate`")
+    if len(have) > len(want):
+        raise SchemaError(
+            f"the database is at schema version {have[-1]} but this roost knows only up to {len(want)}: "
+            "upgrade roost before serving this database"
+        )

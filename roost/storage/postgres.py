@@ -8,6 +8,7 @@ scope cancels the query.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Sequence, TypeVar
@@ -21,6 +22,11 @@ from roost.storage.database import Connection, Database, Row
 
 T = TypeVar("T")
 _MIGRATION_LOCK_KEY = 0x726F6F7374  # "roost"
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _map_error(exc: Exception) -> Exception:
@@ -108,6 +114,18 @@ class PostgresDatabase(_PgConn, Database):
             else:
                 with trio.CancelScope(shield=True):
                     await self._run(tr.commit())
+
+    @asynccontextmanager
+    async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
+        key = lock_key(name)
+        async with self.acquire() as conn:
+            taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield taken
+            finally:
+                if taken:
+                    with trio.CancelScope(shield=True):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def run_script(self, conn: Connection, script: str) -> None:
         await conn.execute(script)

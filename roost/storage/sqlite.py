@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 import trio
 
-from roost.errors import AlreadyExists, MissingReference, StorageError
+from roost.errors import AlreadyExists, InvalidInput, MissingReference, StorageError
 from roost.storage.database import Connection, Database, Row
 
 T = TypeVar("T")
@@ -76,6 +76,8 @@ def _map_error(exc: sqlite3.Error) -> Exception:
             return AlreadyExists("a row with the same unique key already exists")
         if "FOREIGN KEY" in text:
             return MissingReference("the request names a row that does not exist")
+        if "CHECK" in text:  # as PostgreSQL's CheckViolationError: the caller sent a bad value
+            return InvalidInput(f"the database refused a value: {text}")
     return StorageError(f"database error: {text}")
 
 
@@ -148,6 +150,10 @@ class SqliteDatabase(Database):
             else:
                 with trio.CancelScope(shield=True):
                     await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
+        yield True
 
     async def run_script(self, conn: Connection, script: str) -> None:
         for statement in split_statements(script):
