@@ -20,7 +20,8 @@ class Clock:
     """Trio time for sleeping, and a wall clock that moves with it."""
 
     def __init__(self, wall_start: dt.datetime | None = None):
-        self._wall_start = wall_start
+        """``wall_start`` pins what ``now()`` reads when the clock is first used (a naive value is UTC)."""
+        self._wall_start = as_utc(wall_start) if wall_start is not None else None
         self._trio_start: float | None = None
 
     def _anchor(self) -> tuple[dt.datetime, float]:
@@ -44,8 +45,13 @@ class Clock:
         await trio.sleep(max(0.0, seconds))
 
     async def sleep_until_wall(self, when: dt.datetime) -> None:
-        """Sleep until the wall clock reads ``when`` (at once if it already has)."""
-        await self.sleep((when - self.now()).total_seconds())
+        """Sleep until the wall clock reads ``when`` (at once if it already has); naive means UTC."""
+        await self.sleep((as_utc(when) - self.now()).total_seconds())
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> dt.datetime:

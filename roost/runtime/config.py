@@ -6,6 +6,7 @@ is the only function that reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Mapping
@@ -52,28 +53,45 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
 
+        An empty variable counts as unset. ``overrides`` (command-line flags) win over the
+        environment and are checked the same way.
+
         Raises:
-            InvalidInput: a variable is set to something its type cannot hold.
+            InvalidInput: a variable is set to something its type cannot hold, or to a value
+                out of range (a negative or non-finite duration, a port over 65535, an unknown
+                log format or level).
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(f"ROOST_{f.name.upper()}")
-            if f.name == "port" and raw is None:
+            if f.name == "port" and not raw:
                 raw = env.get("PORT")
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw, f.type)
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        _check(settings)
+        return settings
 
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith(("postgresql://", "postgres://"))
 
 
+# Knobs where zero makes no sense: a zero interval is a busy loop, a zero buffer or pool is no buffer or pool.
+_POSITIVE = frozenset({
+    "ws_ping_interval_s", "prune_interval_s", "restart_window_s", "ws_outgoing_buffer",
+    "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
+})
+_LOG_FORMATS = frozenset({"auto", "json", "console"})
+_LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
+
+
 def _parse(name: str, raw: str, type_name: object) -> object:
-    kind = str(type_name)
+    # With ``from __future__ import annotations`` a field's type is its source text ("int").
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
     try:
         if kind == "bool":
             lowered = raw.strip().lower()
@@ -89,3 +107,31 @@ def _parse(name: str, raw: str, type_name: object) -> object:
     except ValueError as exc:
         raise InvalidInput(f"ROOST_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def _check(settings: Settings) -> None:
+    """Reject values of the right type but out of range.
+
+    Raises:
+        InvalidInput: naming the variable and the value.
+    """
+
+    def bad(name: str, why: str) -> InvalidInput:
+        return InvalidInput(f"ROOST_{name.upper()}={getattr(settings, name)!r} {why}")
+
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise bad(f.name, "is not a finite number")
+        if value < 0 or (value == 0 and f.name in _POSITIVE):
+            raise bad(f.name, "must be positive" if f.name in _POSITIVE else "must not be negative")
+    if settings.port > 65535:
+        raise bad("port", "is not a TCP port (0-65535)")
+    if settings.restart_initial_backoff_s > settings.restart_max_backoff_s:
+        raise bad("restart_initial_backoff_s", "is over ROOST_RESTART_MAX_BACKOFF_S")
+    if settings.log_format not in _LOG_FORMATS:
+        raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
+    if settings.log_level.lower() not in _LOG_LEVELS:
+        raise bad("log_level", f"is not one of {', '.join(sorted(_LOG_LEVELS))}")

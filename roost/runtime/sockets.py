@@ -8,6 +8,7 @@ send, however many sockets they go to.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 from collections import defaultdict
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 
 import trio
 
+from roost.runtime.clock import as_utc
 from roost.runtime.logging import get_logger
 from roost.runtime.metrics import Metrics
 
@@ -86,7 +88,14 @@ class DeviceSocket:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), default=str)
+    """A frame as compact JSON text; datetimes as ISO-8601 UTC with a ``Z``, like the HTTP API."""
+    return json.dumps(frame, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return as_utc(value).isoformat().replace("+00:00", "Z")
+    return str(value)
 
 
 class SocketRegistry:

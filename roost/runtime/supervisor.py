@@ -84,75 +84,128 @@ class Supervisor:
         self._stop = trio.Event()
 
     def request_stop(self) -> None:
+        """Begin the drain: set ``services.stopping``, then cancel what still runs after the grace period.
+
+        Safe to call at any time, also while actors are still starting.
+        """
         self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every actor (each reports ready or its first crash), then wait for a stop."""
+        """Start the actors in order, each once it reported ready or crashed, then run until stopped.
+
+        Every actor is listed in the health registry (starting) before the first one starts, so
+        the process is not ready while any of them has yet to start. A stop requested during
+        start-up drains like any other: actors not started yet stay stopped, and the ones
+        starting get the grace period.
+        """
+        for actor in self.actors:
+            self.services.health.add(actor.name)
+            self.services.health.set_state(actor.name, ActorState.STARTING)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drain_when_asked, nursery.cancel_scope)
             for actor in self.actors:
-                await nursery.start(self._supervise, actor)
+                if self.services.stopping.is_set():
+                    self.services.health.set_state(actor.name, ActorState.STOPPED)
+                    continue
+                reported = trio.Event()
+                nursery.start_soon(self._supervise, actor, reported, name=f"supervise:{actor.name}")
+                await _first_of(reported, self.services.stopping)
             task_status.started()
-            await self._stop.wait()
-            grace = self.services.settings.grace_period_s
-            log.info("draining", grace_period_s=grace)
-            self.services.stopping.set()
-            nursery.cancel_scope.deadline = trio.current_time() + grace
         if nursery.cancel_scope.cancelled_caught:
             log.warning("grace period over; cancelled what was still running")
         log.info("stopped")
 
-    async def _supervise(self, actor: Actor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _drain_when_asked(self, scope: trio.CancelScope) -> None:
+        await self._stop.wait()
+        grace = self.services.settings.grace_period_s
+        log.info("draining", grace_period_s=grace)
+        self.services.stopping.set()
+        scope.deadline = trio.current_time() + grace
+
+    async def _supervise(self, actor: Actor, reported: trio.Event) -> None:
+        """Run one actor, restarting it after crashes; ``reported`` is set once it is up or down."""
         bind(actor=actor.name)
         health = self.services.health
-        health.add(actor.name)
         ctx = ActorContext(actor.name, self.services)
         crashes: deque[float] = deque()
         consecutive = 0
-        reported = False
-        while not self.services.stopping.is_set():
-            health.set_state(actor.name, ActorState.STARTING)
-            began = trio.current_time()
-            try:
-                async with trio.open_nursery() as inner:
-                    await inner.start(self._run_actor, actor, ctx)
-                    health.set_state(actor.name, ActorState.RUNNING)
-                    if not reported:
-                        task_status.started()
-                        reported = True
+        try:
+            while not self.services.stopping.is_set():
+                health.set_state(actor.name, ActorState.STARTING)
+                began = trio.current_time()
+                try:
+                    async with trio.open_nursery() as inner:
+                        if await inner.start(self._run_actor, actor, ctx):
+                            health.set_state(actor.name, ActorState.RUNNING)
+                            reported.set()
+                    if self.services.stopping.is_set():
+                        break
+                    raise ActorReturned(f"{actor.name} returned without being asked to stop")
+                except Exception as group:
+                    # Only Exception: a group holding Cancelled (or KeyboardInterrupt) is a
+                    # BaseExceptionGroup and goes on up, so cancellation is never swallowed.
+                    exc = _unwrap(group)
+                    health.record_crash(actor.name, exc)
+                    log.error("actor crashed", error=str(exc), exc_info=exc)
+                now = trio.current_time()
+                if now - began >= self.policy.max_backoff_s:
+                    consecutive = 0  # it ran healthily for a while: start the backoff over
+                crashes.append(now)
+                while crashes and crashes[0] < now - self.policy.window_s:
+                    crashes.popleft()
+                if len(crashes) > self.policy.budget:
+                    health.set_state(actor.name, ActorState.FAILED)
+                    log.error("actor failed: restart budget spent", restarts=health.get(actor.name).restarts)
+                    return
+                health.set_state(actor.name, ActorState.BACKOFF)
+                reported.set()  # a first crash is its report: start-up goes on without it
+                delay = self.policy.backoff(consecutive, self._rng)
+                consecutive += 1
+                with trio.move_on_after(delay):
+                    await self.services.stopping.wait()
                 if self.services.stopping.is_set():
                     break
-                raise ActorReturned(f"{actor.name} returned without being asked to stop")
-            except Exception as group:
-                exc = _unwrap(group)
-                health.record_crash(actor.name, exc)
-                log.error("actor crashed", error=str(exc), exc_info=exc)
-            if not reported:
-                task_status.started()
-                reported = True
-            now = trio.current_time()
-            if now - began >= self.policy.max_backoff_s:
-                consecutive = 0  # it ran healthily for a while: start the backoff over
-            crashes.append(now)
-            while crashes and crashes[0] < now - self.policy.window_s:
-                crashes.popleft()
-            if len(crashes) > self.policy.budget:
-                health.set_state(actor.name, ActorState.FAILED)
-                log.error("actor failed: restart budget spent", restarts=health.get(actor.name).restarts)
-                return
-            health.set_state(actor.name, ActorState.BACKOFF)
-            delay = self.policy.backoff(consecutive, self._rng)
-            consecutive += 1
-            with trio.move_on_after(delay):
-                await self.services.stopping.wait()
-            if self.services.stopping.is_set():
-                break
-            health.record_restart(actor.name)
-        health.set_state(actor.name, ActorState.STOPPED)
-        if not reported:
-            task_status.started()
+                health.record_restart(actor.name)
+            health.set_state(actor.name, ActorState.STOPPED)
+        finally:
+            reported.set()
 
     @staticmethod
     async def _run_actor(
-        actor: Actor, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        actor: Actor, ctx: ActorContext, *, task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await actor.run(ctx, task_status=task_status)
+        """Run the actor; report True when it is ready, False when it gave up starting on a drain.
+
+        Raises:
+            ActorReturned: it returned before it reported ready, and nobody asked it to stop.
+        """
+        status = _Readiness(task_status)
+        await actor.run(ctx, task_status=status)
+        if not status.reported:
+            if not ctx.stopping.is_set():
+                raise ActorReturned(f"{actor.name} returned before it reported started")
+            task_status.started(False)
+
+
+class _Readiness:
+    """The task status an actor gets: its ``started()`` reaches the supervisor as True."""
+
+    def __init__(self, inner: trio.TaskStatus[bool]):
+        self._inner = inner
+        self.reported = False
+
+    def started(self, value: object = None) -> None:
+        self._inner.started(True)
+        self.reported = True
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any one of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_cancel(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait_then_cancel, event)
