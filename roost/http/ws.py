@@ -3,10 +3,11 @@
 Handshake, all within ``ws_hello_timeout_s``: the device authenticates with an
 ``Authorization: Bearer`` header or a first ``device_hello {token}`` frame, then sends
 ``register`` (optionally ``{since: seq}``); the server answers ``hello_ok`` and only then adds
-the socket to the registry. Afterwards one task reads frames and dispatches them, and the
-handler's own task writes what the registry queues. The keepalive actor pings; a peer that
-stays silent is dropped. Oversize frames are closed 1009 by Hypercorn; bad or revoked tokens
-close 1008. The socket is accepted before any close, so the close code reaches the client.
+the socket to the registry. Afterwards the handler's own task reads frames and dispatches them,
+and a writer task, started only while the socket's outbox holds frames, writes them out (so an
+idle socket costs one task less: see ``roost.runtime.sockets``). The keepalive actor pings; a
+peer that stays silent is dropped. Oversize frames are closed 1009 by Hypercorn; bad or revoked
+tokens close 1008. The socket is accepted before any close, so the close code reaches the client.
 """
 
 from __future__ import annotations
@@ -120,17 +121,20 @@ async def device_socket() -> None:
         return
     bind(device_id=device["device_id"])
     sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
+    del device  # the socket keeps the ids; an idle socket should not also keep the row
     try:
         await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
         sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
                    "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
-        with sock.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read_loop, sock)
-                nursery.start_soon(_after_register, sock, since)
-                async for text in sock.receive_channel:
-                    await websocket.send(text)
+        async with trio.open_nursery() as nursery:
+            # close() cancels this nursery; queued frames start a writer task in it. That may
+            # happen from any task (whoever queues a frame), so the writer gets the websocket
+            # object's own send, not the context-local proxy's.
+            sock.attach(nursery, websocket._get_current_object().send)
+            nursery.start_soon(_after_register, sock, since)
+            await _read_loop(sock)
     finally:
+        sock.detach()
         s.sockets.remove(sock)
     if sock.close_code is not None:
         with trio.move_on_after(2):
