@@ -15,8 +15,10 @@ from typing import Iterator
 
 import trio
 
+from roost.actors.deliverer import Deliverer
 from roost.actors.keepalive import Keepalive
-from roost.actors.pruner import Pruner
+from roost.actors.pruner import DEFAULT_PRUNES, Pruner
+from roost.actors.scout import ScoutActor, expire_prune
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -73,7 +75,8 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    return http, [http, Keepalive(), Pruner()]
+    prunes = [*DEFAULT_PRUNES, expire_prune()]
+    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services)]
 
 
 async def serve(

@@ -13,11 +13,11 @@ from structlog.contextvars import bind_contextvars
 
 from roost import __version__
 from roost.errors import InvalidInput
-from roost.http import admin, device, errors, ops, ws
+from roost.http import admin, device, errors, ops, scouts, ws
 from roost.http.context import CONFIG_KEY
 from roost.runtime.services import Services
 
-BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp]
+BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp]
 
 
 class RoostRequest(TrioRequest):
