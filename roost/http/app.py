@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, Awaitable, Callable
 
+import trio
 from quart import Response, g, request
 from quart_schema import Info, QuartSchema
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 from structlog.contextvars import bind_contextvars
+from werkzeug.exceptions import UnsupportedMediaType
 
 from roost import __version__
-from roost.errors import InvalidInput
+from roost.errors import InvalidInput, NotFound
 from roost.http import admin, device, errors, ops, scouts, ws
 from roost.http.context import CONFIG_KEY
 from roost.runtime.services import Services
@@ -21,13 +24,71 @@ BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp]
 
 
 class RoostRequest(TrioRequest):
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        # Quart answers None for a body not declared JSON, which validation then calls "not an object".
+        if not (force or silent or self.is_json):
+            raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:  # the json module's answer to deep nesting; not a ValueError
+            raise InvalidInput("the body's JSON is nested too deeply", code="malformed_json") from None
+
     def on_json_loading_failed(self, error: Exception) -> None:
         raise InvalidInput(f"the body is not valid JSON: {error}", code="malformed_json")
+
+
+class CompleteResponses:
+    """ASGI middleware closing two gaps between Quart-Trio and Hypercorn when the app answers
+    before it has read the request body (a 413, a 401 checked before the body, ...).
+
+    * Hypercorn then closes the connection but does not tell the client, which may send its
+      next request on it and never get an answer: such a response says ``Connection: close``.
+    * The send that ends a response is where Hypercorn closes (or recycles) the connection. On
+      the way it queues a disconnect for the app, and Quart-Trio cancels the handler as soon as
+      it sees one, inside that close: the connection was then neither closed nor recycled, and
+      hung. That send is shielded (Hypercorn shields its own socket writes too).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = not _has_body(scope)
+
+        async def tracked_receive() -> dict[str, Any]:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def completing_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and not body_read:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, tracked_receive, completing_send)
+
+
+def _has_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("roost")
     app.request_class = RoostRequest  # type: ignore[assignment]
+    app.asgi_app = CompleteResponses(app.asgi_app)  # type: ignore[method-assign]
     app.config[CONFIG_KEY] = services
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
@@ -49,6 +110,8 @@ def create_app(services: Services) -> QuartTrio:
         g.started = time.perf_counter()
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
         bind_contextvars(request_id=g.request_id)
+        if "\x00" in request.path:  # no id holds NUL, and PostgreSQL refuses to even look one up
+            raise NotFound("no such resource")
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

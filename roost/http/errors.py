@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Quart, jsonify
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from roost import errors
 from roost.runtime.logging import get_logger
@@ -65,7 +65,9 @@ def _describe_validation(exc: RequestSchemaValidationError) -> str:
         parts = []
         for err in items()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            # pydantic's own text here names our model class; say what the client must send instead.
+            what = "expected a JSON object" if err.get("type") == "model_type" else err.get("msg", "invalid")
+            parts.append(f"{where}: {what}")
         return "; ".join(parts)
     return str(inner)
 
@@ -76,8 +78,10 @@ def install(app: Quart) -> None:
     @app.errorhandler(errors.RoostError)
     async def roost_error(exc: errors.RoostError):
         status = status_for(exc)
-        if status >= 500:
+        if status == 500:
             log.error("request failed", error=str(exc), exc_info=exc)
+        elif status > 500:  # the operator's to fix (e.g. no service token): no traceback per request
+            log.warning("request refused", error=str(exc), code=exc.code)
         return error_response(status, exc.code, exc.message, **exc.details)
 
     @app.errorhandler(RequestSchemaValidationError)
@@ -96,7 +100,10 @@ def install(app: Quart) -> None:
             405: "this endpoint does not take that method",
             413: "request body too large",
         }.get(status, exc.description or exc.name)
-        return error_response(status, code, message)
+        response = error_response(status, code, message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # a 405 must say what is allowed
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception):

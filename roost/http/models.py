@@ -52,10 +52,28 @@ Cadence = Literal["off", "daily", "weekly"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
+def _refuse_nul(value: Any) -> Any:
+    """PostgreSQL cannot store U+0000 in text or jsonb; refuse it up front, the same on every backend."""
+    pending = [value]  # a loop, not recursion: a deeply nested body must not overflow the stack
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("text may not contain the NUL character (\\u0000)")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
 class Body(BaseModel):
-    """Base of request bodies: strict types, no unknown fields."""
+    """Base of request bodies: strict types, no unknown fields, no NUL characters."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
 
 
 class Out(BaseModel):
@@ -67,6 +85,8 @@ class Out(BaseModel):
 class PageQuery(BaseModel):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(None, max_length=64)
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
 
 
 class Page(Out, Generic[T]):

@@ -58,6 +58,7 @@ class HealthRegistry:
     def add(self, name: str) -> ActorHealth:
         entry = self._actors.setdefault(name, ActorHealth(name))
         self._metrics.actor_up.labels(name).set(0)
+        self._metrics.actor_restarts.labels(name).inc(0)  # export 0, not "absent", before a first crash
         return entry
 
     def get(self, name: str) -> ActorHealth:

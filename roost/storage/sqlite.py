@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import sqlite3
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
@@ -59,7 +60,7 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
         timeout=10,
     )
     conn.row_factory = _dict_row
-    conn.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(conn)
     # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -67,6 +68,24 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, *, patience_s: float = 10.0) -> None:
+    """Switch to WAL, retrying while another connection holds the lock that needs.
+
+    SQLite answers "database is locked" at once here, without its busy handler, when another
+    process opens the same new file at the same moment (two migrators, seen in the tests).
+    Runs in a worker thread, so sleeping is fine.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _map_error(exc: sqlite3.Error) -> Exception:

@@ -1,0 +1,214 @@
+"""Fixtures shared by every tier: fresh databases on both backends.
+
+``database_url`` (and the ``db`` fixture over it) is parametrised over ``sqlite`` and
+``postgres``; the postgres parameter carries ``pytest.mark.postgres``. PostgreSQL is the server
+``ROOST_TEST_DATABASE_URL`` names, or else a throwaway cluster this session starts and stops
+(see ``tests/support/pg.py``). Without either, postgres tests skip with the reason, except when
+``CI=true``: then they fail, and any postgres test that skips for whatever reason is turned into
+a failure, so a CI run can never pass without having run them.
+
+When ``ROOST_TEST_SUMMARY`` names a file, the session writes ``key=value`` lines there
+(``postgres_passed``, ``postgres_skipped``, ``postgres_failed``, ...) for ``.ci/run`` to check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from roost.storage.database import Database, open_database
+from roost.storage.migrator import migrate
+from tests.support.pg import (
+    PgServer,
+    ServerUnavailable,
+    ThrowawayCluster,
+    connectable,
+    find_bindir,
+    run_trio,
+    start_throwaway_server,
+)
+
+CI = os.environ.get("CI", "").strip().lower() == "true"
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _unavailable(reason: str) -> None:
+    if CI:
+        pytest.fail(f"CI=true and the PostgreSQL tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL: {reason}")
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The PostgreSQL server of this session (started on first use, stopped at the end)."""
+    url = os.environ.get("ROOST_TEST_DATABASE_URL", "").strip()
+    cluster: ThrowawayCluster | None = None
+    server: PgServer | None = None
+    try:
+        if url:
+            reason = connectable(url)
+            if reason:
+                _unavailable(f"ROOST_TEST_DATABASE_URL={_redacted(url)} does not accept connections: {reason}")
+            server = PgServer(admin_url=url, throwaway=False)
+        else:
+            server, cluster = start_throwaway_server()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    assert server is not None
+    try:
+        yield server
+    finally:
+        try:
+            server.close()
+        finally:
+            if cluster is not None:
+                cluster.stop()
+
+
+# -- SQLite --------------------------------------------------------------------------------------
+
+
+async def _migrate(url: str) -> None:
+    async with open_database(url) as db:
+        await migrate(db)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, built once; tests get copies of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "roost.db"
+    run_trio(_migrate, f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # fold the WAL into the main file so one copy is complete
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+# -- per-test databases on either backend --------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """'sqlite' or 'postgres': which backend this run of the test uses."""
+    return request.param
+
+
+@pytest.fixture
+def make_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., str]]:
+    """A factory for fresh databases on this test's backend: ``make_database_url(migrated=True)``.
+
+    Callable from sync fixtures and from inside async tests alike; every database it makes is
+    deleted when the test ends.
+    """
+    made: list[str] = []
+    # Resolved now, not inside make(): a session fixture cannot be set up from inside a trio test.
+    server: PgServer | None = request.getfixturevalue("pg_server") if backend == "postgres" else None
+    template: Path | None = request.getfixturevalue("sqlite_template") if backend == "sqlite" else None
+
+    def make(*, migrated: bool = True) -> str:
+        if server is None:
+            assert template is not None
+            path = tmp_path / f"roost-{len(made)}.db"
+            if migrated:
+                shutil.copyfile(template, path)
+            made.append(str(path))
+            return f"sqlite:///{path}"
+        name = server.create_database(migrated=migrated)
+        made.append(name)
+        return server.url_for(name)
+
+    yield make
+    if server is not None:
+        for name in made:
+            server.drop_database(name)
+
+
+@pytest.fixture
+def database_url(make_database_url: Callable[..., str]) -> str:
+    """A fresh, migrated database of this test's backend, as a URL."""
+    return make_database_url()
+
+
+@pytest.fixture
+def unmigrated_database_url(make_database_url: Callable[..., str]) -> str:
+    """A fresh, empty database (no tables at all) of this test's backend."""
+    return make_database_url(migrated=False)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """An open ``Database`` on a fresh, migrated database."""
+    async with open_database(database_url) as database:
+        yield database
+
+
+# -- CI: PostgreSQL tests never skip -------------------------------------------------------------
+
+_postgres_outcomes: Counter[str] = Counter()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    if CI and report.skipped and item.get_closest_marker("postgres") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: PostgreSQL tests must run, never skip, but this one skipped: {reason}"
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "postgres" not in report.keywords:
+        return
+    if report.failed:
+        _postgres_outcomes["failed"] += 1
+    elif report.skipped:
+        _postgres_outcomes["skipped"] += 1
+    elif report.when == "call" and report.passed:
+        _postgres_outcomes["passed"] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    target = os.environ.get("ROOST_TEST_SUMMARY")
+    if not target:
+        return
+    lines = [
+        f"exitstatus={int(exitstatus)}",
+        f"collected={session.testscollected}",
+        f"postgres_passed={_postgres_outcomes['passed']}",
+        f"postgres_skipped={_postgres_outcomes['skipped']}",
+        f"postgres_failed={_postgres_outcomes['failed']}",
+    ]
+    Path(target).write_text("\n".join(lines) + "\n")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = os.environ.get("ROOST_TEST_DATABASE_URL", "").strip()
+    if url:
+        where = f"ROOST_TEST_DATABASE_URL={_redacted(url)}"
+    else:
+        bindir = find_bindir()
+        where = f"a throwaway cluster from {bindir}" if bindir else "none found (postgres tests will skip)"
+    return f"postgres: {where}; CI={'true' if CI else 'false'}"
