@@ -169,7 +169,7 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
         while not client.connections:
             await trio.sleep(0.01)
         refs = [f"r{i}" for i in range(n)]
-        start = time.perf_counter()
+        start, wall_start = time.perf_counter(), time.time()
         batch = 500
         limiter = trio.CapacityLimiter(4)
 
@@ -177,10 +177,13 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
             async with limiter:
                 await push_batch(http, scout_id, chunk)
 
+        marks: dict[str, float] = {}
+
         async def pushes() -> None:
             async with trio.open_nursery() as pn:
                 for i in range(0, n, batch):
                     pn.start_soon(one, refs[i:i + batch])
+            marks["pushes_accepted_s"] = time.perf_counter() - start
 
         nursery.start_soon(pushes)
         if kill:
@@ -193,13 +196,21 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
             con.close()
             killed_seen = len(client.seen)
             await trio.to_thread.run_sync(server.start)
+        # Ask the server only once this client has sent an ack for every item: polling the
+        # counts while the stream runs would load the server under test. The clock stops when
+        # the server answers that every ack is persisted.
+        while len(client.acked) < n:
+            await trio.sleep(0.002)
+        marks["client_acked_all_s"] = time.perf_counter() - start
         while await acked_count(http, scout_id) < n:
-            await trio.sleep(0.01)
+            await trio.sleep(0.005)
         elapsed = time.perf_counter() - start
         stop.set()
     lost = n - len(client.seen)
     out = {"items": n, "seconds": round(elapsed, 3), "proposals_per_s": round(n / elapsed),
-           "lost": lost, "repeats_after_own_ack": len(client.repeats), "connections": client.connections}
+           "lost": lost, "repeats_after_own_ack": len(client.repeats), "connections": client.connections,
+           "first_frame_s": round(min(client.seen.values(), default=start) - wall_start, 3),
+           **{k: round(v, 3) for k, v in marks.items()}}
     if kill:
         bad = [pid for pid in client.repeats if pid in acked_at_kill]
         out.update({"seen_before_kill": killed_seen, "acked_persisted_at_kill": len(acked_at_kill),

@@ -26,13 +26,15 @@ from roost.errors import InvalidInput
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
-from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket
+from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
 from roost.storage import scouts as repo
 
 PAGE = 500
 ACK_BATCH = 2000
 ACK_BUFFER = 10_000
 SLOW_SOCKET_S = 10.0
+ACK_LINGER_S = 0.01
+FRAME_KIND = "scout_proposal"
 TOPIC_QUEUED = "proposal.queued"
 TOPIC_DEVICE = "device.registered"
 
@@ -65,7 +67,10 @@ class Deliverer(Actor):
         pid = frame.get("proposal_id")
         if not isinstance(pid, str) or not 0 < len(pid) <= 64:
             raise InvalidInput("scout_proposal_ack needs a string proposal_id", code="bad_frame")
-        await self._acks_in.send((sock, pid))  # waits when the writer is behind: backpressure on the reader
+        try:
+            self._acks_in.send_nowait((sock, pid))
+        except trio.WouldBlock:
+            await self._acks_in.send((sock, pid))  # the writer is behind: backpressure on the reader
 
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
         s = self.services
@@ -120,9 +125,9 @@ class Deliverer(Actor):
                     async with self._user_locks[user_id]:
                         rows = await repo.queued_for_user(s.db, user_id, now=s.clock.now(), limit=PAGE)
                         for row in rows:
-                            frame = proposal_frame(row)
+                            text = encode(proposal_frame(row))
                             for sock in socks:
-                                await self._send_live(sock, row["id"], frame)
+                                await self._send_live(sock, row["id"], text)
                         await repo.mark_delivered(s.db, [r["id"] for r in rows], now=s.clock.now())
                     ctx.tick()
                     if len(rows) < PAGE:
@@ -136,14 +141,16 @@ class Deliverer(Actor):
             if not s.sockets.for_user(user_id) and not self._user_locks[user_id].locked():
                 self._user_locks.pop(user_id, None)
 
-    async def _send_live(self, sock: DeviceSocket, proposal_id: str, frame: dict[str, Any]) -> None:
+    async def _send_live(self, sock: DeviceSocket, proposal_id: str, text: str) -> None:
         seen = self._replaying.get(sock.id)
         if seen is not None:
             if proposal_id in seen:
                 return
             seen.add(proposal_id)
+        if sock.try_put(text, FRAME_KIND):  # the common case: room in the buffer, no timer needed
+            return
         with trio.move_on_after(SLOW_SOCKET_S) as scope:
-            await sock.put(frame)
+            await sock.put(text, FRAME_KIND)
         if scope.cancelled_caught:
             sock.close(CLOSE_TRY_AGAIN, "slow consumer")
 
@@ -153,6 +160,10 @@ class Deliverer(Actor):
             batch: list[tuple[DeviceSocket, str]] = []
             with trio.move_on_after(0.2):
                 batch.append(await self._acks_out.receive())
+            if batch:
+                # Let a stream of acks gather for a moment: one transaction per few hundred acks
+                # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
+                await trio.sleep(ACK_LINGER_S)
             while len(batch) < ACK_BATCH:
                 try:
                     batch.append(self._acks_out.receive_nowait())

@@ -204,15 +204,38 @@ class DeviceSocket:
         self._kick()
         return True
 
-    async def put(self, frame: dict[str, Any]) -> None:
-        """Queue a frame, waiting for room: for replays, which must not overflow the buffer."""
+    def try_put(self, text: str, kind: str = "frame") -> bool:
+        """Queue an encoded frame if there is room; False (socket left open) when the buffer is full."""
+        if self.close_code is not None:
+            return True  # nothing more goes to a closing socket; it catches up on reconnect
+        try:
+            self.outbox.send_nowait(text)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return True
+        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._kick()
+        return True
+
+    async def put(self, frame: dict[str, Any] | str, kind: str | None = None) -> None:
+        """Queue a frame, waiting for room: for replays, which must not overflow the buffer.
+
+        ``frame`` may come encoded already (one encoding for many sockets); pass its ``kind``.
+        """
         if self.close_code is not None:
             return
+        if isinstance(frame, dict):
+            kind = kind or str(frame.get("type", "frame"))
+            frame = encode(frame)
         try:
-            await self.outbox.send(encode(frame))
+            try:
+                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame
+            except trio.WouldBlock:
+                await self.outbox.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
-        self._registry.metrics.ws_frames_out.labels(str(frame.get("type", "frame"))).inc()
+        self._registry.metrics.ws_frames_out.labels(kind or "frame").inc()
         self._kick()
 
     def send(self, frame: dict[str, Any]) -> bool:

@@ -320,32 +320,36 @@ async def mark_delivered(db: Database, ids: Sequence[str], *, now: dt.datetime) 
 
 
 async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime) -> set[tuple[str, str]]:
-    """Apply ``(user_id, proposal_id)`` acks in one transaction; returns the pairs that name no
-    proposal of that user (those change nothing). Acking an acked proposal is a no-op."""
+    """Apply ``(user_id, proposal_id)`` acks; returns the pairs that name no proposal of that user
+    (those change nothing). Acking an acked proposal is a no-op.
+
+    The ids are looked up by primary key (a read, beside the writer), and only the ones of the
+    right user still queued or delivered are updated, in one transaction; the update's own
+    status guard covers a row that changed in between (expired, acked by another socket).
+    """
     if not acks:
         return set()
-    async with db.transaction() as tx:
-        known: set[tuple[str, str]] = set()
-        by_user: dict[str, list[str]] = {}
-        for user_id, pid in acks:
-            by_user.setdefault(user_id, []).append(pid)
-        for user_id, pids in by_user.items():
-            unique = list(dict.fromkeys(pids))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start:start + 500]
-                marks = ", ".join(f"${i}" for i in range(2, len(chunk) + 2))
-                rows = await tx.fetch(
-                    f"SELECT id FROM scout_items WHERE user_id = $1 AND id IN ({marks})", user_id, *chunk
-                )
-                known.update((user_id, r["id"]) for r in rows)
-        good = [(pid, now) for user_id, pid in dict.fromkeys(acks) if (user_id, pid) in known]
-        if good:
-            await tx.execute_many(
-                "UPDATE scout_items SET status = 'acked', acked_at = $2"
-                " WHERE id = $1 AND status IN ('queued', 'delivered')",
-                good,
-            )
-    return {pair for pair in acks if pair not in known}
+    unique = list(dict.fromkeys(pid for _, pid in acks))
+    owner: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
+        marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        rows = await db.fetch(f"SELECT id, user_id, status FROM scout_items WHERE id IN ({marks})", *chunk)
+        owner.update((r["id"], (r["user_id"], r["status"])) for r in rows)
+    unknown: set[tuple[str, str]] = set()
+    todo: dict[str, tuple[str, dt.datetime]] = {}
+    for user_id, pid in acks:
+        found = owner.get(pid)
+        if found is None or found[0] != user_id:
+            unknown.add((user_id, pid))
+        elif found[1] in ("queued", "delivered"):
+            todo[pid] = (pid, now)
+    if todo:
+        await db.execute_many(
+            "UPDATE scout_items SET status = 'acked', acked_at = $2 WHERE id = $1 AND status IN ('queued', 'delivered')",
+            list(todo.values()),
+        )
+    return unknown
 
 
 async def expire(db: Database, *, now: dt.datetime) -> int:
