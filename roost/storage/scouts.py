@@ -346,7 +346,8 @@ async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime
             todo[pid] = (pid, now)
     if todo:
         await db.execute_many(
-            "UPDATE scout_items SET status = 'acked', acked_at = $2 WHERE id = $1 AND status IN ('queued', 'delivered')",
+            "UPDATE scout_items SET status = 'acked', acked_at = $2"
+            " WHERE id = $1 AND status IN ('queued', 'delivered')",
             list(todo.values()),
         )
     return unknown

@@ -78,6 +78,7 @@ class _ImapSession(ConnectorSession):
         self.page_size = int(config.get("page_size", 100))
         self.imap: imaplib.IMAP4 | None = None
         self.uidvalidity: int | None = None
+        self.archive_ready = False
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn)
@@ -96,6 +97,9 @@ class _ImapSession(ConnectorSession):
                 imap.starttls(ssl.create_default_context())
         try:
             imap.login(c["user"], c["password"])
+            # imaplib keeps the capabilities it saw before login; servers add MOVE, UIDPLUS, ... after.
+            caps = _check(*imap.capability(), "CAPABILITY")
+            imap.capabilities = tuple((caps[0] or b"").decode("ascii", "replace").upper().split())
             _check(*imap.select(_quote(self.folder)), f"SELECT {self.folder}")
             validity = imap.response("UIDVALIDITY")[1]
             self.uidvalidity = int(validity[0]) if validity and validity[0] else None
@@ -157,7 +161,9 @@ class _ImapSession(ConnectorSession):
     def _archive(self, ref: Ref) -> None:
         assert self.imap is not None
         uid = str(self._uid(ref))
-        self.imap.create(_quote(self.archive_folder))  # fails harmlessly when it exists
+        if not self.archive_ready:
+            self.imap.create(_quote(self.archive_folder))  # fails harmlessly when it exists
+            self.archive_ready = True
         caps = {c.upper() for c in self.imap.capabilities}
         if "MOVE" in caps:
             _check(*self.imap.uid("MOVE", uid, _quote(self.archive_folder)), "UID MOVE")
