@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -77,6 +77,11 @@ def retry_delay_s(attempts: int) -> float:
     return min(RETRY_MAX_S, RETRY_BASE_S * 2 ** max(0, attempts - 1))
 
 
+def next_run_after(now: dt.datetime, interval_s: float, rng: random.Random) -> dt.datetime:
+    """When a scout polled at ``now`` is due again: its interval, ±10 % jitter so scouts spread out."""
+    return now + dt.timedelta(seconds=interval_s * (1 + rng.uniform(-JITTER, JITTER)))
+
+
 def lock_name(scout_id: str) -> str:
     return f"scout:{scout_id}"
 
@@ -97,8 +102,7 @@ async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> 
     scout = await repo.get_scout(db, scout_id)
     now = clock.now()
     report = RunReport(scout_id)
-    interval = float(scout["poll_interval_s"])
-    next_run = now + dt.timedelta(seconds=interval * (1 + rng.uniform(-JITTER, JITTER)))
+    next_run = next_run_after(now, float(scout["poll_interval_s"]), rng)
 
     days = scout["device_inactivity_pause_days"]
     if days is not None:
@@ -206,11 +210,15 @@ class ScoutActor(Actor):
 
     name = "scout"
 
-    def __init__(self, rng: random.Random | None = None):
+    def __init__(self, rng: random.Random | None = None,
+                 run: Callable[..., Awaitable[RunReport]] | None = None):
+        """``run`` replaces ``run_scout`` (tests drive the loop under a mock clock without a database)."""
         self._rng = rng or random.Random()
+        self._run = run or run_scout
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._woken: set[str] = set()
+        self._crashes: dict[str, tuple[int, float]] = {}  # scout -> (crashes in a row, not before)
         self._wake = trio.Event()
 
     def wake(self, *scout_ids: str) -> None:
@@ -258,6 +266,10 @@ class ScoutActor(Actor):
                 if sid in woken:
                     self._again.add(sid)
                 continue
+            crashed = self._crashes.get(sid)
+            if due and crashed is not None and sid not in woken and crashed[1] > trio.current_time():
+                wait = min(wait, crashed[1] - trio.current_time())  # a crashing run backs off
+                continue
             if due:
                 self._running.add(sid)
                 nursery.start_soon(self._run_one, ctx, sid, limiter)
@@ -271,7 +283,8 @@ class ScoutActor(Actor):
                 while True:
                     self._again.discard(scout_id)
                     try:
-                        report = await run_scout(ctx.services, scout_id, rng=self._rng)
+                        report = await self._run(ctx.services, scout_id, rng=self._rng)
+                        self._crashes.pop(scout_id, None)
                         ctx.tick()
                         if report.queued or report.failed or report.error:
                             ctx.log.info("scout run", **report.as_dict())
@@ -280,8 +293,11 @@ class ScoutActor(Actor):
                     except NotFound:
                         return
                     except Exception as exc:  # one scout's trouble never stops the others
-                        ctx.log.error("scout run crashed", scout_id=scout_id, error=repr(exc))
-                        await ctx.pause(1.0)
+                        count = self._crashes.get(scout_id, (0, 0.0))[0] + 1
+                        delay = retry_delay_s(count)
+                        self._crashes[scout_id] = (count, trio.current_time() + delay)
+                        ctx.log.error("scout run crashed", scout_id=scout_id, error=repr(exc), retry_in_s=delay)
+                        return  # due again after the backoff, or at once when woken
                     if scout_id not in self._again or ctx.stopping.is_set():
                         return
         finally:
