@@ -8,12 +8,14 @@ it there with a clean environment: no virtualenv, no PYTHONPATH, PATH=/usr/bin:/
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -88,6 +90,22 @@ def test_plugins_match_the_installed_package(binary: Path):
     assert installed.returncode == 0, installed.stderr
     assert inside.stdout == installed.stdout
     assert "roost.connectors:" in inside.stdout and " push" in inside.stdout
+
+
+def test_binary_carries_the_package_metadata_and_data_files(binary: Path):
+    """Entry points (``roost.connectors``, ...) come from the installed dist-info; every data file is packed."""
+    from PyInstaller.archive.readers import CArchiveReader  # installed by packaging/build.py
+
+    installed = next(iter(importlib.metadata.distributions(name="roost", path=[sysconfig.get_paths()["purelib"]])))
+    packed = CArchiveReader(str(BINARY)).toc
+    info = f"{installed._path.name}/entry_points.txt"
+    assert info in packed
+    assert CArchiveReader(str(BINARY)).extract(info) == installed.read_text("entry_points.txt").encode()
+    package = ROOT / "roost"
+    data_files = [p.relative_to(ROOT).as_posix() for p in package.rglob("*")
+                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert any(name.endswith(".sql") for name in data_files)
+    assert [name for name in data_files if name not in packed] == []
 
 
 def test_bad_database_url_fails_cleanly(binary: Path):
