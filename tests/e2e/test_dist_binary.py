@@ -2,7 +2,7 @@
 
 Skipped unless ``ROOST_TEST_DIST=1``, never when ``CI=true`` (it fails instead). Builds
 ``dist/roost`` with ``packaging/build.py`` unless the one there is newer than every file of the
-package and the build inputs (building takes ~40 s), copies it into an empty directory and runs
+package and the build inputs (building takes 30-60 s), copies it into an empty directory and runs
 it there with a clean environment: no virtualenv, no PYTHONPATH, PATH=/usr/bin:/bin.
 """
 
@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.dist,
     pytest.mark.e2e,
     pytest.mark.skipif(not CI and os.environ.get("ROOST_TEST_DIST") != "1",
-                       reason="builds the one-file executable (~30 s): set ROOST_TEST_DIST=1 (runs when CI=true)"),
+                       reason="builds the one-file executable (~1 min): set ROOST_TEST_DIST=1 (runs when CI=true)"),
 ]
 
 
