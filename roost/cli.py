@@ -221,6 +221,15 @@ def status(
 
 
 @app.command()
+def plugins() -> None:
+    """List the plugins of every kind: built in and from installed packages' entry points."""
+    from roost.plugins.registry import all_registries
+
+    for registry in all_registries():
+        print(f"{registry.group}: {' '.join(registry.names())}")
+
+
+@app.command()
 def device(
     token: str = typer.Option(..., envvar="ROOST_DEVICE_TOKEN", help="Device token."),
     url: str = typer.Option("http://127.0.0.1:8000", envvar="ROOST_URL", help="Base URL of the server."),

@@ -21,6 +21,7 @@ from roost.runtime.logging import get_logger
 
 T = TypeVar("T")
 log = get_logger()
+REGISTRIES: list[Registry] = []  # every registry created, in order (``roost plugins`` lists them)
 
 
 class Registry(Generic[T]):
@@ -29,6 +30,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[[], T]] = {}
         self._loaded = False
+        REGISTRIES.append(self)
 
     def register(self, name: str, factory: Callable[[], T]) -> None:
         if name in self._factories:
@@ -72,3 +74,15 @@ class Registry(Generic[T]):
             raise InvalidInput(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}",
                                code=f"unknown_{self.kind}")
         return name
+
+
+def all_registries() -> list[Registry]:
+    """Every plugin registry of the package (importing each ``roost.plugins`` module once)."""
+    import importlib
+    import pkgutil
+
+    import roost.plugins
+
+    for module in pkgutil.walk_packages(roost.plugins.__path__, "roost.plugins."):
+        importlib.import_module(module.name)
+    return list(REGISTRIES)
