@@ -15,7 +15,9 @@ from typing import Iterator
 
 import trio
 
+from roost.actors.digest import DigestActor
 from roost.actors.keepalive import Keepalive
+from roost.actors.mailer import Mailer
 from roost.actors.pruner import Pruner
 from roost.errors import Conflict
 from roost.http.app import create_app
@@ -73,7 +75,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    return http, [http, Keepalive(), Pruner()]
+    return http, [http, Keepalive(), Pruner(), DigestActor(), Mailer()]
 
 
 async def serve(
