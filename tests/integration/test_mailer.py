@@ -165,6 +165,6 @@ async def test_the_file_transport_writes_one_eml_per_message(db: Database, tmp_p
     ids = [await queue_one(db) for _ in range(3)]
     await Mailer().drain(services, FileTransport(str(tmp_path / "mail")))
     files = sorted(p.name for p in (tmp_path / "mail").iterdir())
-    assert files == sorted(f"{i}_roost.mail.eml" for i in ids)
+    assert files == sorted(f"{i}@roost.mail.eml" for i in ids)
     parsed = email.message_from_bytes((tmp_path / "mail" / files[0]).read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "Hello Ann"
