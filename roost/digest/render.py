@@ -8,7 +8,6 @@ for a single ``notification``. The HTML environment escapes every value; the tex
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -57,8 +56,6 @@ def group_items(items: Iterable[dict[str, Any]]) -> list[TopicGroup]:
 
 def _sample_line(item: dict[str, Any]) -> str:
     payload = item.get("payload") or {}
-    if isinstance(payload, str):
-        payload = json.loads(payload)
     text = payload.get("summary") or payload.get("title") or item["event_kind"].replace("_", " ")
     actor = item.get("actor_name")
     return f"{actor}: {text}" if actor else str(text)

@@ -57,8 +57,7 @@ async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Se
     """What the batch's digests contain: not read, not e-mailed, not in a digest, not personal-direct,
     created in the user's period (after their last digest, at most ``lookback_start`` back)."""
     return await conn.fetch(
-        # The payload comes as text: only a few samples per group are shown, so only those are parsed.
-        "SELECT n.id, n.recipient_user_id, n.event_kind, n.topic, CAST(n.payload AS TEXT) AS payload, n.read_at,"
+        "SELECT n.id, n.recipient_user_id, n.event_kind, n.topic, n.payload, n.created_at, n.read_at,"
         " a.display_name AS actor_name"
         " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
         " LEFT JOIN users a ON a.id = n.actor_user_id"
