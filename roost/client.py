@@ -57,6 +57,8 @@ async def run_device(
                 await answer(ws, frame)
                 await on_frame(frame)
         except ConnectionClosed as closed:
+            # trio-websocket leaves its TCP stream open when the server closes first: close it here.
+            await ws._stream.aclose()
             return closed.reason.code if closed.reason else 1006
 
 

@@ -17,7 +17,8 @@ import datetime as dt
 import itertools
 import json
 from collections import defaultdict
-from typing import Any, Awaitable, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -244,6 +245,22 @@ class SocketRegistry:
         self._by_device: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
+        self._handshakes: set[trio.CancelScope] = set()
+
+    @contextmanager
+    def handshaking(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope around a socket's handshake, which ``close_all`` cancels.
+
+        A socket that has not registered yet is in no index, so without this a drain would
+        leave it open until its hello timeout (and then close it 1008, not 1001).
+        """
+        scope = trio.CancelScope()
+        self._handshakes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._handshakes.discard(scope)
 
     def open(self, device_id: str, user_id: str, account_id: str) -> DeviceSocket:
         sock = DeviceSocket(self, device_id, user_id, account_id, self.buffer)
@@ -309,5 +326,8 @@ class SocketRegistry:
         return len(socks)
 
     def close_all(self, code: int, reason: str) -> None:
+        """Close every registered socket, and cut short every handshake in progress."""
+        for scope in self._handshakes:
+            scope.cancel()
         for s in self.all():
             s.close(code, reason)
