@@ -1,6 +1,7 @@
 """A simulated week of ticks for users in several zones, checked against an independent computation.
 
-The tick runs every 30 simulated minutes (slots between ticks fire at the next tick) (time injected; see test_digest_tick.py). The expected
+The tick runs every 30 simulated minutes (a slot between ticks fires at the next tick; time is
+injected, see test_digest_tick.py). The expected
 schedule is computed by walking the week minute by minute in each user's local wall time: a
 digest is due the first minute the local clock has reached ``digest_time`` on a local date (of
 the right weekday) not yet served, and a date whose slot had already passed at subscription

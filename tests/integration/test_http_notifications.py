@@ -94,7 +94,8 @@ async def test_bad_notification_bodies_are_400(client: httpx.AsyncClient, users:
         ({**base, "recipient_user_id": "usr_nobody"}, "missing_reference"),
         ({**base, "actor_user_id": "usr_nobody"}, "missing_reference"),
     ]:
-        assert error_code(await client.post("/api/v1/notifications", json=body), 400) in (code, "validation_failed"), body
+        r = await client.post("/api/v1/notifications", json=body)
+        assert error_code(r, 400) in (code, "validation_failed"), body
     r = await client.post("/api/v1/notifications", content=b"{", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
 

@@ -6,12 +6,12 @@ import asyncio
 import datetime as dt
 import email
 import email.policy
-import subprocess
 import sys
 import threading
 from typing import Iterator
 
 import pytest
+import trio
 from aiosmtpd.controller import Controller
 
 from roost.actors.mailer import Mailer
@@ -135,8 +135,9 @@ async def test_a_crash_between_acceptance_and_commit_is_resent_with_the_same_mes
 ) -> None:
     server, port = smtp
     outbox_id = await queue_one(db)
-    proc = subprocess.run([sys.executable, "-m", "tests.support.mail_crash", database_url, str(port)],
-                          capture_output=True, timeout=60)
+    with trio.fail_after(60):
+        proc = await trio.run_process([sys.executable, "-m", "tests.support.mail_crash", database_url, str(port)],
+                                      capture_stdout=True, capture_stderr=True, check=False)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert len(server.messages) == 1
     assert (await outbox.get(db, outbox_id))["status"] == "sending"
