@@ -34,7 +34,7 @@ def verify(secret: bytes, token: str) -> str | None:
     if not token or len(token) > 200 or "." not in token:
         return None
     user_id, _, _ = token.rpartition(".")
-    return user_id if hmac.compare_digest(sign(secret, user_id), token) else None
+    return user_id if hmac.compare_digest(sign(secret, user_id).encode(), token.encode()) else None
 
 
 def url(public_url: str, token: str) -> str:

@@ -183,9 +183,9 @@ async def unsubscribe_page(query_args: UnsubscribeQuery) -> Response:
 
 
 @unsubscribe_bp.post("/unsubscribe")
+@hide  # for mail clients and browsers, not API clients: kept out of the spec with its GET page
 @validate_querystring(UnsubscribeQuery)
 @validate_response(Unsubscribed)
-@documented_errors(400, 404)
 async def unsubscribe_one_click(query_args: UnsubscribeQuery) -> dict[str, Any]:
     """RFC 8058 one-click: turn the signed user's digest off (idempotent)."""
     s = services()
