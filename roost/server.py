@@ -18,7 +18,9 @@ from typing import AsyncIterator, Iterator
 import trio
 
 from roost.actors.deliverer import Deliverer
+from roost.actors.digest import DigestActor
 from roost.actors.keepalive import Keepalive
+from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Pruner
 from roost.actors.scout import ScoutActor, expire_prune
 from roost.errors import Conflict
@@ -78,7 +80,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
     prunes = [*DEFAULT_PRUNES, expire_prune()]
-    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services)]
+    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer()]
 
 
 async def serve(
