@@ -7,6 +7,8 @@ import datetime as dt
 import pytest
 import trio
 
+from roost.plugins.assessors import Assessor
+from roost.plugins.assessors import registry as assessors
 from roost.storage import handoffs as repo
 from tests.support.handoffs import handoff_body, make_account, make_user, open_inboxes, settle
 from tests.support.server import admin_client, running_server
@@ -184,3 +186,54 @@ async def test_a_failure_after_the_insert_publishes_nothing_and_mails_nobody(dat
             await settle(inboxes, 1)
             assert all(inbox.seqs == [1] for inbox in inboxes)
             nursery.cancel_scope.cancel()
+
+
+class _Quick(Assessor):
+    name = "test_quick"
+
+    async def assess(self, handoff):
+        return {"likely_cause": f"looked at {handoff['subject_ref']}"}
+
+
+class _Stuck(Assessor):
+    name = "test_stuck"
+
+    async def assess(self, handoff):
+        await trio.sleep(3600)
+
+
+assessors.register("test_quick", _Quick)
+assessors.register("test_stuck", _Stuck)
+
+
+async def test_an_assessment_is_stored_and_pushed_as_handoff_updated_after_the_commit(database_url: str) -> None:
+    async with running_server(database_url, handoff_assessor="test_quick") as server, \
+            admin_client(server.url) as client:
+        a = await make_account(client, "A")
+        ann = await make_user(client, a, "ann@example.com", role="engineer")
+        async with trio.open_nursery() as nursery:
+            (inbox,) = await open_inboxes(nursery, server.url, [ann])
+            r = await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"], intent="escalate"))
+            assert r.status_code == 201 and r.json()["assessment"] is None  # never waited for
+            await settle([inbox], 2)
+            assert [(f["type"], f["seq"]) for f in inbox.frames] == [("handoff_created", 1), ("handoff_updated", 2)]
+            assert inbox.frames[1]["handoff"]["assessment"] == {"likely_cause": "looked at ticket-42"}
+            got = (await client.get(f"/api/v1/handoffs/{r.json()['id']}")).json()
+            assert got["assessment"] == {"likely_cause": "looked at ticket-42"}
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_assessor_timeout_leaves_the_handoff_as_it_is(database_url: str) -> None:
+    async with running_server(database_url, handoff_assessor="test_stuck", handoff_assessor_timeout_s=0.2) as server, \
+            admin_client(server.url) as client:
+        a = await make_account(client, "A")
+        ann = await make_user(client, a, "ann@example.com", role="engineer")
+        with trio.fail_after(5):
+            r = await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"]))
+        assert r.status_code == 201
+        db = server.services.db
+        with trio.fail_after(10):
+            while await db.fetchval("SELECT assessment_state FROM handoffs WHERE id = $1", r.json()["id"]) != "failed":
+                await trio.sleep(0.05)
+        assert (await client.get(f"/api/v1/handoffs/{r.json()['id']}")).json()["assessment"] is None
+        assert [e["kind"] for e in await repo.events_after(db, a["id"], 0)] == ["handoff_created"]
