@@ -224,7 +224,8 @@ async def events_after(conn: Connection, account_id: str, after: int, *, upto: i
 
 async def last_seqs(conn: Connection) -> dict[str, int]:
     """Every account's last committed sequence number."""
-    return {r["account_id"]: int(r["last_seq"]) for r in await conn.fetch("SELECT account_id, last_seq FROM handoff_seq")}
+    rows = await conn.fetch("SELECT account_id, last_seq FROM handoff_seq")
+    return {r["account_id"]: int(r["last_seq"]) for r in rows}
 
 
 async def last_seq(conn: Connection, account_id: str) -> int:

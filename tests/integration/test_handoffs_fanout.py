@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110  (tests poll state other tasks and processes own)
 """Handoff events over real sockets on a real server, both backends: fan-out, replay, claims, rollback."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110  (tests poll state other tasks and processes own)
 """Handoff endpoints on a real server, both backends: escalation mail on a real SMTP server, the
 queue's order and pages, cancel, and bad input on every endpoint."""
 

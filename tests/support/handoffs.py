@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110  (tests poll state other tasks and processes own)
 """Helpers for the handoff tests: a two-account world with devices, and inboxes that record frames."""
 
 from __future__ import annotations
