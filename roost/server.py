@@ -19,9 +19,11 @@ import trio
 
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
+from roost.actors.fanout import FanOut, prune_events
+from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
-from roost.actors.pruner import DEFAULT_PRUNES, Pruner
+from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import ScoutActor, expire_prune
 from roost.errors import Conflict
 from roost.http.app import create_app
@@ -79,8 +81,9 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune()]
-    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer()]
+    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events)]
+    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
+                  FanOut(services), HandoffFollowups()]
 
 
 async def serve(

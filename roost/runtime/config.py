@@ -66,6 +66,12 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     templates_dir: str | None = None
 
+    # Handoffs and live fan-out (issue 7).
+    handoff_event_retention_s: float = 24 * 3600 * SECONDS  # replayable window for register {since}
+    handoff_poll_s: float = 1 * SECONDS  # fan-out's catch-up read of the accounts' counters
+    handoff_assessor: str = "none"  # none | openai | a roost.assessors entry point
+    handoff_assessor_timeout_s: float = 20 * SECONDS
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
@@ -102,6 +108,7 @@ _POSITIVE = frozenset({
     "ws_ping_interval_s", "prune_interval_s", "restart_window_s", "ws_outgoing_buffer",
     "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
     "digest_tick_seconds", "digest_batch_size", "digest_lookback_days", "watch_decay_days", "mail_max_attempts",
+    "handoff_event_retention_s", "handoff_poll_s", "handoff_assessor_timeout_s",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})

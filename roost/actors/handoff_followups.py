@@ -1,0 +1,85 @@
+"""Handoff follow-ups after the commit: escalation mail and assessment.
+
+``create`` marks a handoff ``mail_state='pending'`` (escalations) and
+``assessment_state='pending'`` (when an assessor is configured) in its own transaction; the HTTP
+handler publishes the handoff id on ``TOPIC`` after the commit. This actor then, in transactions
+of its own, queues the mail through the mailer's outbox (one conditional UPDATE decides which
+process does it, so it is queued once) and runs the assessor under its timeout. Neither can fail
+or delay the handoff; a crash in between leaves the mark, and the poll picks it up again.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from roost.plugins.assessors import Assessor, registry, run_assessor
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.services import Services
+from roost.storage import handoffs as repo
+from roost.storage import outbox
+
+TOPIC = "handoff.followups"
+POLL_S = 5.0
+CONCURRENT_ASSESSMENTS = 4
+
+
+class HandoffFollowups(Actor):
+    name = "handoff_followups"
+
+    def __init__(self, assessor: Assessor | None = None):
+        self.assessor = assessor
+
+    async def mail_pending(self, services: Services, ctx: ActorContext) -> int:
+        queued = 0
+        for handoff_id in await repo.pending_mail(services.db):
+            try:
+                ids = await repo.queue_mail(services.db, handoff_id, public_url=services.settings.public_url,
+                                            now=services.clock.now())
+            except Exception as exc:  # logged; the mark stays and the next poll tries again
+                ctx.log.error("escalation mail not queued", handoff_id=handoff_id, error=str(exc))
+                continue
+            if ids:
+                outbox.wake(services.bus, *ids)
+                queued += len(ids)
+        return queued
+
+    async def assess_pending(self, services: Services, ctx: ActorContext, assessor: Assessor) -> None:
+        limiter = trio.CapacityLimiter(CONCURRENT_ASSESSMENTS)
+
+        async def one(handoff_id: str) -> None:
+            async with limiter:
+                row = await repo.claim_assessment(services.db, handoff_id)
+                if row is None:
+                    return
+                result = await run_assessor(assessor, row, services.settings.handoff_assessor_timeout_s)
+                await repo.store_assessment(services.db, handoff_id, result, services.clock.now())
+                if result is not None:
+                    services.bus.publish(repo.TOPIC, row["account_id"])
+
+        async with trio.open_nursery() as nursery:
+            for handoff_id in await repo.pending_assessments(services.db):
+                nursery.start_soon(one, handoff_id)
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        services = ctx.services
+        assessor = self.assessor or registry.create(services.settings.handoff_assessor)
+        with services.bus.subscribe(TOPIC) as wakeups:
+            task_status.started()
+            while not ctx.stopping.is_set():
+                try:
+                    await self.mail_pending(services, ctx)
+                    if assessor.enabled:
+                        await self.assess_pending(services, ctx, assessor)
+                except Exception as exc:
+                    ctx.log.error("handoff follow-ups failed; retrying on the next poll", error=str(exc))
+                ctx.tick()
+                with trio.move_on_after(POLL_S):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_cancel_on, ctx.stopping, nursery.cancel_scope)
+                        await wakeups.receive()
+                        nursery.cancel_scope.cancel()
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,164 @@
+"""Handoffs (service token): park or escalate, get, claim, cancel, and the account's queue.
+
+Each write commits the handoff change and its event together; only after the commit does the
+handler publish wake-ups (the fan-out for sockets, the follow-ups for mail and assessment), so
+the answer never waits on a socket, a mail server or a model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from roost.actors import handoff_followups
+from roost.errors import MissingReference, NotFound, TooLarge
+from roost.http.admin import documented_errors
+from roost.http.auth import service_auth
+from roost.http.context import services
+from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
+from roost.plugins.assessors import registry as assessors
+from roost.storage import handoffs as repo
+
+bp = Blueprint("handoffs", __name__, url_prefix="/api/v1/handoffs")
+
+Intent = Literal["park", "escalate"]
+Priority = Literal["low", "normal", "high", "urgent"]
+Status = Literal["open", "claimed", "cancelled"]
+
+
+class HandoffCreate(Body):
+    account_id: Id
+    subject_ref: str = Field(min_length=1, max_length=300, description="the app's own id for what is handed off")
+    intent: Intent
+    notes: str = Field("", max_length=10_000)
+    priority: Priority = "normal"
+    snapshot: dict[str, Any] = Field(default_factory=dict, description="free JSON, at most 64 KiB encoded")
+    created_by: Id
+
+
+class HandoffAct(Body):
+    user_id: Id
+
+
+class Notification(Out):
+    user_id: str
+    channel: str
+    state: str = Field(description="the mail's outbox state: held, queued, sending, sent or failed")
+
+
+class HandoffCard(Out):
+    """A handoff without its snapshot (queue items and socket events carry this)."""
+
+    id: str
+    account_id: str
+    subject_ref: str
+    intent: Intent
+    notes: str
+    priority: Priority
+    created_by: str
+    created_at: dt.datetime
+    claimed_by: str | None
+    claimed_at: dt.datetime | None
+    cancelled_by: str | None
+    cancelled_at: dt.datetime | None
+    status: Status
+    assessment: dict[str, Any] | None
+
+
+class Handoff(HandoffCard):
+    snapshot: dict[str, Any]
+    notifications: list[Notification]
+
+
+class QueueQuery(PageQuery):
+    account_id: Id
+
+
+class GetQuery(BaseModel):
+    account_id: Id | None = Field(None, description="when given, a handoff of another account is 404")
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+
+async def _full(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "notifications": await repo.notifications(services().db, row["id"])}
+
+
+def _published(row: dict[str, Any], *, followups: bool = False) -> None:
+    s = services()
+    s.bus.publish(repo.TOPIC, row["account_id"])
+    if followups:
+        s.bus.publish(handoff_followups.TOPIC, row["id"])
+
+
+@bp.post("")
+@service_auth
+@validate_request(HandoffCreate)
+@validate_response(Handoff, 201)
+@documented_errors(400, 401, 413, 503)
+async def create_handoff(data: HandoffCreate) -> tuple[dict[str, Any], int]:
+    """Park or escalate; escalations e-mail the account's owners, admins and engineers after the commit."""
+    s = services()
+    if repo.snapshot_size(data.snapshot) > repo.SNAPSHOT_MAX_BYTES:
+        raise TooLarge(f"the snapshot is over {repo.SNAPSHOT_MAX_BYTES} bytes as JSON", code="snapshot_too_large")
+    assess = assessors.create(s.settings.handoff_assessor).enabled
+    try:
+        async with s.db.transaction() as tx:
+            row = await repo.create(tx, **data.model_dump(), assess=assess, now=s.clock.now())
+    except NotFound as exc:
+        raise MissingReference(exc.message) from exc
+    _published(row, followups=row["mail_state"] == "pending" or assess)
+    return await _full(row), 201
+
+
+@bp.get("/queue")
+@service_auth
+@validate_querystring(QueueQuery)
+@validate_response(Page[HandoffCard])
+@documented_errors(400, 401, 503)
+async def handoff_queue(query_args: QueueQuery) -> dict[str, Any]:
+    """Open handoffs of the account, urgent first, then oldest."""
+    return await repo.queue(services().db, query_args.account_id, limit=query_args.limit, cursor=query_args.cursor)
+
+
+@bp.get("/<handoff_id>")
+@service_auth
+@validate_querystring(GetQuery)
+@validate_response(Handoff)
+@documented_errors(400, 401, 404, 503)
+async def get_handoff(handoff_id: str, query_args: GetQuery) -> dict[str, Any]:
+    """The handoff with its snapshot and each e-mail recipient's delivery state."""
+    return await _full(await repo.get(services().db, handoff_id, query_args.account_id))
+
+
+@bp.post("/<handoff_id>/claim")
+@service_auth
+@validate_request(HandoffAct)
+@validate_response(Handoff)
+@documented_errors(400, 401, 404, 409, 413, 503)
+async def claim_handoff(handoff_id: str, data: HandoffAct) -> dict[str, Any]:
+    """Exactly one claim wins; the others get 409 naming who holds it. Re-claiming your own is a no-op."""
+    s = services()
+    row, changed = await repo.claim(s.db, handoff_id, data.user_id, s.clock.now())
+    if changed:
+        _published(row)
+    return await _full(row)
+
+
+@bp.post("/<handoff_id>/cancel")
+@service_auth
+@validate_request(HandoffAct)
+@validate_response(Handoff)
+@documented_errors(400, 401, 404, 409, 413, 503)
+async def cancel_handoff(handoff_id: str, data: HandoffAct) -> dict[str, Any]:
+    """Cancel an open handoff (409 once claimed); cancelling a cancelled one is a no-op."""
+    s = services()
+    row, changed = await repo.cancel(s.db, handoff_id, data.user_id, s.clock.now())
+    if changed:
+        _published(row)
+    return await _full(row)
+

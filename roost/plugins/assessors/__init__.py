@@ -1,0 +1,65 @@
+"""Assessors: an optional look at a new handoff (likely cause, next steps), done after the commit.
+
+An assessor gets the handoff (with its snapshot) and answers a JSON object, or None for nothing
+to say. It never runs on the click path: the follow-up actor runs it after the handoff is
+committed, under ``run_assessor``'s timeout; a timeout or an error is logged and leaves the
+handoff as it is.
+
+Built in: ``none`` (the default: no assessment at all) and ``openai``; more come from
+``roost.assessors`` entry points.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import trio
+
+from roost.plugins.registry import Registry
+from roost.runtime.logging import get_logger
+
+log = get_logger()
+
+
+class Assessor(abc.ABC):
+    name: str = "assessor"
+    enabled: bool = True  # False: handoffs are not even marked for assessment
+
+    @abc.abstractmethod
+    async def assess(self, handoff: dict[str, Any]) -> dict[str, Any] | None:
+        """The assessment of ``handoff``; raise on failure."""
+
+
+async def run_assessor(assessor: Assessor, handoff: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    """Run ``assessor`` within ``timeout_s`` (on trio's clock); None on timeout, error or a non-object answer."""
+    try:
+        with trio.fail_after(timeout_s):
+            result = await assessor.assess(handoff)
+    except trio.TooSlowError:
+        log.warning("assessment timed out", assessor=assessor.name, handoff_id=handoff.get("id"), timeout_s=timeout_s)
+        return None
+    except Exception as exc:
+        log.error("assessment failed", assessor=assessor.name, handoff_id=handoff.get("id"), error=repr(exc))
+        return None
+    if result is not None and not isinstance(result, dict):
+        log.error("assessment is not a JSON object", assessor=assessor.name, handoff_id=handoff.get("id"))
+        return None
+    return result
+
+
+def _none() -> Assessor:
+    from roost.plugins.assessors.none import NoAssessor
+
+    return NoAssessor()
+
+
+def _openai() -> Assessor:
+    from roost.plugins.assessors.openai import OpenAIAssessor
+
+    return OpenAIAssessor()
+
+
+registry: Registry[Assessor] = Registry("roost.assessors", "assessor")
+registry.register("none", _none)
+registry.register("openai", _openai)

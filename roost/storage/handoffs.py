@@ -1,0 +1,307 @@
+"""Handoffs, and their event outbox with a per-account sequence.
+
+Every change a socket should hear of (created, claimed, cancelled, updated) writes one row to
+``handoff_events`` in the same transaction as the change itself: a transactional outbox. The
+event's ``seq`` comes from the account's row in ``handoff_seq``, incremented in that
+transaction; the row stays locked until the transaction ends, so an account's events commit in
+``seq`` order, without gaps (a rollback gives its number back). The fan-out actor only ever
+reads committed rows, so a transaction that rolls back publishes nothing.
+
+Escalation mail and assessment are follow-ups, marked ``pending`` on the handoff in the same
+transaction and done after the commit in transactions of their own (``queue_mail``,
+``store_assessment``): they can neither fail nor delay the handoff, and a crash between the two
+leaves the mark, which the follow-up actor picks up again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from roost.errors import Conflict, InvalidInput, NotFound
+from roost.storage import outbox
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+
+TOPIC = "handoff_events"  # bus topic; ids are account ids with new committed events
+SNAPSHOT_MAX_BYTES = 64 * 1024
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+NOTIFY_ROLES = ("owner", "admin", "engineer")
+_PUBLIC = (
+    "id", "account_id", "subject_ref", "intent", "notes", "priority", "created_by", "created_at",
+    "claimed_by", "claimed_at", "cancelled_by", "cancelled_at", "status", "assessment",
+)
+
+
+def snapshot_size(snapshot: Any) -> int:
+    return len(json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def card(row: Row) -> dict[str, Any]:
+    """What an event carries: the handoff without its snapshot (GET the handoff for that)."""
+    return {k: row[k] for k in _PUBLIC}
+
+
+async def next_seq(conn: Connection, account_id: str) -> int:
+    """The account's next event number; locks its counter row until the transaction ends."""
+    return int(await conn.fetchval(
+        "INSERT INTO handoff_seq (account_id, last_seq) VALUES ($1, 1)"
+        " ON CONFLICT (account_id) DO UPDATE SET last_seq = handoff_seq.last_seq + 1 RETURNING last_seq",
+        account_id,
+    ))
+
+
+async def add_event(conn: Connection, kind: str, row: Row, now: dt.datetime) -> int:
+    seq = await next_seq(conn, row["account_id"])
+    await conn.execute(
+        "INSERT INTO handoff_events (account_id, seq, kind, handoff_id, handoff, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        row["account_id"], seq, kind, row["id"], _jsonable(card(row)), now,
+    )
+    return seq
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat().replace("+00:00", "Z") if isinstance(v, dt.datetime) else v) for k, v in value.items()}
+
+
+async def active_user(conn: Connection, user_id: str, account_id: str) -> Row:
+    """The user, if they belong to ``account_id``; another account's user is not found.
+
+    Raises:
+        NotFound: no such user in this account.
+        InvalidInput: the user is deactivated (code ``user_inactive``).
+    """
+    row = await conn.fetchrow("SELECT id, account_id, active FROM users WHERE id = $1", user_id)
+    if row is None or row["account_id"] != account_id:
+        raise NotFound(f"no user {user_id!r} in this handoff's account")
+    if not row["active"]:
+        raise InvalidInput(f"user {user_id!r} is deactivated", code="user_inactive")
+    return row
+
+
+async def create(conn: Connection, *, account_id: str, subject_ref: str, intent: str, notes: str, priority: str,
+                 snapshot: Any, created_by: str, assess: bool, now: dt.datetime) -> Row:
+    """Insert a handoff and its ``handoff_created`` event, in the caller's transaction."""
+    if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id) is None:
+        raise NotFound(f"no account {account_id!r}")
+    await active_user(conn, created_by, account_id)
+    row = {
+        "id": new_id("hnd"), "account_id": account_id, "subject_ref": subject_ref, "intent": intent, "notes": notes,
+        "priority": priority, "priority_rank": PRIORITY_RANK[priority], "snapshot": snapshot,
+        "created_by": created_by, "created_at": now, "claimed_by": None, "claimed_at": None,
+        "cancelled_by": None, "cancelled_at": None, "status": "open", "assessment": None,
+        "assessment_state": "pending" if assess else "none",
+        "mail_state": "pending" if intent == "escalate" else "none",
+    }
+    await conn.execute(
+        "INSERT INTO handoffs (id, account_id, subject_ref, intent, notes, priority, priority_rank, snapshot,"
+        " created_by, created_at, status, assessment_state, mail_state)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12)",
+        row["id"], account_id, subject_ref, intent, notes, priority, row["priority_rank"], snapshot,
+        created_by, now, row["assessment_state"], row["mail_state"],
+    )
+    await add_event(conn, "handoff_created", row, now)
+    return row
+
+
+async def get(conn: Connection, handoff_id: str, account_id: str | None = None) -> Row:
+    row = await conn.fetchrow("SELECT * FROM handoffs WHERE id = $1", handoff_id)
+    if row is None or (account_id is not None and row["account_id"] != account_id):
+        raise NotFound(f"no handoff {handoff_id!r}")
+    return row
+
+
+def _held(row: Row) -> Conflict:
+    if row["status"] == "cancelled":
+        return Conflict("this handoff was cancelled", code="handoff_cancelled",
+                        details={"cancelled_by": row["cancelled_by"]})
+    return Conflict(f"this handoff is already claimed by {row['claimed_by']}", code="already_claimed",
+                    details={"claimed_by": row["claimed_by"],
+                             "claimed_at": _jsonable({"t": row["claimed_at"]})["t"]})
+
+
+async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime) -> tuple[Row, bool]:
+    """Claim an open handoff for ``user_id``: one conditional UPDATE, so exactly one claim wins.
+
+    Returns (row, changed); re-claiming your own claim changes nothing.
+
+    Raises:
+        NotFound: no such handoff, or ``user_id`` is of another account.
+        Conflict: someone else holds it (details name them), or it was cancelled.
+    """
+    async with db.transaction() as tx:
+        row = await get(tx, handoff_id)
+        await active_user(tx, user_id, row["account_id"])
+        updated = await tx.fetchrow(
+            "UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = $3"
+            " WHERE id = $1 AND status = 'open' RETURNING *", handoff_id, user_id, now,
+        )
+        if updated is not None:
+            await add_event(tx, "handoff_claimed", updated, now)
+            return updated, True
+    row = await get(db, handoff_id)
+    if row["status"] == "claimed" and row["claimed_by"] == user_id:
+        return row, False
+    raise _held(row)
+
+
+async def cancel(db: Database, handoff_id: str, user_id: str, now: dt.datetime) -> tuple[Row, bool]:
+    """Cancel an open handoff (conditional, like ``claim``); cancelling a cancelled one changes nothing.
+
+    Raises:
+        NotFound: no such handoff, or ``user_id`` is of another account.
+        Conflict: it is claimed (details name who holds it).
+    """
+    async with db.transaction() as tx:
+        row = await get(tx, handoff_id)
+        await active_user(tx, user_id, row["account_id"])
+        updated = await tx.fetchrow(
+            "UPDATE handoffs SET status = 'cancelled', cancelled_by = $2, cancelled_at = $3"
+            " WHERE id = $1 AND status = 'open' RETURNING *", handoff_id, user_id, now,
+        )
+        if updated is not None:
+            await add_event(tx, "handoff_cancelled", updated, now)
+            return updated, True
+    row = await get(db, handoff_id)
+    if row["status"] == "cancelled":
+        return row, False
+    raise _held(row)
+
+
+def _cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    rank, _, last_id = cursor.partition(".")
+    if not rank.isdigit() or not last_id:
+        raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
+    return int(rank), last_id
+
+
+async def queue(conn: Connection, account_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """Open handoffs of an account, urgent first then oldest; keyset-paged on (rank, id)."""
+    after = _cursor(cursor)
+    columns = "id, account_id, subject_ref, intent, notes, priority, priority_rank, created_by, created_at," \
+              " claimed_by, claimed_at, cancelled_by, cancelled_at, status, assessment"
+    if after is None:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM handoffs WHERE account_id = $1 AND status = 'open'"
+            " ORDER BY priority_rank DESC, id LIMIT $2", account_id, limit + 1)
+    else:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM handoffs WHERE account_id = $1 AND status = 'open'"
+            " AND (priority_rank < $3 OR (priority_rank = $3 AND id > $4))"
+            " ORDER BY priority_rank DESC, id LIMIT $2", account_id, limit + 1, after[0], after[1])
+    items = rows[:limit]
+    next_cursor = f"{items[-1]['priority_rank']}.{items[-1]['id']}" if len(rows) > limit and items else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def notifications(conn: Connection, handoff_id: str) -> list[dict[str, Any]]:
+    """Each recipient's delivery state: the state of the outbox row queued for them."""
+    rows = await conn.fetch(
+        "SELECT n.user_id, n.channel, o.status FROM handoff_notifications n"
+        " LEFT JOIN outbox o ON o.id = n.outbox_id WHERE n.handoff_id = $1 ORDER BY n.user_id, n.channel",
+        handoff_id,
+    )
+    return [{"user_id": r["user_id"], "channel": r["channel"], "state": r["status"] or "unknown"} for r in rows]
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def events_after(conn: Connection, account_id: str, after: int, *, upto: int | None = None,
+                       limit: int = 1000) -> list[Row]:
+    if upto is None:
+        return await conn.fetch(
+            "SELECT seq, kind, handoff, created_at FROM handoff_events WHERE account_id = $1 AND seq > $2"
+            " ORDER BY seq LIMIT $3", account_id, after, limit)
+    return await conn.fetch(
+        "SELECT seq, kind, handoff, created_at FROM handoff_events WHERE account_id = $1 AND seq > $2"
+        " AND seq <= $3 ORDER BY seq LIMIT $4", account_id, after, upto, limit)
+
+
+async def last_seqs(conn: Connection) -> dict[str, int]:
+    """Every account's last committed sequence number."""
+    rows = await conn.fetch("SELECT account_id, last_seq FROM handoff_seq")
+    return {r["account_id"]: int(r["last_seq"]) for r in rows}
+
+
+async def last_seq(conn: Connection, account_id: str) -> int:
+    value = await conn.fetchval("SELECT last_seq FROM handoff_seq WHERE account_id = $1", account_id)
+    return int(value or 0)
+
+
+async def active_user_ids(conn: Connection, account_id: str) -> set[str]:
+    return {r["id"] for r in await conn.fetch("SELECT id FROM users WHERE account_id = $1 AND active", account_id)}
+
+
+async def prune_events(db: Database, older_than: dt.datetime) -> int:
+    return await db.execute("DELETE FROM handoff_events WHERE created_at < $1", older_than)
+
+
+# -- follow-ups after the commit ---------------------------------------------------------------
+
+
+async def pending_mail(conn: Connection, limit: int = 100) -> list[str]:
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM handoffs WHERE mail_state = 'pending' ORDER BY id LIMIT $1", limit)]
+
+
+async def queue_mail(db: Database, handoff_id: str, *, public_url: str, now: dt.datetime) -> list[str]:
+    """Queue the escalation mail of one handoff, once (the conditional UPDATE decides who does it).
+
+    Recipients: the account's active owners, admins and engineers, except the one who escalated.
+    Returns the outbox ids queued (empty when another process did it, or nobody is to be told).
+    """
+    async with db.transaction() as tx:
+        row = await tx.fetchrow(
+            "UPDATE handoffs SET mail_state = 'queued' WHERE id = $1 AND mail_state = 'pending' RETURNING *",
+            handoff_id)
+        if row is None:
+            return []
+        recipients = await tx.fetch(
+            "SELECT id, email, display_name FROM users WHERE account_id = $1 AND active AND id <> $2"
+            " AND role IN ('owner', 'admin', 'engineer') ORDER BY id", row["account_id"], row["created_by"])
+        creator = await tx.fetchval("SELECT display_name FROM users WHERE id = $1", row["created_by"])
+        ids = []
+        for user in recipients:
+            subject = f"[{row['priority']}] Escalation: {row['subject_ref']}"[:300]
+            text = (f"{creator} escalated {row['subject_ref']} and is asking for help.\n\n"
+                    f"Priority: {row['priority']}\nNotes: {row['notes'] or '(none)'}\n\n"
+                    f"Claim it: {public_url.rstrip('/')}/api/v1/handoffs/{row['id']}\n")
+            outbox_id = await outbox.enqueue(tx, recipient_user_id=user["id"], to=user["email"], subject=subject,
+                                             text=text, kind="handoff_escalation", now=now,
+                                             headers={"X-Roost-Handoff": row["id"]})
+            await tx.execute(
+                "INSERT INTO handoff_notifications (handoff_id, user_id, channel, outbox_id, created_at)"
+                " VALUES ($1, $2, 'email', $3, $4) ON CONFLICT DO NOTHING", row["id"], user["id"], outbox_id, now)
+            ids.append(outbox_id)
+        return ids
+
+
+async def claim_assessment(db: Database, handoff_id: str) -> Row | None:
+    return await db.fetchrow(
+        "UPDATE handoffs SET assessment_state = 'running' WHERE id = $1 AND assessment_state = 'pending'"
+        " RETURNING *", handoff_id)
+
+
+async def pending_assessments(conn: Connection, limit: int = 100) -> list[str]:
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM handoffs WHERE assessment_state = 'pending' ORDER BY id LIMIT $1", limit)]
+
+
+async def store_assessment(db: Database, handoff_id: str, assessment: dict[str, Any] | None,
+                           now: dt.datetime) -> Row | None:
+    """Record an assessor's result with a ``handoff_updated`` event; None marks it failed (no event)."""
+    async with db.transaction() as tx:
+        if assessment is None:
+            await tx.execute("UPDATE handoffs SET assessment_state = 'failed' WHERE id = $1", handoff_id)
+            return None
+        row = await tx.fetchrow(
+            "UPDATE handoffs SET assessment = $2, assessment_state = 'done' WHERE id = $1 RETURNING *",
+            handoff_id, assessment)
+        if row is not None:
+            await add_event(tx, "handoff_updated", row, now)
+        return row
