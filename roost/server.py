@@ -17,6 +17,7 @@ import trio
 
 from roost.actors.keepalive import Keepalive
 from roost.actors.pruner import Pruner
+from roost.actors.sessions import session_runners
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -73,7 +74,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    return http, [http, Keepalive(), Pruner()]
+    return http, [http, Keepalive(), Pruner(), *session_runners(services)]
 
 
 async def serve(
