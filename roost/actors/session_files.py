@@ -30,7 +30,7 @@ def _hasher() -> Any:
     return hashlib.sha256()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FileEntry:
     """One session file as the scan saw it."""
 

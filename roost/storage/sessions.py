@@ -9,7 +9,7 @@ from typing import Sequence
 from roost.storage.database import Connection, Database
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FileState:
     """A file as a processor last left it (see migration 0003 for what each field means)."""
 
