@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
@@ -76,10 +76,20 @@ class ProcessorPage(Out):
     next_cursor: str | None
 
 
+def _day(value: str) -> str:
+    dt.date.fromisoformat(value)  # ValueError for 2025-13-01
+    return value
+
+
+# A string, not dt.date: pydantic would also take "0" (the epoch) for a date, which the spec does not allow.
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD"),
+                AfterValidator(_day)]
+
+
 class UsageQuery(PageQuery):
     user: str | None = Field(None, min_length=1, max_length=200)
-    from_: dt.date | None = Field(None, alias="from")
-    to: dt.date | None = None
+    from_: Day | None = Field(None, alias="from")
+    to: Day | None = None
 
     model_config = {"populate_by_name": True}
 
@@ -164,7 +174,11 @@ async def usage(query_args: UsageQuery) -> dict[str, Any]:
     if query_args.cursor is not None:
         usage_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
     try:
-        return await usage_store.totals(services().db, user=query_args.user, day_from=query_args.from_,
-                                        day_to=query_args.to, limit=query_args.limit, cursor=query_args.cursor)
+        return await usage_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
+                                        day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
     except OverflowError as exc:
         raise InvalidInput(str(exc)) from exc
+
+
+def _date(value: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value is not None else None
