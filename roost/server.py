@@ -25,6 +25,7 @@ from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import ScoutActor, expire_prune
+from roost.actors.sessions import session_runners
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -83,7 +84,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
     prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events)]
     return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
-                  FanOut(services), HandoffFollowups()]
+                  FanOut(services), HandoffFollowups(), *session_runners(services)]
 
 
 async def serve(

@@ -25,6 +25,7 @@ class Health(BaseModel):
 class Ready(BaseModel):
     ready: bool
     actors: dict[str, str]
+    late: list[str] = []  # actors whose cadence job has not succeeded within interval + grace
 
 
 class ActorStatus(BaseModel):
@@ -36,6 +37,7 @@ class ActorStatus(BaseModel):
     last_tick_at: str | None
     started_at: str | None
     ticks: int
+    late: bool = False
 
 
 class ProcessInfo(BaseModel):
@@ -69,7 +71,8 @@ async def healthz() -> tuple[dict[str, str], int]:
 async def readyz() -> tuple[dict[str, Any], int]:
     """Readiness: 200 only when every actor is running."""
     health = services().health
-    body = {"ready": health.ready, "actors": {a["name"]: a["state"] for a in health.snapshot()}}
+    body = {"ready": health.ready, "actors": {a["name"]: a["state"] for a in health.snapshot()},
+            "late": health.late()}
     return body, 200 if health.ready else 503
 
 

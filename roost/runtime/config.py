@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
@@ -43,6 +44,13 @@ class Settings:
     sqlite_readers: int = 4
     audit_retention_days: int = 365
     prune_interval_s: float = 3600 * SECONDS
+
+    # Session pipeline: transcripts live at <session_dir>/<user>/*.jsonl; a processor is "late" when its last
+    # successful run is older than its interval plus this grace. Per-processor intervals come from
+    # ROOST_PROCESSOR_<NAME>_INTERVAL (seconds).
+    session_dir: str = "./sessions"
+    processor_grace_s: float = 300 * SECONDS
+    processor_intervals_s: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     stall_monitor: bool = False
     stall_warn_s: float = 0.05
@@ -93,6 +101,9 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw, f.type)
+        intervals = _processor_intervals(env)
+        if intervals:
+            values["processor_intervals_s"] = intervals
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         _check(settings)
@@ -132,6 +143,30 @@ def _parse(name: str, raw: str, type_name: object) -> object:
     except ValueError as exc:
         raise InvalidInput(f"ROOST_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+_PROCESSOR_INTERVAL = re.compile(r"^ROOST_PROCESSOR_([A-Z0-9_]+)_INTERVAL$")
+
+
+def _processor_intervals(env: Mapping[str, str]) -> dict[str, float]:
+    """``ROOST_PROCESSOR_<NAME>_INTERVAL=<seconds>`` for each session processor, keyed by lower-case name.
+
+    Raises:
+        InvalidInput: a value that is not a positive, finite number of seconds.
+    """
+    found: dict[str, float] = {}
+    for key, raw in env.items():
+        match = _PROCESSOR_INTERVAL.match(key)
+        if not match or raw == "":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidInput(f"{key}={raw!r} must be a positive number of seconds")
+        found[match[1].lower()] = value
+    return found
 
 
 def _check(settings: Settings) -> None:

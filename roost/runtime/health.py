@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Callable
 
 from roost.runtime.clock import Clock
 from roost.runtime.metrics import Metrics
@@ -54,6 +54,9 @@ class HealthRegistry:
         self._clock = clock
         self._metrics = metrics
         self._actors: dict[str, ActorHealth] = {}
+        # Jobs with a cadence (session processors) say when an actor is "late": running, but its
+        # last successful run is older than its interval plus a grace window. Shown, not a readiness failure.
+        self._late_checks: dict[str, Callable[[dt.datetime], bool]] = {}
 
     def add(self, name: str) -> ActorHealth:
         entry = self._actors.setdefault(name, ActorHealth(name))
@@ -86,9 +89,18 @@ class HealthRegistry:
         entry.ticks += 1
         self._metrics.actor_ticks.labels(name).inc()
 
+    def add_late_check(self, name: str, check: Callable[[dt.datetime], bool]) -> None:
+        self._late_checks[name] = check
+
+    def late(self) -> list[str]:
+        """Names of the actors whose job is late."""
+        now = self._clock.now()
+        return sorted(name for name, check in self._late_checks.items() if check(now))
+
     @property
     def ready(self) -> bool:
         return bool(self._actors) and all(a.state is ActorState.RUNNING for a in self._actors.values())
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [a.as_dict() for a in self._actors.values()]
+        late = set(self.late())
+        return [{**a.as_dict(), "late": a.name in late} for a in self._actors.values()]

@@ -113,7 +113,8 @@ async def test_status_reports_actors_process_queues_and_connected_devices(
     assert {"http", "keepalive", "pruner"} <= set(actors)
     for actor in actors.values():
         assert set(actor) == {"name", "state", "restarts", "last_error", "last_error_at", "last_tick_at",
-                              "started_at", "ticks"}
+                              "started_at", "ticks", "late"}
+        assert actor["late"] is False
         assert actor["state"] == "running"
         assert actor["restarts"] == 0
         assert actor["last_error"] is None

@@ -1,0 +1,163 @@
+"""Bench the session pipeline: first run vs plain hashlib, a no-change rescan, a one-line append to 100 MB.
+
+    .venv/bin/python bench/sessions.py --users 100 --files 1000          # 100,000 files, SQLite
+    .venv/bin/python bench/sessions.py --database-url postgresql://...   # the same on PostgreSQL
+
+Builds ``users × files`` transcripts whose sizes follow a log-normal spread (median ~6 KB, a long
+tail to several MB, like real session folders: many short sessions, a few huge ones) plus one
+100 MB transcript, cut from generated realistic Claude Code sessions at line boundaries.
+Prints figures; asserts nothing. Bytes read are the runner's own count of file content read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from roost.actors.sessions import run_processor  # noqa: E402
+from roost.plugins.processors import SessionProcessor  # noqa: E402
+from roost.plugins.processors.usage import UsageProcessor  # noqa: E402
+from roost.runtime.config import Settings  # noqa: E402
+from roost.runtime.services import Services  # noqa: E402
+from roost.storage.database import open_database  # noqa: E402
+from roost.storage.migrator import migrate  # noqa: E402
+from tests.support.transcripts import generate_session  # noqa: E402
+
+MB = 1_000_000
+
+
+class HashOnly(SessionProcessor):
+    """Extracts nothing: the runner's own cost (scan, read, hash, state) with no parsing."""
+
+    name = "hashonly"
+
+    def extract(self, username: str, lines: bytes) -> list:
+        return []
+
+
+def build_tree(root: Path, users: int, files: int, seed: int, big_mb: int) -> tuple[int, int]:
+    rng = random.Random(seed)
+    start = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    pool = [generate_session(rng, start=start + dt.timedelta(hours=i), turns=rng.randint(20, 60)).text().encode()
+            for i in range(24)]
+    count = total = 0
+    for u in range(users):
+        folder = root / f"user{u:04d}"
+        folder.mkdir(parents=True)
+        for f in range(files):
+            want = int(min(20 * MB, max(600, rng.lognormvariate(8.7, 1.4))))
+            blob = pool[rng.randrange(len(pool))]
+            reps = want // len(blob) + 1
+            data = blob * reps if reps > 1 else blob
+            cut = data.rfind(b"\n", 0, want) + 1 or len(data)
+            (folder / f"{f:05d}.jsonl").write_bytes(data[:cut])
+            count += 1
+            total += cut
+    big = root / "big" / "huge.jsonl"
+    big.parent.mkdir()
+    with open(big, "wb") as out:
+        written = 0
+        i = 0
+        while written < big_mb * MB:
+            out.write(pool[i % len(pool)])
+            written += len(pool[i % len(pool)])
+            i += 1
+    return count + 1, total + written
+
+
+def append_last_line_again(big: Path) -> bytes:
+    with open(big, "rb") as f:
+        f.seek(-200_000, os.SEEK_END)
+        tail = f.read()
+    last_line = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1:]
+    with open(big, "ab") as f:
+        f.write(last_line)
+    return last_line
+
+
+def plain_hashlib(root: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    total = 0
+    for folder in sorted(root.iterdir()):
+        for path in sorted(folder.iterdir()):
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    total += len(chunk)
+            h.hexdigest()
+    return time.perf_counter() - started, total
+
+
+async def bench(args: argparse.Namespace) -> None:
+    root = Path(args.dir or tempfile.mkdtemp(prefix="roost-bench-"))
+    tmp_db = None
+    if args.database_url:
+        url = args.database_url
+    else:
+        tmp_db = tempfile.mkdtemp(prefix="roost-bench-db-")
+        url = f"sqlite:///{tmp_db}/bench.db"
+    try:
+        t = time.perf_counter()
+        files, size = await trio.to_thread.run_sync(build_tree, root, args.users, args.files, args.seed, args.big_mb)
+        print(f"tree: {files:,} files, {size / MB:,.0f} MB (built in {time.perf_counter() - t:.1f} s) at {root}")
+        base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)  # also warms the page cache
+        base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)
+        print(f"plain hashlib (read + sha256, one thread): {base_bytes / MB / base_s:,.0f} MB/s, "
+              f"{files / base_s:,.0f} files/s, {base_s:.2f} s")
+        async with open_database(url) as db:
+            await migrate(db)
+            services = Services.build(Settings(session_dir=str(root), database_url=url), db)
+            for proc in (HashOnly(), UsageProcessor()):
+                t = time.perf_counter()
+                first = await run_processor(services, proc)
+                s = time.perf_counter() - t
+                print(f"[{proc.name}] first run: {s:.2f} s, {first.scanned / s:,.0f} files/s, "
+                      f"{first.bytes_read / MB / s:,.0f} MB/s = {100 * base_s / s:.0f}% of plain hashlib "
+                      f"(processed {first.processed:,}, failed {first.failed}, items {first.items:,})")
+                t = time.perf_counter()
+                again = await run_processor(services, proc)
+                s = time.perf_counter() - t
+                print(f"[{proc.name}] rescan, nothing changed: {s:.3f} s, bytes read {again.bytes_read}, "
+                      f"skipped {again.skipped:,}/{again.scanned:,}")
+            big = root / "big" / "huge.jsonl"
+            last_line = await trio.to_thread.run_sync(append_last_line_again, big)
+            t = time.perf_counter()
+            grown = await run_processor(services, UsageProcessor())
+            s = time.perf_counter() - t
+            print(f"[usage] one line ({len(last_line):,} B) appended to a {big.stat().st_size / MB:,.0f} MB file: "
+                  f"{s:.3f} s, bytes read {grown.bytes_read:,} (processed {grown.processed}, "
+                  f"skipped {grown.skipped:,})")
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        if tmp_db:
+            shutil.rmtree(tmp_db, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--files", type=int, default=1000, help="files per user")
+    parser.add_argument("--big-mb", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", help="build the tree here (default: a temporary directory)")
+    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    parser.add_argument("--keep", action="store_true", help="keep the tree")
+    trio.run(bench, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The scheduler: jobs on their own cadence, each run in its own task.
+
+A job is a name, an interval and a coroutine. The scheduler launches every due job in a task of
+its own, so a job that takes ten minutes delays no other; a job still running is never launched
+again (the in-flight set). When a run ends — success, failure, crash, or "already running
+elsewhere" — the job's next run is set one interval after that end, so a failing job runs at its
+cadence instead of hot-looping. Each job's last status, duration and error are kept on the
+process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import trio
+from prometheus_client import Counter, Gauge, Histogram
+
+from roost.errors import AlreadyRunning
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.services import Services
+
+JobFn = Callable[[Services], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval_s: float
+    run: JobFn
+    grace_s: float = 300.0
+    first_delay_s: float = 0.0
+    actor: str | None = None  # the actor whose health shows the job as late
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.interval_s) and self.interval_s > 0):
+            raise ValueError(f"job {self.name}: interval_s must be positive")
+
+
+@dataclass
+class JobStatus:
+    name: str
+    interval_s: float
+    grace_s: float
+    registered_at: dt.datetime
+    running: bool = False
+    runs: int = 0
+    failures: int = 0
+    last_status: str | None = None  # ok | failed | busy | cancelled
+    last_started_at: dt.datetime | None = None
+    last_finished_at: dt.datetime | None = None
+    last_duration_s: float | None = None
+    last_error: str | None = None
+    last_success_at: dt.datetime | None = None
+    last_result: Any = None
+    next_run_at: dt.datetime | None = None
+
+    def late(self, now: dt.datetime) -> bool:
+        """No successful run within interval + grace (counting from registration before the first one)."""
+        since = self.last_success_at or self.registered_at
+        return (now - since).total_seconds() > self.interval_s + self.grace_s
+
+    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "name": self.name, "interval_s": self.interval_s, "grace_s": self.grace_s, "running": self.running,
+            "late": self.late(now), "runs": self.runs, "failures": self.failures, "last_status": self.last_status,
+            "last_started_at": self.last_started_at, "last_finished_at": self.last_finished_at,
+            "last_duration_s": self.last_duration_s, "last_error": self.last_error,
+            "last_success_at": self.last_success_at, "next_run_at": self.next_run_at,
+        }
+
+
+@dataclass
+class JobBoard:
+    """Every job's bookkeeping in this process, and the job metrics."""
+
+    services: Services
+    jobs: dict[str, JobStatus] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        reg = self.services.metrics.registry
+        self.m_runs = Counter("roost_job_runs", "Job runs ended, by status", ["job", "status"], registry=reg)
+        self.m_duration = Histogram("roost_job_duration_seconds", "How long a job run took", ["job"], registry=reg,
+                                    buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+        self.m_running = Gauge("roost_job_running", "1 while a run of the job is going on", ["job"], registry=reg)
+        self.m_success = Gauge("roost_job_last_success_timestamp_seconds", "When the job last succeeded",
+                               ["job"], registry=reg)
+
+    def register(self, job: Job) -> JobStatus:
+        status = self.jobs.get(job.name)
+        if status is None:
+            status = self.jobs[job.name] = JobStatus(job.name, job.interval_s, job.grace_s,
+                                                     self.services.clock.now())
+            self.m_running.labels(job.name).set(0)
+            for outcome in ("ok", "failed", "busy"):
+                self.m_runs.labels(job.name, outcome).inc(0)
+        if job.actor is not None:
+            self.services.health.add_late_check(job.actor, lambda now, s=status: s.late(now))
+        return status
+
+    def started(self, name: str) -> None:
+        status = self.jobs[name]
+        status.running = True
+        status.last_started_at = self.services.clock.now()
+        self.m_running.labels(name).set(1)
+
+    def finished(self, name: str, outcome: str, duration_s: float, *, error: str | None = None,
+                 result: Any = None) -> None:
+        status = self.jobs[name]
+        now = self.services.clock.now()
+        status.running = False
+        status.runs += 1
+        status.last_status = outcome
+        status.last_finished_at = now
+        status.last_duration_s = duration_s
+        status.last_error = error
+        if outcome == "ok":
+            status.last_success_at = now
+            status.last_result = result
+            self.m_success.labels(name).set(now.timestamp())
+        elif outcome == "failed":
+            status.failures += 1
+        self.m_running.labels(name).set(0)
+        self.m_runs.labels(name, outcome).inc()
+        self.m_duration.labels(name).observe(duration_s)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self.services.clock.now()
+        return [s.as_dict(now) for s in sorted(self.jobs.values(), key=lambda s: s.name)]
+
+
+def job_board(services: Services) -> JobBoard:
+    """The process's job board, made on first use (kept on ``services`` so every caller shares it)."""
+    board = getattr(services, "_job_board", None)
+    if board is None:
+        board = JobBoard(services)
+        services._job_board = board  # type: ignore[attr-defined]
+    return board
+
+
+async def tracked(services: Services, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``fn`` as a run of job ``name``, recording status, duration and error however it ends."""
+    board = job_board(services)
+    clock = services.clock
+    start = clock.monotonic()
+    board.started(name)
+    outcome, error, result = "cancelled", None, None
+    try:
+        result = await fn()
+        outcome = "ok"
+        return result
+    except AlreadyRunning as exc:
+        outcome, error = "busy", exc.message
+        raise
+    except Exception as exc:
+        outcome, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        board.finished(name, outcome, clock.monotonic() - start, error=error, result=result)
+
+
+class Scheduler(Actor):
+    """Runs ``jobs``, each on its own cadence, in tasks of their own."""
+
+    name = "scheduler"
+
+    def __init__(self, jobs: list[Job], *, name: str | None = None):
+        self.jobs = list(jobs)
+        if name is not None:
+            self.name = name
+        self.in_flight: set[str] = set()
+        self.next_due: dict[str, float] = {}
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        services = ctx.services
+        board = job_board(services)
+        clock = services.clock
+        wake = trio.Event()
+        for job in self.jobs:
+            status = board.register(job)
+            self.next_due.setdefault(job.name, clock.monotonic() + job.first_delay_s)
+            status.next_run_at = clock.now()
+
+        async def run_job(job: Job) -> None:
+            nonlocal wake
+            try:
+                await tracked(services, job.name, lambda: job.run(services))
+            except AlreadyRunning:
+                ctx.log.info("job skipped: already running", job=job.name)
+            except Exception as exc:  # recorded on the board; the scheduler and the other jobs go on
+                ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                # However the run ended: the next one is an interval after this end, never "at once".
+                self.next_due[job.name] = clock.monotonic() + job.interval_s
+                board.jobs[job.name].next_run_at = clock.now() + dt.timedelta(seconds=job.interval_s)
+                self.in_flight.discard(job.name)
+                ctx.tick()
+                wake.set()
+
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while not ctx.stopping.is_set():
+                now = clock.monotonic()
+                for job in self.jobs:
+                    if job.name not in self.in_flight and now >= self.next_due[job.name]:
+                        self.in_flight.add(job.name)
+                        nursery.start_soon(run_job, job, name=f"job:{job.name}")
+                idle = [self.next_due[j.name] for j in self.jobs if j.name not in self.in_flight]
+                wait = max(0.0, min(idle) - clock.monotonic()) if idle else math.inf
+                wake = trio.Event()
+                with trio.move_on_after(wait):
+                    async with trio.open_nursery() as waiters:
+                        waiters.start_soon(_set_then_cancel, wake.wait, waiters.cancel_scope)
+                        waiters.start_soon(_set_then_cancel, ctx.stopping.wait, waiters.cancel_scope)
+            # Draining: launch nothing new; the nursery waits for runs in flight (the supervisor's grace
+            # period cancels them if they take too long).
+
+
+async def _set_then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()

@@ -1,0 +1,232 @@
+"""Session runners: one actor per session processor, each on its own cadence.
+
+``run_processor`` is one run: under the processor's lock (``processor:<name>``: in-process, and a
+PostgreSQL advisory lock, so a second process gets the same 409), it scans the session tree
+(stat only), brings every changed file up to date in worker threads (see ``session_files``), and
+stores each batch's items together with the files' new state in one transaction. A file that
+fails is counted and left as it was, so the next run retries it; the others go on.
+
+``SessionRunner`` is the scheduler with a single job, so one processor's long or failing run
+never touches another's, and the job's bookkeeping (status, duration, late) is the scheduler's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import trio
+
+from roost.actors import session_files
+from roost.actors.scheduler import Job, Scheduler, job_board, tracked
+from roost.errors import NotFound
+from roost.plugins.processors import SessionProcessor, load_processors
+from roost.runtime.logging import get_logger
+from roost.runtime.services import Services
+from roost.storage import sessions as state_store
+
+log = get_logger()
+
+BATCH_FILES = 256
+BATCH_BYTES = 32 << 20
+READERS = 2  # worker threads reading and hashing files at once
+
+
+@dataclass
+class RunResult:
+    scanned: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes_read: int = 0
+    items: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if k in ("scanned", "processed", "skipped", "failed")}
+
+
+Progress = Callable[[int, int], None]  # (files done, files to do)
+
+
+def lock_name(processor: str) -> str:
+    return f"processor:{processor}"
+
+
+def job_name(processor: str) -> str:
+    return f"session-processor:{processor}"
+
+
+def interval_for(services: Services, processor: SessionProcessor) -> float:
+    return services.settings.processor_intervals_s.get(processor.name, processor.default_interval_s)
+
+
+def processors(services: Services) -> dict[str, SessionProcessor]:
+    """The processors this process runs (loaded once per process, kept on ``services``)."""
+    found = getattr(services, "_session_processors", None)
+    if found is None:
+        found = load_processors()
+        services._session_processors = found  # type: ignore[attr-defined]
+    return found
+
+
+def get_processor(services: Services, name: str) -> SessionProcessor:
+    """Raises: NotFound: no processor of that name."""
+    proc = processors(services).get(name)
+    if proc is None:
+        raise NotFound(f"no session processor named {name!r} (known: {', '.join(sorted(processors(services)))})")
+    return proc
+
+
+async def run_processor(services: Services, processor: SessionProcessor, *, user: str | None = None,
+                        progress: Progress | None = None) -> RunResult:
+    """One run of ``processor`` over the session tree (or one user's folder).
+
+    Raises:
+        AlreadyRunning: a run of this processor holds its lock, here or in another process.
+    """
+    async with services.locks.hold(lock_name(processor.name)):
+        return await _run_locked(services, processor, user, progress)
+
+
+def _batches(work: list[tuple[session_files.FileEntry, state_store.FileState | None]]):
+    batch: list[tuple[session_files.FileEntry, state_store.FileState | None]] = []
+    size = 0
+    for item in work:
+        batch.append(item)
+        size += item[0].size - (item[1].processed_bytes if item[1] else 0)
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
+                      progress: Progress | None) -> RunResult:
+    db = services.db
+    root = services.settings.session_dir
+    # One query for the known states, then the stat-only scan in a worker thread. (Running them side by
+    # side was no faster: both are Python-bound and share the GIL.)
+    known = await state_store.load(db, processor.name, user)
+    entries = await trio.to_thread.run_sync(session_files.scan, root, user)
+    result = RunResult(scanned=len(entries))
+    work = [(e, known.get(e.key)) for e in entries if not session_files.unchanged(e, known.get(e.key))]
+    result.skipped = len(entries) - len(work)
+    done = 0
+    if progress:
+        progress(0, len(work))
+    # Reading/hashing in READERS worker threads (hashlib releases the GIL) while the event loop stores the
+    # previous batches; the channel bounds how far reading runs ahead of storing.
+    send, receive = trio.open_memory_channel[list[session_files.FileResult]](READERS)
+    batches = iter(list(_batches(work)))
+    limiter = trio.CapacityLimiter(READERS)
+
+    async def reader(out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
+        async with out:
+            for batch in batches:  # a shared iterator: each batch goes to exactly one reader
+                await out.send(await trio.to_thread.run_sync(session_files.process_batch, batch, processor,
+                                                             limiter=limiter))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            async with send:
+                for _ in range(READERS):
+                    nursery.start_soon(reader, send.clone())
+            async with receive:
+                async for outcomes in receive:
+                    await _persist(services, processor, outcomes, result)
+                    done += len(outcomes)
+                    if progress:
+                        progress(done, len(work))
+    except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
+    log.info("session processor ran", processor=processor.name, **asdict(result))
+    return result
+
+
+async def _persist(services: Services, processor: SessionProcessor, outcomes: list[session_files.FileResult],
+                   result: RunResult) -> None:
+    """Store items and new file states in one transaction; on failure, file by file, to fail only the culprit."""
+    now = services.clock.now()
+    good = [o for o in outcomes if o.outcome != "failed"]
+    for o in outcomes:
+        result.bytes_read += o.bytes_read
+        if o.outcome == "failed":
+            result.failed += 1
+            log.warning("session file failed", processor=processor.name, file=o.entry.key, error=o.error)
+    try:
+        await _store(services, processor, good, now)
+    except Exception as exc:
+        log.warning("batch store failed; storing file by file", processor=processor.name, error=str(exc))
+        stored = []
+        for o in good:
+            try:
+                await _store(services, processor, [o], now)
+                stored.append(o)
+            except Exception as one_exc:
+                result.failed += 1
+                log.warning("session file failed", processor=processor.name, file=o.entry.key, error=str(one_exc))
+        good = stored
+    for o in good:
+        if o.outcome == "processed":
+            result.processed += 1
+            result.items += len(o.items)
+        else:
+            result.skipped += 1
+
+
+async def _store(services: Services, processor: SessionProcessor, outcomes: list[session_files.FileResult],
+                 now: dt.datetime) -> None:
+    if not outcomes:
+        return
+    by_user: dict[str, list] = defaultdict(list)
+    for o in outcomes:
+        if o.items:
+            by_user[o.entry.username].extend(o.items)
+    async with services.db.transaction() as tx:
+        for username, items in by_user.items():
+            await processor.store(tx, username, items)
+        await state_store.save(tx, processor.name, [(o.entry.key, o.state) for o in outcomes if o.state], now)
+
+
+class SessionRunner(Scheduler):
+    """The actor of one processor: its scheduled runs, tracked as job ``session-processor:<name>``."""
+
+    def __init__(self, services: Services, processor: SessionProcessor):
+        self.processor = processor
+        name = f"session:{processor.name}"
+
+        async def run(s: Services) -> dict[str, int]:
+            return (await run_processor(s, processor)).counts()
+
+        job = Job(job_name(processor.name), interval_for(services, processor), run,
+                  grace_s=services.settings.processor_grace_s, actor=name)
+        super().__init__([job], name=name)
+
+
+async def run_now(services: Services, processor: SessionProcessor, *, user: str | None = None,
+                  progress: Progress | None = None) -> RunResult:
+    """A manual run (HTTP or CLI), recorded on the job board like a scheduled one.
+
+    Raises:
+        AlreadyRunning: a scheduled or manual run of this processor is going on (not recorded as a run).
+    """
+    board = job_board(services)
+    name = job_name(processor.name)
+    if name not in board.jobs:
+        board.register(Job(name, interval_for(services, processor), _never,
+                           grace_s=services.settings.processor_grace_s))
+    async with services.locks.hold(lock_name(processor.name)):
+        return await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
+
+
+async def _never(services: Services) -> None:
+    raise RuntimeError("placeholder job: runs only by hand")
+
+
+def session_runners(services: Services) -> list[SessionRunner]:
+    return [SessionRunner(services, p) for p in processors(services).values()]

@@ -1,0 +1,184 @@
+"""Session processors, the job board, and token usage (service token)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_response
+
+from roost.actors import sessions as runners
+from roost.actors.scheduler import job_board
+from roost.errors import InvalidInput
+from roost.http.admin import documented_errors
+from roost.http.auth import service_auth
+from roost.http.context import services
+from roost.http.models import Out, PageQuery, _refuse_nul
+from roost.storage import sessions as state_store
+from roost.storage import usage as usage_store
+
+bp = Blueprint("sessions", __name__)
+
+
+class ProcessorQuery(BaseModel):
+    processor: str = Field(min_length=1, max_length=100)
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+
+class RunCounts(Out):
+    scanned: int
+    processed: int
+    skipped: int
+    failed: int
+
+
+class JobOut(Out):
+    name: str
+    interval_s: float
+    grace_s: float
+    running: bool
+    late: bool
+    runs: int
+    failures: int
+    last_status: str | None
+    last_started_at: dt.datetime | None
+    last_finished_at: dt.datetime | None
+    last_duration_s: float | None
+    last_error: str | None
+    last_success_at: dt.datetime | None
+    next_run_at: dt.datetime | None
+
+
+class JobPage(Out):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class ProcessorOut(Out):
+    name: str
+    interval_s: float
+    grace_s: float
+    running: bool
+    late: bool
+    last_status: str | None
+    last_success_at: dt.datetime | None
+    last_error: str | None
+    last_result: RunCounts | None
+    files: int
+    items_extracted: int
+
+
+class ProcessorPage(Out):
+    items: list[ProcessorOut]
+    next_cursor: str | None
+
+
+def _day(value: str) -> str:
+    dt.date.fromisoformat(value)  # ValueError for 2025-13-01
+    return value
+
+
+# A string, not dt.date: pydantic would also take "0" (the epoch) for a date, which the spec does not allow.
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD"),
+                AfterValidator(_day)]
+
+
+class UsageQuery(PageQuery):
+    user: str | None = Field(None, min_length=1, max_length=200)
+    from_: Day | None = Field(None, alias="from")
+    to: Day | None = None
+
+    model_config = {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _range(self) -> UsageQuery:
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError("from is after to")
+        return self
+
+
+class UsageRow(Out):
+    user: str
+    day: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+class UsagePage(Out):
+    items: list[UsageRow]
+    next_cursor: str | None
+
+
+@bp.post("/api/admin/run-session-processor")
+@service_auth
+@validate_querystring(ProcessorQuery)
+@validate_response(RunCounts)
+@documented_errors(400, 401, 404, 409, 503)
+async def run_session_processor(query_args: ProcessorQuery) -> dict[str, int]:
+    """Run a processor now; 409 while a scheduled or manual run of it is going on (in any process)."""
+    s = services()
+    processor = runners.get_processor(s, query_args.processor)
+    return (await runners.run_now(s, processor)).counts()
+
+
+@bp.get("/api/admin/session-processors")
+@service_auth
+@validate_response(ProcessorPage)
+@documented_errors(401, 503)
+async def list_session_processors() -> dict[str, Any]:
+    s = services()
+    board = job_board(s)
+    now = s.clock.now()
+    items = []
+    for name, proc in sorted(runners.processors(s).items()):
+        status = board.jobs.get(runners.job_name(name))
+        summary = await state_store.summary(s.db, name)
+        items.append({
+            "name": name,
+            "interval_s": runners.interval_for(s, proc),
+            "grace_s": s.settings.processor_grace_s,
+            "running": bool(status and status.running),
+            "late": bool(status and status.late(now)),
+            "last_status": status.last_status if status else None,
+            "last_success_at": status.last_success_at if status else None,
+            "last_error": status.last_error if status else None,
+            "last_result": status.last_result if status else None,
+            "files": summary["files"],
+            "items_extracted": summary["items"],
+        })
+    return {"items": items, "next_cursor": None}
+
+
+@bp.get("/api/admin/jobs")
+@service_auth
+@validate_response(JobPage)
+@documented_errors(401, 503)
+async def list_jobs() -> dict[str, Any]:
+    """Every scheduled job of this process: last status, duration, error, next run."""
+    return {"items": job_board(services()).snapshot(), "next_cursor": None}
+
+
+@bp.get("/api/v1/usage")
+@service_auth
+@validate_querystring(UsageQuery)
+@validate_response(UsagePage)
+@documented_errors(400, 401, 503)
+async def usage(query_args: UsageQuery) -> dict[str, Any]:
+    """Token totals per user, UTC day and model (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
+    if query_args.cursor is not None:
+        usage_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
+    try:
+        return await usage_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
+                                        day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
+    except OverflowError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _date(value: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value is not None else None

@@ -1,0 +1,76 @@
+"""Per-(processor, session file) state of the session pipeline (table ``session_processor_state``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Sequence
+
+from roost.storage.database import Connection, Database
+
+
+@dataclass(slots=True)
+class FileState:
+    """A file as a processor last left it (see migration 0003 for what each field means)."""
+
+    username: str
+    size: int
+    mtime_ns: int
+    processed_bytes: int
+    content_hash: str | None
+    probe_hash: str
+    items: int
+
+
+_LOAD = """
+SELECT session_file, username, size_bytes, mtime_ns, processed_bytes, content_hash, probe_hash, items_extracted
+FROM session_processor_state WHERE processor_name = $1
+"""
+
+_SAVE = """
+INSERT INTO session_processor_state
+    (processor_name, session_file, username, size_bytes, mtime_ns, processed_bytes, content_hash, probe_hash,
+     items_extracted, processed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (processor_name, session_file) DO UPDATE SET
+    username = excluded.username,
+    size_bytes = excluded.size_bytes,
+    mtime_ns = excluded.mtime_ns,
+    processed_bytes = excluded.processed_bytes,
+    content_hash = excluded.content_hash,
+    probe_hash = excluded.probe_hash,
+    items_extracted = excluded.items_extracted,
+    processed_at = excluded.processed_at
+"""
+
+
+async def load(db: Database, processor: str, username: str | None = None) -> dict[str, FileState]:
+    """Every file's state for ``processor`` (one query), keyed by ``<user>/<file name>``."""
+    sql, args = _LOAD, [processor]
+    if username is not None:
+        sql, args = sql + " AND username = $2", [processor, username]
+    rows = await db.fetch(sql, *args)
+    return {
+        r["session_file"]: FileState(r["username"], r["size_bytes"], r["mtime_ns"], r["processed_bytes"],
+                                     r["content_hash"], r["probe_hash"], r["items_extracted"])
+        for r in rows
+    }
+
+
+async def save(conn: Connection, processor: str, states: Sequence[tuple[str, FileState]], now: dt.datetime) -> None:
+    """Upsert the state of each ``(session_file, state)``; call inside the transaction that stored the items."""
+    if not states:
+        return
+    await conn.execute_many(_SAVE, [
+        (processor, key, s.username, s.size, s.mtime_ns, s.processed_bytes, s.content_hash, s.probe_hash, s.items,
+         now)
+        for key, s in states
+    ])
+
+
+async def summary(db: Database, processor: str) -> dict[str, int]:
+    """How many files ``processor`` tracks and how many items it extracted from them in all."""
+    row = await db.fetchrow(
+        "SELECT COUNT(*) AS files, COALESCE(SUM(items_extracted), 0) AS items FROM session_processor_state "
+        "WHERE processor_name = $1", processor)
+    return {"files": int(row["files"]), "items": int(row["items"])} if row else {"files": 0, "items": 0}
