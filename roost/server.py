@@ -15,6 +15,7 @@ from typing import Iterator
 
 import trio
 
+from roost.actors.dispatcher import Dispatcher
 from roost.actors.keepalive import Keepalive
 from roost.actors.pruner import Pruner
 from roost.errors import Conflict
@@ -73,7 +74,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    return http, [http, Keepalive(), Pruner()]
+    return http, [http, Keepalive(), Pruner(), Dispatcher(services)]
 
 
 async def serve(

@@ -16,11 +16,11 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from roost import __version__
 from roost.errors import InvalidInput, NotFound
-from roost.http import admin, device, errors, ops, ws
+from roost.http import admin, device, errors, ops, outreach, ws
 from roost.http.context import CONFIG_KEY
 from roost.runtime.services import Services
 
-BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp]
+BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, outreach.bp]
 
 
 class RoostRequest(TrioRequest):

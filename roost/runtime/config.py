@@ -49,6 +49,11 @@ class Settings:
 
     secret_key: str | None = field(default=None, repr=False)
 
+    # Dispatch (issue 8): how long a device has to report a send before it is offered again, and
+    # how many unanswered send_requests one device may hold (kept under ws_outgoing_buffer).
+    dispatch_lease_s: float = 300 * SECONDS
+    dispatch_window: int = 100
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
@@ -84,6 +89,7 @@ class Settings:
 _POSITIVE = frozenset({
     "ws_ping_interval_s", "prune_interval_s", "restart_window_s", "ws_outgoing_buffer",
     "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
+    "dispatch_lease_s", "dispatch_window",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})

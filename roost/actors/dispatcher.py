@@ -1,0 +1,204 @@
+"""Dispatcher: hands each account's queued messages to its connected devices, within its limits.
+
+Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids) — published when a
+batch starts or resumes, a result arrives, the settings change or a device registers — and
+otherwise sleeps exactly until the earliest instant it computed something may happen (the end
+of a gap, a window, quiet hours, or a lease). There is no polling interval.
+
+For each woken account it walks the account's devices that hold a socket in this process: first
+it offers again items whose lease ran out (same id), then claims new ones through
+``outreach.claim`` — the transaction that checks the limits against the ledger and claims —
+while the device has fewer than ``dispatch_window`` unanswered items, and pushes each as
+``send_request {id, to_handle, body}``. A device without a socket drains its items over HTTP
+(``GET /api/device/send-queue/pending``), under the same claim and limits.
+
+Devices answer ``send_result {id, status, error}``; ``after_result`` wakes the dispatcher (the
+device has room again) and tells the batch's creator ``batch_done`` when it finished a batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import trio
+
+from roost.errors import Conflict, InvalidInput, NotFound
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.frames import error_frame
+from roost.runtime.services import Services
+from roost.runtime.sockets import DeviceSocket
+from roost.storage import outreach
+from roost.storage.database import Row
+
+TOPIC = "outreach"
+MAX_ERROR_CHARS = 2000
+
+
+def send_request(item: Row) -> dict[str, Any]:
+    return {"type": "send_request", "id": item["id"], "to_handle": item["to_handle"], "body": item["body"]}
+
+
+def wake(services: Services, account_id: str) -> None:
+    """Tell the dispatcher that the account may have something to dispatch."""
+    services.bus.publish(TOPIC, account_id)
+
+
+def after_result(services: Services, outcome: outreach.ResultOutcome) -> None:
+    """What follows a recorded result: room on the device, and maybe ``batch_done``."""
+    if not outcome.changed:
+        return
+    wake(services, outcome.item["account_id"])
+    batch = outcome.done_batch
+    if batch is not None and batch["created_by"]:
+        services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+
+
+def parse_result_frame(frame: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``send_result`` → (id, status, error).
+
+    Raises:
+        InvalidInput: a missing or malformed field, or an unknown one.
+    """
+    unknown = set(frame) - {"type", "id", "status", "error"}
+    if unknown:
+        raise InvalidInput(f"send_result has unknown fields {sorted(unknown)}", code="bad_frame")
+    item_id, status, error = frame.get("id"), frame.get("status"), frame.get("error")
+    if not isinstance(item_id, str) or not 0 < len(item_id) <= 64:
+        raise InvalidInput("send_result.id must be the send_request's id (a string)", code="bad_frame")
+    if status not in ("sent", "failed"):
+        raise InvalidInput("send_result.status must be 'sent' or 'failed'", code="bad_frame")
+    if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_CHARS):
+        raise InvalidInput(f"send_result.error must be a string of at most {MAX_ERROR_CHARS} characters or null",
+                           code="bad_frame")
+    return item_id, status, error
+
+
+class _Wakeups:
+    """Accounts woken since the dispatcher last looked (coalesced), and an event to wait on."""
+
+    def __init__(self) -> None:
+        self.accounts: set[str] = set()
+        self.everything = True  # the first pass looks at every connected account
+        self.event = trio.Event()
+
+    def add(self, ids: tuple[str, ...], overflowed: bool) -> None:
+        if overflowed:
+            self.everything = True
+        self.accounts.update(ids)
+        self.event.set()
+
+    def take(self, connected: set[str]) -> set[str]:
+        taken = set(connected) if self.everything else self.accounts & connected
+        self.accounts, self.everything, self.event = set(), False, trio.Event()
+        return taken
+
+
+class Dispatcher(Actor):
+    name = "dispatcher"
+
+    def __init__(self, services: Services):
+        self._services = services
+        services.frames.add("send_result", self._on_send_result)
+        services.frames.on_register.append(self._on_register)
+        services.queue_probes.setdefault("dispatch_in_flight", lambda: _count_dispatched(services))
+
+    # -- WebSocket frames ---------------------------------------------------------------------------
+
+    async def _on_send_result(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
+        s = self._services
+        item_id, status, error = parse_result_frame(frame)
+        try:
+            outcome = await outreach.record_result(s.db, device_id=sock.device_id, item_id=item_id, status=status,
+                                                   error=error, now=s.clock.now())
+        except (NotFound, Conflict) as exc:
+            sock.send(error_frame(exc.code, exc.message, id=item_id))
+            return
+        after_result(s, outcome)
+
+    async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
+        """A device connected: give it back what it holds without a result, then wake the dispatcher."""
+        s = self._services
+        items = await outreach.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
+                                       lease_s=s.settings.dispatch_lease_s, only_expired=False)
+        for item in items:
+            await sock.put(send_request(item))
+        wake(s, sock.account_id)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        s = ctx.services
+        wakeups = _Wakeups()
+        due: dict[str, dt.datetime] = {}
+        with s.bus.subscribe(TOPIC) as sub:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, sub, wakeups)
+                nursery.start_soon(self._stop_on_drain, ctx, wakeups)
+                task_status.started()
+                while not ctx.stopping.is_set():
+                    connected = {sock.account_id for sock in s.sockets.all()}
+                    accounts = wakeups.take(connected)
+                    now = s.clock.now()
+                    accounts.update(a for a, at in due.items() if at <= now)
+                    for account_id in accounts:
+                        next_at = await self.dispatch_account(ctx, account_id)
+                        if next_at is None:
+                            due.pop(account_id, None)
+                        else:
+                            due[account_id] = next_at
+                    for account_id in [a for a in due if a not in connected]:
+                        del due[account_id]  # its devices left; a register wakes it again
+                    ctx.tick()
+                    delay = math.inf
+                    if due:
+                        delay = max(0.0, (min(due.values()) - s.clock.now()).total_seconds())
+                    with trio.move_on_after(delay):
+                        await wakeups.event.wait()
+                nursery.cancel_scope.cancel()
+
+    async def _listen(self, sub: Any, wakeups: _Wakeups) -> None:
+        while True:
+            message = await sub.receive()
+            wakeups.add(message.ids, message.overflowed)
+
+    async def _stop_on_drain(self, ctx: ActorContext, wakeups: _Wakeups) -> None:
+        await ctx.stopping.wait()
+        wakeups.event.set()
+
+    async def dispatch_account(self, ctx: ActorContext, account_id: str) -> dt.datetime | None:
+        """Offer and claim for every device of the account connected here; returns the next instant
+        this account needs a look without being woken (None: only an event can help)."""
+        s = ctx.services
+        lease_s, window = s.settings.dispatch_lease_s, s.settings.dispatch_window
+        candidates: list[dt.datetime] = []
+        for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
+            expired = await outreach.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
+                                             only_expired=True)
+            self._offer(s, device_id, expired)
+            while s.sockets.for_device(device_id):
+                room = window - await outreach.in_flight(s.db, device_id)
+                if room <= 0:
+                    break  # its results wake us
+                claim = await outreach.claim(s.db, account_id=account_id, device_id=device_id, max_items=room,
+                                             now=s.clock.now(), lease_s=lease_s)
+                self._offer(s, device_id, claim.items)
+                if claim.next_at is not None:
+                    candidates.append(claim.next_at)
+                if not claim.more:
+                    break
+            lease = await outreach.next_lease_expiry(s.db, device_id)
+            if lease is not None:
+                candidates.append(lease)
+        return min(candidates) if candidates else None
+
+    def _offer(self, s: Services, device_id: str, items: list[Row]) -> None:
+        # A socket that closes in between loses nothing: the item stays dispatched and is offered
+        # again when the device registers or its lease runs out.
+        for item in items:
+            s.sockets.send_to_device(device_id, send_request(item))
+
+
+async def _count_dispatched(services: Services) -> int:
+    return int(await services.db.fetchval("SELECT COUNT(*) FROM outreach_items WHERE status = 'dispatched'"))
