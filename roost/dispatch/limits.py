@@ -130,9 +130,34 @@ def quiet_end_after(when: dt.datetime, policy: Policy) -> dt.datetime:
             instant = local.astimezone(UTC)
             if instant > when and not in_quiet_hours(instant, policy):
                 candidates.append(instant)
+    # A DST jump can skip the end time (02:30 on a spring-forward night): quiet hours then end
+    # at the jump itself, which is also a candidate.
+    candidates.extend(t for t in _offset_changes(when, zone, hours=50) if t > when and not in_quiet_hours(t, policy))
     if not candidates:  # unreachable for a real zone: an end time recurs daily
         raise ValueError(f"no end of quiet hours found after {when.isoformat()}")
     return min(candidates)
+
+
+def _offset_changes(start: dt.datetime, zone: zoneinfo.ZoneInfo, *, hours: int) -> list[dt.datetime]:
+    """Instants in ``(start, start + hours]`` at which the zone's UTC offset changes (to the second)."""
+    step = dt.timedelta(minutes=30)
+    found = []
+    t, offset = start, start.astimezone(zone).utcoffset()
+    for _ in range(hours * 2):
+        nxt = t + step
+        nxt_offset = nxt.astimezone(zone).utcoffset()
+        if nxt_offset != offset:
+            # Zones change offset on whole seconds: bisect over integer Unix times.
+            lo, hi = int(t.timestamp()), int(nxt.timestamp()) + 1  # offset(lo) == offset, offset(hi) != offset
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if dt.datetime.fromtimestamp(mid, zone).utcoffset() == offset:
+                    lo = mid
+                else:
+                    hi = mid
+            found.append(dt.datetime.fromtimestamp(hi, UTC))
+        t, offset = nxt, nxt_offset
+    return found
 
 
 def decide(now: dt.datetime, policy: Policy, uses: list[WindowUse], last_at: dt.datetime | None) -> Decision:
