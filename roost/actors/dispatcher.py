@@ -33,6 +33,7 @@ from roost.storage import outreach
 from roost.storage.database import Row
 
 TOPIC = "outreach"
+RESULT_TOPIC = "outreach.result"  # ids: device ids, one per recorded result
 MAX_ERROR_CHARS = 2000
 
 
@@ -45,11 +46,11 @@ def wake(services: Services, account_id: str) -> None:
     services.bus.publish(TOPIC, account_id)
 
 
-def after_result(services: Services, outcome: outreach.ResultOutcome) -> None:
+def after_result(services: Services, outcome: outreach.ResultOutcome, device_id: str) -> None:
     """What follows a recorded result: room on the device, and maybe ``batch_done``."""
     if not outcome.changed:
         return
-    wake(services, outcome.item["account_id"])
+    services.bus.publish(RESULT_TOPIC, device_id)
     batch = outcome.done_batch
     if batch is not None and batch["created_by"]:
         services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
@@ -100,6 +101,10 @@ class Dispatcher(Actor):
 
     def __init__(self, services: Services):
         self._services = services
+        # Per device with a socket here: unanswered items as of the last look, and when the
+        # earliest lease runs out. Only hints for when to look again; every look reads the database.
+        self._outstanding: dict[str, int] = {}
+        self._lease_due: dict[str, dt.datetime | None] = {}
         services.frames.add("send_result", self._on_send_result)
         services.frames.on_register.append(self._on_register)
         services.queue_probes.setdefault("dispatch_in_flight", lambda: _count_dispatched(services))
@@ -115,7 +120,7 @@ class Dispatcher(Actor):
         except (NotFound, Conflict) as exc:
             sock.send(error_frame(exc.code, exc.message, id=item_id))
             return
-        after_result(s, outcome)
+        after_result(s, outcome, sock.device_id)
 
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
@@ -132,9 +137,10 @@ class Dispatcher(Actor):
         s = ctx.services
         wakeups = _Wakeups()
         due: dict[str, dt.datetime] = {}
-        with s.bus.subscribe(TOPIC) as sub:
+        with s.bus.subscribe(TOPIC) as sub, s.bus.subscribe(RESULT_TOPIC) as results:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sub, wakeups)
+                nursery.start_soon(self._listen_results, results, wakeups)
                 nursery.start_soon(self._stop_on_drain, ctx, wakeups)
                 task_status.started()
                 while not ctx.stopping.is_set():
@@ -163,6 +169,24 @@ class Dispatcher(Actor):
             message = await sub.receive()
             wakeups.add(message.ids, message.overflowed)
 
+    async def _listen_results(self, sub: Any, wakeups: _Wakeups) -> None:
+        """Results free room on their device; look again once half its window is free, so one look
+        claims many items instead of one look per result."""
+        s = self._services
+        low_water = s.settings.dispatch_window // 2
+        while True:
+            message = await sub.receive()
+            if message.overflowed:
+                wakeups.add((), True)
+                continue
+            for device_id in message.ids:
+                left = self._outstanding.get(device_id, 0) - 1
+                self._outstanding[device_id] = left
+                if left <= low_water:
+                    socks = s.sockets.for_device(device_id)
+                    if socks:
+                        wakeups.add((socks[0].account_id,), False)
+
     async def _stop_on_drain(self, ctx: ActorContext, wakeups: _Wakeups) -> None:
         await ctx.stopping.wait()
         wakeups.event.set()
@@ -174,21 +198,23 @@ class Dispatcher(Actor):
         lease_s, window = s.settings.dispatch_lease_s, s.settings.dispatch_window
         candidates: list[dt.datetime] = []
         for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
-            expired = await outreach.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
-                                             only_expired=True)
-            self._offer(s, device_id, expired)
-            while s.sockets.for_device(device_id):
-                room = window - await outreach.in_flight(s.db, device_id)
-                if room <= 0:
-                    break  # its results wake us
-                claim = await outreach.claim(s.db, account_id=account_id, device_id=device_id, max_items=room,
-                                             now=s.clock.now(), lease_s=lease_s)
+            lease_due = self._lease_due.get(device_id, s.clock.now())
+            if lease_due is not None and lease_due <= s.clock.now():
+                expired = await outreach.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
+                                                 only_expired=True)
+                self._offer(s, device_id, expired)
+            in_flight = await outreach.in_flight(s.db, device_id)
+            while s.sockets.for_device(device_id) and in_flight < window:
+                claim = await outreach.claim(s.db, account_id=account_id, device_id=device_id,
+                                             max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
                 self._offer(s, device_id, claim.items)
+                in_flight += len(claim.items)
                 if claim.next_at is not None:
                     candidates.append(claim.next_at)
                 if not claim.more:
                     break
-            lease = await outreach.next_lease_expiry(s.db, device_id)
+            self._outstanding[device_id] = in_flight
+            lease = self._lease_due[device_id] = await outreach.next_lease_expiry(s.db, device_id)
             if lease is not None:
                 candidates.append(lease)
         return min(candidates) if candidates else None

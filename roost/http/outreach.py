@@ -307,6 +307,6 @@ async def post_result(item_id: str, data: SendResultIn) -> dict[str, Any]:
     s = services()
     outcome = await outreach.record_result(s.db, device_id=g.device["device_id"], item_id=item_id,
                                            status=data.status, error=data.error, now=s.clock.now())
-    after_result(s, outcome)
+    after_result(s, outcome, g.device["device_id"])
     item = outcome.item
     return {"id": item["id"], "status": item["status"], "error": item["error"], "result_at": item["result_at"]}
