@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from roost.errors import Conflict, InvalidInput, NotFound
+from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
@@ -35,6 +35,7 @@ from roost.storage.database import Row
 TOPIC = "outreach"
 RESULT_TOPIC = "outreach.result"  # ids: device ids, one per recorded result
 MAX_ERROR_CHARS = 2000
+RESULT_BATCH = 256
 
 
 def send_request(item: Row) -> dict[str, Any]:
@@ -105,6 +106,8 @@ class Dispatcher(Actor):
         # earliest lease runs out. Only hints for when to look again; every look reads the database.
         self._outstanding: dict[str, int] = {}
         self._lease_due: dict[str, dt.datetime | None] = {}
+        self._results_send, self._results_receive = trio.open_memory_channel[
+            tuple[DeviceSocket, outreach.Result]](RESULT_BATCH * 4)
         services.frames.add("send_result", self._on_send_result)
         services.frames.on_register.append(self._on_register)
         services.queue_probes.setdefault("dispatch_in_flight", lambda: _count_dispatched(services))
@@ -112,15 +115,32 @@ class Dispatcher(Actor):
     # -- WebSocket frames ---------------------------------------------------------------------------
 
     async def _on_send_result(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
-        s = self._services
+        """Queue the result for the writer (waiting for room: backpressure on the socket's reader)."""
         item_id, status, error = parse_result_frame(frame)
-        try:
-            outcome = await outreach.record_result(s.db, device_id=sock.device_id, item_id=item_id, status=status,
-                                                   error=error, now=s.clock.now())
-        except (NotFound, Conflict) as exc:
-            sock.send(error_frame(exc.code, exc.message, id=item_id))
-            return
-        after_result(s, outcome, sock.device_id)
+        await self._results_send.send((sock, outreach.Result(sock.device_id, item_id, status, error)))
+
+    async def _write_results(self) -> None:
+        """Record results in batches: whatever has arrived together goes in one transaction."""
+        s = self._services
+        while True:
+            queued = [await self._results_receive.receive()]
+            while len(queued) < RESULT_BATCH:
+                try:
+                    queued.append(self._results_receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                outcomes = await outreach.record_results(s.db, [r for _, r in queued], now=s.clock.now())
+            except StorageError as exc:
+                # Nothing recorded: the items stay dispatched and are offered again after their lease.
+                for sock, r in queued:
+                    sock.send(error_frame(exc.code, "the result was not recorded; send it again", id=r.item_id))
+                continue
+            for (sock, r), outcome in zip(queued, outcomes, strict=True):
+                if isinstance(outcome, RoostError):
+                    sock.send(error_frame(outcome.code, outcome.message, id=r.item_id))
+                else:
+                    after_result(s, outcome, sock.device_id)
 
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
@@ -141,6 +161,7 @@ class Dispatcher(Actor):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sub, wakeups)
                 nursery.start_soon(self._listen_results, results, wakeups)
+                nursery.start_soon(self._write_results)
                 nursery.start_soon(self._stop_on_drain, ctx, wakeups)
                 task_status.started()
                 while not ctx.stopping.is_set():

@@ -391,6 +391,16 @@ class ResultOutcome:
     done_batch: dict[str, Any] | None = None  # the batch this result finished
 
 
+@dataclass(frozen=True)
+class Result:
+    """One device report: ``status`` is 'sent' or 'failed'."""
+
+    device_id: str
+    item_id: str
+    status: str
+    error: str | None = None
+
+
 async def record_result(db: Database, *, device_id: str, item_id: str, status: str, error: str | None,
                         now: dt.datetime) -> ResultOutcome:
     """Record the device's result for an item it was given.
@@ -402,42 +412,64 @@ async def record_result(db: Database, *, device_id: str, item_id: str, status: s
         Conflict: the item is not dispatched (``not_dispatched``), or already has a different
             result (``result_conflict``).
     """
-    if status not in ("sent", "failed"):
-        raise InvalidInput("status must be 'sent' or 'failed'")
-    error = error if status == "failed" else None
+    (outcome,) = await record_results(db, [Result(device_id, item_id, status, error)], now=now)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def record_results(db: Database, results: list[Result], *, now: dt.datetime
+                         ) -> list[ResultOutcome | NotFound | Conflict]:
+    """Record many results in one transaction (the WebSocket path batches what arrives together).
+
+    Each result gets its outcome, or the error ``record_result`` would raise for it; a batch
+    that one of them finishes is on the outcome of the last of its results here.
+    """
+    for r in results:
+        if r.status not in ("sent", "failed"):
+            raise InvalidInput("status must be 'sent' or 'failed'")
+    out: list[ResultOutcome | NotFound | Conflict] = []
+    finished: dict[str, list[ResultOutcome]] = {}
     async with db.transaction() as tx:
-        row = await tx.fetchrow(
-            "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
-            " WHERE id = $1 AND device_id = $2 AND status = 'dispatched'"
-            " RETURNING id, batch_id, account_id, status, reason AS error, result_at",
-            item_id, device_id, status, error, now,
-        )
-        if row is None:
+        for r in results:
+            error = r.error if r.status == "failed" else None
+            row = await tx.fetchrow(
+                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
+                " WHERE id = $1 AND device_id = $2 AND status = 'dispatched'"
+                " RETURNING id, batch_id, account_id, status, reason AS error, result_at",
+                r.item_id, r.device_id, r.status, error, now,
+            )
+            if row is not None:
+                outcome = ResultOutcome(row, changed=True)
+                finished.setdefault(row["batch_id"], []).append(outcome)
+                out.append(outcome)
+                continue
             current = await tx.fetchrow(
                 "SELECT id, batch_id, account_id, device_id, status, reason AS error, result_at FROM outreach_items"
-                " WHERE id = $1", item_id,
+                " WHERE id = $1", r.item_id,
             )
-            if current is None or current.pop("device_id") != device_id:
-                raise NotFound(f"no send-queue item {item_id!r} for this device")
-            if current["status"] in ("sent", "failed"):
-                if current["status"] == status and current["error"] == error:
-                    return ResultOutcome(current, changed=False)
-                raise Conflict(f"item {item_id!r} already has the result {current['status']!r}",
-                               code="result_conflict")
-            raise Conflict(f"item {item_id!r} is {current['status']}, not dispatched", code="not_dispatched")
-        batch = await tx.fetchrow(
-            "UPDATE outreach_batches SET open_items = open_items - 1, updated_at = $2 WHERE id = $1"
-            " RETURNING status, open_items",
-            row["batch_id"], now,
-        )
-        assert batch is not None
-        done = None
-        if batch["open_items"] == 0:
-            finished = "done" if batch["status"] in ("sending", "paused") else batch["status"]
-            await tx.execute(
-                "UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
-                row["batch_id"], finished, now,
+            if current is None or current.pop("device_id") != r.device_id:
+                out.append(NotFound(f"no send-queue item {r.item_id!r} for this device"))
+            elif current["status"] in ("sent", "failed"):
+                if current["status"] == r.status and current["error"] == error:
+                    out.append(ResultOutcome(current, changed=False))
+                else:
+                    out.append(Conflict(f"item {r.item_id!r} already has the result {current['status']!r}",
+                                        code="result_conflict"))
+            else:
+                out.append(Conflict(f"item {r.item_id!r} is {current['status']}, not dispatched",
+                                    code="not_dispatched"))
+        for batch_id, outcomes in finished.items():
+            batch = await tx.fetchrow(
+                "UPDATE outreach_batches SET open_items = open_items - $3, updated_at = $2 WHERE id = $1"
+                " RETURNING status, open_items",
+                batch_id, now, len(outcomes),
             )
-            if finished == "done":
-                done = await get_batch(tx, row["batch_id"])
-        return ResultOutcome(row, changed=True, done_batch=done)
+            assert batch is not None
+            if batch["open_items"] == 0:
+                status = "done" if batch["status"] in ("sending", "paused") else batch["status"]
+                await tx.execute("UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
+                                 batch_id, status, now)
+                if status == "done":
+                    outcomes[-1].done_batch = await get_batch(tx, batch_id)
+    return out

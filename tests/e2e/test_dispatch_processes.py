@@ -57,7 +57,10 @@ async def test_a_real_server_drains_a_batch_to_a_websocket_device(tmp_path: Path
                 await nursery.start(answering_device, server.url, env["token"], seen)
                 batch = await start_batch(client, env, 20)
                 with trio.fail_after(15):
-                    while (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()["status"] != "done":
+                    while True:
+                        r = await client.get(f"/api/v1/outreach/batches/{batch['id']}")
+                        if r.json()["status"] == "done":
+                            break
                         await trio.sleep(0.05)
                 nursery.cancel_scope.cancel()
         assert len(seen) == 20 == len(set(seen))
