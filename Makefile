@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test lint clean
+.PHONY: venv serve test lint dist clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check roost tests
+
+# One-file executable in dist/roost (PyInstaller; installs it into the venv when missing).
+dist: venv
+	$(VENV)/bin/python packaging/build.py --out dist/roost
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

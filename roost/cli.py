@@ -221,19 +221,30 @@ def status(
 
 
 @app.command()
+def plugins() -> None:
+    """List the plugins of every kind: built in and from installed packages' entry points."""
+    from roost.plugins.registry import all_registries
+
+    for registry in all_registries():
+        print(f"{registry.group}: {' '.join(registry.names())}")
+
+
+@app.command()
 def device(
     token: str = typer.Option(..., envvar="ROOST_DEVICE_TOKEN", help="Device token."),
     url: str = typer.Option("http://127.0.0.1:8000", envvar="ROOST_URL", help="Base URL of the server."),
     since: int | None = typer.Option(None, help="Replay account events after this sequence number."),
+    ack: bool = typer.Option(True, "--ack/--no-ack", help="Acknowledge proposals (--no-ack: they come again "
+                             "on the next connection)."),
 ) -> None:
-    """Connect as a device, print every frame received, and ack proposals."""
+    """Connect as a device, print every frame received, and ack proposals (unless --no-ack)."""
     from roost.client import run_device, ws_url_from_http
 
     async def show(frame: dict[str, Any]) -> None:
         print(json.dumps(frame), flush=True)
 
     try:
-        code = trio.run(partial(run_device, ws_url_from_http(url), token, show, since=since))
+        code = trio.run(partial(run_device, ws_url_from_http(url), token, show, since=since, ack=ack))
     except (OSError, RuntimeError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -30,12 +30,12 @@ async def handshake(ws: WebSocketConnection, token: str, since: int | None = Non
             raise RuntimeError(f"handshake refused: {frame.get('code')}: {frame.get('message')}")
 
 
-async def answer(ws: WebSocketConnection, frame: dict[str, Any]) -> None:
-    """The protocol's automatic answers: pong to ping, ack to proposals."""
+async def answer(ws: WebSocketConnection, frame: dict[str, Any], *, ack: bool = True) -> None:
+    """The protocol's automatic answers: pong to ping, ack to proposals (unless ``ack`` is False)."""
     kind = frame.get("type")
     if kind == "ping":
         await ws.send_message('{"type":"pong"}')
-    elif kind == "scout_proposal":
+    elif kind == "scout_proposal" and ack:
         proposal_id = frame.get("proposal", {}).get("id")
         await ws.send_message(json.dumps({"type": "scout_proposal_ack", "proposal_id": proposal_id}))
 
@@ -47,6 +47,7 @@ async def run_device(
     *,
     since: int | None = None,
     max_message_size: int = 1024 * 1024,
+    ack: bool = True,
 ) -> int:
     """Connect and serve frames until the server closes; returns the close code."""
     async with open_websocket_url(ws_url, max_message_size=max_message_size) as ws:
@@ -54,9 +55,11 @@ async def run_device(
             await on_frame(await handshake(ws, token, since))
             while True:
                 frame = json.loads(await ws.get_message())
-                await answer(ws, frame)
+                await answer(ws, frame, ack=ack)
                 await on_frame(frame)
         except ConnectionClosed as closed:
+            # trio-websocket leaves its TCP stream open when the server closes first: close it here.
+            await ws._stream.aclose()
             return closed.reason.code if closed.reason else 1006
 
 

@@ -16,11 +16,13 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from roost import __version__
 from roost.errors import InvalidInput, NotFound
-from roost.http import admin, device, errors, ops, outreach, ws
+from roost.http import admin, device, errors, notifications, ops, outreach, scouts, ws
 from roost.http.context import CONFIG_KEY
+from roost.http.openapi import RoostOpenAPIProvider
 from roost.runtime.services import Services
 
-BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, outreach.bp]
+BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp, notifications.bp, notifications.unsubscribe_bp,
+              outreach.bp]
 
 
 class RoostRequest(TrioRequest):
@@ -32,6 +34,9 @@ class RoostRequest(TrioRequest):
             return await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:  # the json module's answer to deep nesting; not a ValueError
             raise InvalidInput("the body's JSON is nested too deeply", code="malformed_json") from None
+        except UnicodeDecodeError as exc:  # Quart decodes the body before parsing, outside its own handler
+            raise InvalidInput(f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                               code="malformed_json") from None
 
     def on_json_loading_failed(self, error: Exception) -> None:
         raise InvalidInput(f"the body is not valid JSON: {error}", code="malformed_json")
@@ -100,6 +105,7 @@ def create_app(services: Services) -> QuartTrio:
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=RoostOpenAPIProvider,
     )
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint, Response
-from quart_schema import document_response, hide
+from quart_schema import document_response, hide, security_scheme
 
 from roost import __version__
 from roost.http.auth import service_auth
@@ -55,6 +55,7 @@ class Status(BaseModel):
 
 
 @bp.get("/healthz")
+@security_scheme([])  # public: no token
 @document_response(Health)
 async def healthz() -> tuple[dict[str, str], int]:
     """Liveness: the process answers."""
@@ -62,6 +63,7 @@ async def healthz() -> tuple[dict[str, str], int]:
 
 
 @bp.get("/readyz")
+@security_scheme([])  # public: no token
 @document_response(Ready, 200)
 @document_response(Ready, 503)
 async def readyz() -> tuple[dict[str, Any], int]:

@@ -17,6 +17,7 @@ from quart import Blueprint, g
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from roost.actors.dispatcher import MAX_ERROR_CHARS, after_result, wake
+from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
 from roost.http.context import services
@@ -27,6 +28,7 @@ bp = Blueprint("outreach", __name__)
 
 Limit = Annotated[int, Field(gt=0, le=10_000_000, description="a positive number, or null for no limit")]
 MAX_BATCH_ITEMS = 10_000
+MAX_BODY_CHARS = 10_000
 ItemStatus = Literal["pending", "dispatched", "sent", "failed", "skipped", "cancelled"]
 BatchStatus = Literal["draft", "sending", "paused", "done", "cancelled"]
 
@@ -63,13 +65,15 @@ class OutreachSettings(Out):
 
 class BatchItemIn(Body):
     to_handle: str = Field(min_length=1, max_length=320)
-    body: str = Field(min_length=1, max_length=10_000)
+    body: str = Field(min_length=1, description=f"at most {MAX_BODY_CHARS:,} characters")
     device_id: Id | None = Field(None, description="default: the creator's (or account's) most recently seen device")
 
 
 class BatchCreate(Body):
     account_id: Id
-    items: list[BatchItemIn] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    # The caps are checked in the handler (400), not as schema maxItems/maxLength: a body over
+    # them is usually also over the request size limit, and 413 is not what a schema violation answers.
+    items: list[BatchItemIn] = Field(min_length=1, description=f"at most {MAX_BATCH_ITEMS:,} items")
     dry_run: bool = False
     created_by: Id | None = Field(None, description="the user who gets batch_done")
     idempotency_key: str | None = Field(
@@ -201,6 +205,11 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
     ``Idempotent-Replayed: true``; the same key with different content is 409.
     """
     s = services()
+    if len(data.items) > MAX_BATCH_ITEMS:
+        raise InvalidInput(f"a batch holds at most {MAX_BATCH_ITEMS:,} items", code="too_many_items")
+    for index, item in enumerate(data.items):
+        if len(item.body) > MAX_BODY_CHARS:
+            raise InvalidInput(f"items.{index}.body: at most {MAX_BODY_CHARS:,} characters", code="body_too_long")
     items = [i.model_dump() for i in data.items]
     if data.dry_run:
         resolved = await outreach.resolve_items(s.db, data.account_id, data.created_by, items)

@@ -110,14 +110,19 @@ async def device_socket() -> None:
     if s.stopping.is_set():
         await websocket.close(1001, "server shutting down")
         return
+    device = None
     try:
-        with trio.fail_after(s.settings.ws_hello_timeout_s):
+        with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
             device, since = await _handshake()
     except trio.TooSlowError:
         await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
         return
     except _Refused as exc:
         await websocket.close(CLOSE_POLICY, exc.reason)
+        return
+    if device is None or s.stopping.is_set():
+        # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
+        await websocket.close(1001, "server shutting down")
         return
     bind(device_id=device["device_id"])
     sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])

@@ -49,6 +49,23 @@ class Settings:
 
     secret_key: str | None = field(default=None, repr=False)
 
+    # Notifications, digests and e-mail (issue 6).
+    digest_tick_seconds: float = 60 * SECONDS
+    digest_batch_size: int = 1000
+    digest_lookback_days: int = 30
+    watch_decay_days: int = 90
+    mail_transport: str = "auto"  # auto (smtp when smtp_url is set, else console) | smtp | file | console | plugin
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_timeout_s: float = 30 * SECONDS
+    mail_dir: str = "./mail-out"
+    mail_from: str = "roost <roost@localhost>"
+    mail_max_attempts: int = 8
+    mail_retry_initial_s: float = 30 * SECONDS
+    mail_retry_max_s: float = 3600 * SECONDS
+    mail_sending_lease_s: float = 600 * SECONDS
+    public_url: str = "http://127.0.0.1:8000"
+    templates_dir: str | None = None
+
     # Dispatch (issue 8): how long a device has to report a send before it is offered again, and
     # how many unanswered send_requests one device may hold (kept under ws_outgoing_buffer).
     dispatch_lease_s: float = 300 * SECONDS
@@ -89,6 +106,7 @@ class Settings:
 _POSITIVE = frozenset({
     "ws_ping_interval_s", "prune_interval_s", "restart_window_s", "ws_outgoing_buffer",
     "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
+    "digest_tick_seconds", "digest_batch_size", "digest_lookback_days", "watch_decay_days", "mail_max_attempts",
     "dispatch_lease_s", "dispatch_window",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})

@@ -17,7 +17,8 @@ import datetime as dt
 import itertools
 import json
 from collections import defaultdict
-from typing import Any, Awaitable, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -204,15 +205,38 @@ class DeviceSocket:
         self._kick()
         return True
 
-    async def put(self, frame: dict[str, Any]) -> None:
-        """Queue a frame, waiting for room: for replays, which must not overflow the buffer."""
+    def try_put(self, text: str, kind: str = "frame") -> bool:
+        """Queue an encoded frame if there is room; False (socket left open) when the buffer is full."""
+        if self.close_code is not None:
+            return True  # nothing more goes to a closing socket; it catches up on reconnect
+        try:
+            self.outbox.send_nowait(text)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return True
+        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._kick()
+        return True
+
+    async def put(self, frame: dict[str, Any] | str, kind: str | None = None) -> None:
+        """Queue a frame, waiting for room: for replays, which must not overflow the buffer.
+
+        ``frame`` may come encoded already (one encoding for many sockets); pass its ``kind``.
+        """
         if self.close_code is not None:
             return
+        if isinstance(frame, dict):
+            kind = kind or str(frame.get("type", "frame"))
+            frame = encode(frame)
         try:
-            await self.outbox.send(encode(frame))
+            try:
+                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame
+            except trio.WouldBlock:
+                await self.outbox.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
-        self._registry.metrics.ws_frames_out.labels(str(frame.get("type", "frame"))).inc()
+        self._registry.metrics.ws_frames_out.labels(kind or "frame").inc()
         self._kick()
 
     def send(self, frame: dict[str, Any]) -> bool:
@@ -244,6 +268,22 @@ class SocketRegistry:
         self._by_device: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
+        self._handshakes: set[trio.CancelScope] = set()
+
+    @contextmanager
+    def handshaking(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope around a socket's handshake, which ``close_all`` cancels.
+
+        A socket that has not registered yet is in no index, so without this a drain would
+        leave it open until its hello timeout (and then close it 1008, not 1001).
+        """
+        scope = trio.CancelScope()
+        self._handshakes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._handshakes.discard(scope)
 
     def open(self, device_id: str, user_id: str, account_id: str) -> DeviceSocket:
         sock = DeviceSocket(self, device_id, user_id, account_id, self.buffer)
@@ -309,5 +349,8 @@ class SocketRegistry:
         return len(socks)
 
     def close_all(self, code: int, reason: str) -> None:
+        """Close every registered socket, and cut short every handshake in progress."""
+        for scope in self._handshakes:
+            scope.cancel()
         for s in self.all():
             s.close(code, reason)

@@ -142,8 +142,20 @@ class SqliteDatabase(Database):
             return await self._writer.execute(sql, *args)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self.transaction() as tx:
-            await tx.execute_many(sql, rows)
+        """One transaction, in one worker-thread hop (BEGIN, every row, COMMIT)."""
+        conn = self._writer._conn
+
+        def batch() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(translate(sql), rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        async with self._write_lock:
+            await self._writer._run(batch)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         if not sql.lstrip()[:6].upper() == "SELECT":

@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 from roost.errors import InvalidInput, NotFound
-from roost.storage import audit
+from roost.storage import audit, digests
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.pagination import page
@@ -66,6 +66,7 @@ async def create_user(db: Database, *, account_id: str, fields: dict[str, Any], 
         )
         await audit.record(tx, at=now, actor=actor, action="user.create", target_type="user",
                            target_id=user_id, details={"account_id": account_id, "role": values["role"]})
+        await digests.reschedule(tx, user_id, now)  # the first digest slot after subscribing
         return await get_user(tx, user_id)
 
 
@@ -91,6 +92,8 @@ async def update_user(db: Database, user_id: str, changes: dict[str, Any], *, no
             )
             await audit.record(tx, at=now, actor=actor, action="user.update", target_type="user",
                                target_id=user_id, details={"fields": sorted(changes)})
+            if digests.DIGEST_FIELDS & changes.keys():
+                await digests.reschedule(tx, user_id, now)
         return await get_user(tx, user_id)
 
 

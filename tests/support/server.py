@@ -85,7 +85,7 @@ class ServerProcess:
 
     @classmethod
     def start(cls, database_url: str, workdir: Path, *, env: dict[str, str] | None = None,
-              ready_timeout_s: float = 20) -> "ServerProcess":
+              ready_timeout_s: float = 20) -> ServerProcess:
         port = free_port()
         full_env = {
             **os.environ,

@@ -1,0 +1,120 @@
+"""Time one digest tick over U users x N notifications (all users due), on SQLite or PostgreSQL.
+
+    python bench/digest.py --users 20000 --per-user 50            # SQLite in a temp dir
+    python bench/digest.py --users 20000 --per-user 50 --pg URL   # a fresh database on that server
+    add --drain to also time the mailer writing every digest with the file transport
+
+Prints the fill time, the tick's counters and wall time, and (with --drain) the drain time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from roost.actors.digest import run_tick  # noqa: E402
+from roost.actors.mailer import Mailer  # noqa: E402
+from roost.plugins.transports.file import FileTransport  # noqa: E402
+from roost.runtime.clock import Clock  # noqa: E402
+from roost.runtime.config import Settings  # noqa: E402
+from roost.runtime.services import Services  # noqa: E402
+from roost.storage.database import Database, open_database  # noqa: E402
+from roost.storage.migrator import migrate  # noqa: E402
+
+NOW = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
+KINDS = ("comment", "review", "merged", "opened")
+
+
+async def fill(db: Database, users: int, per_user: int) -> None:
+    await db.execute("INSERT INTO accounts (id, name, timezone, created_at) VALUES ('acc_bench', 'Bench', 'UTC', $1)",
+                     NOW)
+    user_rows = [(f"usr_{i:06d}", f"u{i}@example.com", f"User {i}", NOW) for i in range(users)]
+    await db.execute_many(
+        "INSERT INTO users (id, account_id, email, display_name, timezone, digest_cadence, created_at, updated_at)"
+        " VALUES ($1, 'acc_bench', $2, $3, 'Europe/Berlin', 'daily', $4, $4)", user_rows)
+    await db.execute_many("INSERT INTO digest_schedule (user_id, next_at) VALUES ($1, $2)",
+                          [(r[0], NOW - dt.timedelta(minutes=1)) for r in user_rows])
+    if db.dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO notifications (id, recipient_user_id, event_kind, topic, payload, email, created_at)"
+            " SELECT 'ntf_' || u.id || '_' || g, u.id, (ARRAY['comment','review','merged','opened'])[1 + g % 4],"
+            " 'topic-' || (g % 7), '{\"summary\": \"something happened\"}'::jsonb, false,"
+            " $1::timestamptz - make_interval(mins => g * 20)"
+            " FROM users u CROSS JOIN generate_series(1, $2::int) AS g", NOW, per_user)
+        await db.execute("ANALYZE")
+        return
+    chunk: list[tuple] = []
+    for i in range(users):
+        uid = f"usr_{i:06d}"
+        for g in range(per_user):
+            chunk.append((f"ntf_{uid}_{g}", uid, KINDS[g % 4], f"topic-{g % 7}", {"summary": "something happened"},
+                          NOW - dt.timedelta(minutes=20 * (g + 1))))
+        if len(chunk) >= 50_000:
+            await _insert(db, chunk)
+            chunk = []
+    await _insert(db, chunk)
+    await db.execute("ANALYZE")
+
+
+async def _insert(db: Database, rows: list[tuple]) -> None:
+    if rows:
+        await db.execute_many(
+            "INSERT INTO notifications (id, recipient_user_id, event_kind, topic, payload, email, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, false, $6)", rows)
+
+
+async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str) -> None:
+    async with open_database(url) as db:
+        await migrate(db)
+        started = time.perf_counter()
+        await fill(db, users, per_user)
+        print(f"fill: {users} users x {per_user} notifications in {time.perf_counter() - started:.1f} s")
+        settings = Settings(database_url=url, secret_key="bench", mail_dir=mail_dir, log_format="json")
+        services = Services.build(settings, db, Clock())
+        started = time.perf_counter()
+        counters = await run_tick(services, now=NOW)
+        tick_s = time.perf_counter() - started
+        print(f"tick ({db.dialect}): {tick_s:.2f} s  {counters}")
+        started = time.perf_counter()
+        empty = await run_tick(services, now=NOW + dt.timedelta(minutes=1))
+        print(f"second tick (nothing due): {1000 * (time.perf_counter() - started):.1f} ms  due={empty['due']}")
+        if drain:
+            started = time.perf_counter()
+            done = await Mailer().drain(services, FileTransport(mail_dir))
+            print(f"drain (file transport): {time.perf_counter() - started:.1f} s  {done}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--per-user", type=int, default=50)
+    parser.add_argument("--pg", metavar="URL", nargs="?", const="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="an admin URL of a PostgreSQL server: a fresh database is made there and dropped")
+    parser.add_argument("--drain", action="store_true", help="also time the mailer with the file transport")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        mail_dir = str(Path(tmp) / "mail")
+        if args.pg:
+            from tests.support.pg import admin_execute, url_with_database
+
+            name = f"roost_bench_{uuid.uuid4().hex[:8]}"
+            admin_execute(args.pg, f"CREATE DATABASE {name}")
+            try:
+                trio.run(bench, url_with_database(args.pg, name), args.users, args.per_user, args.drain, mail_dir)
+            finally:
+                admin_execute(args.pg, f"DROP DATABASE IF EXISTS {name}")
+        else:
+            trio.run(bench, f"sqlite:///{tmp}/bench.db", args.users, args.per_user, args.drain, mail_dir)
+
+
+if __name__ == "__main__":
+    main()

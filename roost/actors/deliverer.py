@@ -1,0 +1,188 @@
+"""Deliverer: proposals to the user's open sockets, and their acks back into the database.
+
+- On ``register`` (a register hook) a socket gets its user's ``queued`` and ``delivered``-but-
+  unacked proposals, oldest first, a page at a time with ``await sock.put`` (backpressure, never
+  an overflow), and the queued ones of each page become ``delivered``.
+- Live: the scout publishes the user's id on ``proposal.queued``; a task per user reads the
+  queued proposals and writes them to every open socket of that user, then marks them
+  delivered. A socket that cannot take a frame within ``SLOW_SOCKET_S`` is closed 1013 and
+  catches up on reconnect.
+- A per-user lock makes a page read + send + mark atomic against the live push, and each
+  socket remembers what it was sent while its replay runs, so one socket never gets the same
+  proposal twice (another registration does get every unacked one again: at-least-once).
+- ``scout_proposal_ack`` frames go into a bounded channel; one writer applies them in batches
+  (one transaction per batch) and answers ``error {code: "not_found"}`` to an ack for a
+  proposal that is not the socket's user's, which changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import trio
+
+from roost.errors import InvalidInput
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.frames import error_frame
+from roost.runtime.services import Services
+from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
+from roost.storage import scouts as repo
+
+PAGE = 500
+ACK_BATCH = 2000
+ACK_BUFFER = 10_000
+SLOW_SOCKET_S = 10.0
+ACK_LINGER_S = 0.01
+FRAME_KIND = "scout_proposal"
+TOPIC_QUEUED = "proposal.queued"
+TOPIC_DEVICE = "device.registered"
+
+
+def proposal_frame(row: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "scout_proposal", "proposal": {
+        "id": row["id"], "scout_id": row["scout_id"], "source_type": row["source_type"],
+        "source_msg_ref": row["source_msg_ref"], "raw_subject": row["raw_subject"],
+        "raw_snippet": row["raw_snippet"], "category": row["category"], "payload": row["payload"],
+    }}
+
+
+class Deliverer(Actor):
+    name = "deliverer"
+
+    def __init__(self, services: Services):
+        self.services = services
+        self._acks_in, self._acks_out = trio.open_memory_channel[tuple[DeviceSocket, str]](ACK_BUFFER)
+        self._replaying: dict[int, set[str]] = {}
+        self._user_locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._busy: set[str] = set()
+        self._again: set[str] = set()
+        services.frames.add("scout_proposal_ack", self._on_ack)
+        services.frames.on_register.append(self._on_register)
+        services.queue_probes["scout_items_pending_or_queued"] = lambda: repo.queue_depth(services.db)
+
+    # -- frames -------------------------------------------------------------------------------
+
+    async def _on_ack(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
+        pid = frame.get("proposal_id")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 64:
+            raise InvalidInput("scout_proposal_ack needs a string proposal_id", code="bad_frame")
+        try:
+            self._acks_in.send_nowait((sock, pid))
+        except trio.WouldBlock:
+            await self._acks_in.send((sock, pid))  # the writer is behind: backpressure on the reader
+
+    async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
+        s = self.services
+        s.bus.publish(TOPIC_DEVICE, sock.user_id)
+        seen: set[str] = set()
+        self._replaying[sock.id] = seen
+        try:
+            after = ""
+            while sock.close_code is None:
+                async with self._user_locks[sock.user_id]:
+                    rows = await repo.backlog_page(s.db, sock.user_id, now=s.clock.now(), after=after, limit=PAGE)
+                    for row in rows:
+                        if row["id"] not in seen:
+                            seen.add(row["id"])
+                            await sock.put(proposal_frame(row))
+                    await repo.mark_delivered(s.db, [r["id"] for r in rows if r["status"] == "queued"],
+                                              now=s.clock.now())
+                if len(rows) < PAGE:
+                    break
+                after = rows[-1]["id"]
+        finally:
+            del self._replaying[sock.id]
+
+    # -- the actor ------------------------------------------------------------------------------
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with ctx.services.bus.subscribe(TOPIC_QUEUED) as sub:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_acks, ctx, nursery.cancel_scope)
+                task_status.started()
+                while True:
+                    message = await sub.receive()
+                    users = {s.user_id for s in ctx.services.sockets.all()} if message.overflowed else message.ids
+                    for user_id in users:
+                        if not ctx.services.sockets.for_user(user_id):
+                            continue  # nobody here to push to; the backlog covers it on register
+                        if user_id in self._busy:
+                            self._again.add(user_id)
+                        else:
+                            self._busy.add(user_id)
+                            nursery.start_soon(self._push_user, ctx, user_id)
+
+    async def _push_user(self, ctx: ActorContext, user_id: str) -> None:
+        s = ctx.services
+        try:
+            while True:
+                self._again.discard(user_id)
+                while True:
+                    socks = s.sockets.for_user(user_id)
+                    if not socks:
+                        break
+                    async with self._user_locks[user_id]:
+                        rows = await repo.queued_for_user(s.db, user_id, now=s.clock.now(), limit=PAGE)
+                        for row in rows:
+                            text = encode(proposal_frame(row))
+                            for sock in socks:
+                                await self._send_live(sock, row["id"], text)
+                        await repo.mark_delivered(s.db, [r["id"] for r in rows], now=s.clock.now())
+                    ctx.tick()
+                    if len(rows) < PAGE:
+                        break
+                if user_id not in self._again:
+                    return
+        except Exception as exc:  # the rows stay queued: the next wake-up or registration delivers them
+            ctx.log.error("live push failed", user_id=user_id, error=repr(exc))
+        finally:
+            self._busy.discard(user_id)
+            if not s.sockets.for_user(user_id) and not self._user_locks[user_id].locked():
+                self._user_locks.pop(user_id, None)
+
+    async def _send_live(self, sock: DeviceSocket, proposal_id: str, text: str) -> None:
+        seen = self._replaying.get(sock.id)
+        if seen is not None:
+            if proposal_id in seen:
+                return
+            seen.add(proposal_id)
+        if sock.try_put(text, FRAME_KIND):  # the common case: room in the buffer, no timer needed
+            return
+        with trio.move_on_after(SLOW_SOCKET_S) as scope:
+            await sock.put(text, FRAME_KIND)
+        if scope.cancelled_caught:
+            sock.close(CLOSE_TRY_AGAIN, "slow consumer")
+
+    async def _write_acks(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
+        """Apply acks in batches; on a drain, write what has arrived and then stop the actor."""
+        while True:
+            batch: list[tuple[DeviceSocket, str]] = []
+            with trio.move_on_after(0.2):
+                batch.append(await self._acks_out.receive())
+            if batch:
+                # Let a stream of acks gather for a moment: one transaction per few hundred acks
+                # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
+                await trio.sleep(ACK_LINGER_S)
+            while len(batch) < ACK_BATCH:
+                try:
+                    batch.append(self._acks_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if batch:
+                await self._apply(ctx, batch)
+            elif ctx.stopping.is_set():
+                scope.cancel()
+                return
+
+    async def _apply(self, ctx: ActorContext, batch: list[tuple[DeviceSocket, str]]) -> None:
+        s = ctx.services
+        try:
+            unknown = await repo.ack(s.db, [(sock.user_id, pid) for sock, pid in batch], now=s.clock.now())
+        except Exception as exc:  # unpersisted acks only mean redelivery later (at-least-once)
+            ctx.log.error("writing acks failed", count=len(batch), error=repr(exc))
+            return
+        ctx.tick()
+        for sock, pid in batch:
+            if (sock.user_id, pid) in unknown:
+                sock.send(error_frame("not_found", f"no proposal {pid!r}", proposal_id=pid))

@@ -1,0 +1,102 @@
+"""Mail bodies from Jinja2 templates: the package's ``roost/templates`` unless the app's own
+directory (``ROOST_TEMPLATES_DIR``) has a file of the same name.
+
+Templates: ``digest_subject.txt.j2``, ``digest.txt.j2``, ``digest.html.j2`` and the same three
+for a single ``notification``. The HTML environment escapes every value; the text one does not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+
+SAMPLES_PER_KIND = 3
+
+
+@dataclass
+class KindGroup:
+    event_kind: str
+    count: int = 0
+    unread: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TopicGroup:
+    topic: str
+    count: int = 0
+    kinds: list[KindGroup] = field(default_factory=list)
+
+
+def group_items(items: Iterable[dict[str, Any]]) -> list[TopicGroup]:
+    """Topics most active first, then event kinds by count (ties by name); each kind keeps its
+    newest few items as samples and counts those still unread."""
+    topics: dict[str, dict[str, KindGroup]] = {}
+    for item in items:
+        kinds = topics.setdefault(item["topic"], {})
+        group = kinds.get(item["event_kind"])
+        if group is None:
+            group = kinds[item["event_kind"]] = KindGroup(item["event_kind"])
+        group.count += 1
+        if item.get("read_at") is None:
+            group.unread += 1
+        group.samples.append(item)
+    out = []
+    for topic, kinds in topics.items():
+        ordered = sorted(kinds.values(), key=lambda k: (-k.count, k.event_kind))
+        for k in ordered:
+            k.samples = k.samples[-SAMPLES_PER_KIND:][::-1]
+        out.append(TopicGroup(topic, sum(k.count for k in ordered), ordered))
+    out.sort(key=lambda t: (-t.count, t.topic))
+    return out
+
+
+def _sample_line(item: dict[str, Any]) -> str:
+    payload = item.get("payload") or {}
+    text = payload.get("summary") or payload.get("title") or item["event_kind"].replace("_", " ")
+    actor = item.get("actor_name")
+    return f"{actor}: {text}" if actor else str(text)
+
+
+class Renderer:
+    def __init__(self, templates_dir: str | None = None):
+        loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
+        loaders.append(PackageLoader("roost", "templates"))
+        loader = ChoiceLoader(loaders)
+        common = {"loader": loader, "undefined": StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
+        self._text = Environment(autoescape=False, keep_trailing_newline=True, **common)
+        self._html = Environment(autoescape=True, **common)
+        for env in (self._text, self._html):
+            env.filters["sample"] = _sample_line
+        self._cache: dict[str, Any] = {}
+
+    def _tpl(self, name: str) -> Any:
+        tpl = self._cache.get(name)
+        if tpl is None:
+            env = self._html if name.endswith(".html.j2") else self._text
+            tpl = self._cache[name] = env.get_template(name)
+        return tpl
+
+    def render(self, base: str, context: dict[str, Any]) -> tuple[str, str, str]:
+        """(subject, text, html) from ``<base>_subject.txt.j2``, ``<base>.txt.j2``, ``<base>.html.j2``."""
+        subject = " ".join(self._tpl(f"{base}_subject.txt.j2").render(context).split())
+        return subject, self._tpl(f"{base}.txt.j2").render(context), self._tpl(f"{base}.html.j2").render(context)
+
+    def digest(self, *, user: dict[str, Any], cadence: str, groups: list[TopicGroup], total: int,
+               period_start: dt.datetime, period_end: dt.datetime, unsubscribe_url: str,
+               app_url: str) -> tuple[str, str, str]:
+        return self.render("digest", {
+            "user": user, "cadence": cadence, "groups": groups, "total": total, "period_start": period_start,
+            "period_end": period_end, "unsubscribe_url": unsubscribe_url, "app_url": app_url,
+        })
+
+    def notification(self, *, user: dict[str, Any], notification: dict[str, Any], actor_name: str | None,
+                     app_url: str) -> tuple[str, str, str]:
+        payload = notification.get("payload") or {}
+        return self.render("notification", {
+            "user": user, "notification": notification, "payload": payload, "actor_name": actor_name,
+            "app_url": app_url,
+        })

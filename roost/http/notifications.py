@@ -1,0 +1,196 @@
+"""Notifications, watches and digests (service token), and the one-click unsubscribe link (signed token).
+
+``GET /unsubscribe?token=`` is what a person opening the link sees: it checks the token and
+shows a page with one button, so link scanners and prefetchers cannot unsubscribe anybody.
+``POST /unsubscribe?token=`` is the RFC 8058 one-click request a mail client sends
+(``List-Unsubscribe=One-Click``): it turns the user's digest off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from quart import Blueprint, Response
+from quart_schema import hide, validate_querystring, validate_request, validate_response
+
+from roost.actors.digest import run_tick
+from roost.digest import notify, unsubscribe
+from roost.errors import InvalidInput, MissingReference, NotFound
+from roost.http.admin import documented_errors
+from roost.http.auth import service_auth
+from roost.http.context import services
+from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
+from roost.storage import digests, notifications, tenancy
+
+bp = Blueprint("notifications", __name__)
+unsubscribe_bp = Blueprint("unsubscribe", __name__)
+
+Kind = Field(min_length=1, max_length=100)
+Topic = Field(min_length=1, max_length=300)
+
+
+class NotificationCreate(Body):
+    recipient_user_id: Id
+    event_kind: str = Kind
+    topic: str = Topic
+    actor_user_id: Id | None = None
+    payload: dict[str, Any] = Field(default_factory=dict,
+                                    description="free JSON; `category` (a string) steers e-mail and digests")
+    email: bool = Field(False, description="with category personal-direct: e-mailed at once (quiet hours respected)")
+
+    @field_validator("payload")
+    @classmethod
+    def _category_is_text(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "category" in value and not isinstance(value["category"], str):
+            raise ValueError("payload.category must be a string")
+        return value
+
+
+class Notification(Out):
+    id: str
+    recipient_user_id: str
+    event_kind: str
+    topic: str
+    actor_user_id: str | None
+    payload: dict[str, Any]
+    email: bool
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+    email_sent_at: dt.datetime | None
+    digest_included_at: dt.datetime | None
+
+
+class NotificationListQuery(PageQuery):
+    unread: bool = False
+
+
+class WatchCreate(Body):
+    user_id: Id
+    topic: str = Topic
+
+
+class Watch(Out):
+    user_id: str
+    topic: str
+    created_at: dt.datetime
+    last_participation_at: dt.datetime
+
+
+class DigestRun(Out):
+    released: int = Field(description="held messages queued because their quiet hours ended")
+    decayed: int = Field(description="watches dropped for lack of participation")
+    due: int = Field(description="users whose slot had come")
+    digests: int = Field(description="digests queued for sending")
+    empty: int = Field(description="due users with nothing to report (period recorded, no mail)")
+    batches: int
+    notifications: int = Field(description="notifications included in digests")
+
+
+class UnsubscribeQuery(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+
+class Unsubscribed(Out):
+    user_id: str
+    digest_cadence: str
+
+
+@bp.post("/api/v1/notifications")
+@service_auth
+@validate_request(NotificationCreate)
+@validate_response(Notification, 201)
+@documented_errors(400, 401, 413, 503)
+async def create_notification(data: NotificationCreate) -> tuple[dict[str, Any], int]:
+    try:
+        row = await notify.create(services(), **data.model_dump())
+    except NotFound as exc:
+        raise MissingReference(exc.message) from exc
+    return row, 201
+
+
+@bp.get("/api/v1/users/<user_id>/notifications")
+@service_auth
+@validate_querystring(NotificationListQuery)
+@validate_response(Page[Notification])
+@documented_errors(400, 401, 404, 503)
+async def list_notifications(user_id: str, query_args: NotificationListQuery) -> dict[str, Any]:
+    db = services().db
+    await tenancy.get_user(db, user_id)
+    return await notifications.list_for_user(db, user_id, unread=query_args.unread, limit=query_args.limit,
+                                             cursor=query_args.cursor)
+
+
+@bp.post("/api/v1/notifications/<notification_id>/read")
+@service_auth
+@validate_response(Notification)
+@documented_errors(401, 404, 503)
+async def read_notification(notification_id: str) -> dict[str, Any]:
+    s = services()
+    async with s.db.transaction() as tx:
+        return await notifications.mark_read(tx, notification_id, s.clock.now())
+
+
+@bp.post("/api/v1/watches")
+@service_auth
+@validate_request(WatchCreate)
+@validate_response(Watch, 201)
+@documented_errors(400, 401, 413, 503)
+async def create_watch(data: WatchCreate) -> tuple[dict[str, Any], int]:
+    s = services()
+    async with s.db.transaction() as tx:
+        try:
+            await tenancy.get_user(tx, data.user_id)
+        except NotFound as exc:
+            raise MissingReference(exc.message) from exc
+        return await notifications.watch(tx, user_id=data.user_id, topic=data.topic, now=s.clock.now()), 201
+
+
+@bp.post("/api/admin/digest/run")
+@service_auth
+@validate_response(DigestRun)
+@documented_errors(401, 409, 503)
+async def run_digest() -> dict[str, Any]:
+    """Run one digest tick now (409 while another tick runs, here or in another process)."""
+    return await run_tick(services())
+
+
+async def _verified_user(token: str) -> str:
+    s = services()
+    user_id = unsubscribe.verify(await unsubscribe.key(s), token)
+    if user_id is None:
+        raise InvalidInput("this unsubscribe link is not valid (it may be cut short)", code="invalid_token")
+    return user_id
+
+
+@unsubscribe_bp.get("/unsubscribe")
+@hide
+@validate_querystring(UnsubscribeQuery)
+async def unsubscribe_page(query_args: UnsubscribeQuery) -> Response:
+    """A page with one button that confirms; the GET itself changes nothing."""
+    await _verified_user(query_args.token)
+    token = html.escape(query_args.token, quote=True)
+    page = (
+        "<!doctype html><html><body><form method=post action=\"/unsubscribe?token=" + token + "\">"
+        "<input type=hidden name=List-Unsubscribe value=One-Click>"
+        "<p>Stop receiving digest e-mails?</p><button type=submit>Unsubscribe</button></form></body></html>"
+    )
+    return Response(page, content_type="text/html; charset=utf-8")
+
+
+@unsubscribe_bp.post("/unsubscribe")
+@hide  # for mail clients and browsers, not API clients: kept out of the spec with its GET page
+@validate_querystring(UnsubscribeQuery)
+@validate_response(Unsubscribed)
+async def unsubscribe_one_click(query_args: UnsubscribeQuery) -> dict[str, Any]:
+    """RFC 8058 one-click: turn the signed user's digest off (idempotent)."""
+    s = services()
+    user_id = await _verified_user(query_args.token)
+    async with s.db.transaction() as tx:
+        if not await digests.unsubscribe(tx, user_id, s.clock.now()):
+            raise NotFound("the user of this link no longer exists")
+    return {"user_id": user_id, "digest_cadence": "off"}

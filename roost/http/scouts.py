@@ -1,0 +1,272 @@
+"""Scouts: administration (service token) and the push intake ``POST /api/v1/scouts/{id}/items``.
+
+Connector and classifier configs are checked by their plugin when saved; their secrets are
+never returned (``"***"``) and are sealed at rest when ``ROOST_SECRET_KEY`` is set. Sending
+``"***"`` back in a PATCH keeps the stored secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from roost.actors.scout import TOPIC_CHANGED, TOPIC_ITEMS, run_scout
+from roost.errors import Conflict, InvalidInput
+from roost.http.admin import documented_errors
+from roost.http.auth import service_auth
+from roost.http.context import services
+from roost.http.models import Body, Id, Out, Page, PageQuery
+from roost.plugins.classifiers import classifiers
+from roost.plugins.connectors import connectors
+from roost.storage import scouts as repo
+from roost.storage.scout_config import SecretBox, merge_redacted, redact
+
+bp = Blueprint("scouts", __name__)
+ACTOR = "service"
+
+PluginName = Annotated[str, Field(min_length=1, max_length=64)]
+Interval = Annotated[float, Field(ge=1, le=7 * 86400)]
+PauseDays = Annotated[int, Field(ge=1, le=3650)]
+TtlDays = Annotated[int, Field(ge=1, le=3650)]
+MaxFailures = Annotated[int, Field(ge=1, le=100)]
+ItemStatus = Literal["pending", "queued", "delivered", "acked", "discarded", "failed", "expired"]
+
+
+class ScoutCreate(Body):
+    user_id: Id
+    provider: PluginName
+    config: dict[str, Any] = Field(default_factory=dict)
+    classifier: PluginName = "rules"
+    classifier_config: dict[str, Any] = Field(default_factory=dict)
+    poll_interval_s: Interval = 300.0
+    enabled: bool = True
+    auto_trash_spam: bool = False
+    device_inactivity_pause_days: PauseDays | None = Field(7, description="null: never pause")
+    ttl_days: TtlDays = 30
+    max_failures: MaxFailures = 5
+
+
+class ScoutPatch(Body):
+    config: dict[str, Any] | None = None
+    classifier: PluginName | None = None
+    classifier_config: dict[str, Any] | None = None
+    poll_interval_s: Interval | None = None
+    enabled: bool | None = None
+    auto_trash_spam: bool | None = None
+    device_inactivity_pause_days: PauseDays | None = Field(None, description="null: never pause")
+    ttl_days: TtlDays | None = None
+    max_failures: MaxFailures | None = None
+
+    @model_validator(mode="after")
+    def _nullable(self) -> ScoutPatch:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name != "device_inactivity_pause_days":
+                raise ValueError(f"{name} cannot be null (leave it out to keep it)")
+        return self
+
+
+class Scout(Out):
+    id: str
+    user_id: str
+    provider: str
+    config: dict[str, Any] = Field(description="secrets read \"***\"")
+    classifier: str
+    classifier_config: dict[str, Any]
+    poll_interval_s: float
+    enabled: bool
+    auto_trash_spam: bool
+    device_inactivity_pause_days: int | None
+    ttl_days: int
+    max_failures: int
+    status: Literal["active", "paused", "disabled"]
+    last_run_at: dt.datetime | None
+    next_run_at: dt.datetime | None
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    counts: dict[str, int]
+
+
+class ScoutItem(Out):
+    id: str
+    scout_id: str
+    user_id: str
+    source_type: str
+    source_msg_ref: str
+    status: ItemStatus
+    sender: str | None
+    raw_subject: str | None
+    raw_snippet: str | None
+    verdict: str | None
+    reason: str | None
+    category: str | None
+    payload: dict[str, Any] | None
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    archived_at: dt.datetime | None
+    created_at: dt.datetime
+    triaged_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    acked_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+
+class ItemQuery(PageQuery):
+    status: ItemStatus | None = None
+
+
+class RunResult(Out):
+    scout_id: str
+    paused: bool
+    listed: int
+    queued: int
+    discarded: int
+    retried: int
+    failed: int
+    archived: int
+    error: str | None
+
+
+class PushItem(Body):
+    source_msg_ref: Annotated[str, Field(min_length=1, max_length=500)]
+    subject: Annotated[str, Field(max_length=1000)] = ""
+    snippet: Annotated[str, Field(max_length=1000)] | None = None
+    body: Annotated[str, Field(max_length=1_000_000)] = ""
+    sender: Annotated[str, Field(max_length=320)] = ""
+
+
+MAX_PUSH_ITEMS = 1000
+
+
+class PushBody(Body):
+    # The 1,000-item cap is checked in the handler, not declared as maxItems: a body with more
+    # items is usually over the body-size limit too and gets 413 before it is parsed, which a
+    # schema-level maxItems would make look like an undocumented acceptance.
+    items: Annotated[list[PushItem], Field(min_length=1, description=f"1 to {MAX_PUSH_ITEMS} items (else 400)")]
+
+
+class PushAccepted(Out):
+    accepted: int = Field(description="items received; refs seen before are ignored")
+
+
+def _check_plugins(provider: str, config: dict[str, Any], classifier: str, classifier_config: dict[str, Any]) -> None:
+    connectors.create(provider).check_config(config)
+    classifiers.create(classifier).check_config(classifier_config)
+
+
+async def _view(row: dict[str, Any]) -> dict[str, Any]:
+    counts = await repo.item_counts(services().db, row["id"])
+    status = "disabled" if not row["enabled"] else ("paused" if row["paused"] else "active")
+    return {**row, "config": redact(row["config"]), "classifier_config": redact(row["classifier_config"]),
+            "status": status, "counts": counts}
+
+
+@bp.post("/api/admin/scouts")
+@service_auth
+@validate_request(ScoutCreate)
+@validate_response(Scout, 201)
+@documented_errors(400, 401, 404, 413, 503)
+async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
+    s = services()
+    fields = data.model_dump()
+    _check_plugins(data.provider, data.config, data.classifier, data.classifier_config)
+    box = SecretBox(s.settings.secret_key)
+    fields["config"] = box.seal(fields["config"])
+    fields["classifier_config"] = box.seal(fields["classifier_config"])
+    row = await repo.create_scout(s.db, user_id=data.user_id, fields=fields, now=s.clock.now(), actor=ACTOR)
+    s.bus.publish(TOPIC_CHANGED, row["id"])
+    return await _view(row), 201
+
+
+@bp.get("/api/admin/scouts/<scout_id>")
+@service_auth
+@validate_response(Scout)
+@documented_errors(401, 404, 503)
+async def get_scout(scout_id: str) -> dict[str, Any]:
+    return await _view(await repo.get_scout(services().db, scout_id))
+
+
+@bp.patch("/api/admin/scouts/<scout_id>")
+@service_auth
+@validate_request(ScoutPatch)
+@validate_response(Scout)
+@documented_errors(400, 401, 404, 413, 503)
+async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
+    s = services()
+    old = await repo.get_scout(s.db, scout_id)
+    changes = {name: getattr(data, name) for name in data.model_fields_set}
+    box = SecretBox(s.settings.secret_key)
+    for key in ("config", "classifier_config"):
+        if key in changes:
+            changes[key] = merge_redacted(changes[key], old[key])
+    config = box.open(changes.get("config", old["config"]))
+    cconfig = box.open(changes.get("classifier_config", old["classifier_config"]))
+    _check_plugins(old["provider"], config, changes.get("classifier", old["classifier"]), cconfig)
+    for key in ("config", "classifier_config"):
+        if key in changes:
+            changes[key] = box.seal(changes[key])
+    row = await repo.update_scout(s.db, scout_id, changes, now=s.clock.now(), actor=ACTOR)
+    s.bus.publish(TOPIC_CHANGED, scout_id)
+    return await _view(row)
+
+
+@bp.delete("/api/admin/scouts/<scout_id>")
+@service_auth
+@validate_response(Scout)
+@documented_errors(401, 404, 503)
+async def delete_scout(scout_id: str) -> dict[str, Any]:
+    """Delete the scout and all its items; answers the scout as it was."""
+    s = services()
+    view = await _view(await repo.get_scout(s.db, scout_id))
+    await repo.delete_scout(s.db, scout_id, now=s.clock.now(), actor=ACTOR)
+    return view
+
+
+@bp.post("/api/admin/scouts/<scout_id>/run")
+@service_auth
+@validate_response(RunResult)
+@documented_errors(401, 404, 409, 503)
+async def run_now(scout_id: str) -> dict[str, Any]:
+    """Run the scout now and answer what the run did; 409 while a run of it is going on anywhere."""
+    s = services()
+    await repo.get_scout(s.db, scout_id)
+    return (await run_scout(s, scout_id)).as_dict()
+
+
+@bp.get("/api/admin/scouts/<scout_id>/items")
+@service_auth
+@validate_querystring(ItemQuery)
+@validate_response(Page[ScoutItem])
+@documented_errors(400, 401, 404, 503)
+async def list_items(scout_id: str, query_args: ItemQuery) -> dict[str, Any]:
+    db = services().db
+    await repo.get_scout(db, scout_id)
+    return await repo.list_items(db, scout_id, status=query_args.status, limit=query_args.limit,
+                                 cursor=query_args.cursor)
+
+
+@bp.post("/api/v1/scouts/<scout_id>/items")
+@service_auth
+@validate_request(PushBody)
+@validate_response(PushAccepted, 202)
+@documented_errors(400, 401, 404, 409, 413, 503)
+async def push_items(scout_id: str, data: PushBody) -> tuple[dict[str, Any], int]:
+    """Store items for triage (bodies kept only until the verdict) and wake the scout."""
+    s = services()
+    if len(data.items) > MAX_PUSH_ITEMS:
+        raise InvalidInput(f"at most {MAX_PUSH_ITEMS} items per request", code="too_many_items")
+    scout = await repo.get_scout(s.db, scout_id)
+    if connectors.create(scout["provider"]).pull:
+        raise Conflict(f"scout {scout_id} uses the {scout['provider']!r} connector; only push scouts take items",
+                       code="not_a_push_scout")
+    if not scout["enabled"]:
+        raise Conflict(f"scout {scout_id} is disabled", code="scout_disabled")
+    items = [repo.NewItem(i.source_msg_ref, i.subject, i.snippet, i.sender, i.body) for i in data.items]
+    await repo.push_items(s.db, scout, items, now=s.clock.now())
+    s.bus.publish(TOPIC_ITEMS, scout_id)
+    return {"accepted": len(items)}, 202

@@ -1,0 +1,67 @@
+"""Mail transports: how a finished ``EmailMessage`` leaves the process.
+
+A transport has one blocking method, ``send(message)``, which the mailer runs in a worker
+thread. It returns when the message was accepted, raises ``TransientError`` when a later try
+may work (a 4xx reply, a refused or dropped connection, a timeout) and ``PermanentError`` when
+it will not (a 5xx reply, a malformed address).
+
+Built in: ``smtp`` (``ROOST_SMTP_URL``), ``file`` (one .eml per message in ``ROOST_MAIL_DIR``)
+and ``console`` (logged, not sent; the default without an SMTP URL). Others are loaded from the
+``roost.transports`` entry-point group by name.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from roost.errors import NotConfigured
+from roost.runtime.config import Settings
+
+
+class TransportError(Exception):
+    """A send failed; ``str(exc)`` says why."""
+
+
+class TransientError(TransportError):
+    """Worth retrying later."""
+
+
+class PermanentError(TransportError):
+    """Retrying will not help."""
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, message: EmailMessage) -> None: ...
+
+
+def load_transport(settings: Settings) -> Transport:
+    """The transport ``ROOST_MAIL_TRANSPORT`` names (``auto``: smtp with an SMTP URL, else console).
+
+    Raises:
+        NotConfigured: an unknown name, or smtp without ``ROOST_SMTP_URL``.
+    """
+    name = settings.mail_transport
+    if name == "auto":
+        name = "smtp" if settings.smtp_url else "console"
+    if name == "smtp":
+        from roost.plugins.transports.smtp import SmtpTransport
+
+        if not settings.smtp_url:
+            raise NotConfigured("ROOST_MAIL_TRANSPORT=smtp needs ROOST_SMTP_URL (smtp://user:pass@host:587)")
+        return SmtpTransport.from_url(settings.smtp_url, timeout_s=settings.smtp_timeout_s)
+    if name == "file":
+        from roost.plugins.transports.file import FileTransport
+
+        return FileTransport(settings.mail_dir)
+    if name == "console":
+        from roost.plugins.transports.console import ConsoleTransport
+
+        return ConsoleTransport()
+    for ep in entry_points(group="roost.transports"):
+        if ep.name == name:
+            return ep.load()(settings)
+    raise NotConfigured(f"unknown mail transport {name!r}: use smtp, file, console or an installed plugin")

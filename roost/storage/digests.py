@@ -1,0 +1,138 @@
+"""Digest scheduling and records: who is due, what they get, and the one write that settles a batch.
+
+Every statement here works on a *batch* of due users (one list parameter), so a tick costs a
+fixed handful of statements per batch, however many users or notifications it covers. A list
+travels as a PostgreSQL array or, on SQLite, as JSON read back with ``json_each``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any, Sequence
+
+from roost.digest.slots import next_slot
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+from roost.storage.notifications import PERSONAL_DIRECT
+
+DIGEST_FIELDS = frozenset({"digest_cadence", "digest_time", "digest_weekday", "timezone"})
+_USER_COLUMNS = ("u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,"
+                 " u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at")
+
+
+def _in_list(dialect: str, placeholder: str) -> str:
+    if dialect == "postgresql":
+        return f"= ANY({placeholder}::text[])"
+    return f"IN (SELECT value FROM json_each({placeholder}))"
+
+
+async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.datetime | None:
+    """Recompute a user's next slot from ``now`` (after a change of cadence, time, weekday or zone)."""
+    user = await conn.fetchrow(
+        "SELECT digest_cadence, digest_time, digest_weekday, timezone FROM users WHERE id = $1", user_id
+    )
+    if user is None:
+        return None
+    upcoming = next_slot(now, cadence=user["digest_cadence"], digest_time=user["digest_time"],
+                         weekday=user["digest_weekday"], timezone=user["timezone"])
+    await conn.execute(
+        "INSERT INTO digest_schedule (user_id, next_at) VALUES ($1, $2)"
+        " ON CONFLICT (user_id) DO UPDATE SET next_at = excluded.next_at", user_id, upcoming,
+    )
+    return upcoming
+
+
+async def due_users(conn: Connection, *, now: dt.datetime, limit: int) -> list[Row]:
+    """The next batch of users whose slot has come (one indexed range scan)."""
+    return await conn.fetch(
+        f"SELECT {_USER_COLUMNS} FROM digest_schedule s JOIN users u ON u.id = s.user_id"
+        " WHERE s.next_at <= $1 ORDER BY s.next_at, s.user_id LIMIT $2",
+        now, limit,
+    )
+
+
+async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Sequence[str], now: dt.datetime,
+                                 lookback_start: dt.datetime) -> list[Row]:
+    """What the batch's digests contain: not read, not e-mailed, not in a digest, not personal-direct,
+    created in the user's period (after their last digest, at most ``lookback_start`` back)."""
+    return await conn.fetch(
+        "SELECT n.id, n.recipient_user_id, n.event_kind, n.topic, n.payload, n.created_at, n.read_at,"
+        " a.display_name AS actor_name"
+        " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
+        " LEFT JOIN users a ON a.id = n.actor_user_id"
+        f" WHERE n.recipient_user_id {_in_list(dialect, '$1')}"
+        " AND n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL"
+        " AND (n.category IS NULL OR n.category <> $4)"
+        " AND n.created_at <= $2 AND n.created_at > $3"
+        " AND (s.last_at IS NULL OR n.created_at > s.last_at)"
+        " ORDER BY n.recipient_user_id, n.created_at, n.id",
+        list(user_ids), now, lookback_start, PERSONAL_DIRECT,
+    )
+
+
+async def settle_batch(conn: Connection, dialect: str, *, records: Sequence[dict[str, Any]],
+                       now: dt.datetime) -> None:
+    """In the caller's transaction: record each user's digest period, mark what it included, move
+    each user's next slot. ``records``: dicts of user_id, slot_at, period_start, notification_ids,
+    outbox_id (or None), next_at."""
+    if not records:
+        return
+    await conn.execute_many(
+        "INSERT INTO digests (id, recipient_user_id, slot_at, period_start, period_end, notification_ids,"
+        " outbox_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $5)",
+        [(new_id("dig"), r["user_id"], r["slot_at"], r["period_start"], now, list(r["notification_ids"]),
+          r["outbox_id"]) for r in records],
+    )
+    included = [nid for r in records for nid in r["notification_ids"]]
+    if included:
+        await conn.execute(
+            f"UPDATE notifications SET digest_included_at = $1 WHERE id {_in_list(dialect, '$2')}", now, included
+        )
+    user_ids = [r["user_id"] for r in records]
+    if dialect == "postgresql":
+        await conn.execute(
+            "UPDATE digest_schedule AS s SET next_at = v.next_at, last_at = $3"
+            " FROM unnest($1::text[], $2::timestamptz[]) AS v(id, next_at) WHERE s.user_id = v.id",
+            user_ids, [r["next_at"] for r in records], now,
+        )
+    else:
+        await conn.execute(
+            "UPDATE digest_schedule SET next_at = v.next_at, last_at = $3"
+            " FROM (SELECT a.value AS id, b.value AS next_at FROM json_each($1) AS a"
+            " JOIN json_each($2) AS b ON a.key = b.key) AS v WHERE digest_schedule.user_id = v.id",
+            user_ids, [_iso(r["next_at"]) for r in records], now,
+        )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    # The same text the SQLite adapter stores for a datetime, so comparisons stay lexical.
+    return None if value is None else value.astimezone(dt.UTC).isoformat()
+
+
+async def list_for_user(conn: Connection, user_id: str) -> list[Row]:
+    return await conn.fetch(
+        "SELECT * FROM digests WHERE recipient_user_id = $1 ORDER BY period_end, id", user_id
+    )
+
+
+async def unsubscribe(conn: Connection, user_id: str, now: dt.datetime) -> bool:
+    """Turn the user's digest off (idempotent); False if there is no such user."""
+    changed = await conn.execute(
+        "UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1", user_id, now,
+    )
+    await conn.execute("UPDATE digest_schedule SET next_at = NULL WHERE user_id = $1", user_id)
+    return bool(changed)
+
+
+async def secret(db: Database, name: str, now: dt.datetime) -> str:
+    """A generated secret kept in the database; the first process to ask makes it, all share it."""
+    await db.execute(
+        "INSERT INTO app_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        name, secrets.token_urlsafe(32), now,
+    )
+    return await db.fetchval("SELECT value FROM app_secrets WHERE name = $1", name)
+
+
+async def schedule_of(conn: Connection, user_id: str) -> Row | None:
+    return await conn.fetchrow("SELECT next_at, last_at FROM digest_schedule WHERE user_id = $1", user_id)

@@ -1,0 +1,178 @@
+"""The e-mail outbox: every message roost sends is a row here first.
+
+Life of a row::
+
+    held ──(quiet hours end; the digest tick releases it)──► queued
+    queued ──(a mailer claims it)──► sending ──► sent
+                                        │
+                                        ├─ transient error ──► queued again, later (backoff)
+                                        └─ permanent error, or out of attempts ──► failed
+
+Callers queue mail with ``enqueue`` inside their own transaction, then, after the commit,
+``wake(bus, id)`` so a mailer picks it up at once. The Message-ID is fixed when the row is
+made, so the one resend this design allows (the process died after the server accepted the
+message and before ``sending`` became ``sent``; the row is reclaimed and sent again) carries
+the same Message-ID and the receiving side can recognise it. Nothing else sends twice: a row
+is sent only by the mailer that moved it to ``sending`` in a committed claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+from roost.digest.slots import quiet_until
+from roost.errors import NotFound
+from roost.runtime.bus import Bus
+from roost.runtime.clock import utcnow
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+
+TOPIC = "outbox"  # bus topic: "these outbox rows are ready to send"
+MESSAGE_ID_DOMAIN = "roost.mail"
+STATUSES = ("held", "queued", "sending", "sent", "failed")
+
+_INSERT = (
+    "INSERT INTO outbox (id, kind, recipient_user_id, to_addr, subject, text_body, html_body, headers, message_id,"
+    " status, hold_until, next_attempt_at, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+
+
+def message_id_for(outbox_id: str, domain: str = MESSAGE_ID_DOMAIN) -> str:
+    return f"<{outbox_id}@{domain}>"
+
+
+def hold_until(user: Row | None, now: dt.datetime) -> dt.datetime | None:
+    """When mail for ``user`` (a row with quiet_hours and timezone) may go, if it must wait."""
+    if not user:
+        return None
+    return quiet_until(now, user.get("quiet_hours"), user["timezone"])
+
+
+def _row(*, outbox_id: str, kind: str, recipient_user_id: str | None, to: str, subject: str, text: str,
+         html: str | None, headers: dict[str, str] | None, held: dt.datetime | None,
+         now: dt.datetime) -> tuple[Any, ...]:
+    return (
+        outbox_id, kind, recipient_user_id, to, subject, text, html, dict(headers or {}),
+        message_id_for(outbox_id), "held" if held else "queued", held, held or now, now,
+    )
+
+
+async def enqueue(
+    conn: Connection,
+    *,
+    recipient_user_id: str | None,
+    to: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    headers: dict[str, str] | None = None,
+    respect_quiet_hours: bool = True,
+    kind: str = "mail",
+    now: dt.datetime | None = None,
+) -> str:
+    """Queue one message in the caller's transaction; returns the outbox id.
+
+    With ``respect_quiet_hours`` and a recipient whose quiet hours contain ``now``, the row is
+    ``held`` until the window ends. After the caller commits, ``wake(bus, id)``.
+    """
+    now = now or utcnow()
+    held = None
+    if respect_quiet_hours and recipient_user_id:
+        user = await conn.fetchrow("SELECT quiet_hours, timezone FROM users WHERE id = $1", recipient_user_id)
+        held = hold_until(user, now)
+    outbox_id = new_id("msg")
+    await conn.execute(_INSERT, *_row(outbox_id=outbox_id, kind=kind, recipient_user_id=recipient_user_id, to=to,
+                                      subject=subject, text=text, html=html, headers=headers, held=held, now=now))
+    return outbox_id
+
+
+async def enqueue_many(conn: Connection, messages: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[str]:
+    """Queue many messages in one statement; each dict has enqueue's keywords plus ``user``
+    (the recipient's row with quiet_hours and timezone, already read by the caller)."""
+    rows, ids = [], []
+    for m in messages:
+        outbox_id = new_id("msg")
+        held = hold_until(m.get("user"), now) if m.get("respect_quiet_hours", True) else None
+        rows.append(_row(outbox_id=outbox_id, kind=m.get("kind", "mail"), recipient_user_id=m.get("recipient_user_id"),
+                         to=m["to"], subject=m["subject"], text=m["text"], html=m.get("html"),
+                         headers=m.get("headers"), held=held, now=now))
+        ids.append(outbox_id)
+    if rows:
+        await conn.execute_many(_INSERT, rows)
+    return ids
+
+
+def wake(bus: Bus, *ids: str) -> None:
+    """Tell mailers (in this process; PostgreSQL NOTIFY carries it further) that rows are ready."""
+    bus.publish(TOPIC, *ids)
+
+
+async def release_held(conn: Connection, now: dt.datetime) -> int:
+    """Queue every held message whose quiet hours are over; returns how many."""
+    return await conn.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = $1 WHERE status = 'held' AND hold_until <= $1", now
+    )
+
+
+async def claim(db: Database, *, now: dt.datetime, limit: int, claimed_by: str) -> list[Row]:
+    """Move up to ``limit`` due queued rows to ``sending`` for this mailer (committed before any send)."""
+    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+    return await db.fetch(
+        "UPDATE outbox SET status = 'sending', claimed_by = $3, claimed_at = $1, attempts = attempts + 1"
+        " WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1"
+        f" ORDER BY next_attempt_at, id LIMIT $2{lock}) RETURNING *",
+        now, limit, claimed_by,
+    )
+
+
+async def mark_sent(db: Database, outbox_id: str, *, now: dt.datetime, claimed_by: str) -> bool:
+    return bool(await db.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = $2, last_error = NULL"
+        " WHERE id = $1 AND status = 'sending' AND claimed_by = $3", outbox_id, now, claimed_by,
+    ))
+
+
+async def mark_retry(db: Database, outbox_id: str, *, retry_at: dt.datetime, error: str, claimed_by: str) -> bool:
+    return bool(await db.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = $2, last_error = $3, claimed_by = NULL"
+        " WHERE id = $1 AND status = 'sending' AND claimed_by = $4", outbox_id, retry_at, error[:2000], claimed_by,
+    ))
+
+
+async def mark_failed(db: Database, outbox_id: str, *, error: str, claimed_by: str) -> bool:
+    return bool(await db.execute(
+        "UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1 AND status = 'sending' AND claimed_by = $3",
+        outbox_id, error[:2000], claimed_by,
+    ))
+
+
+async def reclaim_stale(db: Database, *, claimed_before: dt.datetime, now: dt.datetime) -> int:
+    """Requeue rows left in ``sending`` by a mailer that died (claimed before ``claimed_before``).
+
+    Such a row may have reached the server already; it is sent again with the same Message-ID.
+    """
+    return await db.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = $2, claimed_by = NULL,"
+        " last_error = 'reclaimed after an interrupted send'"
+        " WHERE status = 'sending' AND claimed_at < $1", claimed_before, now,
+    )
+
+
+async def get(conn: Connection, outbox_id: str) -> Row:
+    row = await conn.fetchrow("SELECT * FROM outbox WHERE id = $1", outbox_id)
+    if row is None:
+        raise NotFound(f"no outbox message {outbox_id!r}")
+    return row
+
+
+async def counts(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+    out = dict.fromkeys(STATUSES, 0)
+    out.update({r["status"]: int(r["n"]) for r in rows})
+    return out
+
+
+async def pending_count(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT COUNT(*) FROM outbox WHERE status IN ('held', 'queued', 'sending')"))

@@ -1,0 +1,365 @@
+"""Scouts and their items (the proposals delivered to devices).
+
+An item row is written the first time its source ref is seen, by insert-or-ignore on the
+unique (scout_id, source_msg_ref), so each ref is handled once however often it is listed or
+pushed. Its life::
+
+    pending ──triage──▶ queued ──frame written──▶ delivered ──ack──▶ acked
+       │                   └───────────┬──────────────┘
+       ├──spam──▶ discarded            └──expires_at passed (pruner)──▶ expired
+       └──failures ≥ max_failures──▶ failed
+
+Only ``pending`` rows of a pushed scout hold a body; the transaction that records the verdict
+erases it. Status changes of delivery and acks are written in batches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from roost.errors import NotFound
+from roost.storage import audit
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+from roost.storage.pagination import page
+
+STATUSES = ("pending", "queued", "delivered", "acked", "discarded", "failed", "expired")
+SCOUT_FIELDS = (
+    "provider", "config", "classifier", "classifier_config", "poll_interval_s", "enabled",
+    "auto_trash_spam", "device_inactivity_pause_days", "ttl_days", "max_failures",
+)
+ITEM_COLUMNS = (
+    "id, scout_id, user_id, source_type, source_msg_ref, status, sender, raw_subject, raw_snippet, verdict,"
+    " reason, category, payload, attempts, next_attempt_at, last_error, archived_at, created_at, triaged_at,"
+    " delivered_at, acked_at, expires_at"
+)
+PROPOSAL_COLUMNS = "id, scout_id, source_type, source_msg_ref, raw_subject, raw_snippet, category, payload"
+
+
+# -- scouts -----------------------------------------------------------------------------------
+
+
+async def create_scout(db: Database, *, user_id: str, fields: dict[str, Any], now: dt.datetime, actor: str) -> Row:
+    from roost.storage import tenancy
+
+    scout_id = new_id("sct")
+    values = [fields[k] for k in SCOUT_FIELDS]
+    async with db.transaction() as tx:
+        await tenancy.get_user(tx, user_id)
+        await tx.execute(
+            f"INSERT INTO scouts (id, user_id, {', '.join(SCOUT_FIELDS)}, next_run_at, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
+            scout_id, user_id, *values, now,
+        )
+        await audit.record(tx, at=now, actor=actor, action="scout.create", target_type="scout",
+                           target_id=scout_id, details={"user_id": user_id, "provider": fields["provider"]})
+        return await get_scout(tx, scout_id)
+
+
+async def get_scout(conn: Connection, scout_id: str) -> Row:
+    row = await conn.fetchrow("SELECT * FROM scouts WHERE id = $1", scout_id)
+    if row is None:
+        raise NotFound(f"no scout {scout_id!r}")
+    return row
+
+
+async def update_scout(db: Database, scout_id: str, changes: dict[str, Any], *, now: dt.datetime,
+                       actor: str) -> Row:
+    unknown = set(changes) - set(SCOUT_FIELDS)
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    async with db.transaction() as tx:
+        await get_scout(tx, scout_id)
+        if changes:
+            # Column names come from SCOUT_FIELDS, never from the request.
+            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+            await tx.execute(f"UPDATE scouts SET updated_at = $2, next_run_at = $2, {sets} WHERE id = $1",
+                             scout_id, now, *changes.values())
+            await audit.record(tx, at=now, actor=actor, action="scout.update", target_type="scout",
+                               target_id=scout_id, details={"fields": sorted(changes)})
+        return await get_scout(tx, scout_id)
+
+
+async def delete_scout(db: Database, scout_id: str, *, now: dt.datetime, actor: str) -> Row:
+    """Delete a scout and its items."""
+    async with db.transaction() as tx:
+        row = await get_scout(tx, scout_id)
+        await tx.execute("DELETE FROM scout_items WHERE scout_id = $1", scout_id)
+        await tx.execute("DELETE FROM scouts WHERE id = $1", scout_id)
+        await audit.record(tx, at=now, actor=actor, action="scout.delete", target_type="scout", target_id=scout_id)
+        return row
+
+
+async def item_counts(conn: Connection, scout_id: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status, COUNT(*) AS n FROM scout_items WHERE scout_id = $1 GROUP BY status", scout_id
+    )
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({r["status"]: int(r["n"]) for r in rows})
+    return counts
+
+
+async def list_items(conn: Connection, scout_id: str, *, status: str | None, limit: int,
+                     cursor: str | None) -> dict[str, Any]:
+    if status is None:
+        rows = await conn.fetch(
+            f"SELECT {ITEM_COLUMNS} FROM scout_items WHERE scout_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            scout_id, cursor or "", limit + 1,
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT {ITEM_COLUMNS} FROM scout_items WHERE scout_id = $1 AND status = $2 AND id > $3"
+            " ORDER BY id LIMIT $4", scout_id, status, cursor or "", limit + 1,
+        )
+    return page(rows, limit)
+
+
+async def enabled_scouts(conn: Connection) -> list[Row]:
+    return await conn.fetch("SELECT id, user_id, next_run_at FROM scouts WHERE enabled ORDER BY id")
+
+
+async def scouts_of_user(conn: Connection, user_id: str) -> list[str]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM scouts WHERE user_id = $1 AND enabled", user_id)]
+
+
+async def last_device_activity(conn: Connection, user_id: str) -> dt.datetime | None:
+    """When a live device of the user was last seen (a never-connected device counts from its creation)."""
+    rows = await conn.fetch(
+        "SELECT last_seen_at, created_at FROM devices WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    )
+    seen = [r["last_seen_at"] or r["created_at"] for r in rows]
+    return max(seen) if seen else None
+
+
+async def finish_run(conn: Connection, scout_id: str, *, now: dt.datetime, next_run_at: dt.datetime,
+                     paused: bool, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE scouts SET last_run_at = $2, next_run_at = $3, paused = $4, last_error = $5 WHERE id = $1",
+        scout_id, now, next_run_at, paused, error,
+    )
+
+
+# -- items: intake ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    source_msg_ref: str
+    subject: str | None = None
+    snippet: str | None = None
+    sender: str | None = None
+    body: str | None = None
+
+
+_INSERT_ITEM = (
+    "INSERT INTO scout_items (id, scout_id, user_id, source_type, source_msg_ref, status, sender, raw_subject,"
+    " raw_snippet, body, next_attempt_at, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $10)"
+    " ON CONFLICT (scout_id, source_msg_ref) DO NOTHING"
+)
+
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_last_item_key = 0
+
+
+def item_id() -> str:
+    """A proposal id that sorts after every one this process made before, even within one millisecond.
+
+    Delivery is oldest first by id; ``new_id`` orders by millisecond only, so a batch pushed in
+    one request would come out shuffled. Same shape as ``new_id`` (48 bits of ms, 80 random).
+    """
+    global _last_item_key
+    key = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    if key <= _last_item_key:
+        key = _last_item_key + 1
+    _last_item_key = key
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[key & 31])
+        key >>= 5
+    return "prp_" + "".join(reversed(chars))
+
+
+def _item_rows(scout: Row, items: Iterable[NewItem], now: dt.datetime) -> list[tuple[Any, ...]]:
+    return [
+        (item_id(), scout["id"], scout["user_id"], scout["provider"], it.source_msg_ref, it.sender,
+         it.subject, it.snippet, it.body, now)
+        for it in items
+    ]
+
+
+async def record_refs(db: Database, scout: Row, items: Sequence[NewItem], *, cursor: str | None,
+                      now: dt.datetime) -> None:
+    """Record listed refs as pending and advance the scout's cursor, in one transaction.
+
+    The cursor can therefore never pass a ref that has no row: a crash before the commit
+    leaves both where they were, and the next poll lists the same refs again.
+    """
+    async with db.transaction() as tx:
+        if items:
+            await tx.execute_many(_INSERT_ITEM, _item_rows(scout, items, now))
+        await tx.execute("UPDATE scouts SET cursor = $2 WHERE id = $1", scout["id"], cursor)
+
+
+async def push_items(db: Database, scout: Row, items: Sequence[NewItem], *, now: dt.datetime) -> None:
+    """Store pushed items (with their bodies) as pending; refs seen before are ignored."""
+    async with db.transaction() as tx:
+        await tx.execute_many(_INSERT_ITEM, _item_rows(scout, items, now))
+
+
+async def due_pending(conn: Connection, scout_id: str, *, now: dt.datetime, limit: int) -> list[Row]:
+    return await conn.fetch(
+        "SELECT id, source_msg_ref, sender, raw_subject, raw_snippet, body, attempts FROM scout_items"
+        " WHERE scout_id = $1 AND status = 'pending' AND next_attempt_at <= $2 ORDER BY id LIMIT $3",
+        scout_id, now, limit,
+    )
+
+
+async def next_pending_at(conn: Connection, scout_id: str) -> dt.datetime | None:
+    # ORDER BY, not MIN(): SQLite drops the column type (and its converter) on an aggregate.
+    return await conn.fetchval(
+        "SELECT next_attempt_at FROM scout_items WHERE scout_id = $1 AND status = 'pending'"
+        " ORDER BY next_attempt_at LIMIT 1", scout_id
+    )
+
+
+# -- items: verdicts ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """What one triage pass decided, written in one transaction by ``record_outcomes``."""
+
+    # (id, status queued|discarded, subject, snippet, sender, verdict, reason, category, payload, expires_at)
+    verdicts: list[tuple[Any, ...]]
+    # (id, attempts, next_attempt_at, error)
+    retries: list[tuple[Any, ...]]
+    # (id, attempts, error)
+    failures: list[tuple[Any, ...]]
+
+    @classmethod
+    def empty(cls) -> Outcomes:
+        return cls([], [], [])
+
+    def __len__(self) -> int:
+        return len(self.verdicts) + len(self.retries) + len(self.failures)
+
+
+async def record_outcomes(db: Database, outcomes: Outcomes, *, now: dt.datetime) -> None:
+    """Write verdicts (erasing bodies), retries and failures, only for rows still pending."""
+    async with db.transaction() as tx:
+        if outcomes.verdicts:
+            await tx.execute_many(
+                "UPDATE scout_items SET status = $2, raw_subject = $3, raw_snippet = $4, sender = $5, verdict = $6,"
+                " reason = $7, category = $8, payload = $9, expires_at = $10, triaged_at = $11, body = NULL,"
+                " last_error = NULL WHERE id = $1 AND status = 'pending'",
+                [(*v, now) for v in outcomes.verdicts],
+            )
+        if outcomes.retries:
+            await tx.execute_many(
+                "UPDATE scout_items SET attempts = $2, next_attempt_at = $3, last_error = $4"
+                " WHERE id = $1 AND status = 'pending'",
+                outcomes.retries,
+            )
+        if outcomes.failures:
+            await tx.execute_many(
+                "UPDATE scout_items SET status = 'failed', attempts = $2, last_error = $3, reason = $3, body = NULL,"
+                " triaged_at = $4 WHERE id = $1 AND status = 'pending'",
+                [(*f, now) for f in outcomes.failures],
+            )
+
+
+async def unarchived_spam(conn: Connection, scout_id: str, *, limit: int) -> list[Row]:
+    return await conn.fetch(
+        "SELECT id, source_msg_ref, attempts FROM scout_items WHERE scout_id = $1 AND status = 'discarded'"
+        " AND verdict = 'spam' AND archived_at IS NULL AND last_error IS NULL ORDER BY id LIMIT $2",
+        scout_id, limit,
+    )
+
+
+async def mark_archived(conn: Connection, item_id: str, now: dt.datetime) -> None:
+    await conn.execute("UPDATE scout_items SET archived_at = $2 WHERE id = $1", item_id, now)
+
+
+async def mark_archive_failed(conn: Connection, item_id: str, error: str) -> None:
+    await conn.execute("UPDATE scout_items SET last_error = $2 WHERE id = $1", item_id, f"archive failed: {error}")
+
+
+# -- proposals: delivery --------------------------------------------------------------------------
+
+
+async def backlog_page(conn: Connection, user_id: str, *, now: dt.datetime, after: str,
+                       limit: int) -> list[Row]:
+    """The user's queued or delivered-but-unacked proposals after ``after``, oldest first."""
+    return await conn.fetch(
+        f"SELECT {PROPOSAL_COLUMNS}, status FROM scout_items WHERE user_id = $1 AND status IN ('queued', 'delivered')"
+        " AND id > $2 AND expires_at > $3 ORDER BY id LIMIT $4",
+        user_id, after, now, limit,
+    )
+
+
+async def queued_for_user(conn: Connection, user_id: str, *, now: dt.datetime, limit: int) -> list[Row]:
+    return await conn.fetch(
+        f"SELECT {PROPOSAL_COLUMNS} FROM scout_items WHERE user_id = $1 AND status = 'queued'"
+        " AND expires_at > $2 ORDER BY id LIMIT $3",
+        user_id, now, limit,
+    )
+
+
+async def mark_delivered(db: Database, ids: Sequence[str], *, now: dt.datetime) -> None:
+    if ids:
+        await db.execute_many(
+            "UPDATE scout_items SET status = 'delivered', delivered_at = $2 WHERE id = $1 AND status = 'queued'",
+            [(i, now) for i in ids],
+        )
+
+
+async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime) -> set[tuple[str, str]]:
+    """Apply ``(user_id, proposal_id)`` acks; returns the pairs that name no proposal of that user
+    (those change nothing). Acking an acked proposal is a no-op.
+
+    The ids are looked up by primary key (a read, beside the writer), and only the ones of the
+    right user still queued or delivered are updated, in one transaction; the update's own
+    status guard covers a row that changed in between (expired, acked by another socket).
+    """
+    if not acks:
+        return set()
+    unique = list(dict.fromkeys(pid for _, pid in acks))
+    owner: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
+        marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+        rows = await db.fetch(f"SELECT id, user_id, status FROM scout_items WHERE id IN ({marks})", *chunk)
+        owner.update((r["id"], (r["user_id"], r["status"])) for r in rows)
+    unknown: set[tuple[str, str]] = set()
+    todo: dict[str, tuple[str, dt.datetime]] = {}
+    for user_id, pid in acks:
+        found = owner.get(pid)
+        if found is None or found[0] != user_id:
+            unknown.add((user_id, pid))
+        elif found[1] in ("queued", "delivered"):
+            todo[pid] = (pid, now)
+    if todo:
+        await db.execute_many(
+            "UPDATE scout_items SET status = 'acked', acked_at = $2"
+            " WHERE id = $1 AND status IN ('queued', 'delivered')",
+            list(todo.values()),
+        )
+    return unknown
+
+
+async def expire(db: Database, *, now: dt.datetime) -> int:
+    """Mark undelivered and unacked proposals past their ``expires_at`` as expired."""
+    return await db.execute(
+        "UPDATE scout_items SET status = 'expired' WHERE status IN ('queued', 'delivered') AND expires_at <= $1",
+        now,
+    )
+
+
+async def queue_depth(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT COUNT(*) FROM scout_items WHERE status IN ('pending', 'queued')") or 0)

@@ -1,0 +1,183 @@
+"""Scout runs on both backends with a scripted connector and a clock the test moves.
+
+(Real clock for the database, as STACK-NOTES advises; time is injected through ``Services.clock``.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from roost.actors.scout import expire_prune, run_scout
+from roost.plugins.connectors import Connector, ConnectorSession, Content, Metadata, Ref, connectors
+from roost.runtime.config import Settings
+from roost.runtime.services import Services
+from roost.storage import scouts as repo
+from roost.storage import tenancy
+from roost.storage.scouts import NewItem
+
+T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> dt.datetime:
+        return self.at
+
+
+class Script:
+    """What the scripted source holds: ref -> (sender, subject, body); refs that fail to fetch."""
+
+    def __init__(self) -> None:
+        self.mail: dict[str, tuple[str, str, str]] = {}
+        self.failing: set[str] = set()
+        self.archived: list[str] = []
+        self.page = 3
+
+
+SCRIPT = Script()
+
+
+class _Session(ConnectorSession):
+    async def list_new(self, cursor: str | None) -> tuple[list[NewItem], str | None]:
+        after = int(cursor or 0)
+        refs = sorted(int(r) for r in SCRIPT.mail if int(r) > after)[: SCRIPT.page]
+        return [NewItem(str(r)) for r in refs], str(refs[-1]) if refs else cursor
+
+    async def fetch_content(self, ref: Ref) -> Content:
+        if ref.source_msg_ref in SCRIPT.failing:
+            raise OSError("connection reset")
+        sender, subject, body = SCRIPT.mail[ref.source_msg_ref]
+        return Content(ref.source_msg_ref, sender, subject, body, body[:20])
+
+    async def fetch_metadata(self, ref: Ref) -> Metadata:
+        return Metadata(SCRIPT.mail[ref.source_msg_ref][1], "")
+
+    async def archive(self, ref: Ref) -> None:
+        SCRIPT.archived.append(ref.source_msg_ref)
+
+
+class ScriptedConnector(Connector):
+    name = "scripted"
+
+    @asynccontextmanager
+    async def open(self, config: dict[str, Any]):
+        yield _Session()
+
+
+if "scripted" not in connectors.names():
+    connectors.register("scripted", ScriptedConnector)
+
+
+@pytest.fixture
+def script() -> Script:
+    SCRIPT.__init__()
+    return SCRIPT
+
+
+async def _setup(db, **scout_fields: Any) -> tuple[Services, dict]:
+    clock = FakeClock()
+    services = Services.build(Settings(), db, clock)  # type: ignore[arg-type]
+    acc = await tenancy.create_account(db, name="A", timezone="UTC", now=T0, actor="t")
+    user = await tenancy.create_user(db, account_id=acc["id"], fields={
+        "email": "a@example.com", "display_name": "A", "timezone": "UTC", "role": "member", "active": True,
+        "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
+        now=T0, actor="t")
+    await tenancy.create_device(db, user_id=user["id"], name="phone", now=T0, actor="t")
+    fields = {"provider": "scripted", "config": {}, "classifier": "rules",
+              "classifier_config": {"spam_patterns": ["(?i)lottery"]}, "poll_interval_s": 60.0, "enabled": True,
+              "auto_trash_spam": True, "device_inactivity_pause_days": 7, "ttl_days": 30, "max_failures": 3,
+              **scout_fields}
+    scout = await repo.create_scout(db, user_id=user["id"], fields=fields, now=T0, actor="t")
+    return services, scout
+
+
+async def _items(db, scout_id: str) -> dict[str, dict]:
+    page = await repo.list_items(db, scout_id, status=None, limit=1000, cursor=None)
+    return {i["source_msg_ref"]: i for i in page["items"]}
+
+
+async def test_a_failing_item_is_retried_with_backoff_then_failed_and_never_dropped(db, script):
+    services, scout = await _setup(db)
+    for i in range(1, 8):
+        script.mail[str(i)] = ("x@example.com", f"s{i}", "you won the lottery" if i == 5 else f"hello {i}")
+    script.failing = {"2"}
+    report = await run_scout(services, scout["id"])
+    assert report.listed == 7 and report.queued == 5 and report.discarded == 1 and report.retried == 1
+    items = await _items(db, scout["id"])
+    assert items["2"]["status"] == "pending" and "connection reset" in items["2"]["last_error"]
+    assert items["5"]["status"] == "discarded" and "lottery" in items["5"]["reason"]
+    assert items["5"]["archived_at"] is not None and script.archived == ["5"]
+    assert (await repo.get_scout(db, scout["id"]))["cursor"] == "7"  # every ref has a row: safe to move on
+
+    # not due yet: nothing retried; after the backoff it is, and at max_failures it is recorded failed
+    assert (await run_scout(services, scout["id"])).retried == 0
+    services.clock.at += dt.timedelta(seconds=31)
+    assert (await run_scout(services, scout["id"])).retried == 1
+    services.clock.at += dt.timedelta(seconds=61)
+    assert (await run_scout(services, scout["id"])).failed == 1
+    item = (await _items(db, scout["id"]))["2"]
+    assert item["status"] == "failed" and item["attempts"] == 3 and "connection reset" in item["reason"]
+
+
+async def test_cursor_never_passes_a_ref_without_a_row_and_refs_are_handled_once(db, script):
+    services, scout = await _setup(db)
+    for i in range(1, 4):
+        script.mail[str(i)] = ("x@example.com", f"s{i}", "hi")
+    await run_scout(services, scout["id"])
+    # the source lists an old ref again (a cursor reset): the unique constraint ignores it
+    await repo.record_refs(db, scout, [NewItem("1"), NewItem("4")], cursor="4", now=T0)
+    script.mail["4"] = ("x@example.com", "s4", "hi")
+    report = await run_scout(services, scout["id"])
+    assert report.queued == 1
+    assert sorted(await _items(db, scout["id"])) == ["1", "2", "3", "4"]
+
+
+async def test_pushed_body_is_erased_in_the_verdict_transaction(db, script):
+    services, scout = await _setup(db, provider="push")
+    await repo.push_items(db, scout, [NewItem("p1", "Subj", None, "a@b.c", "secret body text")], now=T0)
+    assert await db.fetchval("SELECT body FROM scout_items WHERE source_msg_ref = 'p1'") == "secret body text"
+    await run_scout(services, scout["id"])
+    row = await db.fetchrow("SELECT body, status, raw_snippet FROM scout_items WHERE source_msg_ref = 'p1'")
+    assert row == {"body": None, "status": "queued", "raw_snippet": "secret body text"}
+
+
+async def test_scout_pauses_without_a_recent_device_and_resumes_when_one_is_seen(db, script):
+    services, scout = await _setup(db)
+    script.mail["1"] = ("x@example.com", "s", "hi")
+    services.clock.at += dt.timedelta(days=8)
+    report = await run_scout(services, scout["id"])
+    assert report.paused and report.listed == 0
+    assert (await repo.get_scout(db, scout["id"]))["paused"]
+    device = await db.fetchval("SELECT id FROM devices WHERE user_id = $1", scout["user_id"])
+    await tenancy.touch_device(db, device, services.clock.now())
+    report = await run_scout(services, scout["id"])
+    assert not report.paused and report.queued == 1
+    assert not (await repo.get_scout(db, scout["id"]))["paused"]
+
+
+async def test_ttl_expiry_marks_proposals_expired_and_they_are_not_delivered(db, script):
+    services, scout = await _setup(db, ttl_days=1)
+    script.mail["1"] = ("x@example.com", "s", "hi")
+    await run_scout(services, scout["id"])
+    later = T0 + dt.timedelta(days=2)
+    assert await repo.backlog_page(db, scout["user_id"], now=later, after="", limit=10) == []
+    assert await expire_prune().run(services, later) == 1
+    assert (await _items(db, scout["id"]))["1"]["status"] == "expired"
+
+
+async def test_acks_are_per_user_and_idempotent(db, script):
+    services, scout = await _setup(db)
+    script.mail["1"] = ("x@example.com", "s", "hi")
+    await run_scout(services, scout["id"])
+    pid = (await _items(db, scout["id"]))["1"]["id"]
+    assert await repo.ack(db, [("usr_other", pid)], now=T0) == {("usr_other", pid)}
+    assert (await _items(db, scout["id"]))["1"]["status"] == "queued"
+    assert await repo.ack(db, [(scout["user_id"], pid), (scout["user_id"], pid)], now=T0) == set()
+    assert await repo.ack(db, [(scout["user_id"], pid)], now=T0) == set()
+    assert (await _items(db, scout["id"]))["1"]["status"] == "acked"

@@ -1,0 +1,98 @@
+"""Scout admin and push endpoints: bad input, secret redaction and sealing, 409 while a run holds the lock."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from roost.actors.scout import lock_name
+from roost.errors import AlreadyRunning
+from tests.support.scouting import make_push_scout
+from tests.support.server import admin_client, make_device, running_server
+
+IMAP = {"host": "127.0.0.1", "port": 1, "tls": False, "user": "u", "password": "hunter2"}
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"provider": "push"}, "validation_failed"),  # no user_id
+    ({"user_id": "usr_x", "provider": "nope"}, "unknown_connector"),
+    ({"user_id": "usr_x", "provider": "push", "classifier": "nope"}, "unknown_classifier"),
+    ({"user_id": "usr_x", "provider": "push", "poll_interval_s": 0}, "validation_failed"),
+    ({"user_id": "usr_x", "provider": "push", "poll_interval_s": "60"}, "validation_failed"),
+    ({"user_id": "usr_x", "provider": "push", "classifier_config": {"spam_patterns": ["("]}}, "invalid_input"),
+    ({"user_id": "usr_x", "provider": "push", "config": {"x": 1}}, "invalid_input"),
+    ({"user_id": "usr_x", "provider": "imap", "config": {"host": "h"}}, "invalid_input"),
+    ({"user_id": "usr_x", "provider": "push", "extra": 1}, "validation_failed"),
+])
+async def test_create_scout_rejects_bad_input(database_url, body, code):
+    async with running_server(database_url) as srv, admin_client(srv.url) as client:
+        r = await client.post("/api/admin/scouts", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == code
+
+
+async def test_scout_endpoints_answer_404_401_and_409(database_url):
+    async with running_server(database_url) as srv, admin_client(srv.url) as client:
+        ann = await make_device(client)
+        assert (await client.post("/api/admin/scouts", json={"user_id": "usr_nobody", "provider": "push"})
+                ).status_code == 404
+        for method, path in [("GET", "/api/admin/scouts/sct_x"), ("PATCH", "/api/admin/scouts/sct_x"),
+                             ("DELETE", "/api/admin/scouts/sct_x"), ("POST", "/api/admin/scouts/sct_x/run"),
+                             ("GET", "/api/admin/scouts/sct_x/items")]:
+            r = await client.request(method, path, json={} if method == "PATCH" else None)
+            assert r.status_code == 404, (method, path, r.text)
+        async with admin_client(srv.url, token="wrong") as bad:
+            assert (await bad.get("/api/admin/scouts/sct_x")).status_code == 401
+            assert (await bad.post("/api/v1/scouts/sct_x/items", json={"items": []})).status_code == 401
+        scout = await make_push_scout(client, ann["user"]["id"])
+        sid = scout["id"]
+        for body in [{"items": []}, {"items": [{"subject": "no ref"}]}, {"items": "x"},
+                     {"items": [{"source_msg_ref": "a", "body": 5}]}]:
+            r = await client.post(f"/api/v1/scouts/{sid}/items", json=body)
+            assert r.status_code == 400, (body, r.text)
+        r = await client.post(f"/api/v1/scouts/{sid}/items", content=b"{not json",
+                              headers={"Content-Type": "application/json"})
+        assert r.status_code == 400
+        assert (await client.get(f"/api/admin/scouts/{sid}/items", params={"status": "bogus"})).status_code == 400
+        assert (await client.get(f"/api/admin/scouts/{sid}/items", params={"limit": 0})).status_code == 400
+        assert (await client.patch(f"/api/admin/scouts/{sid}", json={"enabled": None})).status_code == 400
+        while True:  # the scout actor may be running the new scout right now: wait for the lock
+            try:
+                async with srv.services.locks.hold(lock_name(sid)):
+                    r = await client.post(f"/api/admin/scouts/{sid}/run")
+                    assert r.status_code == 409 and r.json()["error"]["code"] == "already_running"
+                break
+            except AlreadyRunning:
+                await trio.sleep(0.05)
+        r = await client.post(f"/api/admin/scouts/{sid}/run")
+        assert r.status_code == 200 and r.json()["scout_id"] == sid
+        r = await client.patch(f"/api/admin/scouts/{sid}", json={"enabled": False})
+        assert r.json()["status"] == "disabled"
+        r = await client.post(f"/api/v1/scouts/{sid}/items", json={"items": [{"source_msg_ref": "a"}]})
+        assert r.status_code == 409
+        assert (await client.delete(f"/api/admin/scouts/{sid}")).status_code == 200
+        assert (await client.get(f"/api/admin/scouts/{sid}")).status_code == 404
+
+
+async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
+    async with running_server(database_url, secret_key="k" * 40) as srv, admin_client(srv.url) as client:
+        ann = await make_device(client)
+        r = await client.post("/api/admin/scouts", json={
+            "user_id": ann["user"]["id"], "provider": "imap", "config": IMAP, "enabled": False,
+            "classifier": "openai", "classifier_config": {"api_key": "sk-secret", "base_url": "http://x"}})
+        assert r.status_code == 201, r.text
+        scout = r.json()
+        assert scout["config"]["password"] == "***" and scout["classifier_config"]["api_key"] == "***"
+        assert scout["config"]["host"] == "127.0.0.1"
+        stored = await srv.services.db.fetchrow("SELECT config, classifier_config FROM scouts WHERE id = $1",
+                                                scout["id"])
+        assert "hunter2" not in str(stored) and "sk-secret" not in str(stored)
+        # sending "***" back keeps the stored secret
+        r = await client.patch(f"/api/admin/scouts/{scout['id']}", json={"config": {**IMAP, "password": "***",
+                                                                                    "folder": "Work"}})
+        assert r.status_code == 200, r.text
+        from roost.storage.scout_config import SecretBox
+
+        config = (await srv.services.db.fetchrow("SELECT config FROM scouts WHERE id = $1", scout["id"]))["config"]
+        assert SecretBox("k" * 40).open(config)["password"] == "hunter2"
+        assert config["folder"] == "Work"
