@@ -48,11 +48,12 @@ async def setup(url: str, n: int, settings: dict) -> dict:
         return {"account": account, "user": user, "device": device, "batch": r.json()}
 
 
-async def run_device(url: str, token: str, done: trio.Event, counter: list[int]) -> None:
-    """Answer every send_request at once (reconnecting if the server goes away) until batch_done."""
+async def run_device(urls: list[str], token: str, done: trio.Event, counter: list[int]) -> None:
+    """Answer every send_request at once (reconnecting, to ``urls[-1]``, if the server goes away)
+    until batch_done."""
     while not done.is_set():
         try:
-            async with open_websocket_url(ws_url_from_http(url)) as ws:
+            async with open_websocket_url(ws_url_from_http(urls[-1])) as ws:
                 await handshake(ws, token)
                 while True:
                     frame = json.loads(await ws.get_message())
@@ -89,7 +90,7 @@ async def throughput(n: int) -> None:
             env = await setup(server.url, n, {})
             done, counter = trio.Event(), [0]
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_device, server.url, env["device"]["token"], done, counter)
+                nursery.start_soon(run_device, [server.url], env["device"]["token"], done, counter)
                 await trio.sleep(0.5)  # registered
                 async with httpx.AsyncClient(base_url=server.url, headers=HEADERS) as c:
                     start = time.perf_counter()
@@ -110,12 +111,12 @@ async def limited(kill_at: float | None, duration: float) -> None:
         db_url = f"sqlite:///{tmp}/bench.db"
         env_vars = {"ROOST_LOG_LEVEL": "warning"}
         server = ServerProcess.start(db_url, Path(tmp), env=env_vars)
-        port = server.port
+        urls = [server.url]
         try:
             env = await setup(server.url, 1000, settings)
             done, counter = trio.Event(), [0]
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_device, server.url, env["device"]["token"], done, counter)
+                nursery.start_soon(run_device, urls, env["device"]["token"], done, counter)
                 await trio.sleep(0.5)
                 async with httpx.AsyncClient(base_url=server.url, headers=HEADERS) as c:
                     (await c.post(f"/api/v1/outreach/batches/{env['batch']['id']}/send")).raise_for_status()
@@ -123,8 +124,10 @@ async def limited(kill_at: float | None, duration: float) -> None:
                 if kill_at is not None:
                     await trio.sleep(kill_at)
                     server.kill()  # SIGKILL
-                    print(f"killed -9 at {time.monotonic() - start:.1f} s; restarting on port {port}")
-                    server = ServerProcess.start(db_url, Path(tmp), env={**env_vars, "ROOST_PORT": str(port)})
+                    print(f"killed -9 at {time.monotonic() - start:.1f} s; restarting")
+                    server = await trio.to_thread.run_sync(lambda: ServerProcess.start(db_url, Path(tmp), env=env_vars))
+                    urls.append(server.url)
+                    print(f"ready again at {time.monotonic() - start:.1f} s")
                 await trio.sleep(max(0.0, duration - (time.monotonic() - start)))
                 nursery.cancel_scope.cancel()
             times = await dispatch_times(server.url, env["batch"]["id"])

@@ -19,7 +19,7 @@ import trio
 
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import Dispatcher
+from roost.actors.dispatcher import Dispatcher, ledger_prune
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Pruner
@@ -80,7 +80,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune()]
+    prunes = [*DEFAULT_PRUNES, expire_prune(), ledger_prune()]
     return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
                   Dispatcher(services)]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from roost.actors.pruner import Prune
 from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
@@ -245,6 +246,15 @@ class Dispatcher(Actor):
         # again when the device registers or its lease runs out.
         for item in items:
             s.sockets.send_to_device(device_id, send_request(item))
+
+
+def ledger_prune() -> Prune:
+    """For the pruner: ledger rows older than two days (the limits look back one)."""
+
+    async def run(services: Services, now: dt.datetime) -> int:
+        return await outreach.prune_ledger(services.db, older_than=now - dt.timedelta(days=2))
+
+    return Prune("outreach_dispatches", run)
 
 
 async def _count_dispatched(services: Services) -> int:

@@ -376,6 +376,11 @@ async def dispatch_count(conn: Connection, account_id: str, *, since: dt.datetim
     ))
 
 
+async def prune_ledger(conn: Connection, *, older_than: dt.datetime) -> int:
+    """Drop ledger rows no window can see any more (the longest window is a day)."""
+    return await conn.execute("DELETE FROM outreach_dispatches WHERE at < $1", older_than)
+
+
 async def ledger(conn: Connection, account_id: str) -> list[dt.datetime]:
     rows = await conn.fetch("SELECT at FROM outreach_dispatches WHERE account_id = $1 ORDER BY at", account_id)
     return [r["at"] for r in rows]

@@ -274,3 +274,16 @@ async def test_items_without_a_device_go_to_the_most_recently_seen_one_or_are_sk
     assert started.done and started.batch["status"] == "done"
     with pytest.raises(InvalidInput):
         await outreach.resolve_items(db, lonely["id"], None, [{**items[0], "device_id": env["devices"][0]}])
+
+
+async def test_the_ledger_prune_drops_only_rows_no_window_can_see(db: Database) -> None:
+    env = await setup_account(db)
+    await make_batch(db, env, 2)
+    await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1, now=T0,
+                         lease_s=LEASE)
+    await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1,
+                         now=T0 + dt.timedelta(days=3), lease_s=LEASE)
+
+    removed = await outreach.prune_ledger(db, older_than=T0 + dt.timedelta(days=1))
+
+    assert removed == 1 and await outreach.ledger(db, env["account"]) == [T0 + dt.timedelta(days=3)]
