@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,7 +66,7 @@ async def run_device(urls: list[str], token: str, done: trio.Event, counter: lis
                     elif frame["type"] == "batch_done":
                         done.set()
                         return
-        except (ConnectionClosed, OSError, trio.BrokenResourceError):
+        except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
             await trio.sleep(0.05)
 
 

@@ -49,10 +49,21 @@ class CountingDispatcher(Dispatcher):
     def __init__(self, services: Services):
         super().__init__(services)
         self.passes: list[dt.datetime] = []
+        self.finished = 0
+        self._finished_event = trio.Event()
 
     async def dispatch_account(self, ctx: ActorContext, account_id: str) -> dt.datetime | None:
         self.passes.append(ctx.services.clock.now())
-        return await super().dispatch_account(ctx, account_id)
+        try:
+            return await super().dispatch_account(ctx, account_id)
+        finally:
+            self.finished += 1
+            self._finished_event.set()
+            self._finished_event = trio.Event()
+
+    async def wait_finished(self, n: int) -> None:
+        while self.finished < n:
+            await self._finished_event.wait()
 
 
 @asynccontextmanager
@@ -185,7 +196,8 @@ async def test_a_settings_change_wakes_the_dispatcher_at_once(mock_clock: MockCl
         async with trio.open_nursery() as nursery:
             nursery.start_soon(device, services, dispatcher, sock, received)
             wake(services, env["account"])
-            await trio.sleep(3600)  # nothing else has a deadline while paused, so nothing can race this
+            await dispatcher.wait_finished(1)  # the paused look is over: the dispatcher now sleeps without a deadline
+            await trio.sleep(3600)
             assert received == []
             await outreach.put_settings(services.db, env["account"], {"paused": False}, now=clock.now())
             wake(services, env["account"])
