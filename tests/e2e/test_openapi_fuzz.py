@@ -81,6 +81,9 @@ def write_config(path: Path, ids: dict[str, Any]) -> Path:
     for kind in ("account", "user", "device"):
         for where in ("path", "query", "body"):
             lines.append(f'"{where}.{kind}_id" = {{ dictionary = "{kind}", probability = 0.5 }}')
+    # A body over ROOST_MAX_BODY_BYTES is refused with 413 before it is parsed: a rejection too.
+    lines += ["", "[checks.negative_data_rejection]",
+              "expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
