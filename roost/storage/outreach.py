@@ -342,7 +342,7 @@ async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: fl
     async with db.transaction() as tx:
         rows = await tx.fetch(
             f"SELECT {_ITEM_OUT} FROM outreach_items i WHERE i.device_id = $1 AND i.status = 'dispatched' {where}"
-            f" ORDER BY i.dispatched_at, i.id LIMIT $2{db.for_update(skip_locked=True)}",
+            f" ORDER BY i.dispatched_at, i.batch_id, i.seq LIMIT $2{db.for_update(skip_locked=True)}",
             *args,
         )
         if rows:
