@@ -19,6 +19,7 @@ import trio
 
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
+from roost.actors.dispatcher import Dispatcher, ledger_prune
 from roost.actors.fanout import FanOut, prune_events
 from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.keepalive import Keepalive
@@ -82,9 +83,9 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events)]
+    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune()]
     return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
-                  FanOut(services), HandoffFollowups(), *session_runners(services)]
+                  FanOut(services), HandoffFollowups(), *session_runners(services), Dispatcher(services)]
 
 
 async def serve(

@@ -16,13 +16,13 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from roost import __version__
 from roost.errors import InvalidInput, NotFound
-from roost.http import admin, device, errors, handoffs, notifications, ops, scouts, sessions, ws
+from roost.http import admin, device, errors, handoffs, notifications, ops, outreach, scouts, sessions, ws
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
 from roost.runtime.services import Services
 
 BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp, notifications.bp, notifications.unsubscribe_bp,
-              handoffs.bp, sessions.bp]
+              handoffs.bp, sessions.bp, outreach.bp]
 
 
 class RoostRequest(TrioRequest):

@@ -80,6 +80,11 @@ class Settings:
     handoff_assessor: str = "none"  # none | openai | a roost.assessors entry point
     handoff_assessor_timeout_s: float = 20 * SECONDS
 
+    # Dispatch (issue 8): how long a device has to report a send before it is offered again, and
+    # how many unanswered send_requests one device may hold (kept under ws_outgoing_buffer).
+    dispatch_lease_s: float = 300 * SECONDS
+    dispatch_window: int = 100
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
@@ -120,6 +125,7 @@ _POSITIVE = frozenset({
     "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
     "digest_tick_seconds", "digest_batch_size", "digest_lookback_days", "watch_decay_days", "mail_max_attempts",
     "handoff_event_retention_s", "handoff_poll_s", "handoff_assessor_timeout_s",
+    "dispatch_lease_s", "dispatch_window",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})

@@ -45,6 +45,15 @@ class Database(Connection):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def for_update(self, *, skip_locked: bool = False, of: str | None = None) -> str:
+        """The clause a claim appends to a SELECT inside ``transaction()`` to lock the rows it reads.
+
+        PostgreSQL: `` FOR UPDATE [OF of] [SKIP LOCKED]``. SQLite returns "": its
+        ``BEGIN IMMEDIATE`` transaction already holds the one write lock, which serialises claims.
+        ``of`` names the table alias to lock when the SELECT joins.
+        """
+        return ""
+
     @abc.abstractmethod
     def advisory_lock(self, name: str) -> AsyncContextManager[bool]:
         """Try to take a cluster-wide lock named ``name`` without waiting; yields whether it was taken.

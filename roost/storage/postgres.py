@@ -127,6 +127,9 @@ class PostgresDatabase(_PgConn, Database):
                     with trio.CancelScope(shield=True):
                         await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
+    def for_update(self, *, skip_locked: bool = False, of: str | None = None) -> str:
+        return " FOR UPDATE" + (f" OF {of}" if of else "") + (" SKIP LOCKED" if skip_locked else "")
+
     async def run_script(self, conn: Connection, script: str) -> None:
         await conn.execute(script)
 

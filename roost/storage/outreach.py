@@ -1,0 +1,480 @@
+"""Dispatch storage: per-account settings, batches, items and the ledger of dispatches.
+
+The claim (``claim``) is the heart: in one transaction it locks the account's settings row (the
+account's dispatch state: PostgreSQL ``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises
+every writer anyway), reads the ledger, asks ``roost.dispatch.limits.decide`` how many may go
+now, claims that many pending items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), marks them
+dispatched with a lease and writes one ledger row each. Every process and every device of the
+account goes through that lock, so the limits are global per account and survive restarts.
+
+Item states: ``pending → dispatched → sent | failed``, or ``skipped | cancelled``.
+Batch states: ``draft → sending (⇄ paused) → done``, or ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.dispatch.limits import Decision, Policy, WindowUse, decide
+from roost.errors import Conflict, InvalidInput, NotFound
+from roost.storage import tenancy
+from roost.storage.database import Connection, Database, Row
+from roost.storage.ids import new_id
+from roost.storage.pagination import page
+
+ITEM_STATUSES = ("pending", "dispatched", "sent", "failed", "skipped", "cancelled")
+SETTINGS_FIELDS = ("paused", "quiet_hours", "timezone", "max_per_minute", "max_per_hour", "max_per_day",
+                   "min_gap_seconds")
+_ITEM_OUT = "i.id, i.batch_id, i.device_id, i.to_handle, i.body"
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+def _settings_view(row: Row | None, account: Row) -> dict[str, Any]:
+    """The effective settings: stored values, with the defaults and the account's zone filled in."""
+    row = row or {}
+    return {
+        "account_id": account["id"],
+        "paused": bool(row.get("paused", False)),
+        "quiet_hours": row.get("quiet_hours"),
+        "timezone": row.get("timezone") or account["timezone"],
+        "max_per_minute": row.get("max_per_minute"),
+        "max_per_hour": row.get("max_per_hour"),
+        "max_per_day": row.get("max_per_day"),
+        "min_gap_seconds": float(row.get("min_gap_seconds") or 0.0),
+        "updated_at": row.get("updated_at"),
+    }
+
+
+async def get_settings(conn: Connection, account_id: str) -> dict[str, Any]:
+    account = await tenancy.get_account(conn, account_id)
+    row = await conn.fetchrow("SELECT * FROM outreach_settings WHERE account_id = $1", account_id)
+    return _settings_view(row, account)
+
+
+async def _ensure_state(conn: Connection, account_id: str, now: dt.datetime) -> None:
+    await conn.execute(
+        "INSERT INTO outreach_settings (account_id, updated_at) VALUES ($1, $2) ON CONFLICT (account_id) DO NOTHING",
+        account_id, now,
+    )
+
+
+async def put_settings(db: Database, account_id: str, values: dict[str, Any], *, now: dt.datetime) -> dict[str, Any]:
+    """Replace the account's settings (a field left out takes its default)."""
+    async with db.transaction() as tx:
+        await tenancy.get_account(tx, account_id)
+        await _ensure_state(tx, account_id, now)
+        await tx.execute(
+            "UPDATE outreach_settings SET paused = $2, quiet_hours = $3, timezone = $4, max_per_minute = $5,"
+            " max_per_hour = $6, max_per_day = $7, min_gap_seconds = $8, updated_at = $9 WHERE account_id = $1",
+            account_id, bool(values.get("paused", False)), values.get("quiet_hours"), values.get("timezone"),
+            values.get("max_per_minute"), values.get("max_per_hour"), values.get("max_per_day"),
+            float(values.get("min_gap_seconds") or 0.0), now,
+        )
+        return await get_settings(tx, account_id)
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+
+async def _default_device(conn: Connection, account_id: str, user_id: str | None) -> str | None:
+    """The most recently seen live device of ``user_id`` (or of the account's active users)."""
+    where, args = ("u.id = $2", [account_id, user_id]) if user_id else ("u.active", [account_id])
+    return await conn.fetchval(
+        "SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id"
+        f" WHERE u.account_id = $1 AND {where} AND d.revoked_at IS NULL"
+        " ORDER BY d.last_seen_at DESC NULLS LAST, d.id DESC LIMIT 1",
+        *args,
+    )
+
+
+async def resolve_items(conn: Connection, account_id: str, created_by: str | None,
+                        items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each item with the device it goes to and ``pending``, or ``skipped`` with the reason.
+
+    Raises:
+        NotFound: no such account.
+        InvalidInput: ``created_by`` is not a user of the account, or an item names a device
+            that does not exist or belongs to another account.
+    """
+    await tenancy.get_account(conn, account_id)
+    if created_by is not None:
+        user = await conn.fetchrow("SELECT account_id FROM users WHERE id = $1", created_by)
+        if user is None or user["account_id"] != account_id:
+            raise InvalidInput(f"created_by {created_by!r} is not a user of account {account_id!r}")
+    devices: dict[str, Row] = {}
+    for device_id in {i["device_id"] for i in items if i.get("device_id")}:
+        row = await conn.fetchrow(
+            "SELECT d.id, d.revoked_at, u.account_id, u.active FROM devices d JOIN users u ON u.id = d.user_id"
+            " WHERE d.id = $1", device_id,
+        )
+        if row is None or row["account_id"] != account_id:
+            raise InvalidInput(f"device {device_id!r} is not a device of account {account_id!r}")
+        devices[device_id] = row
+    fallback: str | None = None
+    if any(not i.get("device_id") for i in items):
+        fallback = await _default_device(conn, account_id, created_by)
+    out = []
+    for seq, item in enumerate(items):
+        device_id, status, reason = item.get("device_id") or fallback, "pending", None
+        if device_id is None:
+            status, reason = "skipped", "no device: the user has no live device to send from"
+        elif item.get("device_id") and (devices[device_id]["revoked_at"] is not None
+                                        or not devices[device_id]["active"]):
+            status, reason = "skipped", "the device is revoked or its user inactive"
+        out.append({"seq": seq, "to_handle": item["to_handle"], "body": item["body"], "device_id": device_id,
+                    "status": status, "reason": reason})
+    return out
+
+
+def _request_hash(created_by: str | None, items: list[dict[str, Any]]) -> str:
+    canonical = json.dumps([created_by, [[i["to_handle"], i["body"], i.get("device_id")] for i in items]],
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def create_batch(db: Database, *, account_id: str, created_by: str | None, idempotency_key: str | None,
+                       items: list[dict[str, Any]], now: dt.datetime) -> tuple[dict[str, Any], bool]:
+    """Store a draft batch; returns (batch, created).
+
+    With an ``idempotency_key``, a retry (same account, key and content) returns the batch the
+    first call made, so a lost response never queues the messages twice.
+
+    Raises:
+        Conflict: the key was used before for a different batch.
+    """
+    digest = _request_hash(created_by, items)
+    batch_id = new_id("obt")
+    async with db.transaction() as tx:
+        resolved = await resolve_items(tx, account_id, created_by, items)
+        open_items = sum(1 for i in resolved if i["status"] == "pending")
+        inserted = await tx.execute(
+            "INSERT INTO outreach_batches (id, account_id, created_by, idempotency_key, request_hash, status,"
+            " open_items, total_items, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8)"
+            " ON CONFLICT (account_id, idempotency_key) DO NOTHING",
+            batch_id, account_id, created_by, idempotency_key, digest, open_items, len(resolved), now,
+        )
+        if not inserted:
+            existing = await tx.fetchrow(
+                "SELECT id, request_hash FROM outreach_batches WHERE account_id = $1 AND idempotency_key = $2",
+                account_id, idempotency_key,
+            )
+            assert existing is not None
+            if existing["request_hash"] != digest:
+                raise Conflict("idempotency_key was already used for a different batch",
+                               code="idempotency_key_reused")
+            return await get_batch(tx, existing["id"]), False
+        await _ensure_state(tx, account_id, now)
+        await tx.execute_many(
+            "INSERT INTO outreach_items (id, batch_id, account_id, seq, device_id, to_handle, body, status, reason,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [(new_id("oit"), batch_id, account_id, i["seq"], i["device_id"], i["to_handle"], i["body"], i["status"],
+              i["reason"], now) for i in resolved],
+        )
+        return await get_batch(tx, batch_id), True
+
+
+async def get_batch(conn: Connection, batch_id: str) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM outreach_batches WHERE id = $1", batch_id)
+    if row is None:
+        raise NotFound(f"no batch {batch_id!r}")
+    counts = dict.fromkeys(ITEM_STATUSES, 0)
+    for r in await conn.fetch("SELECT status, COUNT(*) AS n FROM outreach_items WHERE batch_id = $1 GROUP BY status",
+                              batch_id):
+        counts[r["status"]] = int(r["n"])
+    return {
+        "id": row["id"], "account_id": row["account_id"], "created_by": row["created_by"],
+        "idempotency_key": row["idempotency_key"], "status": row["status"], "total_items": row["total_items"],
+        "counts": counts, "created_at": row["created_at"], "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+    }
+
+
+async def list_items(conn: Connection, batch_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    await get_batch(conn, batch_id)
+    rows = await conn.fetch(
+        "SELECT id, batch_id, seq, device_id, to_handle, body, status, reason, offers, dispatched_at, result_at"
+        " FROM outreach_items WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        batch_id, int(cursor) if cursor and cursor.isdigit() else -1, limit + 1,
+    )
+    result = page(rows, limit, key="seq")
+    if result["next_cursor"] is not None:
+        result["next_cursor"] = str(result["next_cursor"])
+    return result
+
+
+@dataclass
+class BatchChange:
+    batch: dict[str, Any]
+    changed: bool
+    done: bool = False  # this change finished the batch (batch_done is due)
+
+
+_TRANSITIONS: dict[str, dict[str, str | None]] = {
+    # action: {from status: to status (None: already there, a no-op)}
+    "send": {"draft": "sending", "sending": None, "paused": None, "done": None},
+    "pause": {"sending": "paused", "paused": None},
+    "resume": {"paused": "sending", "sending": None},
+    "cancel": {"draft": "cancelled", "sending": "cancelled", "paused": "cancelled", "cancelled": None},
+}
+
+
+async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.datetime) -> BatchChange:
+    """Apply send / pause / resume / cancel.
+
+    Raises:
+        NotFound: no such batch.
+        Conflict: the action does not apply to the batch's status (e.g. resuming a done batch).
+    """
+    async with db.transaction() as tx:
+        row = await tx.fetchrow(f"SELECT status, open_items FROM outreach_batches WHERE id = $1{db.for_update()}",
+                                batch_id)
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        allowed = _TRANSITIONS[action]
+        if row["status"] not in allowed:
+            raise Conflict(f"cannot {action} a batch that is {row['status']}", code="invalid_batch_state")
+        target = allowed[row["status"]]
+        if target is None:
+            return BatchChange(await get_batch(tx, batch_id), changed=False)
+        open_items = row["open_items"]
+        if action == "cancel":
+            cancelled = await tx.execute(
+                "UPDATE outreach_items SET status = 'cancelled', result_at = $2"
+                " WHERE batch_id = $1 AND status = 'pending'",
+                batch_id, now,
+            )
+            open_items -= cancelled
+        done = target == "sending" and open_items == 0
+        if done:
+            target = "done"
+        await tx.execute(
+            "UPDATE outreach_batches SET status = $2, open_items = $3, updated_at = $4,"
+            " started_at = CASE WHEN $5 THEN COALESCE(started_at, $4) ELSE started_at END,"
+            " finished_at = CASE WHEN $6 THEN $4 ELSE finished_at END WHERE id = $1",
+            batch_id, target, open_items, now, action == "send", done or (target == "cancelled" and open_items == 0),
+        )
+        return BatchChange(await get_batch(tx, batch_id), changed=True, done=done)
+
+
+# -- the claim -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    items: list[Row] = field(default_factory=list)
+    next_at: dt.datetime | None = None  # when nothing may go now: the earliest instant something may
+    more: bool = False  # the claim took as many as it asked for: call again
+
+
+async def _decision(conn: Connection, account_id: str, policy: Policy, now: dt.datetime) -> Decision:
+    uses = []
+    for window_s, limit in policy.windows():
+        since = now - dt.timedelta(seconds=window_s)
+        count = int(await conn.fetchval(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM outreach_dispatches WHERE account_id = $1 AND at > $2 LIMIT $3) AS w",
+            account_id, since, limit,
+        ))
+        lth = None
+        if count >= limit:
+            lth = await conn.fetchval(
+                "SELECT at FROM outreach_dispatches WHERE account_id = $1 AND at > $2"
+                " ORDER BY at DESC LIMIT 1 OFFSET $3",
+                account_id, since, limit - 1,
+            )
+        uses.append(WindowUse(window_s, limit, count, lth))
+    last_at = None
+    if policy.min_gap_seconds > 0:
+        last_at = await conn.fetchval(
+            "SELECT at FROM outreach_dispatches WHERE account_id = $1 ORDER BY at DESC LIMIT 1", account_id
+        )
+    return decide(now, policy, uses, last_at)
+
+
+async def claim(db: Database, *, account_id: str, device_id: str, max_items: int, now: dt.datetime,
+                lease_s: float) -> Claim:
+    """Dispatch up to ``max_items`` of the device's pending items, within the account's limits."""
+    if max_items <= 0:
+        return Claim()
+    async with db.transaction() as tx:
+        state = await tx.fetchrow(
+            "SELECT s.*, a.timezone AS account_timezone FROM outreach_settings s JOIN accounts a ON a.id = s.account_id"
+            f" WHERE s.account_id = $1{db.for_update(of='s')}",
+            account_id,
+        )
+        if state is None:
+            return Claim()
+        policy = Policy.from_settings(_settings_view(state, {"id": account_id, "timezone": state["account_timezone"]}))
+        decision = await _decision(tx, account_id, policy, now)
+        wanted = min(decision.allowed, max_items)
+        if wanted <= 0:
+            return Claim(next_at=decision.next_at)
+        rows = await tx.fetch(
+            f"SELECT {_ITEM_OUT} FROM outreach_items i JOIN outreach_batches b ON b.id = i.batch_id"
+            " WHERE i.device_id = $1 AND i.status = 'pending' AND b.status = 'sending' AND i.account_id = $2"
+            f" ORDER BY i.batch_id, i.seq LIMIT $3{db.for_update(skip_locked=True, of='i')}",
+            device_id, account_id, wanted,
+        )
+        if rows:
+            lease_until = now + dt.timedelta(seconds=lease_s)
+            await tx.execute_many(
+                "UPDATE outreach_items SET status = 'dispatched', dispatched_at = $2, lease_until = $3, offers = 1"
+                " WHERE id = $1",
+                [(r["id"], now, lease_until) for r in rows],
+            )
+            await tx.execute_many(
+                "INSERT INTO outreach_dispatches (item_id, account_id, device_id, at) VALUES ($1, $2, $3, $4)",
+                [(r["id"], account_id, device_id, now) for r in rows],
+            )
+        return Claim(items=rows, more=len(rows) == wanted)
+
+
+async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: float, only_expired: bool,
+                  limit: int = 1000) -> list[Row]:
+    """The device's dispatched items without a result (all, or those whose lease ran out), with a
+    fresh lease: offered again with the same id. They do not count against the limits again."""
+    where, args = ("AND i.lease_until <= $3", [device_id, limit, now]) if only_expired else ("", [device_id, limit])
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            f"SELECT {_ITEM_OUT} FROM outreach_items i WHERE i.device_id = $1 AND i.status = 'dispatched' {where}"
+            f" ORDER BY i.dispatched_at, i.batch_id, i.seq LIMIT $2{db.for_update(skip_locked=True)}",
+            *args,
+        )
+        if rows:
+            await tx.execute_many(
+                "UPDATE outreach_items SET lease_until = $2, offers = offers + 1"
+                " WHERE id = $1 AND status = 'dispatched'",
+                [(r["id"], now + dt.timedelta(seconds=lease_s)) for r in rows],
+            )
+        return rows
+
+
+async def next_lease_expiry(conn: Connection, device_id: str) -> dt.datetime | None:
+    return await conn.fetchval(
+        "SELECT lease_until FROM outreach_items WHERE device_id = $1 AND status = 'dispatched'"
+        " ORDER BY lease_until LIMIT 1", device_id,
+    )
+
+
+async def in_flight(conn: Connection, device_id: str) -> int:
+    return int(await conn.fetchval(
+        "SELECT COUNT(*) FROM outreach_items WHERE device_id = $1 AND status = 'dispatched'", device_id
+    ))
+
+
+async def dispatch_count(conn: Connection, account_id: str, *, since: dt.datetime | None = None) -> int:
+    """Dispatches of the account in the ledger (since a time): for status and tests."""
+    if since is None:
+        return int(await conn.fetchval("SELECT COUNT(*) FROM outreach_dispatches WHERE account_id = $1", account_id))
+    return int(await conn.fetchval(
+        "SELECT COUNT(*) FROM outreach_dispatches WHERE account_id = $1 AND at >= $2", account_id, since
+    ))
+
+
+async def prune_ledger(conn: Connection, *, older_than: dt.datetime) -> int:
+    """Drop ledger rows no window can see any more (the longest window is a day)."""
+    return await conn.execute("DELETE FROM outreach_dispatches WHERE at < $1", older_than)
+
+
+async def ledger(conn: Connection, account_id: str) -> list[dt.datetime]:
+    rows = await conn.fetch("SELECT at FROM outreach_dispatches WHERE account_id = $1 ORDER BY at", account_id)
+    return [r["at"] for r in rows]
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultOutcome:
+    item: Row
+    changed: bool
+    done_batch: dict[str, Any] | None = None  # the batch this result finished
+
+
+@dataclass(frozen=True)
+class Result:
+    """One device report: ``status`` is 'sent' or 'failed'."""
+
+    device_id: str
+    item_id: str
+    status: str
+    error: str | None = None
+
+
+async def record_result(db: Database, *, device_id: str, item_id: str, status: str, error: str | None,
+                        now: dt.datetime) -> ResultOutcome:
+    """Record the device's result for an item it was given.
+
+    Idempotent: the same result again changes nothing.
+
+    Raises:
+        NotFound: no such item, or not this device's.
+        Conflict: the item is not dispatched (``not_dispatched``), or already has a different
+            result (``result_conflict``).
+    """
+    (outcome,) = await record_results(db, [Result(device_id, item_id, status, error)], now=now)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def record_results(db: Database, results: list[Result], *, now: dt.datetime
+                         ) -> list[ResultOutcome | NotFound | Conflict]:
+    """Record many results in one transaction (the WebSocket path batches what arrives together).
+
+    Each result gets its outcome, or the error ``record_result`` would raise for it; a batch
+    that one of them finishes is on the outcome of the last of its results here.
+    """
+    for r in results:
+        if r.status not in ("sent", "failed"):
+            raise InvalidInput("status must be 'sent' or 'failed'")
+    out: list[ResultOutcome | NotFound | Conflict] = []
+    finished: dict[str, list[ResultOutcome]] = {}
+    async with db.transaction() as tx:
+        for r in results:
+            error = r.error if r.status == "failed" else None
+            row = await tx.fetchrow(
+                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
+                " WHERE id = $1 AND device_id = $2 AND status = 'dispatched'"
+                " RETURNING id, batch_id, account_id, status, reason AS error, result_at",
+                r.item_id, r.device_id, r.status, error, now,
+            )
+            if row is not None:
+                outcome = ResultOutcome(row, changed=True)
+                finished.setdefault(row["batch_id"], []).append(outcome)
+                out.append(outcome)
+                continue
+            current = await tx.fetchrow(
+                "SELECT id, batch_id, account_id, device_id, status, reason AS error, result_at FROM outreach_items"
+                " WHERE id = $1", r.item_id,
+            )
+            if current is None or current.pop("device_id") != r.device_id:
+                out.append(NotFound(f"no send-queue item {r.item_id!r} for this device"))
+            elif current["status"] in ("sent", "failed"):
+                if current["status"] == r.status and current["error"] == error:
+                    out.append(ResultOutcome(current, changed=False))
+                else:
+                    out.append(Conflict(f"item {r.item_id!r} already has the result {current['status']!r}",
+                                        code="result_conflict"))
+            else:
+                out.append(Conflict(f"item {r.item_id!r} is {current['status']}, not dispatched",
+                                    code="not_dispatched"))
+        for batch_id, outcomes in finished.items():
+            batch = await tx.fetchrow(
+                "UPDATE outreach_batches SET open_items = open_items - $3, updated_at = $2 WHERE id = $1"
+                " RETURNING status, open_items",
+                batch_id, now, len(outcomes),
+            )
+            assert batch is not None
+            if batch["open_items"] == 0:
+                status = "done" if batch["status"] in ("sending", "paused") else batch["status"]
+                await tx.execute("UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
+                                 batch_id, status, now)
+                if status == "done":
+                    outcomes[-1].done_batch = await get_batch(tx, batch_id)
+    return out

@@ -1,0 +1,98 @@
+"""Real ``roost serve`` processes: a WebSocket device end to end, and two processes on one
+PostgreSQL sharing one account's limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from roost.client import handshake, ws_url_from_http
+from tests.support.pg import PgServer
+from tests.support.server import ServerProcess, admin_client, make_device
+
+pytestmark = [pytest.mark.e2e]
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    name = pg_server.create_database()
+    yield pg_server.url_for(name)
+    pg_server.drop_database(name)
+
+
+async def answering_device(url: str, token: str, seen: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async with open_websocket_url(ws_url_from_http(url)) as ws:
+        await handshake(ws, token)
+        task_status.started()
+        while True:
+            frame = json.loads(await ws.get_message())
+            if frame["type"] == "send_request":
+                seen.append(frame["id"])
+                await ws.send_message(json.dumps({"type": "send_result", "id": frame["id"], "status": "sent"}))
+
+
+async def start_batch(client: httpx.AsyncClient, env: dict, n: int) -> dict[str, Any]:
+    r = await client.post("/api/v1/outreach/batches", json={
+        "account_id": env["account"]["id"], "created_by": env["user"]["id"],
+        "items": [{"to_handle": f"+1{i}", "body": "hi", "device_id": env["device"]["id"]} for i in range(n)]})
+    assert r.status_code == 201, r.text
+    r = await client.post(f"/api/v1/outreach/batches/{r.json()['id']}/send")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_real_server_drains_a_batch_to_a_websocket_device(tmp_path: Path) -> None:
+    server = await trio.to_thread.run_sync(lambda: ServerProcess.start(f"sqlite:///{tmp_path}/e2e.db", tmp_path))
+    try:
+        async with admin_client(server.url) as client:
+            env = await make_device(client)
+            seen: list[str] = []
+            async with trio.open_nursery() as nursery:
+                await nursery.start(answering_device, server.url, env["token"], seen)
+                batch = await start_batch(client, env, 20)
+                with trio.fail_after(15):
+                    while True:
+                        r = await client.get(f"/api/v1/outreach/batches/{batch['id']}")
+                        if r.json()["status"] == "done":
+                            break
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+        assert len(seen) == 20 == len(set(seen))
+    finally:
+        server.terminate()
+
+
+@pytest.mark.postgres
+async def test_two_processes_on_postgresql_share_one_accounts_limits(pg_url: str, tmp_path: Path) -> None:
+    a = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_url, tmp_path))
+    b = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_url, tmp_path))
+    try:
+        async with admin_client(a.url) as via_a, admin_client(b.url) as via_b:
+            first = await make_device(via_a)
+            second = await make_device(via_a, account=first["account"], email="bob@example.com")
+            r = await via_a.put(f"/api/admin/accounts/{first['account']['id']}/outreach-settings",
+                                json={"max_per_minute": 7})
+            assert r.status_code == 200, r.text
+            seen_a: list[str] = []
+            seen_b: list[str] = []
+            async with trio.open_nursery() as nursery:
+                await nursery.start(answering_device, a.url, first["token"], seen_a)
+                await nursery.start(answering_device, b.url, second["token"], seen_b)
+                batch_a = await start_batch(via_a, first, 10)
+                batch_b = await start_batch(via_b, second, 10)
+                await trio.sleep(4)
+                nursery.cancel_scope.cancel()
+            counts = [(await via_a.get(f"/api/v1/outreach/batches/{bid}")).json()["counts"]
+                      for bid in (batch_a["id"], batch_b["id"])]
+    finally:
+        a.terminate()
+        b.terminate()
+    assert len(seen_a) + len(seen_b) == 7
+    assert sum(c["sent"] + c["dispatched"] for c in counts) == 7
+    assert sum(c["pending"] for c in counts) == 13
