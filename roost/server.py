@@ -19,7 +19,7 @@ import trio
 
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import Dispatcher, ledger_prune
+from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
 from roost.actors.fanout import FanOut, prune_events
 from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.keepalive import Keepalive
@@ -83,7 +83,8 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune()]
+    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune(),
+              dead_device_sweep()]
     return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
                   FanOut(services), HandoffFollowups(), *session_runners(services), Dispatcher(services)]
 

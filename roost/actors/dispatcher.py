@@ -248,6 +248,26 @@ class Dispatcher(Actor):
             s.sockets.send_to_device(device_id, send_request(item))
 
 
+async def release_dead_devices(services: Services, *, device_id: str | None = None,
+                               user_id: str | None = None) -> int:
+    """End the open items of revoked devices / inactive users and tell creators of finished batches."""
+    finished = await outreach.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
+                                                   user_id=user_id)
+    for batch in finished:
+        if batch["created_by"]:
+            services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+    return len(finished)
+
+
+def dead_device_sweep() -> Prune:
+    """For the pruner: the catch-all for :func:`release_dead_devices` (e.g. after a crash)."""
+
+    async def run(services: Services, now: dt.datetime) -> int:
+        return await release_dead_devices(services)
+
+    return Prune("outreach_dead_devices", run)
+
+
 def ledger_prune() -> Prune:
     """For the pruner: ledger rows older than two days (the limits look back one)."""
 
