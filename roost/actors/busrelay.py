@@ -120,6 +120,11 @@ class BusRelay(Actor):
         self.reconnects = 0
         self.received = 0
 
+    @property
+    def listener_pid(self) -> int | None:
+        """The server pid of the listening connection (None before the first connect)."""
+        return self._pid
+
     # -- out -----------------------------------------------------------------------------------
 
     def enqueue(self, topic: str, ids: tuple[str, ...]) -> None:

@@ -45,6 +45,11 @@ class Heartbeat(Actor):
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
 
+    @property
+    def leadership_pid(self) -> int | None:
+        """The server pid of the connection holding the leadership locks (PostgreSQL, once connected)."""
+        return None if self._session is None else self._session.pid
+
     async def beat(self, ctx: ActorContext) -> None:
         s = ctx.services
         if s.leadership.clustered:
