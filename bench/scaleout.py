@@ -109,8 +109,16 @@ def setup(server: Server, devices: int) -> list[tuple[str, str]]:
 # -- the workload -----------------------------------------------------------------------------------
 
 
-def route(k: int, n: int, d: int) -> tuple[int, int]:
-    """Push request ``k``: (the process it goes through, the device it is for)."""
+def route(k: int, n: int, d: int, fixed: bool = False) -> tuple[int, int]:
+    """Push request ``k``: (the process it goes through, the device it is for).
+
+    Round-robin: request k goes through process k % N, for device (k // N) % D, so each device's
+    scout gets pushes through every process. ``fixed``: for device k % D, always through the process
+    after the one holding its socket (every push crosses, but each scout runs in one process only).
+    """
+    if fixed:
+        dev = k % d
+        return (dev + 1) % n, dev
     return k % n, (k // n) % d
 
 
@@ -143,7 +151,7 @@ async def throughput(https: list[httpx.AsyncClient], clients: list[Client], devi
     n, d = len(https), len(devices)
     requests = []
     for k in range(args.items // args.chunk):
-        p, dev = route(k, n, d)
+        p, dev = route(k, n, d, args.fixed_route)
         requests.append((p, dev, [f"T{k}-{j}" for j in range(args.chunk)]))
     total = sum(len(r[2]) for r in requests)
     limiter = trio.CapacityLimiter(4)
@@ -186,7 +194,7 @@ async def latency(https: list[httpx.AsyncClient], clients: list[Client], devices
     t0 = trio.current_time()
 
     async def one(k: int, refs: list[str]) -> None:
-        p, dev = route(k, n, d)
+        p, dev = route(k, n, d, args.fixed_route)
         now = time.time()
         for ref in refs:
             sent[ref] = (now, dev, p != dev % n)
@@ -242,6 +250,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--batch", type=int, default=5, help="items per push request in the latency phase")
     ap.add_argument("--wait", type=float, default=20, help="seconds to wait for stragglers before calling them lost")
+    ap.add_argument("--fixed-route", action="store_true",
+                    help="push each device's items always through one other process (see route())")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"# {machine()}")
