@@ -142,7 +142,6 @@ class BusRelay(Actor):
             self._wake = trio.Event()
             batch, self._outgoing = self._outgoing, []
             dropped, self._dropped = self._dropped, set()
-            self._sending = True
             try:
                 for payload in encode_payloads(batch, dropped):
                     await session.fetchval("SELECT pg_notify($1, $2)", CHANNEL, payload)
@@ -150,9 +149,8 @@ class BusRelay(Actor):
                 # Unknown which went out: the others catch up on these topics once we are back.
                 self._dropped |= dropped | {topic for topic, _ in batch}
                 raise
-            finally:
-                self._idle = trio.Event()  # set while the sender has nothing queued or in flight
-        self._idle.set()
+            if not (self._outgoing or self._dropped):
+                self._idle.set()
 
     # -- in ------------------------------------------------------------------------------------
 

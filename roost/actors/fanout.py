@@ -172,6 +172,10 @@ class FanOut(Actor):
             self._pending.update(message.ids)
             self._wake.set()
 
+    async def _wake_on_drain(self, ctx: ActorContext) -> None:
+        await ctx.stopping.wait()
+        self._wake.set()
+
     async def run_once(self, *, everything: bool) -> int:
         accounts = set(self._pending)
         self._pending.clear()
@@ -194,6 +198,7 @@ class FanOut(Actor):
                 self._ready.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sub)
+                nursery.start_soon(self._wake_on_drain, ctx)
                 task_status.started()
                 next_poll = trio.current_time() + poll_s
                 while not ctx.stopping.is_set():

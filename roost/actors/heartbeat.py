@@ -19,12 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from roost.runtime.actor import Actor, ActorContext
 from roost.storage import processes
+
+if TYPE_CHECKING:
+    from roost.storage.pgsession import PgSession
 
 PRUNE_AFTER_BEATS = 10
 
@@ -41,7 +44,7 @@ class Heartbeat(Actor):
 
     def __init__(self, port: Callable[[], int | None] = lambda: None):
         self._port = port
-        self._session = None  # the PgSession holding the leadership locks (PostgreSQL)
+        self._session: PgSession | None = None  # holds the leadership locks (PostgreSQL)
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
 
@@ -97,7 +100,7 @@ class Heartbeat(Actor):
         if session is not None:
             await close_session(session)
 
-    async def _watch(self, ctx: ActorContext, session) -> None:
+    async def _watch(self, ctx: ActorContext, session: PgSession) -> None:
         """Drop leadership the moment the server ends the session, not at the next beat."""
         await session.lost.wait()
         if self._session is session:

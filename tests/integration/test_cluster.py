@@ -176,3 +176,15 @@ async def test_a_lost_leadership_connection_drops_leadership_and_exactly_one_ret
                     await trio.sleep(0.01)
             await trio.sleep(4 * BEAT_S)
             assert len(await leaders([a, b], "digest")) == 1
+
+
+async def test_what_a_process_publishes_while_its_listener_is_down_still_reaches_the_others(pg_url: str) -> None:
+    async with process(pg_url) as a, process(pg_url) as b:
+        async with running(BusRelay(a), a) as relay_a, running(BusRelay(b), b):
+            assert isinstance(relay_a, BusRelay)
+            with b.bus.subscribe(TOPIC) as sub_b:
+                await b.db.fetchval("SELECT pg_terminate_backend($1)", relay_a.listener_pid)
+                a.bus.publish(TOPIC, "usr_while_down")
+                message = await next_message(sub_b, skip_overflow=False)
+                # sent after a's reconnect; or, when the send raced the dying connection, a catch-up
+                assert message.ids == ("usr_while_down",) or message.overflowed

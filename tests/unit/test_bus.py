@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from roost.actors.busrelay import decode_payload, encode_payloads
 from roost.runtime.bus import Bus
