@@ -181,7 +181,16 @@ async def throughput(https: list[httpx.AsyncClient], clients: list[Client], devi
             if acked < total:
                 await trio.sleep(0.02)
     elapsed = time.perf_counter() - start
-    return {"items": total, "delivered": delivered, "acked": acked, "lost": total - delivered,
+    out: dict[str, Any] = {}
+    if delivered < total:  # where the missing ones are: still pending (untriaged) or queued (not framed)
+        stuck: dict[str, int] = {}
+        for _, scout_id in devices:
+            counts = (await https[0].get(f"/api/admin/scouts/{scout_id}")).json()["counts"]
+            for status, count in counts.items():
+                if status not in ("acked",) and count:
+                    stuck[status] = stuck.get(status, 0) + count
+        out["not_acked_by_status"] = stuck
+    return {**out, "items": total, "delivered": delivered, "acked": acked, "lost": total - delivered,
             "pushes_accepted_s": round(accepted_s, 3), "seconds": round(elapsed, 3),
             "proposals_per_s": round(acked / elapsed) if acked >= total else None}
 
