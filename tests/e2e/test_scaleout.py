@@ -146,7 +146,7 @@ async def test_a_push_that_meets_a_run_of_its_scout_in_another_process_is_triage
             assert taken
             await push(via2, scout["id"], ["r1"])
             await trio.sleep(2.5)  # process 2's run meets the lock (and so does a retry a second later)
-        await wait_for(lambda: device.seen_refs == {"r1"}, timeout_s=15, what="the item framed")
+        await wait_for(lambda: device.seen_refs == {"r1"}, timeout_s=8, what="the item framed")
         nursery.cancel_scope.cancel()
 
 
