@@ -1,7 +1,8 @@
 """Dispatcher: hands each account's queued messages to its connected devices, within its limits.
 
-Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids) — published when a
-batch starts or resumes, a result arrives, the settings change or a device registers — and
+Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids; a cluster topic, so a
+batch started in another process wakes this one) — published when a batch starts or resumes, a
+result arrives, the settings change or a device registers (that one locally only) — and
 otherwise sleeps exactly until the earliest instant it computed something may happen (the end
 of a gap, a window, quiet hours, or a lease). There is no polling interval.
 
@@ -150,7 +151,7 @@ class Dispatcher(Actor):
                                        lease_s=s.settings.dispatch_lease_s, only_expired=False)
         for item in items:
             await sock.put(send_request(item))
-        wake(s, sock.account_id)
+        s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
 
     # -- the loop -----------------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ its own, so a job that takes ten minutes delays no other; a job still running is
 again (the in-flight set). When a run ends — success, failure, crash, or "already running
 elsewhere" — the job's next run is set one interval after that end, so a failing job runs at its
 cadence instead of hot-looping. Each job's last status, duration and error are kept on the
-process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics.
+process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics. A scheduler
+is a singleton: with several processes only the leader of its name runs its jobs
+(``roost.runtime.leadership``); the others keep the cadence and skip.
 """
 
 from __future__ import annotations
@@ -56,10 +58,12 @@ class JobStatus:
     last_success_at: dt.datetime | None = None
     last_result: Any = None
     next_run_at: dt.datetime | None = None
+    standby_at: dt.datetime | None = None  # last time a run was due here while another process led the job
 
     def late(self, now: dt.datetime) -> bool:
-        """No successful run within interval + grace (counting from registration before the first one)."""
-        since = self.last_success_at or self.registered_at
+        """No successful run within interval + grace (counting from registration before the first
+        one, or from the last time another process led it)."""
+        since = max(t for t in (self.last_success_at, self.registered_at, self.standby_at) if t is not None)
         return (now - since).total_seconds() > self.interval_s + self.grace_s
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
@@ -205,6 +209,14 @@ class Scheduler(Actor):
                 now = clock.monotonic()
                 for job in self.jobs:
                     if job.name not in self.in_flight and now >= self.next_due[job.name]:
+                        if not services.leadership.leads(self.name):
+                            # Another process leads this scheduler: keep the cadence, run nothing,
+                            # so taking over (the leader died) runs the job within one interval.
+                            self.next_due[job.name] = now + job.interval_s
+                            status = board.jobs[job.name]
+                            status.standby_at = clock.now()
+                            status.next_run_at = status.standby_at + dt.timedelta(seconds=job.interval_s)
+                            continue
                         self.in_flight.add(job.name)
                         nursery.start_soon(run_job, job, name=f"job:{job.name}")
                 idle = [self.next_due[j.name] for j in self.jobs if j.name not in self.in_flight]
