@@ -124,8 +124,6 @@ async def test_items_pushed_through_process_3_reach_devices_on_processes_1_and_2
         assert device.connections == [p1.url if who == "ann" else p2.url]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: ScoutActor._run_one gives up after AlreadyRunning + 1 s pause; "
-                   "the pushed rows stay pending until the scout's next poll (remove this mark with the fix)")
 async def test_a_push_that_meets_a_run_of_its_scout_in_another_process_is_triaged_after_that_run(
         cluster: Cluster) -> None:
     """Regression (seen in bench/scaleout.py as items left ``pending``): a push reaches process 2
