@@ -49,6 +49,8 @@ RETRY_MAX_S = 3600.0
 JITTER = 0.1
 MAX_CONCURRENT_RUNS = 8
 IDLE_RECHECK_S = 60.0
+HELD_RETRY_FIRST_S = 0.05  # a run elsewhere holds the scout while our pushed rows wait: retry soon
+HELD_RETRY_MAX_S = 1.0
 
 TOPIC_ITEMS = "scout.items"
 TOPIC_CHANGED = "scout.changed"
@@ -280,6 +282,7 @@ class ScoutActor(Actor):
     async def _run_one(self, ctx: ActorContext, scout_id: str, limiter: trio.CapacityLimiter) -> None:
         try:
             async with limiter:
+                held_retry_s = HELD_RETRY_FIRST_S
                 while True:
                     self._again.discard(scout_id)
                     try:
@@ -290,12 +293,15 @@ class ScoutActor(Actor):
                             ctx.log.info("scout run", **report.as_dict())
                     except AlreadyRunning:
                         # A run elsewhere has it. It may have read its pending rows before ours
-                        # (pushed to this process) were committed: while due rows wait, try again
-                        # each second until that run ends; otherwise its run covers the scout.
-                        if not await ctx.pause(1.0):
-                            return
+                        # (pushed to this process) were committed, so while due rows wait, try
+                        # again soon (50 ms, doubling to 1 s) until that run ends. With none, its
+                        # run covers the scout: look again in a second, not in a spin.
                         due = await repo.due_pending(ctx.services.db, scout_id, now=ctx.services.clock.now(),
                                                      limit=1)
+                        delay = held_retry_s if due else HELD_RETRY_MAX_S
+                        held_retry_s = min(held_retry_s * 2, HELD_RETRY_MAX_S)
+                        if not await ctx.pause(delay):
+                            return
                         if due:
                             self._again.add(scout_id)
                     except NotFound:
