@@ -9,6 +9,7 @@ it there with a clean environment: no virtualenv, no PYTHONPATH, PATH=/usr/bin:/
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -93,14 +95,20 @@ def test_plugins_match_the_installed_package(binary: Path):
 
 
 def test_binary_carries_the_package_metadata_and_data_files(binary: Path):
-    """Entry points (``roost.connectors``, ...) come from the installed dist-info; every data file is packed."""
+    """Entry points (``roost.connectors``, ...) come from the installed dist-info; every data file is packed.
+
+    The dist-info directories travel in one ``metadata.zip`` (see packaging/roost.spec).
+    """
     from PyInstaller.archive.readers import CArchiveReader  # installed by packaging/build.py
 
     installed = next(iter(importlib.metadata.distributions(name="roost", path=[sysconfig.get_paths()["purelib"]])))
-    packed = CArchiveReader(str(BINARY)).toc
-    info = f"{installed._path.name}/entry_points.txt"
-    assert info in packed
-    assert CArchiveReader(str(BINARY)).extract(info) == installed.read_text("entry_points.txt").encode()
+    archive = CArchiveReader(str(BINARY))
+    packed = archive.toc
+    with zipfile.ZipFile(io.BytesIO(archive.extract("metadata.zip"))) as metadata:
+        info = f"{installed._path.name}/entry_points.txt"
+        assert metadata.read(info) == installed.read_text("entry_points.txt").encode()
+        assert any(name.endswith(".dist-info/METADATA") and name.startswith("quart-") for name in metadata.namelist())
+    assert not [name for name in packed if ".dist-info/" in name]  # none unpacked one by one
     package = ROOT / "roost"
     data_files = [p.relative_to(ROOT).as_posix() for p in package.rglob("*")
                   if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
