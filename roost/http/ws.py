@@ -21,6 +21,7 @@ from werkzeug.datastructures import Headers
 from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
+from roost.http.ws_transport import Receiver, batch_sender, open_receiver
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -28,6 +29,7 @@ from roost.storage import tenancy
 
 bp = Blueprint("ws", __name__)
 log = get_logger()
+YIELD_EVERY = 32  # frames handled from one read between checkpoints
 
 
 class _Refused(Exception):
@@ -36,17 +38,17 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def _receive_frame() -> dict[str, Any] | None:
+async def _receive_frame(inbox: Receiver) -> dict[str, Any] | None:
     """The next well-formed frame; malformed ones are answered with an error frame and skipped."""
     while True:
-        raw = await websocket.receive()
+        raw = await inbox.receive()
         try:
             return parse(raw)
         except InvalidInput as exc:
             await websocket.send(encode(error_frame(exc.code, exc.message)))
 
 
-async def _handshake() -> tuple[dict[str, Any], int | None]:
+async def _handshake(inbox: Receiver) -> tuple[dict[str, Any], int | None]:
     """Authenticate and wait for ``register``; returns (device identity, since)."""
     db = services().db
     token = bearer_token(websocket.headers)
@@ -54,7 +56,7 @@ async def _handshake() -> tuple[dict[str, Any], int | None]:
     if token and device is None:
         raise _Refused("invalid or revoked device token")
     while True:
-        frame = await _receive_frame()
+        frame = await _receive_frame(inbox)
         kind = frame["type"]
         if device is None:
             if kind != "device_hello":
@@ -77,20 +79,25 @@ async def _handshake() -> tuple[dict[str, Any], int | None]:
         return device, since
 
 
-async def _read_loop(sock: DeviceSocket) -> None:
+async def _read_loop(sock: DeviceSocket, inbox: Receiver) -> None:
     router = services().frames
     while True:
-        raw = await websocket.receive()
+        batch = await inbox.receive_some()  # all the frames of one read: one wake-up for them
         sock.last_heard = trio.current_time()
-        try:
-            frame = parse(raw)
-        except InvalidInput as exc:
-            sock.send(error_frame(exc.code, exc.message))
-            continue
-        if frame["type"] in ("device_hello", "register"):
-            sock.send(error_frame("already_registered", "this socket has already registered"))
-            continue
-        await router.dispatch(sock, frame)
+        for i, raw in enumerate(batch):
+            if i and not i % YIELD_EVERY:
+                # Let the writer drain what the frames so far were answered with (pongs, errors)
+                # before a long burst overflows the outbox.
+                await trio.lowlevel.checkpoint()
+            try:
+                frame = parse(raw)
+            except InvalidInput as exc:
+                sock.send(error_frame(exc.code, exc.message))
+                continue
+            if frame["type"] in ("device_hello", "register"):
+                sock.send(error_frame("already_registered", "this socket has already registered"))
+                continue
+            await router.dispatch(sock, frame)
 
 
 async def _after_register(sock: DeviceSocket, since: int | None) -> None:
@@ -121,6 +128,12 @@ def _drop_request_headers() -> None:
 
 @bp.websocket("/ws/device")
 async def device_socket() -> None:
+    ws = websocket._get_current_object()
+    with open_receiver(ws) as inbox:  # before accept: every frame comes this way
+        await _serve(ws, inbox)
+
+
+async def _serve(ws: Any, inbox: Receiver) -> None:
     s = services()
     await websocket.accept()
     if s.stopping.is_set():
@@ -129,7 +142,7 @@ async def device_socket() -> None:
     device = None
     try:
         with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
-            device, since = await _handshake()
+            device, since = await _handshake(inbox)
     except trio.TooSlowError:
         await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
         return
@@ -151,10 +164,11 @@ async def device_socket() -> None:
         async with trio.open_nursery() as nursery:
             # close() cancels this nursery; queued frames start a writer task in it. That may
             # happen from any task (whoever queues a frame), so the writer gets the websocket
-            # object's own send, not the context-local proxy's.
-            sock.attach(nursery, websocket._get_current_object().send)
+            # object's own send, not the context-local proxy's; a burst of queued frames goes out
+            # in one write where the server allows it.
+            sock.attach(nursery, ws.send, batch_sender(ws))
             nursery.start_soon(_after_register, sock, since)
-            await _read_loop(sock)
+            await _read_loop(sock, inbox)
     finally:
         sock.detach()
         s.sockets.remove(sock)
