@@ -21,7 +21,7 @@ from werkzeug.datastructures import Headers
 from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
-from roost.http.ws_transport import Receiver, batch_sender, open_receiver
+from roost.http.ws_transport import SocketIO, open_socket_io
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -38,17 +38,17 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def _receive_frame(inbox: Receiver) -> dict[str, Any] | None:
+async def _receive_frame(io: SocketIO) -> dict[str, Any] | None:
     """The next well-formed frame; malformed ones are answered with an error frame and skipped."""
     while True:
-        raw = await inbox.receive()
+        raw = await io.receive()
         try:
             return parse(raw)
         except InvalidInput as exc:
             await websocket.send(encode(error_frame(exc.code, exc.message)))
 
 
-async def _handshake(inbox: Receiver) -> tuple[dict[str, Any], int | None]:
+async def _handshake(io: SocketIO) -> tuple[dict[str, Any], int | None]:
     """Authenticate and wait for ``register``; returns (device identity, since)."""
     db = services().db
     token = bearer_token(websocket.headers)
@@ -56,7 +56,7 @@ async def _handshake(inbox: Receiver) -> tuple[dict[str, Any], int | None]:
     if token and device is None:
         raise _Refused("invalid or revoked device token")
     while True:
-        frame = await _receive_frame(inbox)
+        frame = await _receive_frame(io)
         kind = frame["type"]
         if device is None:
             if kind != "device_hello":
@@ -79,10 +79,10 @@ async def _handshake(inbox: Receiver) -> tuple[dict[str, Any], int | None]:
         return device, since
 
 
-async def _read_loop(sock: DeviceSocket, inbox: Receiver) -> None:
+async def _read_loop(sock: DeviceSocket, io: SocketIO) -> None:
     router = services().frames
     while True:
-        batch = await inbox.receive_some()  # all the frames of one read: one wake-up for them
+        batch = await io.receive_some()  # all the frames of one read: one wake-up for them
         sock.last_heard = trio.current_time()
         for i, raw in enumerate(batch):
             if i and not i % YIELD_EVERY:
@@ -128,50 +128,51 @@ def _drop_request_headers() -> None:
 
 @bp.websocket("/ws/device")
 async def device_socket() -> None:
-    ws = websocket._get_current_object()
-    with open_receiver(ws) as inbox:  # before accept: every frame comes this way
-        await _serve(ws, inbox)
-
-
-async def _serve(ws: Any, inbox: Receiver) -> None:
     s = services()
-    await websocket.accept()
-    if s.stopping.is_set():
-        await websocket.close(1001, "server shutting down")
-        return
-    device = None
+    ws = websocket._get_current_object()
+    # Before accept, so every frame comes this way. One object per socket, and no extra
+    # coroutine frame or context manager: an idle socket should stay small.
+    io = open_socket_io(ws)
     try:
-        with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
-            device, since = await _handshake(inbox)
-    except trio.TooSlowError:
-        await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
-        return
-    except _Refused as exc:
-        await websocket.close(CLOSE_POLICY, exc.reason)
-        return
-    if device is None or s.stopping.is_set():
-        # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
-        await websocket.close(1001, "server shutting down")
-        return
-    bind(device_id=device["device_id"])
-    sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
-    del device  # the socket keeps the ids; an idle socket should not also keep the row
-    _drop_request_headers()
-    try:
-        await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
-        sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
-                   "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
-        async with trio.open_nursery() as nursery:
-            # close() cancels this nursery; queued frames start a writer task in it. That may
-            # happen from any task (whoever queues a frame), so the writer gets the websocket
-            # object's own send, not the context-local proxy's; a burst of queued frames goes out
-            # in one write where the server allows it.
-            sock.attach(nursery, ws.send, batch_sender(ws))
-            nursery.start_soon(_after_register, sock, since)
-            await _read_loop(sock, inbox)
+        await websocket.accept()
+        if s.stopping.is_set():
+            await websocket.close(1001, "server shutting down")
+            return
+        device = None
+        try:
+            with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
+                device, since = await _handshake(io)
+        except trio.TooSlowError:
+            await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
+            return
+        except _Refused as exc:
+            await websocket.close(CLOSE_POLICY, exc.reason)
+            return
+        if device is None or s.stopping.is_set():
+            # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
+            await websocket.close(1001, "server shutting down")
+            return
+        bind(device_id=device["device_id"])
+        sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
+        del device  # the socket keeps the ids; an idle socket should not also keep the row
+        _drop_request_headers()
+        try:
+            await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
+            sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
+                       "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
+            async with trio.open_nursery() as nursery:
+                # close() cancels this nursery; queued frames start a writer task in it. That may
+                # happen from any task (whoever queues a frame), so the writer gets the websocket
+                # object's own send, not the context-local proxy's; a burst of queued frames goes
+                # out in one write where the server allows it.
+                sock.attach(nursery, ws.send, io.send_many)
+                nursery.start_soon(_after_register, sock, since)
+                await _read_loop(sock, io)
+        finally:
+            sock.detach()
+            s.sockets.remove(sock)
+        if sock.close_code is not None:
+            with trio.move_on_after(2):
+                await websocket.close(sock.close_code, sock.close_reason)
     finally:
-        sock.detach()
-        s.sockets.remove(sock)
-    if sock.close_code is not None:
-        with trio.move_on_after(2):
-            await websocket.close(sock.close_code, sock.close_reason)
+        io.close()

@@ -2,14 +2,14 @@
 
 Through ASGI every frame is a trip of its own: Quart's ``websocket.send`` → Hypercorn's
 ``app_send`` → wsproto → a lock, a shielded cancel scope and one ``send`` syscall, ~40 µs per
-frame; a socket streaming proposals has hundreds of frames queued at once. ``batch_sender``
+frame; a socket streaming proposals has hundreds of frames queued at once. ``send_many``
 frames them all with the connection's own wsproto ``Connection`` (so negotiated extensions such
 as permessage-deflate still apply) and hands the bytes to Hypercorn's stream in one ``Data``
 event: one trip and one syscall per batch.
 
 Received frames take two memory-channel hops through two tasks (Hypercorn's queue to the ASGI
 app, quart-trio's task to Quart's queue), each a scheduling round trip per frame, ~60 µs for an
-ack all told. ``open_receiver`` takes the text and binary messages from the stream directly: all
+ack all told. ``HypercornIO`` takes the text and binary messages from the stream directly: all
 the frames of one read are appended to one bounded inbox and the handler takes them as a list,
 one wake-up per read instead of three per frame. A full inbox makes the stream wait, as the
 channel did; a disconnect still goes the ASGI way, so Quart ends the handler as before.
@@ -23,8 +23,7 @@ signals, which roost does not use.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import trio
 from hypercorn.protocol.events import Data
@@ -32,7 +31,6 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
-BatchSend = Callable[[list[str]], Awaitable[None]]
 INBOX_FRAMES = 256
 
 
@@ -47,43 +45,20 @@ def hypercorn_stream(ws: Any) -> WSStream | None:
     return None
 
 
-def batch_sender(ws: Any) -> BatchSend:
-    """A function that writes a list of text frames in order, in one write when it can."""
+def open_socket_io(ws: Any) -> SocketIO:
+    """Frame I/O for one websocket: batched under Hypercorn, one frame at a time elsewhere.
+
+    Open it before ``accept`` (so no frame takes the other path) and ``close`` it when the
+    handler is done.
+    """
     stream = hypercorn_stream(ws)
-    if stream is None:
-        async def send_each(texts: list[str]) -> None:
-            for text in texts:
-                await ws.send(text)
-
-        return send_each
-
-    async def send_batch(texts: list[str]) -> None:
-        if stream.closed or stream.state is not ASGIWebsocketState.CONNECTED:
-            return  # closing: Hypercorn drops frames sent after a close the same way
-        connection = stream.connection
-        try:
-            data = b"".join([connection.send(TextMessage(data=text)) for text in texts])
-        except LocalProtocolError:
-            return  # the peer's close is being handled; nothing more can be written
-        await stream.send(Data(stream_id=stream.stream_id, data=data))
-
-    return send_batch
+    if stream is None or getattr(stream, "app_put", None) is None:
+        return SocketIO(ws)
+    return HypercornIO(ws, stream)
 
 
-class Receiver:
-    """Frames received on one socket, taken one or a list at a time."""
-
-    __slots__ = ()
-
-    async def receive(self) -> str | bytes:
-        raise NotImplementedError
-
-    async def receive_some(self) -> list[str | bytes]:
-        raise NotImplementedError
-
-
-class QuartReceiver(Receiver):
-    """The portable path: one frame at a time through ``websocket.receive``."""
+class SocketIO:
+    """The portable path: frames one at a time through ``websocket.receive``/``send``."""
 
     __slots__ = ("_ws",)
 
@@ -91,35 +66,44 @@ class QuartReceiver(Receiver):
         self._ws = ws
 
     async def receive(self) -> str | bytes:
+        """The next frame received."""
         return await self._ws.receive()
 
     async def receive_some(self) -> list[str | bytes]:
+        """The frames received so far (at least one), oldest first."""
         return [await self._ws.receive()]
 
+    async def send_many(self, texts: list[str]) -> None:
+        """Write text frames, in order."""
+        for text in texts:
+            await self._ws.send(text)
 
-class StreamReceiver(Receiver):
-    """Messages taken from Hypercorn's stream in place of its queue to the ASGI app.
+    def close(self) -> None:
+        """The handler is done with the socket."""
 
-    Small for an idle socket (a list, and one ParkingLot made when someone first waits): the
-    reader waits only while the inbox is empty and the stream only while it is full, so one lot
-    serves both.
+
+class HypercornIO(SocketIO):
+    """Frames written to and taken from Hypercorn's ``WSStream`` directly.
+
+    Received messages arrive through the stream's ``app_put`` (replaced, for this socket only,
+    in place of its queue to the ASGI app) in a bounded list; the reader waits only while the
+    list is empty and the stream only while it is full, so one ParkingLot, made on first use,
+    serves both (an idle socket stays small).
     """
 
-    __slots__ = ("_stream", "_forward", "_limit", "_items", "_done", "_lot")
+    __slots__ = ("_stream", "_forward", "_items", "_done", "_lot")
 
-    def __init__(self, stream: WSStream, limit: int = INBOX_FRAMES):
+    def __init__(self, ws: Any, stream: WSStream):
+        super().__init__(ws)
         self._stream = stream
         self._forward = stream.app_put
-        self._limit = limit
         self._items: list[str | bytes] = []
         self._done = False  # the peer disconnected or the handler is finished
         self._lot: trio.lowlevel.ParkingLot | None = None
+        stream.app_put = self._put
 
-    def install(self) -> None:
-        self._stream.app_put = self._put
-
-    def uninstall(self) -> None:
-        """Give the stream its queue back (for the disconnect only) and free a waiting read."""
+    def close(self) -> None:
+        """Give the stream its queue back (for the disconnect) and free a waiting put."""
         self._done = True
         self._stream.app_put = self._forward
         self._items = []
@@ -141,7 +125,7 @@ class StreamReceiver(Receiver):
             text = message.get("text")
             self._items.append(text if text is not None else message.get("bytes") or b"")
             self._changed()
-            while len(self._items) >= self._limit and not self._done:
+            while len(self._items) >= INBOX_FRAMES and not self._done:
                 await self._park()
             return
         if message["type"] == "websocket.disconnect":
@@ -157,33 +141,25 @@ class StreamReceiver(Receiver):
             await self._park()
 
     async def receive(self) -> str | bytes:
-        """The oldest frame received, waiting for one."""
         await self._wait()
         item = self._items.pop(0)
         self._changed()
         return item
 
     async def receive_some(self) -> list[str | bytes]:
-        """Every frame received so far (at least one), oldest first."""
         await self._wait()
         items, self._items = self._items, []
         self._changed()
         return items
 
-
-@contextmanager
-def open_receiver(ws: Any) -> Iterator[Receiver]:
-    """A ``Receiver`` for this websocket, installed before ``accept`` so no frame takes the old path.
-
-    On Hypercorn it takes frames from the stream directly; elsewhere it wraps ``ws.receive``.
-    """
-    stream = hypercorn_stream(ws)
-    if stream is None or getattr(stream, "app_put", None) is None:
-        yield QuartReceiver(ws)
-        return
-    receiver = StreamReceiver(stream)
-    receiver.install()
-    try:
-        yield receiver
-    finally:
-        receiver.uninstall()
+    async def send_many(self, texts: list[str]) -> None:
+        """Frame every text with the connection's wsproto and write them in one ``Data`` event."""
+        stream = self._stream
+        if stream.closed or stream.state is not ASGIWebsocketState.CONNECTED:
+            return  # closing: Hypercorn drops frames sent after a close the same way
+        connection = stream.connection
+        try:
+            data = b"".join([connection.send(TextMessage(data=text)) for text in texts])
+        except LocalProtocolError:
+            return  # the peer's close is being handled; nothing more can be written
+        await stream.send(Data(stream_id=stream.stream_id, data=data))
