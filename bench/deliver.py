@@ -2,7 +2,8 @@
 """Delivery bench: items pushed through the HTTP API → triaged (rules) → framed → acked.
 
 Starts ``roost serve`` as a subprocess (SQLite in a temp dir, or PostgreSQL with ``--pg URL``),
-one device client (trio-websocket) in this process, and prints:
+one device client in this process (wsproto, writing the acks for each read in one write; or
+trio-websocket, one write per ack, with ``--client trio-websocket``), and prints:
 
 * throughput: N items pushed as fast as the API takes them; proposals/s from the first push to
   the last ack persisted; checks every item delivered and acked, none sent again after its ack;
@@ -11,6 +12,10 @@ one device client (trio-websocket) in this process, and prints:
   with every item acked; the only repeats it saw are items whose ack the server had not persisted.
 
     python bench/deliver.py [--items 10000] [--rate 500] [--seconds 5] [--pg URL] [--kill]
+                            [--only throughput|latency] [--client wsproto|trio-websocket]
+
+The throughput result also gives the CPU seconds the server (and its event-loop thread) and the
+client used during the run: on a shared machine those move less than the wall-clock figure.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
 TOKEN = "bench-service-token"
 
@@ -68,6 +77,15 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError("server did not become ready")
 
+    def cpu_s(self, main_thread: bool = False) -> float:
+        """CPU time (user + system) the server process (or only its main thread, the event
+        loop's, which holds the GIL for nearly all of its work) has used so far."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -93,7 +111,14 @@ def setup(url: str) -> tuple[str, str]:
 
 
 class Client:
-    """One device: acks every proposal; records first-seen times and repeats."""
+    """One device: acks every proposal; records first-seen times and repeats.
+
+    The frames are the contract's (one ``scout_proposal_ack`` per proposal); how they reach the
+    wire is the client's business. This one (wsproto over a trio TCP stream, the library under
+    trio-websocket) reads what has arrived and writes the acks for all of it in one write, as
+    a device that cares about its battery would. ``TrioWebsocketClient`` sends each ack in a
+    write of its own (``--client trio-websocket``).
+    """
 
     def __init__(self, ws_url: str, token: str):
         self.ws_url = ws_url
@@ -114,8 +139,69 @@ class Client:
             while True:
                 try:
                     await self._connection()
-                except (ConnectionClosed, HandshakeError, OSError):
+                except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError, Disconnected):
                     await trio.sleep(0.1)
+
+    def _proposal(self, p: dict) -> str:
+        """Record a proposal frame; returns the ack frame to send."""
+        now = time.time()
+        if p["id"] in self.acked:
+            self.repeats.append(p["id"])
+        self.seen.setdefault(p["source_msg_ref"], now)
+        self.ref_of[p["id"]] = p["source_msg_ref"]
+        return json.dumps({"type": "scout_proposal_ack", "proposal_id": p["id"]})
+
+    async def _connection(self) -> None:
+        url = urlsplit(self.ws_url)
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with stream:
+            ws = WSConnection(ConnectionType.CLIENT)
+            await stream.send_all(ws.send(Request(host=url.netloc, target=url.path)))
+            self.connections += 1
+            hello = [json.dumps({"type": "device_hello", "token": self.token}), '{"type":"register"}']
+            accepted = False
+            parts: list[str] = []
+            while True:
+                data = await stream.receive_some(1 << 18)
+                if not data:
+                    raise Disconnected
+                ws.receive_data(data)
+                out: list[bytes] = []
+                acked: list[str] = []
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        accepted = True
+                        out += [ws.send(TextMessage(data=text)) for text in hello]
+                    elif isinstance(event, RejectConnection):
+                        raise Disconnected
+                    elif isinstance(event, TextMessage):
+                        parts.append(event.data)
+                        if not event.message_finished:
+                            continue
+                        frame = json.loads("".join(parts))
+                        parts.clear()
+                        if frame["type"] == "ping":
+                            out.append(ws.send(TextMessage(data='{"type":"pong"}')))
+                        elif frame["type"] == "scout_proposal":
+                            out.append(ws.send(TextMessage(data=self._proposal(frame["proposal"]))))
+                            acked.append(frame["proposal"]["id"])
+                    elif isinstance(event, Ping):
+                        out.append(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        if ws.state is ConnectionState.REMOTE_CLOSING:
+                            await stream.send_all(ws.send(event.response()))
+                        raise Disconnected
+                if out and accepted:
+                    await stream.send_all(b"".join(out))  # every ack of this read in one write
+                    self.acked.update(acked)
+
+
+class Disconnected(Exception):
+    pass
+
+
+class TrioWebsocketClient(Client):
+    """The same device on trio-websocket: one write per ack."""
 
     async def _connection(self) -> None:
         async with open_websocket_url(self.ws_url, max_message_size=1 << 22) as ws:
@@ -127,14 +213,8 @@ class Client:
                 if frame["type"] == "ping":
                     await ws.send_message('{"type":"pong"}')
                 elif frame["type"] == "scout_proposal":
-                    p = frame["proposal"]
-                    now = time.time()
-                    if p["id"] in self.acked:
-                        self.repeats.append(p["id"])
-                    self.seen.setdefault(p["source_msg_ref"], now)
-                    self.ref_of[p["id"]] = p["source_msg_ref"]
-                    await ws.send_message(json.dumps({"type": "scout_proposal_ack", "proposal_id": p["id"]}))
-                    self.acked.add(p["id"])
+                    await ws.send_message(self._proposal(frame["proposal"]))
+                    self.acked.add(frame["proposal"]["id"])
 
 
 async def push_batch(http: httpx.AsyncClient, scout_id: str, refs: list[str]) -> None:
@@ -158,9 +238,9 @@ async def acked_count(http: httpx.AsyncClient, scout_id: str) -> int:
         return -1
 
 
-async def throughput(server: Server, n: int, kill: bool) -> dict:
+async def throughput(server: Server, n: int, kill: bool, client_cls: type[Client]) -> dict:
     token, scout_id = setup(server.url)
-    client = Client(server.url.replace("http", "ws") + "/ws/device", token)
+    client = client_cls(server.url.replace("http", "ws") + "/ws/device", token)
     stop = trio.Event()
     acked_at_kill: set[str] = set()
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
@@ -169,6 +249,7 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
         while not client.connections:
             await trio.sleep(0.01)
         refs = [f"r{i}" for i in range(n)]
+        cpu_server, cpu_main, cpu_client = server.cpu_s(), server.cpu_s(True), time.process_time()
         start, wall_start = time.perf_counter(), time.time()
         batch = 500
         limiter = trio.CapacityLimiter(4)
@@ -205,12 +286,15 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
         while await acked_count(http, scout_id) < n:
             await trio.sleep(0.005)
         elapsed = time.perf_counter() - start
+        cpu = {} if kill else {"server_cpu_s": round(server.cpu_s() - cpu_server, 2),
+                               "server_main_thread_cpu_s": round(server.cpu_s(True) - cpu_main, 2),
+                               "client_cpu_s": round(time.process_time() - cpu_client, 2)}
         stop.set()
     lost = n - len(client.seen)
     out = {"items": n, "seconds": round(elapsed, 3), "proposals_per_s": round(n / elapsed),
            "lost": lost, "repeats_after_own_ack": len(client.repeats), "connections": client.connections,
            "first_frame_s": round(min(client.seen.values(), default=start) - wall_start, 3),
-           **{k: round(v, 3) for k, v in marks.items()}}
+           **{k: round(v, 3) for k, v in marks.items()}, **cpu}
     if kill:
         bad = [pid for pid in client.repeats if pid in acked_at_kill]
         out.update({"seen_before_kill": killed_seen, "acked_persisted_at_kill": len(acked_at_kill),
@@ -218,9 +302,9 @@ async def throughput(server: Server, n: int, kill: bool) -> dict:
     return out
 
 
-async def latency(server: Server, rate: float, seconds: float, batch: int) -> dict:
+async def latency(server: Server, rate: float, seconds: float, batch: int, client_cls: type[Client]) -> dict:
     token, scout_id = setup(server.url)
-    client = Client(server.url.replace("http", "ws") + "/ws/device", token)
+    client = client_cls(server.url.replace("http", "ws") + "/ws/device", token)
     stop = trio.Event()
     sent: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
@@ -260,6 +344,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10, help="items per push request in the latency run")
     ap.add_argument("--pg", metavar="URL", help="serve on this (empty) PostgreSQL database instead of SQLite")
     ap.add_argument("--kill", action="store_true", help="kill -9 the server mid-stream (SQLite)")
+    ap.add_argument("--only", choices=["throughput", "latency"], help="run only this part")
+    ap.add_argument("--client", choices=["wsproto", "trio-websocket"], default="wsproto",
+                    help="device client: acks of one read in one write (wsproto) or one write per ack")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -267,10 +354,12 @@ def main() -> None:
         server = Server(url, workdir)
         server.start()
         try:
-            result = {"database": "postgresql" if args.pg else "sqlite"}
-            result["throughput"] = trio.run(throughput, server, args.items, args.kill)
-            if not args.kill:
-                result["latency"] = trio.run(latency, server, args.rate, args.seconds, args.batch)
+            result = {"database": "postgresql" if args.pg else "sqlite", "client": args.client}
+            client_cls = Client if args.client == "wsproto" else TrioWebsocketClient
+            if args.only != "latency":
+                result["throughput"] = trio.run(throughput, server, args.items, args.kill, client_cls)
+            if not args.kill and args.only != "throughput":
+                result["latency"] = trio.run(latency, server, args.rate, args.seconds, args.batch, client_cls)
             print(json.dumps(result, indent=2))
         finally:
             server.stop()

@@ -21,6 +21,7 @@ from werkzeug.datastructures import Headers
 from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
+from roost.http.ws_transport import SocketIO, open_socket_io
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -28,6 +29,7 @@ from roost.storage import tenancy
 
 bp = Blueprint("ws", __name__)
 log = get_logger()
+YIELD_EVERY = 32  # frames handled from one read between checkpoints
 
 
 class _Refused(Exception):
@@ -36,17 +38,17 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def _receive_frame() -> dict[str, Any] | None:
+async def _receive_frame(io: SocketIO) -> dict[str, Any] | None:
     """The next well-formed frame; malformed ones are answered with an error frame and skipped."""
     while True:
-        raw = await websocket.receive()
+        raw = await io.receive()
         try:
             return parse(raw)
         except InvalidInput as exc:
             await websocket.send(encode(error_frame(exc.code, exc.message)))
 
 
-async def _handshake() -> tuple[dict[str, Any], int | None]:
+async def _handshake(io: SocketIO) -> tuple[dict[str, Any], int | None]:
     """Authenticate and wait for ``register``; returns (device identity, since)."""
     db = services().db
     token = bearer_token(websocket.headers)
@@ -54,7 +56,7 @@ async def _handshake() -> tuple[dict[str, Any], int | None]:
     if token and device is None:
         raise _Refused("invalid or revoked device token")
     while True:
-        frame = await _receive_frame()
+        frame = await _receive_frame(io)
         kind = frame["type"]
         if device is None:
             if kind != "device_hello":
@@ -77,20 +79,25 @@ async def _handshake() -> tuple[dict[str, Any], int | None]:
         return device, since
 
 
-async def _read_loop(sock: DeviceSocket) -> None:
+async def _read_loop(sock: DeviceSocket, io: SocketIO) -> None:
     router = services().frames
     while True:
-        raw = await websocket.receive()
+        batch = await io.receive_some()  # all the frames of one read: one wake-up for them
         sock.last_heard = trio.current_time()
-        try:
-            frame = parse(raw)
-        except InvalidInput as exc:
-            sock.send(error_frame(exc.code, exc.message))
-            continue
-        if frame["type"] in ("device_hello", "register"):
-            sock.send(error_frame("already_registered", "this socket has already registered"))
-            continue
-        await router.dispatch(sock, frame)
+        for i, raw in enumerate(batch):
+            if i and not i % YIELD_EVERY:
+                # Let the writer drain what the frames so far were answered with (pongs, errors)
+                # before a long burst overflows the outbox.
+                await trio.lowlevel.checkpoint()
+            try:
+                frame = parse(raw)
+            except InvalidInput as exc:
+                sock.send(error_frame(exc.code, exc.message))
+                continue
+            if frame["type"] in ("device_hello", "register"):
+                sock.send(error_frame("already_registered", "this socket has already registered"))
+                continue
+            await router.dispatch(sock, frame)
 
 
 async def _after_register(sock: DeviceSocket, since: int | None) -> None:
@@ -122,42 +129,50 @@ def _drop_request_headers() -> None:
 @bp.websocket("/ws/device")
 async def device_socket() -> None:
     s = services()
-    await websocket.accept()
-    if s.stopping.is_set():
-        await websocket.close(1001, "server shutting down")
-        return
-    device = None
+    ws = websocket._get_current_object()
+    # Before accept, so every frame comes this way. One object per socket, and no extra
+    # coroutine frame or context manager: an idle socket should stay small.
+    io = open_socket_io(ws)
     try:
-        with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
-            device, since = await _handshake()
-    except trio.TooSlowError:
-        await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
-        return
-    except _Refused as exc:
-        await websocket.close(CLOSE_POLICY, exc.reason)
-        return
-    if device is None or s.stopping.is_set():
-        # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
-        await websocket.close(1001, "server shutting down")
-        return
-    bind(device_id=device["device_id"])
-    sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
-    del device  # the socket keeps the ids; an idle socket should not also keep the row
-    _drop_request_headers()
-    try:
-        await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
-        sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
-                   "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
-        async with trio.open_nursery() as nursery:
-            # close() cancels this nursery; queued frames start a writer task in it. That may
-            # happen from any task (whoever queues a frame), so the writer gets the websocket
-            # object's own send, not the context-local proxy's.
-            sock.attach(nursery, websocket._get_current_object().send)
-            nursery.start_soon(_after_register, sock, since)
-            await _read_loop(sock)
+        await websocket.accept()
+        if s.stopping.is_set():
+            await websocket.close(1001, "server shutting down")
+            return
+        device = None
+        try:
+            with trio.fail_after(s.settings.ws_hello_timeout_s), s.sockets.handshaking():
+                device, since = await _handshake(io)
+        except trio.TooSlowError:
+            await websocket.close(CLOSE_POLICY, "no device_hello/register in time")
+            return
+        except _Refused as exc:
+            await websocket.close(CLOSE_POLICY, exc.reason)
+            return
+        if device is None or s.stopping.is_set():
+            # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
+            await websocket.close(1001, "server shutting down")
+            return
+        bind(device_id=device["device_id"])
+        sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
+        del device  # the socket keeps the ids; an idle socket should not also keep the row
+        _drop_request_headers()
+        try:
+            await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
+            sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
+                       "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
+            async with trio.open_nursery() as nursery:
+                # close() cancels this nursery; queued frames start a writer task in it. That may
+                # happen from any task (whoever queues a frame), so the writer gets the websocket
+                # object's own send, not the context-local proxy's; a burst of queued frames goes
+                # out in one write where the server allows it.
+                sock.attach(nursery, ws.send, io.send_many)
+                nursery.start_soon(_after_register, sock, since)
+                await _read_loop(sock, io)
+        finally:
+            sock.detach()
+            s.sockets.remove(sock)
+        if sock.close_code is not None:
+            with trio.move_on_after(2):
+                await websocket.close(sock.close_code, sock.close_reason)
     finally:
-        sock.detach()
-        s.sockets.remove(sock)
-    if sock.close_code is not None:
-        with trio.move_on_after(2):
-            await websocket.close(sock.close_code, sock.close_reason)
+        io.close()

@@ -83,6 +83,13 @@ class Outbox:
                 await self._wait()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def take_all(self) -> list[str]:
+        """Every queued frame, oldest first, leaving the outbox empty (open or closed)."""
+        items, self._items = self._items, []
+        if items:
+            self._changed()
+        return items
+
     def receive_nowait(self) -> str:
         if self._items:
             text = self._items.pop(0)
@@ -122,7 +129,7 @@ class DeviceSocket:
 
     __slots__ = (
         "id", "device_id", "user_id", "account_id", "outbox", "scope", "close_code", "close_reason",
-        "last_heard", "_registry", "_nursery", "_send", "_writing",
+        "last_heard", "_registry", "_nursery", "_send", "_send_many", "_writing",
     )
 
     def __init__(self, registry: SocketRegistry, device_id: str, user_id: str, account_id: str, buffer: int):
@@ -138,6 +145,7 @@ class DeviceSocket:
         self._registry = registry
         self._nursery: trio.Nursery | None = None
         self._send: Callable[[str], Awaitable[object]] | None = None
+        self._send_many: Callable[[list[str]], Awaitable[object]] | None = None
         self._writing = False
 
     # The outbox under the names of the memory channel it replaces (writer side, reader side).
@@ -149,36 +157,47 @@ class DeviceSocket:
     def receive_channel(self) -> Outbox:
         return self.outbox
 
-    def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]]) -> None:
+    def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]],
+               send_many: Callable[[list[str]], Awaitable[object]] | None = None) -> None:
         """Hand the socket to its handler's nursery.
 
         From now on ``close()`` cancels the nursery (at once if the socket was closed already),
         and whenever frames are queued and no writer is running, a writer task that passes them
-        to ``send`` in order is started in it; it ends when the outbox is empty.
+        to ``send`` in order is started in it; it ends when the outbox is empty. With
+        ``send_many`` the writer passes everything queued at once instead (one transport write
+        for a burst of frames: see ``roost.http.ws_transport``).
         """
         self.scope = nursery.cancel_scope
         if self.close_code is not None:
             self.scope.cancel()
         self._nursery = nursery
         self._send = send
+        self._send_many = send_many
         self._kick()
 
     def detach(self) -> None:
         """The handler's nursery is done: start no more writer tasks."""
         self._nursery = None
         self._send = None
+        self._send_many = None
 
     def _kick(self) -> None:
         if self._nursery is not None and not self._writing and self.outbox:
             self._writing = True
             try:
-                self._nursery.start_soon(self._write_queued, self._send)
+                self._nursery.start_soon(self._write_queued, self._send, self._send_many)
             except RuntimeError:  # the nursery has closed: nothing more will be written
                 self.detach()
                 self._writing = False
 
-    async def _write_queued(self, send: Callable[[str], Awaitable[object]]) -> None:
+    async def _write_queued(self, send: Callable[[str], Awaitable[object]],
+                            send_many: Callable[[list[str]], Awaitable[object]] | None) -> None:
         try:
+            while send_many is not None:
+                texts = self.outbox.take_all()
+                if not texts:
+                    return
+                await send_many(texts)
             while True:
                 try:
                     text = self.outbox.receive_nowait()
