@@ -153,11 +153,13 @@ async def device_socket() -> None:
             await websocket.close(1001, "server shutting down")
             return
         bind(device_id=device["device_id"])
+        # Touched before the socket is registered: nothing else (a keepalive ping, a proposal) may
+        # be queued to it between registration and hello_ok, which must be its first frame.
+        await tenancy.touch_device(s.db, device["device_id"], s.clock.now())
         sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
         del device  # the socket keeps the ids; an idle socket should not also keep the row
         _drop_request_headers()
         try:
-            await tenancy.touch_device(s.db, sock.device_id, s.clock.now())
             sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
                        "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
             async with trio.open_nursery() as nursery:
