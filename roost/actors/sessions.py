@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import trio
 
@@ -29,9 +29,11 @@ from roost.storage import sessions as state_store
 
 log = get_logger()
 
-BATCH_FILES = 256
+BATCH_FILES = 1000  # files per worker-thread call and per transaction storing their items and states
 BATCH_BYTES = 32 << 20
 READERS = 2  # worker threads reading and hashing files at once
+SCANNERS = 2  # user folders statted at once
+LOAD_ALL_OVER = 5000  # changed files with a state: over this many, load every state in one query
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunResult:
 
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
+Work = list[tuple[session_files.FileEntry, state_store.FileState | None]]  # changed files and their last state
 
 
 def lock_name(processor: str) -> str:
@@ -90,8 +93,8 @@ async def run_processor(services: Services, processor: SessionProcessor, *, user
         return await _run_locked(services, processor, user, progress)
 
 
-def _batches(work: list[tuple[session_files.FileEntry, state_store.FileState | None]]):
-    batch: list[tuple[session_files.FileEntry, state_store.FileState | None]] = []
+def _batches(work: Work) -> Iterator[Work]:
+    batch: Work = []
     size = 0
     for item in work:
         batch.append(item)
@@ -103,17 +106,66 @@ def _batches(work: list[tuple[session_files.FileEntry, state_store.FileState | N
         yield batch
 
 
-async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
-                      progress: Progress | None) -> RunResult:
+async def _changed_files(services: Services, processor: SessionProcessor, user: str | None) -> tuple[int, Work]:
+    """(files scanned, the changed ones with their last state): stat only, no content read.
+
+    The known (size, mtime_ns) pairs load while the user folders are statted, SCANNERS folders at a
+    time in worker threads; the full states are then loaded for the changed files only.
+    """
     db = services.db
     root = services.settings.session_dir
-    # One query for the known states, then the stat-only scan in a worker thread. (Running them side by
-    # side was no faster: both are Python-bound and share the GIL.)
-    known = await state_store.load(db, processor.name, user)
-    entries = await trio.to_thread.run_sync(session_files.scan, root, user)
-    result = RunResult(scanned=len(entries))
-    work = [(e, known.get(e.key)) for e in entries if not session_files.unchanged(e, known.get(e.key))]
-    result.skipped = len(entries) - len(work)
+    known: dict[str, tuple[int, int]] = {}
+    folders: list[list[session_files.ScanRow]] = []
+
+    async def load_known() -> None:
+        known.update(await state_store.fingerprints(db, processor.name, user))
+
+    async def scan_all() -> None:
+        names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
+        limiter = trio.CapacityLimiter(SCANNERS)
+
+        async def scan_one(name: str) -> None:
+            folders.append(await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter))
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(scan_one, name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(load_known)
+        nursery.start_soon(scan_all)
+    entries = await trio.to_thread.run_sync(session_files.changed, folders, known)
+    keys = [e.key for e in entries if e.key in known]
+    if len(keys) > LOAD_ALL_OVER:
+        states = await state_store.load(db, processor.name, user)
+    else:
+        states = await state_store.load_some(db, processor.name, keys)
+    return sum(map(len, folders)), [(e, states.get(e.key)) for e in entries]
+
+
+async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
+                      progress: Progress | None) -> RunResult:
+    try:
+        return await _run_unwrapped(services, processor, user, progress)
+    except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
+        single = _single(group)
+        if single is not None:
+            raise single from None
+        raise
+
+
+def _single(group: BaseExceptionGroup) -> Exception | None:
+    """The one ``Exception`` inside (nested) groups of one, if that is what ``group`` is."""
+    while len(group.exceptions) == 1 and isinstance(group.exceptions[0], BaseExceptionGroup):
+        group = group.exceptions[0]
+    only = group.exceptions[0] if len(group.exceptions) == 1 else None
+    return only if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup) else None
+
+
+async def _run_unwrapped(services: Services, processor: SessionProcessor, user: str | None,
+                         progress: Progress | None) -> RunResult:
+    scanned, work = await _changed_files(services, processor, user)
+    result = RunResult(scanned=scanned, skipped=scanned - len(work))
     done = 0
     if progress:
         progress(0, len(work))
@@ -129,21 +181,16 @@ async def _run_locked(services: Services, processor: SessionProcessor, user: str
                 await out.send(await trio.to_thread.run_sync(session_files.process_batch, batch, processor,
                                                              limiter=limiter))
 
-    try:
-        async with trio.open_nursery() as nursery:
-            async with send:
-                for _ in range(READERS):
-                    nursery.start_soon(reader, send.clone())
-            async with receive:
-                async for outcomes in receive:
-                    await _persist(services, processor, outcomes, result)
-                    done += len(outcomes)
-                    if progress:
-                        progress(done, len(work))
-    except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
-            raise group.exceptions[0] from None
-        raise
+    async with trio.open_nursery() as nursery:
+        async with send:
+            for _ in range(READERS):
+                nursery.start_soon(reader, send.clone())
+        async with receive:
+            async for outcomes in receive:
+                await _persist(services, processor, outcomes, result)
+                done += len(outcomes)
+                if progress:
+                    progress(done, len(work))
     log.info("session processor ran", processor=processor.name, **asdict(result))
     return result
 

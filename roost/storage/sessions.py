@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from roost.storage.database import Connection, Database
 
@@ -42,6 +42,33 @@ ON CONFLICT (processor_name, session_file) DO UPDATE SET
     items_extracted = excluded.items_extracted,
     processed_at = excluded.processed_at
 """
+
+
+async def fingerprints(db: Database, processor: str, username: str | None = None) -> dict[str, tuple[int, int]]:
+    """``(size, mtime_ns)`` of every file ``processor`` has a state for, keyed by ``<user>/<file name>``.
+
+    What the scan compares against: three columns as tuples, no object per row (100,000 rows load in
+    tens of milliseconds).
+    """
+    sql = "SELECT session_file, size_bytes, mtime_ns FROM session_processor_state WHERE processor_name = $1"
+    args: list[Any] = [processor]
+    if username is not None:
+        sql, args = sql + " AND username = $2", [processor, username]
+    return {key: (size, mtime_ns) for key, size, mtime_ns in await db.fetch_tuples(sql, *args)}
+
+
+_LOAD_SOME = 500  # keys per query when loading the states of a few changed files
+
+
+async def load_some(db: Database, processor: str, keys: Sequence[str]) -> dict[str, FileState]:
+    """The full states of ``keys`` (the changed files of a run), in queries of a few hundred keys."""
+    found: dict[str, FileState] = {}
+    for i in range(0, len(keys), _LOAD_SOME):
+        chunk = list(keys[i:i + _LOAD_SOME])
+        marks = ", ".join(f"${n}" for n in range(2, len(chunk) + 2))
+        for key, *state in await db.fetch_tuples(f"{_LOAD.strip()} AND session_file IN ({marks})", processor, *chunk):
+            found[key] = FileState(*state)
+    return found
 
 
 async def load(db: Database, processor: str, username: str | None = None) -> dict[str, FileState]:

@@ -167,13 +167,13 @@ async def test_lock_gives_409_while_held_and_is_released_after_an_exception(db: 
 
     import roost.actors.sessions as runner_module
 
-    original = runner_module.state_store.load
-    runner_module.state_store.load = crash  # type: ignore[assignment]
+    original = runner_module.state_store.fingerprints
+    runner_module.state_store.fingerprints = crash  # type: ignore[assignment]
     try:
         with pytest.raises(RuntimeError):
             await run_now(s, proc)
     finally:
-        runner_module.state_store.load = original  # type: ignore[assignment]
+        runner_module.state_store.fingerprints = original  # type: ignore[assignment]
     ok = await run_now(s, proc)  # the lock was released by the crash
     assert ok.processed == 1
 
