@@ -12,6 +12,7 @@ never touches another's, and the job's bookkeeping (status, duration, late) is t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from typing import Callable, Iterator
 import trio
 
 from roost.actors import session_files
-from roost.actors.scheduler import Job, Scheduler, job_board, tracked
+from roost.actors.scheduler import Job, JobFn, Scheduler, job_board, tracked
 from roost.errors import NotFound
 from roost.plugins.processors import SessionProcessor, load_processors
 from roost.runtime.logging import get_logger
@@ -61,8 +62,23 @@ def job_name(processor: str) -> str:
     return f"session-processor:{processor}"
 
 
-def interval_for(services: Services, processor: SessionProcessor) -> float:
+def interval_for(services: Services, processor: SessionProcessor) -> float | None:
+    """The processor's interval in seconds; None when it runs on a cron expression (``cron_for``)."""
+    if cron_for(services, processor) is not None:
+        return None
     return services.settings.processor_intervals_s.get(processor.name, processor.default_interval_s)
+
+
+def cron_for(services: Services, processor: SessionProcessor) -> str | None:
+    """The processor's cron expression (``ROOST_PROCESSOR_<NAME>_CRON``), if it has one instead of an interval."""
+    return services.settings.processor_crons.get(processor.name)
+
+
+def processor_job(services: Services, processor: SessionProcessor, run: JobFn) -> Job:
+    """The processor's job: its interval or cron expression, late after that plus the processor grace."""
+    return Job(job_name(processor.name), interval_for(services, processor), run,
+               grace_s=services.settings.processor_grace_s, actor=f"session:{processor.name}",
+               cron=cron_for(services, processor))
 
 
 def processors(services: Services) -> dict[str, SessionProcessor]:
@@ -250,9 +266,7 @@ class SessionRunner(Scheduler):
         async def run(s: Services) -> dict[str, int]:
             return (await run_processor(s, processor)).counts()
 
-        job = Job(job_name(processor.name), interval_for(services, processor), run,
-                  grace_s=services.settings.processor_grace_s, actor=name)
-        super().__init__([job], name=name)
+        super().__init__([processor_job(services, processor, run)], name=name)
 
 
 async def run_now(services: Services, processor: SessionProcessor, *, user: str | None = None,
@@ -265,8 +279,7 @@ async def run_now(services: Services, processor: SessionProcessor, *, user: str 
     board = job_board(services)
     name = job_name(processor.name)
     if name not in board.jobs:
-        board.register(Job(name, interval_for(services, processor), _never,
-                           grace_s=services.settings.processor_grace_s))
+        board.register(dataclasses.replace(processor_job(services, processor, _never), actor=None))
     async with services.locks.hold(lock_name(processor.name)):
         return await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
 
