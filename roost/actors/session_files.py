@@ -93,15 +93,13 @@ def scan_folder(root: str, user: str) -> list[ScanRow]:
     return found
 
 
-def changed(rows: list[list[ScanRow]], known: dict[str, tuple[int, int]]) -> list[FileEntry]:
-    """The scanned files whose (size, mtime_ns) differ from ``known`` (or are new), sorted by key."""
-    out = [
+def changed(rows: list[ScanRow], known: dict[str, tuple[int, int]]) -> list[FileEntry]:
+    """The scanned files whose (size, mtime_ns) differ from ``known`` (or are new)."""
+    return [
         FileEntry(key, key.partition("/")[0], path, size, mtime_ns)
-        for folder in rows for key, path, size, mtime_ns in folder
+        for key, path, size, mtime_ns in rows
         if known.get(key) != (size, mtime_ns)
     ]
-    out.sort(key=lambda f: f.key)
-    return out
 
 
 def _probe_suffix(size: int) -> bytes:

@@ -126,37 +126,41 @@ async def _changed_files(services: Services, processor: SessionProcessor, user: 
     """(files scanned, the changed ones with their last state): stat only, no content read.
 
     The known (size, mtime_ns) pairs load while the user folders are statted, SCANNERS folders at a
-    time in worker threads; the full states are then loaded for the changed files only.
+    time in worker threads; each folder is compared in a worker thread too, as soon as both are
+    there. The full states are then loaded for the changed files only.
     """
     db = services.db
     root = services.settings.session_dir
     known: dict[str, tuple[int, int]] = {}
-    folders: list[list[session_files.ScanRow]] = []
+    loaded = trio.Event()
+    scanned = 0
+    entries: list[session_files.FileEntry] = []
 
     async def load_known() -> None:
-        known.update(await state_store.fingerprints(db, processor.name, user))
+        nonlocal known
+        known = await state_store.fingerprints(db, processor.name, user)
+        loaded.set()
 
-    async def scan_all() -> None:
-        names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
-        limiter = trio.CapacityLimiter(SCANNERS)
-
-        async def scan_one(name: str) -> None:
-            folders.append(await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter))
-
-        async with trio.open_nursery() as nursery:
-            for name in names:
-                nursery.start_soon(scan_one, name)
+    async def scan_one(name: str, limiter: trio.CapacityLimiter) -> None:
+        nonlocal scanned
+        rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
+        scanned += len(rows)
+        await loaded.wait()
+        entries.extend(await trio.to_thread.run_sync(session_files.changed, rows, known, limiter=limiter))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(load_known)
-        nursery.start_soon(scan_all)
-    entries = await trio.to_thread.run_sync(session_files.changed, folders, known)
+        names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
+        limiter = trio.CapacityLimiter(SCANNERS)
+        for name in names:
+            nursery.start_soon(scan_one, name, limiter)
+    entries.sort(key=lambda f: f.key)
     keys = [e.key for e in entries if e.key in known]
     if len(keys) > LOAD_ALL_OVER:
         states = await state_store.load(db, processor.name, user)
     else:
         states = await state_store.load_some(db, processor.name, keys)
-    return sum(map(len, folders)), [(e, states.get(e.key)) for e in entries]
+    return scanned, [(e, states.get(e.key)) for e in entries]
 
 
 async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
