@@ -2,8 +2,9 @@
 
 ``run_processor`` is one run: under the processor's lock (``processor:<name>``: in-process, and a
 PostgreSQL advisory lock, so a second process gets the same 409), it scans the session tree
-(stat only), brings every changed file up to date in worker threads (see ``session_files``), and
-stores each batch's items together with the files' new state in one transaction. A file that
+(stat only) and, as each user folder is scanned, brings its changed files up to date in worker
+threads (see ``session_files``), storing each batch's items together with the files' new state
+in one transaction. A file that
 fails is counted and left as it was, so the next run retries it; the others go on.
 
 ``SessionRunner`` is the scheduler with a single job, so one processor's long or failing run
@@ -16,7 +17,7 @@ import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import trio
 
@@ -33,8 +34,7 @@ log = get_logger()
 BATCH_FILES = 1000  # files per worker-thread call and per transaction storing their items and states
 BATCH_BYTES = 32 << 20
 READERS = 2  # worker threads reading and hashing files at once
-SCANNERS = 2  # user folders statted at once
-LOAD_ALL_OVER = 5000  # changed files with a state: over this many, load every state in one query
+SCANNERS = 1  # user folders statted at once (2 measured slower: the threads mostly contend for the GIL)
 
 
 @dataclass
@@ -109,58 +109,60 @@ async def run_processor(services: Services, processor: SessionProcessor, *, user
         return await _run_locked(services, processor, user, progress)
 
 
-def _batches(work: Work) -> Iterator[Work]:
-    batch: Work = []
-    size = 0
-    for item in work:
-        batch.append(item)
-        size += item[0].size - (item[1].processed_bytes if item[1] else 0)
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-async def _changed_files(services: Services, processor: SessionProcessor, user: str | None) -> tuple[int, Work]:
-    """(files scanned, the changed ones with their last state): stat only, no content read.
+async def _find_changed(services: Services, processor: SessionProcessor, user: str | None, result: RunResult,
+                        send: trio.MemorySendChannel[Work], found: Callable[[int], None]) -> None:
+    """Send each user folder's changed files, with their last state: stat only, no content read.
 
     The known (size, mtime_ns) pairs load while the user folders are statted, SCANNERS folders at a
     time in worker threads; each folder is compared in a worker thread too, as soon as both are
-    there. The full states are then loaded for the changed files only.
+    there, and only its changed files' full states are loaded. Folders go out as they are done, so
+    reading the first ones overlaps statting the others.
     """
     db = services.db
     root = services.settings.session_dir
     known: dict[str, tuple[int, int]] = {}
     loaded = trio.Event()
-    scanned = 0
-    entries: list[session_files.FileEntry] = []
 
     async def load_known() -> None:
         nonlocal known
         known = await state_store.fingerprints(db, processor.name, user)
         loaded.set()
 
-    async def scan_one(name: str, limiter: trio.CapacityLimiter) -> None:
-        nonlocal scanned
-        rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
-        scanned += len(rows)
-        await loaded.wait()
-        entries.extend(await trio.to_thread.run_sync(session_files.changed, rows, known, limiter=limiter))
+    async def scan_one(name: str, limiter: trio.CapacityLimiter, out: trio.MemorySendChannel[Work]) -> None:
+        async with out:
+            rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
+            await loaded.wait()
+            entries = await trio.to_thread.run_sync(session_files.changed, rows, known, limiter=limiter)
+            result.scanned += len(rows)
+            result.skipped += len(rows) - len(entries)
+            if entries:
+                keys = [e.key for e in entries if e.key in known]
+                states = await state_store.load_some(db, processor.name, keys) if keys else {}
+                found(len(entries))
+                await out.send([(e, states.get(e.key)) for e in entries])
 
-    async with trio.open_nursery() as nursery:
+    async with send, trio.open_nursery() as nursery:
         nursery.start_soon(load_known)
         names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
         limiter = trio.CapacityLimiter(SCANNERS)
         for name in names:
-            nursery.start_soon(scan_one, name, limiter)
-    entries.sort(key=lambda f: f.key)
-    keys = [e.key for e in entries if e.key in known]
-    if len(keys) > LOAD_ALL_OVER:
-        states = await state_store.load(db, processor.name, user)
-    else:
-        states = await state_store.load_some(db, processor.name, keys)
-    return scanned, [(e, states.get(e.key)) for e in entries]
+            nursery.start_soon(scan_one, name, limiter, send.clone())
+
+
+async def _batches(folders: trio.MemoryReceiveChannel[Work], out: trio.MemorySendChannel[Work]) -> None:
+    """Regroup folders' work into batches of up to BATCH_FILES files or BATCH_BYTES bytes to read."""
+    async with folders, out:
+        batch: Work = []
+        size = 0
+        async for work in folders:
+            for item in work:
+                batch.append(item)
+                size += item[0].size - (item[1].processed_bytes if item[1] else 0)
+                if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                    await out.send(batch)
+                    batch, size = [], 0
+        if batch:
+            await out.send(batch)
 
 
 async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
@@ -184,33 +186,44 @@ def _single(group: BaseExceptionGroup) -> Exception | None:
 
 async def _run_unwrapped(services: Services, processor: SessionProcessor, user: str | None,
                          progress: Progress | None) -> RunResult:
-    scanned, work = await _changed_files(services, processor, user)
-    result = RunResult(scanned=scanned, skipped=scanned - len(work))
-    done = 0
-    if progress:
-        progress(0, len(work))
-    # Reading/hashing in READERS worker threads (hashlib releases the GIL) while the event loop stores the
-    # previous batches; the channel bounds how far reading runs ahead of storing.
-    send, receive = trio.open_memory_channel[list[session_files.FileResult]](READERS)
-    batches = iter(list(_batches(work)))
+    result = RunResult()
+    found = done = 0
+
+    def found_more(n: int) -> None:
+        nonlocal found
+        found += n
+        if progress:
+            progress(done, found)
+
+    # A pipeline: the scan sends changed folders as it goes; they are regrouped into batches, read and
+    # hashed by READERS worker threads (hashlib releases the GIL), and stored here, batch by batch.
+    # Bounded channels keep the scan and the readers at most a few batches ahead of storing.
+    folders_send, folders_recv = trio.open_memory_channel[Work](SCANNERS * 2)
+    batches_send, batches_recv = trio.open_memory_channel[Work](READERS)
+    results_send, results_recv = trio.open_memory_channel[list[session_files.FileResult]](READERS)
     limiter = trio.CapacityLimiter(READERS)
 
-    async def reader(out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
-        async with out:
-            for batch in batches:  # a shared iterator: each batch goes to exactly one reader
+    async def reader(batches: trio.MemoryReceiveChannel[Work],
+                     out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
+        async with batches, out:
+            async for batch in batches:
                 await out.send(await trio.to_thread.run_sync(session_files.process_batch, batch, processor,
                                                              limiter=limiter))
 
+    if progress:
+        progress(0, 0)
     async with trio.open_nursery() as nursery:
-        async with send:
+        nursery.start_soon(_find_changed, services, processor, user, result, folders_send, found_more)
+        nursery.start_soon(_batches, folders_recv, batches_send)
+        async with batches_recv, results_send:
             for _ in range(READERS):
-                nursery.start_soon(reader, send.clone())
-        async with receive:
-            async for outcomes in receive:
+                nursery.start_soon(reader, batches_recv.clone(), results_send.clone())
+        async with results_recv:
+            async for outcomes in results_recv:
                 await _persist(services, processor, outcomes, result)
                 done += len(outcomes)
                 if progress:
-                    progress(done, len(work))
+                    progress(done, found)
     log.info("session processor ran", processor=processor.name, **asdict(result))
     return result
 

@@ -71,19 +71,6 @@ async def load_some(db: Database, processor: str, keys: Sequence[str]) -> dict[s
     return found
 
 
-async def load(db: Database, processor: str, username: str | None = None) -> dict[str, FileState]:
-    """Every file's state for ``processor`` (one query), keyed by ``<user>/<file name>``."""
-    sql, args = _LOAD, [processor]
-    if username is not None:
-        sql, args = sql + " AND username = $2", [processor, username]
-    rows = await db.fetch(sql, *args)
-    return {
-        r["session_file"]: FileState(r["username"], r["size_bytes"], r["mtime_ns"], r["processed_bytes"],
-                                     r["content_hash"], r["probe_hash"], r["items_extracted"])
-        for r in rows
-    }
-
-
 async def save(conn: Connection, processor: str, states: Sequence[tuple[str, FileState]], now: dt.datetime) -> None:
     """Upsert the state of each ``(session_file, state)``; call inside the transaction that stored the items."""
     if not states:
