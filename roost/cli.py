@@ -218,6 +218,12 @@ def status(
     for name, depth in body["queues"].items():
         queues.add_row(name, str(depth))
     console.print(queues)
+    procs = Table("process", "port", "sockets", "leads", "last heartbeat", "alive")
+    for p in body.get("processes", []):
+        name = f"[bold]{p['id']}[/bold]" if p["id"] == body.get("process_id") else p["id"]
+        procs.add_row(name, str(p["port"] or "-"), str(p["sockets"]), ", ".join(p["leads"]) or "-",
+                      p["last_heartbeat"], "yes" if p["alive"] else "[red]no[/red]")
+    console.print(procs)
 
 
 @app.command()

@@ -17,15 +17,18 @@ from typing import AsyncIterator, Iterator
 
 import trio
 
+from roost.actors.busrelay import BusRelay
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import Dispatcher, ledger_prune
+from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
+from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
 from roost.actors.fanout import FanOut, prune_events
 from roost.actors.handoff_followups import HandoffFollowups
+from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
-from roost.actors.scout import ScoutActor, expire_prune
+from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
 from roost.actors.sessions import session_runners
 from roost.errors import Conflict
 from roost.http.app import create_app
@@ -37,6 +40,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
+from roost.storage import handoffs as handoffs_repo
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -80,12 +84,25 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
+# Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
+# hear. The others (scout runs, mail, follow-ups, dispatch results) are claimed by whichever
+# process is woken, so the process that produced them is enough.
+CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC)
+
+
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune()]
-    return http, [http, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services), DigestActor(), Mailer(),
-                  FanOut(services), HandoffFollowups(), *session_runners(services), Dispatcher(services)]
+    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune(),
+              dead_device_sweep()]
+    runners = session_runners(services)
+    singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
+    services.leadership.want(*singletons)
+    services.bus.share(*CLUSTER_TOPICS)
+    relay = [BusRelay(services)] if services.db.dialect == "postgresql" else []
+    heartbeat = Heartbeat(lambda: http.port if http.binds else None)
+    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
+                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services)]
 
 
 async def serve(

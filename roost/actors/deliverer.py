@@ -3,10 +3,12 @@
 - On ``register`` (a register hook) a socket gets its user's ``queued`` and ``delivered``-but-
   unacked proposals, oldest first, a page at a time with ``await sock.put`` (backpressure, never
   an overflow), and the queued ones of each page become ``delivered``.
-- Live: the scout publishes the user's id on ``proposal.queued``; a task per user reads the
-  queued proposals and writes them to every open socket of that user, then marks them
-  delivered. A socket that cannot take a frame within ``SLOW_SOCKET_S`` is closed 1013 and
-  catches up on reconnect.
+- Live: the scout publishes the user's id on ``proposal.queued`` (a cluster topic: the bus relay
+  carries it to the process holding the socket); a task per user reads the queued proposals and
+  writes them to every open socket of that user, then marks them delivered. A catch-up message
+  (``overflowed``) looks up in one query which of this process's users have queued proposals.
+  A socket that cannot take a frame within ``SLOW_SOCKET_S`` is closed 1013 and catches up on
+  reconnect.
 - A per-user lock makes a page read + send + mark atomic against the live push, and each
   socket remembers what it was sent while its replay runs, so one socket never gets the same
   proposal twice (another registration does get every unacked one again: at-least-once).
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Iterable
 
 import trio
 
@@ -103,7 +105,9 @@ class Deliverer(Actor):
                 task_status.started()
                 while True:
                     message = await sub.receive()
-                    users = {s.user_id for s in ctx.services.sockets.all()} if message.overflowed else message.ids
+                    users: Iterable[str] = message.ids
+                    if message.overflowed:  # catch up: one query finds who of ours has something queued
+                        users = await self._users_with_queued(ctx)
                     for user_id in users:
                         if not ctx.services.sockets.for_user(user_id):
                             continue  # nobody here to push to; the backlog covers it on register
@@ -112,6 +116,15 @@ class Deliverer(Actor):
                         else:
                             self._busy.add(user_id)
                             nursery.start_soon(self._push_user, ctx, user_id)
+
+    async def _users_with_queued(self, ctx: ActorContext) -> set[str]:
+        s = ctx.services
+        try:
+            return await repo.users_with_queued(s.db, sorted({sock.user_id for sock in s.sockets.all()}),
+                                                 now=s.clock.now())
+        except Exception as exc:  # the next wake-up or sweep tries again
+            ctx.log.error("catch-up read failed", error=repr(exc))
+            return set()
 
     async def _push_user(self, ctx: ActorContext, user_id: str) -> None:
         s = ctx.services

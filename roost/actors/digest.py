@@ -9,7 +9,9 @@ with a fixed set of statements: read the batch, read its notifications, queue it
 its digests, mark what they included, move each user's next slot past now. So a slot missed
 while the process was down is served once, a second tick in the same window finds nobody due,
 and a tick with nothing due costs one indexed query. The tick runs under the ``digest`` job lock
-(an advisory lock on PostgreSQL), so only one process assembles digests at a time.
+(an advisory lock on PostgreSQL), so only one process assembles digests at a time; and with
+several processes only the leader of ``digest`` ticks (``roost.runtime.leadership``), while a
+manual run (``POST /api/admin/digest/run``) works from any process.
 """
 
 from __future__ import annotations
@@ -124,12 +126,13 @@ class DigestActor(Actor):
         services.queue_probes.setdefault("outbox", lambda: outbox.pending_count(services.db))
         task_status.started()
         while True:
-            try:
-                counters = await run_tick(services)
-                if counters["due"] or counters["released"] or counters["decayed"]:
-                    ctx.log.info("digest tick", **counters)
-            except AlreadyRunning:
-                ctx.log.info("digest tick skipped: another tick is running")
+            if services.leadership.leads(self.name):  # a singleton: another process may lead it
+                try:
+                    counters = await run_tick(services)
+                    if counters["due"] or counters["released"] or counters["decayed"]:
+                        ctx.log.info("digest tick", **counters)
+                except AlreadyRunning:
+                    ctx.log.info("digest tick skipped: another tick is running")
             ctx.tick()
             if not await ctx.pause(services.settings.digest_tick_seconds):
                 return

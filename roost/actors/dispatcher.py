@@ -1,7 +1,8 @@
 """Dispatcher: hands each account's queued messages to its connected devices, within its limits.
 
-Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids) — published when a
-batch starts or resumes, a result arrives, the settings change or a device registers — and
+Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids; a cluster topic, so a
+batch started in another process wakes this one) — published when a batch starts or resumes, a
+result arrives, the settings change or a device registers (that one locally only) — and
 otherwise sleeps exactly until the earliest instant it computed something may happen (the end
 of a gap, a window, quiet hours, or a lease). There is no polling interval.
 
@@ -150,7 +151,7 @@ class Dispatcher(Actor):
                                        lease_s=s.settings.dispatch_lease_s, only_expired=False)
         for item in items:
             await sock.put(send_request(item))
-        wake(s, sock.account_id)
+        s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -246,6 +247,26 @@ class Dispatcher(Actor):
         # again when the device registers or its lease runs out.
         for item in items:
             s.sockets.send_to_device(device_id, send_request(item))
+
+
+async def release_dead_devices(services: Services, *, device_id: str | None = None,
+                               user_id: str | None = None) -> int:
+    """End the open items of revoked devices / inactive users and tell creators of finished batches."""
+    finished = await outreach.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
+                                                   user_id=user_id)
+    for batch in finished:
+        if batch["created_by"]:
+            services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+    return len(finished)
+
+
+def dead_device_sweep() -> Prune:
+    """For the pruner: the catch-all for :func:`release_dead_devices` (e.g. after a crash)."""
+
+    async def run(services: Services, now: dt.datetime) -> int:
+        return await release_dead_devices(services)
+
+    return Prune("outreach_dead_devices", run)
 
 
 def ledger_prune() -> Prune:

@@ -1,11 +1,13 @@
 """Fan-out: committed handoff events to every open socket of the account's active users.
 
 - Producers write events in their own transaction (``roost.storage.handoffs``) and, after the
-  commit, publish the account id on the bus topic ``handoffs.TOPIC``. This actor then reads the
-  account's events after the last one it pushed, in ``seq`` order, and offers each (encoded
-  once) to every live socket of the account whose user is active. It also polls the accounts'
-  counters every ``handoff_poll_s``, so an event whose wake-up was lost, or that another process
-  committed, still goes out. Only committed rows are ever read: a rollback publishes nothing.
+  commit, publish the account id on the bus topic ``handoffs.TOPIC`` (a cluster topic: the bus
+  relay wakes the other processes too). This actor then reads the account's events after the
+  last one it pushed, in ``seq`` order, and offers each (encoded once) to every live socket of
+  the account whose user is active. A catch-up message (the relay reconnected, or its safety
+  sweep) and a slow safety read every ``handoff_poll_s`` (30 s) compare every account's counter,
+  so an event whose wake-up was lost still goes out. Only committed rows are ever read: a
+  rollback publishes nothing.
 - ``offer`` never waits: a socket whose bounded outbox is full is closed 1013 (slow consumer)
   and catches up on reconnect; the others are not delayed.
 - A socket that registers is first "catching up": the hook notes the last pushed ``seq`` (D)
@@ -170,6 +172,10 @@ class FanOut(Actor):
             self._pending.update(message.ids)
             self._wake.set()
 
+    async def _wake_on_drain(self, ctx: ActorContext) -> None:
+        await ctx.stopping.wait()
+        self._wake.set()
+
     async def run_once(self, *, everything: bool) -> int:
         accounts = set(self._pending)
         self._pending.clear()
@@ -192,6 +198,7 @@ class FanOut(Actor):
                 self._ready.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sub)
+                nursery.start_soon(self._wake_on_drain, ctx)
                 task_status.started()
                 next_poll = trio.current_time() + poll_s
                 while not ctx.stopping.is_set():
@@ -205,8 +212,8 @@ class FanOut(Actor):
                         self._sweep()
                     try:
                         await self.run_once(everything=polling)
-                    except Exception as exc:  # a database hiccup: retry on the next poll, keep serving
-                        ctx.log.error("fan-out failed; retrying on the next poll", error=str(exc))
+                    except Exception as exc:  # a database hiccup: retry on the next read, keep serving
+                        ctx.log.error("fan-out failed; retrying on the next read", error=str(exc))
                     ctx.tick()
                 nursery.cancel_scope.cancel()
 

@@ -5,7 +5,8 @@
 handler publishes the handoff id on ``TOPIC`` after the commit. This actor then, in transactions
 of its own, queues the mail through the mailer's outbox (one conditional UPDATE decides which
 process does it, so it is queued once) and runs the assessor under its timeout. Neither can fail
-or delay the handoff; a crash in between leaves the mark, and the poll picks it up again.
+or delay the handoff; a crash in between leaves the mark, and the slow poll (``POLL_S``, in any
+process) picks it up again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from roost.storage import handoffs as repo
 from roost.storage import outbox
 
 TOPIC = "handoff.followups"
-POLL_S = 5.0
+POLL_S = 30.0  # safety read for marks left by a crash (here or in another process)
 CONCURRENT_ASSESSMENTS = 4
 
 

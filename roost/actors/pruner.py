@@ -1,7 +1,8 @@
 """Pruner: deletes rows past their time to live (the audit log now; jobs add their own tables).
 
 Each prune is a ``Prune`` with a name and a coroutine; a failing prune is logged and the
-others still run, so one table's trouble does not keep another from being cleaned.
+others still run, so one table's trouble does not keep another from being cleaned. With several
+processes only the leader of ``pruner`` prunes (``roost.runtime.leadership``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Pruner(Actor):
         task_status.started()
         interval = ctx.services.settings.prune_interval_s
         while True:
-            await self.prune_once(ctx)
+            if ctx.services.leadership.leads(self.name):  # a singleton: one process prunes
+                await self.prune_once(ctx)
             ctx.tick()
             if not await ctx.pause(interval):
                 return

@@ -6,7 +6,9 @@ no other; a job still running is never launched again (the in-flight set). When 
 success, failure, crash, or "already running elsewhere" — the job's next run is set from that end
 (one interval later, or the cron expression's next time), so a failing job runs at its cadence
 instead of hot-looping. Each job's last status, duration and error are kept on the
-process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics.
+process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics. A scheduler
+is a singleton: with several processes only the leader of its name runs its jobs
+(``roost.runtime.leadership``); the others keep the cadence and skip.
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ class JobStatus:
     last_success_at: dt.datetime | None = None
     last_result: Any = None
     next_run_at: dt.datetime | None = None
+    standby_at: dt.datetime | None = None  # last time a run was due here while another process led the job
 
     def late(self, now: dt.datetime) -> bool:
-        """No successful run by the schedule's next time + grace (counting from registration before the first one)."""
-        since = self.last_success_at or self.registered_at
+        """No successful run by the schedule's next time + grace (counting from registration before the
+        first one, or from the last time another process led it)."""
+        since = max(t for t in (self.last_success_at, self.registered_at, self.standby_at) if t is not None)
         return (now - self.schedule.next_after(since)).total_seconds() > self.grace_s
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
@@ -221,6 +225,14 @@ class Scheduler(Actor):
                 now = clock.monotonic()
                 for job in self.jobs:
                     if job.name not in self.in_flight and now >= self.next_due[job.name]:
+                        if not services.leadership.leads(self.name):
+                            # Another process leads this scheduler: keep the cadence, run nothing,
+                            # so taking over (the leader died) runs the job within one interval (or at
+                            # the next cron time).
+                            status = board.jobs[job.name]
+                            status.standby_at = clock.now()
+                            self._due_at(job, job.schedule.next_after(status.standby_at), services)
+                            continue
                         self.in_flight.add(job.name)
                         nursery.start_soon(run_job, job, name=f"job:{job.name}")
                 idle = [self.next_due[j.name] for j in self.jobs if j.name not in self.in_flight]
@@ -232,7 +244,6 @@ class Scheduler(Actor):
                         waiters.start_soon(_set_then_cancel, ctx.stopping.wait, waiters.cancel_scope)
             # Draining: launch nothing new; the nursery waits for runs in flight (the supervisor's grace
             # period cancels them if they take too long).
-
 
     def _due_at(self, job: Job, when: dt.datetime, services: Services) -> None:
         """Set ``job``'s next run to wall time ``when`` (kept as trio time, which the loop sleeps on)."""

@@ -289,7 +289,15 @@ class ScoutActor(Actor):
                         if report.queued or report.failed or report.error:
                             ctx.log.info("scout run", **report.as_dict())
                     except AlreadyRunning:
-                        await ctx.pause(1.0)  # a run elsewhere has it; look again later, not in a spin
+                        # A run elsewhere has it. It may have read its pending rows before ours
+                        # (pushed to this process) were committed: while due rows wait, try again
+                        # each second until that run ends; otherwise its run covers the scout.
+                        if not await ctx.pause(1.0):
+                            return
+                        due = await repo.due_pending(ctx.services.db, scout_id, now=ctx.services.clock.now(),
+                                                     limit=1)
+                        if due:
+                            self._again.add(scout_id)
                     except NotFound:
                         return
                     except Exception as exc:  # one scout's trouble never stops the others

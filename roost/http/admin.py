@@ -7,6 +7,7 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
+from roost.actors.dispatcher import release_dead_devices
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
@@ -105,6 +106,7 @@ async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
     if not row["active"]:
         for sock in s.sockets.for_user(user_id):
             sock.close(CLOSE_POLICY, "user deactivated")
+        await release_dead_devices(s, user_id=user_id)
     return row
 
 
@@ -145,8 +147,9 @@ async def get_device(device_id: str) -> dict[str, Any]:
 @validate_response(Device)
 @documented_errors(401, 404, 503)
 async def revoke_device(device_id: str) -> dict[str, Any]:
-    """Revoke the device and close its live sockets with 1008."""
+    """Revoke the device, close its live sockets with 1008 and end its queued sends."""
     s = services()
     row = await tenancy.revoke_device(s.db, device_id, now=s.clock.now(), actor=ACTOR)
     s.sockets.close_device(device_id, CLOSE_POLICY, "device revoked")
+    await release_dead_devices(s, device_id=device_id)
     return row

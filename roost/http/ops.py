@@ -14,6 +14,8 @@ from roost import __version__
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
+from roost.runtime.health import iso
+from roost.storage import processes
 
 bp = Blueprint("ops", __name__)
 
@@ -48,9 +50,25 @@ class ProcessInfo(BaseModel):
     database: str
 
 
+class ProcessRow(BaseModel):
+    """A row of the process table (every ``roost serve`` on this database)."""
+
+    id: str
+    host: str
+    pid: int
+    port: int | None
+    started_at: str
+    last_heartbeat: str
+    sockets: int
+    leads: list[str]
+    alive: bool  # last heartbeat within 3 heartbeats (ROOST_HEARTBEAT_S) of now
+
+
 class Status(BaseModel):
     ready: bool
     process: ProcessInfo
+    process_id: str  # this process, as in ``processes``
+    processes: list[ProcessRow]
     actors: list[ActorStatus]
     queues: dict[str, int]
     connected_devices: int
@@ -94,13 +112,22 @@ def process_info() -> dict[str, Any]:
     }
 
 
+async def process_table() -> list[dict[str, Any]]:
+    s = services()
+    now, beat = s.clock.now(), s.settings.heartbeat_s
+    return [{**row, "started_at": iso(row["started_at"]), "last_heartbeat": iso(row["last_heartbeat"]),
+             "leads": list(row["leads"] or []), "alive": processes.alive(row["last_heartbeat"], now, beat)}
+            for row in await processes.list_all(s.db)]
+
+
 @bp.get("/api/admin/status")
 @service_auth
 @document_response(Status)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 503)
 async def status() -> dict[str, Any]:
-    """Actors (state, restarts, last error, last tick), queue depths and connected devices."""
+    """Actors (state, restarts, last error, last tick), queue depths, connected devices, and every
+    process on the database (heartbeat, sockets, singletons it leads; dead after 3 silent beats)."""
     s = services()
     queues = {"socket_outgoing_frames": s.sockets.pending_frames()}
     for name, probe in s.queue_probes.items():
@@ -108,6 +135,8 @@ async def status() -> dict[str, Any]:
     return {
         "ready": s.health.ready,
         "process": process_info(),
+        "process_id": s.process_id,
+        "processes": await process_table(),
         "actors": s.health.snapshot(),
         "queues": queues,
         "connected_devices": s.sockets.count,

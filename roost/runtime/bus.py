@@ -2,17 +2,23 @@
 
 Messages carry ids only; the receiver reads the rows, so a lost or coalesced message costs a
 read, never data. Each subscriber has a bounded channel; when it overflows, the subscriber's
-next receive reports ``overflowed`` and it catches up by reading everything pending, the same
-way a re-established PostgreSQL listener does. (Across processes the PostgreSQL backend
-forwards NOTIFY payloads into this bus.)
+next receive reports ``overflowed`` and it catches up by reading everything pending.
+
+Across processes (PostgreSQL): topics marked with ``share`` are also handed to a relay (the
+``bus_relay`` actor), which sends them as NOTIFY payloads; the relay in every other process
+``deliver``s them into its own bus. When a relay may have missed some (its listening
+connection dropped), it calls ``overflow``: every subscriber of the shared topics catches up.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import trio
+
+Relay = Callable[[str, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,14 @@ class Subscription:
         except trio.WouldBlock:
             self._overflowed = True
 
+    def _overflow(self) -> None:
+        """Make the next receive an ``overflowed`` message, waking a receiver that waits."""
+        self._overflowed = True
+        try:
+            self._send.send_nowait(Message(self.topic, (), overflowed=True))
+        except trio.WouldBlock:
+            pass  # full: the flag alone reports it on the next receive
+
     async def receive(self) -> Message:
         """The next message; one with ``overflowed=True`` means "some were dropped: read everything"."""
         if self._overflowed:
@@ -45,7 +59,10 @@ class Subscription:
                 except trio.WouldBlock:
                     break
             return Message(self.topic, (), overflowed=True)
-        return await self._receive.receive()
+        message = await self._receive.receive()
+        if message.overflowed:
+            self._overflowed = False
+        return message
 
     def close(self) -> None:
         self._bus._subs[self.topic].discard(self)
@@ -62,6 +79,8 @@ class Bus:
     def __init__(self, size: int = 1024):
         self._size = size
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._shared: set[str] = set()
+        self._relay: Relay | None = None
 
     def subscribe(self, topic: str) -> Subscription:
         sub = Subscription(self, topic, self._size)
@@ -69,7 +88,35 @@ class Bus:
         return sub
 
     def publish(self, topic: str, *ids: str) -> None:
-        """Deliver to every subscriber of ``topic`` in this process without waiting."""
+        """Deliver to every subscriber of ``topic`` in this process without waiting, and hand a
+        shared topic's message to the relay (other processes)."""
+        self.deliver(topic, ids)
+        if self._relay is not None and topic in self._shared:
+            self._relay(topic, tuple(ids))
+
+    def deliver(self, topic: str, ids: Iterable[str]) -> None:
+        """Deliver to this process's subscribers only (the relay's way in, and process-local wake-ups)."""
         message = Message(topic, tuple(ids))
         for sub in list(self._subs.get(topic, ())):
             sub._offer(message)
+
+    def overflow(self, *topics: str) -> None:
+        """Tell every subscriber of ``topics`` to catch up by reading everything pending."""
+        for topic in topics:
+            for sub in list(self._subs.get(topic, ())):
+                sub._overflow()
+
+    def share(self, *topics: str) -> None:
+        """Mark ``topics`` as cluster-wide: their messages also go to the other processes."""
+        self._shared.update(topics)
+
+    @property
+    def shared(self) -> frozenset[str]:
+        return frozenset(self._shared)
+
+    def attach(self, relay: Relay | None) -> None:
+        """Set (or with None, remove) the callable that takes shared messages to other processes.
+
+        It is called synchronously from ``publish`` and must not block.
+        """
+        self._relay = relay

@@ -79,7 +79,7 @@ class Settings:
 
     # Handoffs and live fan-out (issue 7).
     handoff_event_retention_s: float = 24 * 3600 * SECONDS  # replayable window for register {since}
-    handoff_poll_s: float = 1 * SECONDS  # fan-out's catch-up read of the accounts' counters
+    handoff_poll_s: float = 30 * SECONDS  # fan-out's safety read of the accounts' counters (the bus wakes it)
     handoff_assessor: str = "none"  # none | openai | a roost.assessors entry point
     handoff_assessor_timeout_s: float = 20 * SECONDS
 
@@ -87,6 +87,12 @@ class Settings:
     # how many unanswered send_requests one device may hold (kept under ws_outgoing_buffer).
     dispatch_lease_s: float = 300 * SECONDS
     dispatch_window: int = 100
+
+    # Scale-out (issue 9): the process table's heartbeat (also the leadership retry tick), and the
+    # bus relay's safety sweep on PostgreSQL (a catch-up read for a wake-up lost to a producer
+    # killed between its commit and its NOTIFY).
+    heartbeat_s: float = 5 * SECONDS
+    bus_sweep_s: float = 30 * SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -131,7 +137,7 @@ _POSITIVE = frozenset({
     "max_body_bytes", "ws_max_frame_bytes", "pg_pool_size", "sqlite_readers",
     "digest_tick_seconds", "digest_batch_size", "digest_lookback_days", "watch_decay_days", "mail_max_attempts",
     "handoff_event_retention_s", "handoff_poll_s", "handoff_assessor_timeout_s",
-    "dispatch_lease_s", "dispatch_window",
+    "dispatch_lease_s", "dispatch_window", "heartbeat_s", "bus_sweep_s",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})

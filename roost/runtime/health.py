@@ -36,14 +36,14 @@ class ActorHealth:
             "state": self.state.value,
             "restarts": self.restarts,
             "last_error": self.last_error,
-            "last_error_at": _iso(self.last_error_at),
-            "last_tick_at": _iso(self.last_tick_at),
-            "started_at": _iso(self.started_at),
+            "last_error_at": iso(self.last_error_at),
+            "last_tick_at": iso(self.last_tick_at),
+            "started_at": iso(self.started_at),
             "ticks": self.ticks,
         }
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 

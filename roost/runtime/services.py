@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -14,12 +15,18 @@ from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.frames import FrameRouter
 from roost.runtime.health import HealthRegistry
+from roost.runtime.leadership import Leadership
 from roost.runtime.locks import JobLocks
 from roost.runtime.metrics import Metrics
 from roost.runtime.sockets import SocketRegistry
 
 if TYPE_CHECKING:
     from roost.storage.database import Database
+
+
+def new_process_id() -> str:
+    """``host:pid:random``: unique per start, readable in the process table."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -34,7 +41,8 @@ class Services:
     bus: Bus
     stopping: trio.Event = field(default_factory=trio.Event)
     frames: FrameRouter = field(default_factory=FrameRouter)
-    process_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    leadership: Leadership = field(default_factory=Leadership)
+    process_id: str = field(default_factory=lambda: new_process_id())
     # Named queue depths for /api/admin/status; each job adds its own probe.
     queue_probes: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)
 

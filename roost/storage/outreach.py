@@ -262,6 +262,64 @@ async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.date
         return BatchChange(await get_batch(tx, batch_id), changed=True, done=done)
 
 
+# -- devices that can no longer send ---------------------------------------------------------------
+
+DEAD_DEVICE_SKIPPED = "the device was revoked or its user deactivated before it was sent"
+DEAD_DEVICE_FAILED = ("the device was revoked or its user deactivated before it reported a result"
+                      " (it may have been sent)")
+
+
+async def release_dead_devices(db: Database, *, now: dt.datetime, device_id: str | None = None,
+                               user_id: str | None = None) -> list[dict[str, Any]]:
+    """End the open items of revoked devices and inactive users, so their batches can finish.
+
+    Pending items become ``skipped`` and dispatched ones ``failed``, each with the reason. The
+    admin endpoints call this right after a revocation or deactivation (scoped to that device or
+    user); the pruner sweeps everything, which also covers a crash between the two. Returns the
+    batches this finished (for ``batch_done``).
+    """
+    scope, args = "", []
+    if device_id is not None:
+        scope, args = " AND d.id = $1", [device_id]
+    elif user_id is not None:
+        scope, args = " AND d.user_id = $1", [user_id]
+    finished: list[dict[str, Any]] = []
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            "SELECT i.id, i.batch_id, i.status FROM devices d JOIN users u ON u.id = d.user_id"
+            " JOIN outreach_items i ON i.device_id = d.id AND i.status IN ('pending', 'dispatched')"
+            f" WHERE (d.revoked_at IS NOT NULL OR NOT u.active){scope} ORDER BY i.id",
+            *args,
+        )
+        ended: dict[str, int] = {}
+        for r in rows:
+            # Conditional on the status read: a result or a claim that got there first wins.
+            if r["status"] == "pending":
+                new, reason = "skipped", DEAD_DEVICE_SKIPPED
+            else:
+                new, reason = "failed", DEAD_DEVICE_FAILED
+            if await tx.execute(
+                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
+                " WHERE id = $1 AND status = $2",
+                r["id"], r["status"], new, reason, now,
+            ):
+                ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
+        for batch_id, n in ended.items():
+            batch = await tx.fetchrow(
+                "UPDATE outreach_batches SET open_items = open_items - $3, updated_at = $2 WHERE id = $1"
+                " RETURNING status, open_items",
+                batch_id, now, n,
+            )
+            assert batch is not None
+            if batch["open_items"] == 0:
+                status = "done" if batch["status"] in ("sending", "paused") else batch["status"]
+                await tx.execute("UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
+                                 batch_id, status, now)
+                if status == "done":
+                    finished.append(await get_batch(tx, batch_id))
+    return finished
+
+
 # -- the claim -------------------------------------------------------------------------------------
 
 

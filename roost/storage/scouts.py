@@ -311,6 +311,18 @@ async def queued_for_user(conn: Connection, user_id: str, *, now: dt.datetime, l
     )
 
 
+async def users_with_queued(db: Database, user_ids: Sequence[str], *, now: dt.datetime) -> set[str]:
+    """Which of ``user_ids`` have a queued, unexpired proposal (one query for a catch-up read)."""
+    if not user_ids:
+        return set()
+    in_list = "= ANY($1::text[])" if db.dialect == "postgresql" else "IN (SELECT value FROM json_each($1))"
+    rows = await db.fetch(
+        f"SELECT DISTINCT user_id FROM scout_items WHERE user_id {in_list} AND status = 'queued' AND expires_at > $2",
+        list(user_ids), now,
+    )
+    return {r["user_id"] for r in rows}
+
+
 async def mark_delivered(db: Database, ids: Sequence[str], *, now: dt.datetime) -> None:
     if ids:
         await db.execute_many(

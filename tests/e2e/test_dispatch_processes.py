@@ -3,16 +3,13 @@ PostgreSQL sharing one account's limits."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-import httpx
 import pytest
 import trio
-from trio_websocket import open_websocket_url
 
-from roost.client import handshake, ws_url_from_http
+from tests.support.outreach import answering_device, start_batch
 from tests.support.pg import PgServer
 from tests.support.server import ServerProcess, admin_client, make_device
 
@@ -24,27 +21,6 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     name = pg_server.create_database()
     yield pg_server.url_for(name)
     pg_server.drop_database(name)
-
-
-async def answering_device(url: str, token: str, seen: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    async with open_websocket_url(ws_url_from_http(url)) as ws:
-        await handshake(ws, token)
-        task_status.started()
-        while True:
-            frame = json.loads(await ws.get_message())
-            if frame["type"] == "send_request":
-                seen.append(frame["id"])
-                await ws.send_message(json.dumps({"type": "send_result", "id": frame["id"], "status": "sent"}))
-
-
-async def start_batch(client: httpx.AsyncClient, env: dict, n: int) -> dict[str, Any]:
-    r = await client.post("/api/v1/outreach/batches", json={
-        "account_id": env["account"]["id"], "created_by": env["user"]["id"],
-        "items": [{"to_handle": f"+1{i}", "body": "hi", "device_id": env["device"]["id"]} for i in range(n)]})
-    assert r.status_code == 201, r.text
-    r = await client.post(f"/api/v1/outreach/batches/{r.json()['id']}/send")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 async def test_a_real_server_drains_a_batch_to_a_websocket_device(tmp_path: Path) -> None:

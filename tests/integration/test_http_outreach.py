@@ -151,6 +151,67 @@ async def test_a_polling_device_drains_over_http(server: Running, client: httpx.
     assert counts["sent"] == 50 and counts["dispatched"] == 10 and counts["pending"] == 10
 
 
+async def test_revoking_the_device_ends_its_open_items_so_the_batch_finishes(
+    server: Running, client: httpx.AsyncClient, env: dict
+) -> None:
+    r = await client.post("/api/admin/devices", json={"user_id": env["user"]["id"], "name": "laptop"})
+    assert r.status_code == 201, r.text
+    laptop = r.json()
+    r = await client.put(f"/api/admin/accounts/{env['account']['id']}/outreach-settings", json={"max_per_minute": 2})
+    assert r.status_code == 200, r.text
+    batch = await create(client, env, 5)
+    await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")
+    async with admin_client(server.url, token=env["token"]) as device:
+        taken = (await device.get("/api/device/send-queue/pending")).json()["items"]
+        assert len(taken) == 2  # the minute's limit: 2 dispatched, 3 still pending
+        r = await device.post(f"/api/device/send-queue/{taken[0]['id']}/result", json={"status": "sent"})
+        assert r.status_code == 200
+    async with open_websocket_url(ws_url_from_http(server.url)) as ws:
+        await handshake(ws, laptop["token"])  # the creator's other device hears batch_done
+        r = await client.delete(f"/api/admin/devices/{env['device']['id']}")
+        assert r.status_code == 200 and r.json()["revoked_at"]
+        with trio.fail_after(10):
+            frame = json.loads(await ws.get_message())
+        while frame["type"] != "batch_done":
+            frame = json.loads(await ws.get_message())
+    final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+    assert final["status"] == "done" and frame["batch"]["id"] == batch["id"]
+    assert final["counts"] == {**final["counts"], "sent": 1, "failed": 1, "skipped": 3, "pending": 0,
+                               "dispatched": 0}
+    listed = (await client.get(f"/api/v1/outreach/batches/{batch['id']}/items")).json()["items"]
+    reasons = {i["status"]: i["reason"] for i in listed if i["status"] in ("failed", "skipped")}
+    assert "may have been sent" in reasons["failed"] and "revoked" in reasons["skipped"]
+
+
+async def test_deactivating_the_user_ends_the_open_items_of_every_device_of_theirs(
+    server: Running, client: httpx.AsyncClient, env: dict
+) -> None:
+    batch = await create(client, env, 3)
+    await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")
+    r = await client.patch(f"/api/admin/users/{env['user']['id']}", json={"active": False})
+    assert r.status_code == 200, r.text
+    final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+    assert final["status"] == "done" and final["counts"]["skipped"] == 3
+
+
+async def test_the_pruners_sweep_ends_items_of_a_device_revoked_without_the_release(server: Running,
+                                                                                    client: httpx.AsyncClient,
+                                                                                    env: dict) -> None:
+    # As after a crash between the revocation's commit and the release: only the sweep is left.
+    from roost.actors.dispatcher import dead_device_sweep
+    from roost.storage import tenancy
+
+    s = server.services
+    batch = await create(client, env, 4)
+    await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")
+    await tenancy.revoke_device(s.db, env["device"]["id"], now=s.clock.now(), actor="test")
+    assert (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()["status"] == "sending"
+    assert await dead_device_sweep().run(s, s.clock.now()) == 1
+    assert await dead_device_sweep().run(s, s.clock.now()) == 0  # idempotent
+    final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+    assert final["status"] == "done" and final["counts"]["skipped"] == 4
+
+
 async def test_results_for_another_devices_item_are_404_and_for_an_undispatched_item_409(
     server: Running, client: httpx.AsyncClient, env: dict
 ) -> None:

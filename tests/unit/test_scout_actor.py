@@ -47,6 +47,8 @@ class World:
         self.fail_with: dict[str, Exception] = {}  # raised once
         self.crash_until: dict[str, float] = {}  # crashes on every run before this trio time
         self.crashes: list[tuple[str, float]] = []
+        self.held_until: dict[str, float] = {}  # another process holds the scout's lock until then
+        self.pending: set[str] = set()  # scouts with due pending rows (pushed, untriaged)
 
     def add(self, sid: str, user: str, interval: float) -> None:
         self.scouts[sid] = {"id": sid, "user_id": user, "next_run_at": None, "interval": interval}
@@ -58,7 +60,12 @@ class World:
     async def scouts_of_user(self, db: Any, user_id: str) -> list[str]:
         return [r["id"] for r in self.scouts.values() if r["user_id"] == user_id]
 
+    async def due_pending(self, db: Any, sid: str, *, now: Any, limit: int) -> list[dict[str, Any]]:
+        return [{"id": "item"}] if sid in self.pending else []
+
     async def run(self, services: Services, sid: str, *, rng: random.Random) -> RunReport:
+        if trio.current_time() < self.held_until.get(sid, -1.0):
+            raise AlreadyRunning(f"scout:{sid}")
         if sid in self.fail_with:
             raise self.fail_with.pop(sid)
         if trio.current_time() < self.crash_until.get(sid, -1.0):
@@ -88,6 +95,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> World:
     w = World(services)
     monkeypatch.setattr(scout_actor.repo, "enabled_scouts", w.enabled_scouts)
     monkeypatch.setattr(scout_actor.repo, "scouts_of_user", w.scouts_of_user)
+    monkeypatch.setattr(scout_actor.repo, "due_pending", w.due_pending)
     return w
 
 
@@ -174,3 +182,22 @@ async def test_a_run_held_elsewhere_is_retried_later_and_a_crash_stops_only_that
     assert world.crashes == [("broken", 0), ("broken", 30), ("broken", 90), ("broken", 210)]
     assert world.starts("broken") == [300]
     assert len(world.starts("fine")) >= 5
+
+
+@pytest.mark.parametrize("pending", [True, False])
+async def test_a_push_meeting_a_run_elsewhere_is_retried_until_that_run_ends_only_while_rows_wait(
+        world, autojump_clock, pending):
+    # The other process's run may have read its pending rows before the push committed: while
+    # due rows wait, this process tries each second until the lock is free; with none, it leaves
+    # the scout to that run (no retry loop against a long pull elsewhere).
+    world.add("pushed", "u1", 3600)
+    world.scouts["pushed"]["next_run_at"] = T0 + dt.timedelta(hours=1)
+    world.held_until = {"pushed": 3.5}
+    if pending:
+        world.pending.add("pushed")
+
+    async def push(actor: ScoutActor) -> None:
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+
+    await _run_actor(world, 100, push)
+    assert world.starts("pushed") == ([4.0] if pending else [])

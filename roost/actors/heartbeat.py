@@ -1,0 +1,132 @@
+"""Heartbeat: this process's row in the process table, and the leadership of singletons.
+
+Every ``ROOST_HEARTBEAT_S`` (5 s) one beat:
+
+1. on PostgreSQL, tries to take the leadership of every wanted singleton it does not hold
+   (``pg_try_advisory_lock`` on a dedicated connection, kept for the life of the process), or,
+   when it holds them all, checks that connection is alive. When the connection is lost every
+   leadership is dropped at once (the server released the locks) and the next beat reconnects;
+2. upserts the row (host, pid, port, started, sockets connected here, singletons led);
+3. deletes the rows of processes silent for ten heartbeats.
+
+A clean stop deletes the row and closes the connection, so leadership moves at the others' next
+beat; a killed process's session ends with it, and its row is shown dead after three heartbeats
+and pruned after ten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from typing import TYPE_CHECKING, Callable
+
+import trio
+
+from roost.runtime.actor import Actor, ActorContext
+from roost.storage import processes
+
+if TYPE_CHECKING:
+    from roost.storage.pgsession import PgSession
+
+PRUNE_AFTER_BEATS = 10
+
+
+def leader_key(name: str) -> int:
+    """The advisory-lock key of a leadership (distinct from the job lock of the same name)."""
+    from roost.storage.postgres import lock_key  # asyncpg: imported on PostgreSQL only
+
+    return lock_key(f"leader:{name}")
+
+
+class Heartbeat(Actor):
+    name = "heartbeat"
+
+    def __init__(self, port: Callable[[], int | None] = lambda: None):
+        self._port = port
+        self._session: PgSession | None = None  # holds the leadership locks (PostgreSQL)
+        self._nursery: trio.Nursery | None = None
+        self.started_at: dt.datetime | None = None
+
+    @property
+    def leadership_pid(self) -> int | None:
+        """The server pid of the connection holding the leadership locks (PostgreSQL, once connected)."""
+        return None if self._session is None else self._session.pid
+
+    async def beat(self, ctx: ActorContext) -> None:
+        s = ctx.services
+        if s.leadership.clustered:
+            await self._lead(ctx)
+        now = s.clock.now()
+        try:
+            await processes.beat(s.db, process_id=s.process_id, host=socket.gethostname(), pid=os.getpid(),
+                                 port=self._port(), started_at=self.started_at or now, now=now,
+                                 sockets=s.sockets.count, leads=s.leadership.led())
+            await processes.prune(s.db, silent_since=now - dt.timedelta(
+                seconds=PRUNE_AFTER_BEATS * s.settings.heartbeat_s))
+        except Exception as exc:  # a missed beat is shown as such; the next one tries again
+            ctx.log.error("heartbeat not written", error=str(exc))
+        ctx.tick()
+
+    async def _lead(self, ctx: ActorContext) -> None:
+        from roost.storage.pgsession import connect_session
+
+        leadership = ctx.services.leadership
+        try:
+            if self._session is None or self._session.lost.is_set():
+                await self._drop(ctx)
+                self._session = await connect_session(ctx.services.db)
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._watch, ctx, self._session)
+            missing = sorted(leadership.wanted - set(leadership.led()))
+            for name in missing:
+                if await self._session.fetchval("SELECT pg_try_advisory_lock($1)", leader_key(name)):
+                    leadership.took(name)
+                    ctx.log.info("leading", singleton=name)
+            if not missing:
+                await self._session.fetchval("SELECT 1")  # still connected, so still holding them
+        except Exception as exc:
+            ctx.log.error("leadership connection failed; leading nothing until it is back", error=str(exc))
+            await self._drop(ctx)
+
+    async def _drop(self, ctx: ActorContext) -> None:
+        from roost.storage.pgsession import close_session
+
+        leadership = ctx.services.leadership
+        if leadership.led() and leadership.clustered:
+            ctx.log.warning("leadership lost", singletons=leadership.led())
+        leadership.lose_all()
+        session, self._session = self._session, None
+        if session is not None:
+            await close_session(session)
+
+    async def _watch(self, ctx: ActorContext, session: PgSession) -> None:
+        """Drop leadership the moment the server ends the session, not at the next beat."""
+        await session.lost.wait()
+        if self._session is session:
+            ctx.services.leadership.lose_all()
+            ctx.log.warning("leadership connection lost; the next beat reconnects")
+
+    async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        s = ctx.services
+        self.started_at = self.started_at or s.clock.now()
+        if s.db.dialect == "postgresql":
+            s.leadership.engage()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.beat(ctx)
+                task_status.started()
+                while await ctx.pause(s.settings.heartbeat_s):
+                    await self.beat(ctx)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                await self._drop(ctx)  # leads nothing until a beat takes it again (still clustered)
+                if ctx.stopping.is_set():
+                    with trio.move_on_after(2):
+                        try:
+                            await processes.remove(s.db, s.process_id)
+                        except Exception as exc:
+                            ctx.log.warning("process row not removed", error=str(exc))
