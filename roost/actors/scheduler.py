@@ -79,7 +79,9 @@ class JobStatus:
     def late(self, now: dt.datetime) -> bool:
         """No successful run by the schedule's next time + grace (counting from registration before the
         first one, or from the last time another process led it)."""
-        since = max(t for t in (self.last_success_at, self.registered_at, self.standby_at) if t is not None)
+        since = self.last_success_at or self.registered_at  # registration counts only before a first success
+        if self.standby_at is not None and self.standby_at > since:
+            since = self.standby_at
         return (now - self.schedule.next_after(since)).total_seconds() > self.grace_s
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
