@@ -28,7 +28,9 @@ CHUNK_BYTES = 4 << 20
 PROBE_BYTES = 64 * 1024
 SUFFIX = ".jsonl"
 
-ScanRow = tuple[str, str, int, int]  # (key "<user>/<file name>", path, size, mtime_ns): cheap for 100k files
+# (key "<user>/<file name>", size, mtime_ns): the shape of the stored fingerprints, so an unchanged
+# file is a set lookup of the tuple the scan made, with no object built per file.
+ScanRow = tuple[str, int, int]
 
 
 def _hasher() -> Any:
@@ -89,17 +91,19 @@ def scan_folder(root: str, user: str) -> list[ScanRow]:
                 st = e.stat()
             except OSError:
                 continue  # vanished between listing and stat
-            found.append((prefix + name, e.path, st.st_size, st.st_mtime_ns))
+            found.append((prefix + name, st.st_size, st.st_mtime_ns))
     return found
 
 
-def changed(rows: list[ScanRow], known: dict[str, tuple[int, int]]) -> list[FileEntry]:
-    """The scanned files whose (size, mtime_ns) differ from ``known`` (or are new)."""
-    return [
-        FileEntry(key, key.partition("/")[0], path, size, mtime_ns)
-        for key, path, size, mtime_ns in rows
-        if known.get(key) != (size, mtime_ns)
-    ]
+def changed(root: str, rows: list[ScanRow], known: set[ScanRow]) -> list[FileEntry]:
+    """The scanned files whose (key, size, mtime_ns) is not in ``known``: new or changed."""
+    out = []
+    for row in rows:
+        if row not in known:
+            key, size, mtime_ns = row
+            user, _, name = key.partition("/")
+            out.append(FileEntry(key, user, os.path.join(root, user, name), size, mtime_ns))
+    return out
 
 
 def _probe_suffix(size: int) -> bytes:

@@ -113,14 +113,14 @@ async def _find_changed(services: Services, processor: SessionProcessor, user: s
                         send: trio.MemorySendChannel[Work], found: Callable[[int], None]) -> None:
     """Send each user folder's changed files, with their last state: stat only, no content read.
 
-    The known (size, mtime_ns) pairs load while the user folders are statted, SCANNERS folders at a
+    The known (file, size, mtime_ns) rows load while the user folders are statted, SCANNERS folders at a
     time in worker threads; each folder is compared in a worker thread too, as soon as both are
     there, and only its changed files' full states are loaded. Folders go out as they are done, so
     reading the first ones overlaps statting the others.
     """
     db = services.db
     root = services.settings.session_dir
-    known: dict[str, tuple[int, int]] = {}
+    known: set[session_files.ScanRow] = set()
     loaded = trio.Event()
 
     async def load_known() -> None:
@@ -132,12 +132,12 @@ async def _find_changed(services: Services, processor: SessionProcessor, user: s
         async with out:
             rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
             await loaded.wait()
-            entries = await trio.to_thread.run_sync(session_files.changed, rows, known, limiter=limiter)
+            entries = await trio.to_thread.run_sync(session_files.changed, root, rows, known, limiter=limiter)
             result.scanned += len(rows)
             result.skipped += len(rows) - len(entries)
             if entries:
-                keys = [e.key for e in entries if e.key in known]
-                states = await state_store.load_some(db, processor.name, keys) if keys else {}
+                # The states of the changed files that have one (none on a first run: no query).
+                states = await state_store.load_some(db, processor.name, [e.key for e in entries]) if known else {}
                 found(len(entries))
                 await out.send([(e, states.get(e.key)) for e in entries])
 

@@ -44,17 +44,17 @@ ON CONFLICT (processor_name, session_file) DO UPDATE SET
 """
 
 
-async def fingerprints(db: Database, processor: str, username: str | None = None) -> dict[str, tuple[int, int]]:
-    """``(size, mtime_ns)`` of every file ``processor`` has a state for, keyed by ``<user>/<file name>``.
+async def fingerprints(db: Database, processor: str, username: str | None = None) -> set[tuple[str, int, int]]:
+    """``(<user>/<file name>, size, mtime_ns)`` of every file ``processor`` has a state for.
 
-    What the scan compares against: three columns as tuples, no object per row (100,000 rows load in
-    tens of milliseconds).
+    What the scan compares against: the rows as the driver returns them, in a set, no object built
+    per row (100,000 rows load in about a tenth of a second).
     """
     sql = "SELECT session_file, size_bytes, mtime_ns FROM session_processor_state WHERE processor_name = $1"
     args: list[Any] = [processor]
     if username is not None:
         sql, args = sql + " AND username = $2", [processor, username]
-    return {key: (size, mtime_ns) for key, size, mtime_ns in await db.fetch_tuples(sql, *args)}
+    return set(await db.fetch_tuples(sql, *args))
 
 
 _LOAD_SOME = 500  # keys per query when loading the states of a few changed files
