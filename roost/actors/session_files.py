@@ -98,11 +98,11 @@ def scan_folder(root: str, user: str) -> list[ScanRow]:
 def changed(root: str, rows: list[ScanRow], known: set[ScanRow]) -> list[FileEntry]:
     """The scanned files whose (key, size, mtime_ns) is not in ``known``: new or changed."""
     out = []
+    base = os.path.join(root, "")  # the key is "<user>/<file name>": the path is base + key
     for row in rows:
         if row not in known:
             key, size, mtime_ns = row
-            user, _, name = key.partition("/")
-            out.append(FileEntry(key, user, os.path.join(root, user, name), size, mtime_ns))
+            out.append(FileEntry(key, key.partition("/")[0], base + key, size, mtime_ns))
     return out
 
 
