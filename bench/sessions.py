@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sessions.py --users 100 --files 1000          # 100,000 files, SQLite
     .venv/bin/python bench/sessions.py --database-url postgresql://...   # the same on PostgreSQL
+    .venv/bin/python bench/sessions.py --dir /tmp/tree --keep            # build once, keep the tree
+    .venv/bin/python bench/sessions.py --dir /tmp/tree --keep --reuse    # ...and run again on it
 
 Builds ``users × files`` transcripts whose sizes follow a log-normal spread (median ~6 KB, a long
 tail to several MB, like real session folders: many short sessions, a few huge ones) plus one
@@ -77,6 +79,15 @@ def build_tree(root: Path, users: int, files: int, seed: int, big_mb: int) -> tu
     return count + 1, total + written
 
 
+def tree_size(root: Path) -> tuple[int, int]:
+    count = total = 0
+    for folder in root.iterdir():
+        for path in folder.iterdir():
+            count += 1
+            total += path.stat().st_size
+    return count, total
+
+
 def append_last_line_again(big: Path) -> bytes:
     with open(big, "rb") as f:
         f.seek(-200_000, os.SEEK_END)
@@ -111,8 +122,13 @@ async def bench(args: argparse.Namespace) -> None:
         url = f"sqlite:///{tmp_db}/bench.db"
     try:
         t = time.perf_counter()
-        files, size = await trio.to_thread.run_sync(build_tree, root, args.users, args.files, args.seed, args.big_mb)
-        print(f"tree: {files:,} files, {size / MB:,.0f} MB (built in {time.perf_counter() - t:.1f} s) at {root}")
+        if args.reuse and (root / "big" / "huge.jsonl").exists():
+            files, size = await trio.to_thread.run_sync(tree_size, root)
+            print(f"tree: {files:,} files, {size / MB:,.0f} MB (reused) at {root}")
+        else:
+            files, size = await trio.to_thread.run_sync(build_tree, root, args.users, args.files, args.seed,
+                                                        args.big_mb)
+            print(f"tree: {files:,} files, {size / MB:,.0f} MB (built in {time.perf_counter() - t:.1f} s) at {root}")
         base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)  # also warms the page cache
         base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)
         print(f"plain hashlib (read + sha256, one thread): {base_bytes / MB / base_s:,.0f} MB/s, "
@@ -156,6 +172,8 @@ def main() -> None:
     parser.add_argument("--dir", help="build the tree here (default: a temporary directory)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     parser.add_argument("--keep", action="store_true", help="keep the tree")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the tree already in --dir (from an earlier --keep run) instead of building one")
     trio.run(bench, parser.parse_args())
 
 

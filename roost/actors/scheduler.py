@@ -1,10 +1,11 @@
 """The scheduler: jobs on their own cadence, each run in its own task.
 
-A job is a name, an interval and a coroutine. The scheduler launches every due job in a task of
-its own, so a job that takes ten minutes delays no other; a job still running is never launched
-again (the in-flight set). When a run ends — success, failure, crash, or "already running
-elsewhere" — the job's next run is set one interval after that end, so a failing job runs at its
-cadence instead of hot-looping. Each job's last status, duration and error are kept on the
+A job is a name, an interval or a cron expression (``roost.runtime.schedule``), and a coroutine.
+The scheduler launches every due job in a task of its own, so a job that takes ten minutes delays
+no other; a job still running is never launched again (the in-flight set). When a run ends —
+success, failure, crash, or "already running elsewhere" — the job's next run is set from that end
+(one interval later, or the cron expression's next time), so a failing job runs at its cadence
+instead of hot-looping. Each job's last status, duration and error are kept on the
 process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics. A scheduler
 is a singleton: with several processes only the leader of its name runs its jobs
 (``roost.runtime.leadership``); the others keep the cadence and skip.
@@ -20,8 +21,9 @@ from typing import Any, Awaitable, Callable
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from roost.errors import AlreadyRunning
+from roost.errors import AlreadyRunning, InvalidInput
 from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.schedule import Schedule
 from roost.runtime.services import Services
 
 JobFn = Callable[[Services], Awaitable[Any]]
@@ -30,23 +32,37 @@ JobFn = Callable[[Services], Awaitable[Any]]
 @dataclass(frozen=True)
 class Job:
     name: str
-    interval_s: float
+    interval_s: float | None  # None with ``cron``
     run: JobFn
     grace_s: float = 300.0
-    first_delay_s: float = 0.0
+    first_delay_s: float = 0.0  # interval jobs: the first run comes this long after start
     actor: str | None = None  # the actor whose health shows the job as late
+    cron: str | None = None  # instead of an interval: a cron expression (UTC unless CRON_TZ=<zone> is given)
+    schedule: Schedule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.interval_s) and self.interval_s > 0):
-            raise ValueError(f"job {self.name}: interval_s must be positive")
+        if (self.interval_s is None) == (self.cron is None):
+            raise ValueError(f"job {self.name}: give an interval or a cron expression (one of them)")
+        try:
+            schedule = Schedule.cron(self.cron) if self.cron is not None else Schedule.every(self.interval_s)  # type: ignore[arg-type]
+        except InvalidInput as exc:
+            raise ValueError(f"job {self.name}: {exc.message}") from exc
+        object.__setattr__(self, "schedule", schedule)
+
+    def first_run(self, now: dt.datetime) -> dt.datetime:
+        """When the first run is due, the scheduler starting at ``now``."""
+        if self.cron is not None:
+            return self.schedule.next_after(now)
+        return now + dt.timedelta(seconds=self.first_delay_s)
 
 
 @dataclass
 class JobStatus:
     name: str
-    interval_s: float
+    interval_s: float | None
     grace_s: float
     registered_at: dt.datetime
+    schedule: Schedule = field(repr=False)
     running: bool = False
     runs: int = 0
     failures: int = 0
@@ -61,14 +77,17 @@ class JobStatus:
     standby_at: dt.datetime | None = None  # last time a run was due here while another process led the job
 
     def late(self, now: dt.datetime) -> bool:
-        """No successful run within interval + grace (counting from registration before the first
-        one, or from the last time another process led it)."""
-        since = max(t for t in (self.last_success_at, self.registered_at, self.standby_at) if t is not None)
-        return (now - since).total_seconds() > self.interval_s + self.grace_s
+        """No successful run by the schedule's next time + grace (counting from registration before the
+        first one, or from the last time another process led it)."""
+        since = self.last_success_at or self.registered_at  # registration counts only before a first success
+        if self.standby_at is not None and self.standby_at > since:
+            since = self.standby_at
+        return (now - self.schedule.next_after(since)).total_seconds() > self.grace_s
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {
-            "name": self.name, "interval_s": self.interval_s, "grace_s": self.grace_s, "running": self.running,
+            "name": self.name, "interval_s": self.interval_s, "cron": self.schedule.cron_expr,
+            "grace_s": self.grace_s, "running": self.running,
             "late": self.late(now), "runs": self.runs, "failures": self.failures, "last_status": self.last_status,
             "last_started_at": self.last_started_at, "last_finished_at": self.last_finished_at,
             "last_duration_s": self.last_duration_s, "last_error": self.last_error,
@@ -96,7 +115,7 @@ class JobBoard:
         status = self.jobs.get(job.name)
         if status is None:
             status = self.jobs[job.name] = JobStatus(job.name, job.interval_s, job.grace_s,
-                                                     self.services.clock.now())
+                                                     self.services.clock.now(), job.schedule)
             self.m_running.labels(job.name).set(0)
             for outcome in ("ok", "failed", "busy"):
                 self.m_runs.labels(job.name, outcome).inc(0)
@@ -183,9 +202,9 @@ class Scheduler(Actor):
         clock = services.clock
         wake = trio.Event()
         for job in self.jobs:
-            status = board.register(job)
-            self.next_due.setdefault(job.name, clock.monotonic() + job.first_delay_s)
-            status.next_run_at = clock.now()
+            board.register(job)
+            if job.name not in self.next_due:
+                self._due_at(job, job.first_run(clock.now()), services)
 
         async def run_job(job: Job) -> None:
             nonlocal wake
@@ -196,9 +215,8 @@ class Scheduler(Actor):
             except Exception as exc:  # recorded on the board; the scheduler and the other jobs go on
                 ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
             finally:
-                # However the run ended: the next one is an interval after this end, never "at once".
-                self.next_due[job.name] = clock.monotonic() + job.interval_s
-                board.jobs[job.name].next_run_at = clock.now() + dt.timedelta(seconds=job.interval_s)
+                # However the run ended: the next one is scheduled from this end, never "at once".
+                self._due_at(job, job.schedule.next_after(clock.now()), services)
                 self.in_flight.discard(job.name)
                 ctx.tick()
                 wake.set()
@@ -211,11 +229,11 @@ class Scheduler(Actor):
                     if job.name not in self.in_flight and now >= self.next_due[job.name]:
                         if not services.leadership.leads(self.name):
                             # Another process leads this scheduler: keep the cadence, run nothing,
-                            # so taking over (the leader died) runs the job within one interval.
-                            self.next_due[job.name] = now + job.interval_s
+                            # so taking over (the leader died) runs the job within one interval (or at
+                            # the next cron time).
                             status = board.jobs[job.name]
                             status.standby_at = clock.now()
-                            status.next_run_at = status.standby_at + dt.timedelta(seconds=job.interval_s)
+                            self._due_at(job, job.schedule.next_after(status.standby_at), services)
                             continue
                         self.in_flight.add(job.name)
                         nursery.start_soon(run_job, job, name=f"job:{job.name}")
@@ -228,6 +246,12 @@ class Scheduler(Actor):
                         waiters.start_soon(_set_then_cancel, ctx.stopping.wait, waiters.cancel_scope)
             # Draining: launch nothing new; the nursery waits for runs in flight (the supervisor's grace
             # period cancels them if they take too long).
+
+    def _due_at(self, job: Job, when: dt.datetime, services: Services) -> None:
+        """Set ``job``'s next run to wall time ``when`` (kept as trio time, which the loop sleeps on)."""
+        clock = services.clock
+        self.next_due[job.name] = clock.monotonic() + (when - clock.now()).total_seconds()
+        job_board(services).jobs[job.name].next_run_at = when
 
 
 async def _set_then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:

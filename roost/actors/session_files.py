@@ -9,6 +9,9 @@ the database. Per file, given what the processor last recorded (``FileState``):
   is unchanged, then only the bytes after ``processed_bytes`` are read and their complete lines
   handed to the processor; otherwise (or when shrunk) the file is processed again from the start.
 * a trailing partial line is left after ``processed_bytes`` for the next run.
+
+The recorded mtime is the scan's, taken before reading, so a write racing the read always shows
+as a change on the next scan. A full read computes the content hash and the probe in one pass.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from typing import Any, Literal
 from roost.plugins.processors import SessionProcessor
 from roost.storage.sessions import FileState
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 4 << 20
 PROBE_BYTES = 64 * 1024
 SUFFIX = ".jsonl"
+
+# (key "<user>/<file name>", size, mtime_ns): the shape of the stored fingerprints, so an unchanged
+# file is a set lookup of the tuple the scan made, with no object built per file.
+ScanRow = tuple[str, int, int]
 
 
 def _hasher() -> Any:
@@ -32,7 +39,7 @@ def _hasher() -> Any:
 
 @dataclass(slots=True)
 class FileEntry:
-    """One session file as the scan saw it."""
+    """One session file as the scan saw it (made only for files that changed)."""
 
     key: str  # "<user>/<file name>", the state's session_file
     username: str
@@ -41,7 +48,7 @@ class FileEntry:
     mtime_ns: int
 
 
-@dataclass
+@dataclass(slots=True)
 class FileResult:
     entry: FileEntry
     outcome: Literal["processed", "skipped", "failed"]
@@ -51,21 +58,32 @@ class FileResult:
     error: str | None = None
 
 
-def scan(root: str, user: str | None = None) -> list[FileEntry]:
-    """Every ``<root>/<user>/*.jsonl`` with its size and mtime: stat only, no content read."""
-    found: list[FileEntry] = []
+def users(root: str) -> list[str]:
+    """The user folders under ``root`` (none when it does not exist)."""
     try:
-        users = [user] if user is not None else sorted(e.name for e in os.scandir(root) if e.is_dir())
+        with os.scandir(root) as it:
+            return sorted(e.name for e in it if e.is_dir())
     except FileNotFoundError:
+        return []
+
+
+def scan_folder(root: str, user: str) -> list[ScanRow]:
+    """Every ``<root>/<user>/*.jsonl`` with its size and mtime: stat only, no content read.
+
+    One folder per call, so several folders can be statted at once in worker threads (``stat``
+    releases the GIL). Rows are plain tuples: at 100,000 files an object per file costs more than
+    the comparison it feeds.
+    """
+    found: list[ScanRow] = []
+    prefix = user + "/"
+    try:
+        it = os.scandir(os.path.join(root, user))
+    except (FileNotFoundError, NotADirectoryError):
         return found
-    for name in users:
-        folder = os.path.join(root, name)
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for e in entries:
-            if not e.name.endswith(SUFFIX):
+    with it:
+        for e in it:
+            name = e.name
+            if not name.endswith(SUFFIX):
                 continue
             try:
                 if not e.is_file():
@@ -73,96 +91,131 @@ def scan(root: str, user: str | None = None) -> list[FileEntry]:
                 st = e.stat()
             except OSError:
                 continue  # vanished between listing and stat
-            found.append(FileEntry(f"{name}/{e.name}", name, e.path, st.st_size, st.st_mtime_ns))
-    found.sort(key=lambda f: f.key)
+            found.append((prefix + name, st.st_size, st.st_mtime_ns))
     return found
 
 
-def unchanged(entry: FileEntry, state: FileState | None) -> bool:
-    return state is not None and state.size == entry.size and state.mtime_ns == entry.mtime_ns
+def changed(root: str, rows: list[ScanRow], known: set[ScanRow]) -> list[FileEntry]:
+    """The scanned files whose (key, size, mtime_ns) is not in ``known``: new or changed."""
+    out = []
+    base = os.path.join(root, "")  # the key is "<user>/<file name>": the path is base + key
+    for row in rows:
+        if row not in known:
+            key, size, mtime_ns = row
+            out.append(FileEntry(key, key.partition("/")[0], base + key, size, mtime_ns))
+    return out
+
+
+def _probe_suffix(size: int) -> bytes:
+    return b"\n%d" % size
 
 
 class _Reader:
-    """An open file that counts the bytes it reads (the bench reports them)."""
+    """An open file (a bare descriptor: no buffered-reader object per file) that counts the bytes it reads."""
 
     def __init__(self, path: str):
-        self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.fd = os.open(path, os.O_RDONLY)
         self.bytes_read = 0
 
     def read_at(self, offset: int, size: int) -> bytes:
-        self.f.seek(offset)
-        data = self.f.read(size)
+        parts = []
+        while size > 0:
+            data = os.pread(self.fd, size, offset)
+            if not data:
+                break
+            parts.append(data)
+            offset += len(data)
+            size -= len(data)
+        data = b"".join(parts) if len(parts) != 1 else parts[0]
         self.bytes_read += len(data)
         return data
 
     def probe(self, size: int) -> str:
-        """Hash of the size and a bounded head and tail window of the first ``size`` bytes."""
+        """The probe of the first ``size`` bytes: a hash of a bounded head and tail window, and the size.
+
+        sha256(bytes[0 : min(P, size)] + bytes[max(P, size - P) : size] + b"\n<size>"), P = PROBE_BYTES.
+        Up to 2P bytes that is the whole prefix, so a full read gets it from its running hash for free.
+        """
         h = _hasher()
-        h.update(str(size).encode() + b"\n")
         h.update(self.read_at(0, min(PROBE_BYTES, size)))
         if size > PROBE_BYTES:
             start = max(PROBE_BYTES, size - PROBE_BYTES)
             h.update(self.read_at(start, size - start))
+        h.update(_probe_suffix(size))
         return h.hexdigest()
 
-    def mtime_ns(self) -> int:
-        """The mtime after reading: a write racing the read then shows as a change on the next scan."""
-        return os.fstat(self.f.fileno()).st_mtime_ns
-
     def close(self) -> None:
-        self.f.close()
-
-
-def _probe_of(data_head: bytes, data_tail: bytes, size: int) -> str:
-    """The probe computed from bytes in memory (the first and last ``PROBE_BYTES`` of ``size`` bytes)."""
-    h = _hasher()
-    h.update(str(size).encode() + b"\n")
-    h.update(data_head[:min(PROBE_BYTES, size)])
-    if size > PROBE_BYTES:
-        start = max(PROBE_BYTES, size - PROBE_BYTES)
-        h.update(data_tail[len(data_tail) - (size - start):])
-    return h.hexdigest()
+        os.close(self.fd)
 
 
 def _stream(r: _Reader, start: int, processor: SessionProcessor, username: str,
-            full_hash: Any | None) -> tuple[int, int, list[Any], bytes, bytes]:
+            full: bool) -> tuple[int, int, list[Any], str | None, str | None]:
     """Read from ``start`` to EOF in chunks; hand complete lines to the processor.
 
-    Returns (end offset, offset after the last complete line, items, head bytes, tail bytes).
+    With ``full`` (``start`` is 0), also hash the content and compute the probe on the way.
+    Returns (end offset, offset after the last complete line, items, content hash, probe hash).
     """
-    r.f.seek(start)
+    fd = r.fd
     items: list[Any] = []
     pos = start
-    head = b""
-    tail = b""
+    h = _hasher() if full else None
+    head = None  # the running hash after the first PROBE_BYTES bytes (the probe's head window)
+    last = before_last = b""  # the last two chunks: the probe's tail window lies within them
     pending = b""
     while True:
-        chunk = r.f.read(CHUNK_BYTES)
+        chunk = os.pread(fd, CHUNK_BYTES, pos)
         if not chunk:
             break
-        r.bytes_read += len(chunk)
-        if full_hash is not None:
-            full_hash.update(chunk)
-        if pos < PROBE_BYTES:
-            head += chunk[:PROBE_BYTES - pos]
-        pos += len(chunk)
-        tail = chunk[-PROBE_BYTES:] if len(chunk) >= PROBE_BYTES else (tail + chunk)[-PROBE_BYTES:]
+        n = len(chunk)
+        r.bytes_read += n
+        if h is not None:
+            if head is None and pos + n > PROBE_BYTES:
+                view = memoryview(chunk)
+                h.update(view[:PROBE_BYTES - pos])
+                head = h.copy()
+                h.update(view[PROBE_BYTES - pos:])
+            else:
+                h.update(chunk)
+            before_last, last = last, chunk
+        pos += n
         cut = chunk.rfind(b"\n") + 1
         if cut == 0:
             pending += chunk
             continue
-        block = pending + chunk[:cut] if pending else (chunk if cut == len(chunk) else chunk[:cut])
+        block = pending + chunk[:cut] if pending else (chunk if cut == n else chunk[:cut])
         pending = chunk[cut:]
         items.extend(processor.extract(username, block))
-    return pos, pos - len(pending), items, head, tail
+    if h is None:
+        return pos, pos - len(pending), items, None, None
+    if pos <= 2 * PROBE_BYTES:
+        probe = h.copy()  # the head and tail windows are the whole content
+    else:
+        probe = head  # type: ignore[assignment]
+        if len(last) >= PROBE_BYTES:
+            probe.update(last[-PROBE_BYTES:])
+        elif len(before_last) + len(last) >= PROBE_BYTES:
+            probe.update(before_last[len(before_last) + len(last) - PROBE_BYTES:] + last)
+        else:  # short reads: read the window again
+            probe.update(r.read_at(pos - PROBE_BYTES, PROBE_BYTES))
+    probe.update(_probe_suffix(pos))
+    return pos, pos - len(pending), items, h.hexdigest(), probe.hexdigest()
 
 
 def process_full(entry: FileEntry, processor: SessionProcessor, r: _Reader) -> FileResult:
-    h = _hasher()
-    size, done, items, head, tail = _stream(r, 0, processor, entry.username, h)
-    state = FileState(entry.username, size, r.mtime_ns(), done, h.hexdigest(), _probe_of(head, tail, size),
-                      len(items))
+    size, done, items, digest, probe = _stream(r, 0, processor, entry.username, True)
+    # The scan's mtime, taken before reading: a write after it shows as a change on the next scan.
+    state = FileState(entry.username, size, entry.mtime_ns, done, digest, probe, len(items))  # type: ignore[arg-type]
     return FileResult(entry, "processed", state, items)
+
+
+class _NoLines(SessionProcessor):
+    name = "hash_only"
+
+    def extract(self, username: str, lines: bytes) -> list[Any]:
+        return []
+
+
+_NO_LINES = _NoLines()
 
 
 def process_one(entry: FileEntry, previous: FileState | None, processor: SessionProcessor) -> FileResult:
@@ -186,31 +239,21 @@ def _process_open(entry: FileEntry, prev: FileState | None, processor: SessionPr
         return process_full(entry, processor, r)  # new, or truncated: from the start
     if entry.size == prev.size:
         # Touched: hash it once. Identical content only records the new mtime, so it is not hashed again.
-        h = _hasher()
-        head, tail, size = b"", b"", 0
-        r.f.seek(0)
-        while chunk := r.f.read(CHUNK_BYTES):
-            r.bytes_read += len(chunk)
-            h.update(chunk)
-            if size < PROBE_BYTES:
-                head += chunk[:PROBE_BYTES - size]
-            size += len(chunk)
-            tail = chunk[-PROBE_BYTES:] if len(chunk) >= PROBE_BYTES else (tail + chunk)[-PROBE_BYTES:]
-        digest = h.hexdigest()
-        same = digest == prev.content_hash if prev.content_hash is not None else (
-            size == prev.size and _probe_of(head, tail, size) == prev.probe_hash)
-        if same and size == prev.size:
-            state = FileState(prev.username, prev.size, entry.mtime_ns, prev.processed_bytes, digest,
-                              prev.probe_hash, prev.items)
+        size, _, _, digest, probe = _stream(r, 0, _NO_LINES, entry.username, True)
+        same = size == prev.size and (digest == prev.content_hash if prev.content_hash is not None
+                                      else probe == prev.probe_hash)
+        if same:
+            state = FileState(prev.username, prev.size, entry.mtime_ns, prev.processed_bytes, digest,  # type: ignore[arg-type]
+                              probe, prev.items)  # type: ignore[arg-type]
             return FileResult(entry, "skipped", state)
         return process_full(entry, processor, r)
     # Grown: a bounded check that what was processed is still there, then only the new bytes.
     if r.probe(prev.size) != prev.probe_hash:
         return process_full(entry, processor, r)  # rewritten: from the start
-    size, done, items, _, _ = _stream(r, prev.processed_bytes, processor, entry.username, None)
+    size, done, items, _, _ = _stream(r, prev.processed_bytes, processor, entry.username, False)
     if size < prev.size:
         return process_full(entry, processor, r)  # shrank while we looked
-    state = FileState(prev.username, size, r.mtime_ns(), done, None, r.probe(size), prev.items + len(items))
+    state = FileState(prev.username, size, entry.mtime_ns, done, None, r.probe(size), prev.items + len(items))
     return FileResult(entry, "processed", state, items)
 
 

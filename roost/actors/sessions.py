@@ -2,8 +2,9 @@
 
 ``run_processor`` is one run: under the processor's lock (``processor:<name>``: in-process, and a
 PostgreSQL advisory lock, so a second process gets the same 409), it scans the session tree
-(stat only), brings every changed file up to date in worker threads (see ``session_files``), and
-stores each batch's items together with the files' new state in one transaction. A file that
+(stat only) and, as each user folder is scanned, brings its changed files up to date in worker
+threads (see ``session_files``), storing each batch's items together with the files' new state
+in one transaction. A file that
 fails is counted and left as it was, so the next run retries it; the others go on.
 
 ``SessionRunner`` is the scheduler with a single job, so one processor's long or failing run
@@ -12,6 +13,7 @@ never touches another's, and the job's bookkeeping (status, duration, late) is t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -20,7 +22,7 @@ from typing import Callable
 import trio
 
 from roost.actors import session_files
-from roost.actors.scheduler import Job, Scheduler, job_board, tracked
+from roost.actors.scheduler import Job, JobFn, Scheduler, job_board, tracked
 from roost.errors import NotFound
 from roost.plugins.processors import SessionProcessor, load_processors
 from roost.runtime.logging import get_logger
@@ -29,9 +31,10 @@ from roost.storage import sessions as state_store
 
 log = get_logger()
 
-BATCH_FILES = 256
+BATCH_FILES = 1000  # files per worker-thread call and per transaction storing their items and states
 BATCH_BYTES = 32 << 20
 READERS = 2  # worker threads reading and hashing files at once
+SCANNERS = 1  # user folders statted at once (2 measured slower: the threads mostly contend for the GIL)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class RunResult:
 
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
+Work = list[tuple[session_files.FileEntry, state_store.FileState | None]]  # changed files and their last state
 
 
 def lock_name(processor: str) -> str:
@@ -58,8 +62,23 @@ def job_name(processor: str) -> str:
     return f"session-processor:{processor}"
 
 
-def interval_for(services: Services, processor: SessionProcessor) -> float:
+def interval_for(services: Services, processor: SessionProcessor) -> float | None:
+    """The processor's interval in seconds; None when it runs on a cron expression (``cron_for``)."""
+    if cron_for(services, processor) is not None:
+        return None
     return services.settings.processor_intervals_s.get(processor.name, processor.default_interval_s)
+
+
+def cron_for(services: Services, processor: SessionProcessor) -> str | None:
+    """The processor's cron expression (``ROOST_PROCESSOR_<NAME>_CRON``), if it has one instead of an interval."""
+    return services.settings.processor_crons.get(processor.name)
+
+
+def processor_job(services: Services, processor: SessionProcessor, run: JobFn) -> Job:
+    """The processor's job: its interval or cron expression, late after that plus the processor grace."""
+    return Job(job_name(processor.name), interval_for(services, processor), run,
+               grace_s=services.settings.processor_grace_s, actor=f"session:{processor.name}",
+               cron=cron_for(services, processor))
 
 
 def processors(services: Services) -> dict[str, SessionProcessor]:
@@ -90,60 +109,121 @@ async def run_processor(services: Services, processor: SessionProcessor, *, user
         return await _run_locked(services, processor, user, progress)
 
 
-def _batches(work: list[tuple[session_files.FileEntry, state_store.FileState | None]]):
-    batch: list[tuple[session_files.FileEntry, state_store.FileState | None]] = []
-    size = 0
-    for item in work:
-        batch.append(item)
-        size += item[0].size - (item[1].processed_bytes if item[1] else 0)
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+async def _find_changed(services: Services, processor: SessionProcessor, user: str | None, result: RunResult,
+                        send: trio.MemorySendChannel[Work], found: Callable[[int], None]) -> None:
+    """Send each user folder's changed files, with their last state: stat only, no content read.
+
+    The known (file, size, mtime_ns) rows load while the user folders are statted, SCANNERS folders at a
+    time in worker threads; each folder is compared in a worker thread too, as soon as both are
+    there, and only its changed files' full states are loaded. Folders go out as they are done, so
+    reading the first ones overlaps statting the others.
+    """
+    db = services.db
+    root = services.settings.session_dir
+    known: set[session_files.ScanRow] = set()
+    loaded = trio.Event()
+
+    async def load_known() -> None:
+        nonlocal known
+        known = await state_store.fingerprints(db, processor.name, user)
+        loaded.set()
+
+    async def scan_one(name: str, limiter: trio.CapacityLimiter, out: trio.MemorySendChannel[Work]) -> None:
+        async with out:
+            rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
+            await loaded.wait()
+            entries = await trio.to_thread.run_sync(session_files.changed, root, rows, known, limiter=limiter)
+            result.scanned += len(rows)
+            result.skipped += len(rows) - len(entries)
+            if entries:
+                # The states of the changed files that have one (none on a first run: no query).
+                states = await state_store.load_some(db, processor.name, [e.key for e in entries]) if known else {}
+                found(len(entries))
+                await out.send([(e, states.get(e.key)) for e in entries])
+
+    async with send, trio.open_nursery() as nursery:
+        nursery.start_soon(load_known)
+        names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
+        limiter = trio.CapacityLimiter(SCANNERS)
+        for name in names:
+            nursery.start_soon(scan_one, name, limiter, send.clone())
+
+
+async def _batches(folders: trio.MemoryReceiveChannel[Work], out: trio.MemorySendChannel[Work]) -> None:
+    """Regroup folders' work into batches of up to BATCH_FILES files or BATCH_BYTES bytes to read."""
+    async with folders, out:
+        batch: Work = []
+        size = 0
+        async for work in folders:
+            for item in work:
+                batch.append(item)
+                size += item[0].size - (item[1].processed_bytes if item[1] else 0)
+                if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                    await out.send(batch)
+                    batch, size = [], 0
+        if batch:
+            await out.send(batch)
 
 
 async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
                       progress: Progress | None) -> RunResult:
-    db = services.db
-    root = services.settings.session_dir
-    # One query for the known states, then the stat-only scan in a worker thread. (Running them side by
-    # side was no faster: both are Python-bound and share the GIL.)
-    known = await state_store.load(db, processor.name, user)
-    entries = await trio.to_thread.run_sync(session_files.scan, root, user)
-    result = RunResult(scanned=len(entries))
-    work = [(e, known.get(e.key)) for e in entries if not session_files.unchanged(e, known.get(e.key))]
-    result.skipped = len(entries) - len(work)
-    done = 0
-    if progress:
-        progress(0, len(work))
-    # Reading/hashing in READERS worker threads (hashlib releases the GIL) while the event loop stores the
-    # previous batches; the channel bounds how far reading runs ahead of storing.
-    send, receive = trio.open_memory_channel[list[session_files.FileResult]](READERS)
-    batches = iter(list(_batches(work)))
+    try:
+        return await _run_unwrapped(services, processor, user, progress)
+    except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
+        single = _single(group)
+        if single is not None:
+            raise single from None
+        raise
+
+
+def _single(group: BaseExceptionGroup) -> Exception | None:
+    """The one ``Exception`` inside (nested) groups of one, if that is what ``group`` is."""
+    while len(group.exceptions) == 1 and isinstance(group.exceptions[0], BaseExceptionGroup):
+        group = group.exceptions[0]
+    only = group.exceptions[0] if len(group.exceptions) == 1 else None
+    return only if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup) else None
+
+
+async def _run_unwrapped(services: Services, processor: SessionProcessor, user: str | None,
+                         progress: Progress | None) -> RunResult:
+    result = RunResult()
+    found = done = 0
+
+    def found_more(n: int) -> None:
+        nonlocal found
+        found += n
+        if progress:
+            progress(done, found)
+
+    # A pipeline: the scan sends changed folders as it goes; they are regrouped into batches, read and
+    # hashed by READERS worker threads (hashlib releases the GIL), and stored here, batch by batch.
+    # Bounded channels keep the scan and the readers at most a few batches ahead of storing.
+    folders_send, folders_recv = trio.open_memory_channel[Work](SCANNERS * 2)
+    batches_send, batches_recv = trio.open_memory_channel[Work](READERS)
+    results_send, results_recv = trio.open_memory_channel[list[session_files.FileResult]](READERS)
     limiter = trio.CapacityLimiter(READERS)
 
-    async def reader(out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
-        async with out:
-            for batch in batches:  # a shared iterator: each batch goes to exactly one reader
+    async def reader(batches: trio.MemoryReceiveChannel[Work],
+                     out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
+        async with batches, out:
+            async for batch in batches:
                 await out.send(await trio.to_thread.run_sync(session_files.process_batch, batch, processor,
                                                              limiter=limiter))
 
-    try:
-        async with trio.open_nursery() as nursery:
-            async with send:
-                for _ in range(READERS):
-                    nursery.start_soon(reader, send.clone())
-            async with receive:
-                async for outcomes in receive:
-                    await _persist(services, processor, outcomes, result)
-                    done += len(outcomes)
-                    if progress:
-                        progress(done, len(work))
-    except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
-            raise group.exceptions[0] from None
-        raise
+    if progress:
+        progress(0, 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_find_changed, services, processor, user, result, folders_send, found_more)
+        nursery.start_soon(_batches, folders_recv, batches_send)
+        async with batches_recv, results_send:
+            for _ in range(READERS):
+                nursery.start_soon(reader, batches_recv.clone(), results_send.clone())
+        async with results_recv:
+            async for outcomes in results_recv:
+                await _persist(services, processor, outcomes, result)
+                done += len(outcomes)
+                if progress:
+                    progress(done, found)
     log.info("session processor ran", processor=processor.name, **asdict(result))
     return result
 
@@ -203,9 +283,7 @@ class SessionRunner(Scheduler):
         async def run(s: Services) -> dict[str, int]:
             return (await run_processor(s, processor)).counts()
 
-        job = Job(job_name(processor.name), interval_for(services, processor), run,
-                  grace_s=services.settings.processor_grace_s, actor=name)
-        super().__init__([job], name=name)
+        super().__init__([processor_job(services, processor, run)], name=name)
 
 
 async def run_now(services: Services, processor: SessionProcessor, *, user: str | None = None,
@@ -218,8 +296,7 @@ async def run_now(services: Services, processor: SessionProcessor, *, user: str 
     board = job_board(services)
     name = job_name(processor.name)
     if name not in board.jobs:
-        board.register(Job(name, interval_for(services, processor), _never,
-                           grace_s=services.settings.processor_grace_s))
+        board.register(dataclasses.replace(processor_job(services, processor, _never), actor=None))
     async with services.locks.hold(lock_name(processor.name)):
         return await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
 

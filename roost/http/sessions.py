@@ -37,7 +37,8 @@ class RunCounts(Out):
 
 class JobOut(Out):
     name: str
-    interval_s: float
+    interval_s: float | None = Field(description="seconds between runs; null when the job runs on `cron`")
+    cron: str | None = Field(description="a cron expression (UTC unless it starts with CRON_TZ=<zone>), or null")
     grace_s: float
     running: bool
     late: bool
@@ -59,7 +60,8 @@ class JobPage(Out):
 
 class ProcessorOut(Out):
     name: str
-    interval_s: float
+    interval_s: float | None = Field(description="seconds between runs; null when the processor runs on `cron`")
+    cron: str | None = Field(description="ROOST_PROCESSOR_<NAME>_CRON, or null")
     grace_s: float
     running: bool
     late: bool
@@ -142,6 +144,7 @@ async def list_session_processors() -> dict[str, Any]:
         items.append({
             "name": name,
             "interval_s": runners.interval_for(s, proc),
+            "cron": runners.cron_for(s, proc),
             "grace_s": s.settings.processor_grace_s,
             "running": bool(status and status.running),
             "late": bool(status and status.late(now)),

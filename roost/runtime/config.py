@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from roost.errors import InvalidInput
+from roost.runtime.schedule import Schedule
 
 SECONDS = 1.0
 KIB = 1024
@@ -47,10 +48,12 @@ class Settings:
 
     # Session pipeline: transcripts live at <session_dir>/<user>/*.jsonl; a processor is "late" when its last
     # successful run is older than its interval plus this grace. Per-processor intervals come from
-    # ROOST_PROCESSOR_<NAME>_INTERVAL (seconds).
+    # ROOST_PROCESSOR_<NAME>_INTERVAL (seconds), or cron expressions from ROOST_PROCESSOR_<NAME>_CRON
+    # (UTC unless prefixed "CRON_TZ=<zone> "; see roost.runtime.schedule).
     session_dir: str = "./sessions"
     processor_grace_s: float = 300 * SECONDS
     processor_intervals_s: Mapping[str, float] = field(default_factory=dict, hash=False)
+    processor_crons: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     stall_monitor: bool = False
     stall_warn_s: float = 0.05
@@ -115,6 +118,9 @@ class Settings:
         intervals = _processor_intervals(env)
         if intervals:
             values["processor_intervals_s"] = intervals
+        crons = _processor_crons(env)
+        if crons:
+            values["processor_crons"] = crons
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         _check(settings)
@@ -181,6 +187,27 @@ def _processor_intervals(env: Mapping[str, str]) -> dict[str, float]:
     return found
 
 
+_PROCESSOR_CRON = re.compile(r"^ROOST_PROCESSOR_([A-Z0-9_]+)_CRON$")
+
+
+def _processor_crons(env: Mapping[str, str]) -> dict[str, str]:
+    """``ROOST_PROCESSOR_<NAME>_CRON=<cron expression>`` for each session processor, keyed by lower-case name.
+
+    Raises:
+        InvalidInput: an expression croniter cannot read (naming the variable and why).
+    """
+    found: dict[str, str] = {}
+    for key, raw in env.items():
+        match = _PROCESSOR_CRON.match(key)
+        if not match or raw == "":
+            continue
+        try:
+            found[match[1].lower()] = Schedule.cron(raw).cron_expr or raw
+        except InvalidInput as exc:
+            raise InvalidInput(f"{key}: {exc.message}") from exc
+    return found
+
+
 def _check(settings: Settings) -> None:
     """Reject values of the right type but out of range.
 
@@ -199,6 +226,10 @@ def _check(settings: Settings) -> None:
             raise bad(f.name, "is not a finite number")
         if value < 0 or (value == 0 and f.name in _POSITIVE):
             raise bad(f.name, "must be positive" if f.name in _POSITIVE else "must not be negative")
+    both = sorted(set(settings.processor_intervals_s) & set(settings.processor_crons))
+    if both:
+        raise InvalidInput(f"ROOST_PROCESSOR_{both[0].upper()}_INTERVAL and ROOST_PROCESSOR_{both[0].upper()}_CRON "
+                           "are both set; set one")
     if settings.port > 65535:
         raise bad("port", "is not a TCP port (0-65535)")
     if settings.restart_initial_backoff_s > settings.restart_max_backoff_s:

@@ -24,6 +24,13 @@ class Connection(abc.ABC):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         """Run a query and return every row as a dict."""
 
+    async def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Run a query and return every row as a tuple, in the SELECT's column order.
+
+        For bulk reads (100,000 rows) where a dict per row costs more than the query.
+        """
+        return [tuple(r.values()) for r in await self.fetch(sql, *args)]
+
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from roost.storage.database import Connection, Database
 
@@ -44,17 +44,31 @@ ON CONFLICT (processor_name, session_file) DO UPDATE SET
 """
 
 
-async def load(db: Database, processor: str, username: str | None = None) -> dict[str, FileState]:
-    """Every file's state for ``processor`` (one query), keyed by ``<user>/<file name>``."""
-    sql, args = _LOAD, [processor]
+async def fingerprints(db: Database, processor: str, username: str | None = None) -> set[tuple[str, int, int]]:
+    """``(<user>/<file name>, size, mtime_ns)`` of every file ``processor`` has a state for.
+
+    What the scan compares against: the rows as the driver returns them, in a set, no object built
+    per row (100,000 rows load in about a tenth of a second).
+    """
+    sql = "SELECT session_file, size_bytes, mtime_ns FROM session_processor_state WHERE processor_name = $1"
+    args: list[Any] = [processor]
     if username is not None:
         sql, args = sql + " AND username = $2", [processor, username]
-    rows = await db.fetch(sql, *args)
-    return {
-        r["session_file"]: FileState(r["username"], r["size_bytes"], r["mtime_ns"], r["processed_bytes"],
-                                     r["content_hash"], r["probe_hash"], r["items_extracted"])
-        for r in rows
-    }
+    return set(await db.fetch_tuples(sql, *args))
+
+
+_LOAD_SOME = 500  # keys per query when loading the states of a few changed files
+
+
+async def load_some(db: Database, processor: str, keys: Sequence[str]) -> dict[str, FileState]:
+    """The full states of ``keys`` (the changed files of a run), in queries of a few hundred keys."""
+    found: dict[str, FileState] = {}
+    for i in range(0, len(keys), _LOAD_SOME):
+        chunk = list(keys[i:i + _LOAD_SOME])
+        marks = ", ".join(f"${n}" for n in range(2, len(chunk) + 2))
+        for key, *state in await db.fetch_tuples(f"{_LOAD.strip()} AND session_file IN ({marks})", processor, *chunk):
+            found[key] = FileState(*state)
+    return found
 
 
 async def save(conn: Connection, processor: str, states: Sequence[tuple[str, FileState]], now: dt.datetime) -> None:

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import trio
 
@@ -125,6 +125,14 @@ class _SqliteConn(Connection):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self._run(lambda: self._conn.execute(translate(sql), args).fetchall())
 
+    async def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            cursor = self._conn.cursor()
+            cursor.row_factory = None  # plain tuples, not the connection's dict rows
+            return cursor.execute(translate(sql), args).fetchall()
+
+        return await self._run(run)
+
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
@@ -158,13 +166,19 @@ class SqliteDatabase(Database):
             await self._writer._run(batch)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._read(lambda conn: conn.fetch(sql, *args), sql)
+
+    async def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._read(lambda conn: conn.fetch_tuples(sql, *args), sql)
+
+    async def _read(self, query: Callable[[_SqliteConn], Awaitable[T]], sql: str) -> T:
         if not sql.lstrip()[:6].upper() == "SELECT":
             async with self._write_lock:  # INSERT .. RETURNING and friends write
-                return await self._writer.fetch(sql, *args)
+                return await query(self._writer)
         async with self._free_readers:
             reader = self._readers.pop()
             try:
-                return await reader.fetch(sql, *args)
+                return await query(reader)
             finally:
                 self._readers.append(reader)
 

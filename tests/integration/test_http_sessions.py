@@ -139,3 +139,20 @@ async def test_usage_refuses_bad_queries(client: httpx.AsyncClient, params: dict
     r = await client.get("/api/v1/usage", params=params)
     assert r.status_code == 400, r.text
     assert "error" in r.json()
+
+
+async def test_a_processor_on_a_cron_expression_waits_for_its_time_and_shows_it(
+    database_url: str, session_root: Path
+) -> None:
+    async with running_server(database_url, session_dir=str(session_root),
+                              processor_crons={"usage": "0 3 * * *"}) as running, admin_client(running.url) as c:
+        jobs = (await c.get("/api/admin/jobs")).json()["items"]
+        job = next(j for j in jobs if j["name"] == "session-processor:usage")
+        assert job["cron"] == "0 3 * * *" and job["interval_s"] is None
+        assert job["runs"] == 0  # no run at start: the first is at the next 03:00 UTC
+        next_run = dt.datetime.fromisoformat(job["next_run_at"])
+        assert (next_run.hour, next_run.minute) == (3, 0) and next_run > running.services.clock.now()
+        procs = (await c.get("/api/admin/session-processors")).json()["items"]
+        assert procs[0]["cron"] == "0 3 * * *" and procs[0]["interval_s"] is None and procs[0]["late"] is False
+        ran = await c.post("/api/admin/run-session-processor", params={"processor": "usage"})
+        assert ran.status_code == 200 and ran.json()["processed"] == 2  # a manual run needs no schedule

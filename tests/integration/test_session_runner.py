@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
-from roost.actors.sessions import run_now, run_processor
+from roost.actors.scheduler import job_board
+from roost.actors.sessions import SessionRunner, job_name, run_now, run_processor
 from roost.errors import AlreadyRunning
 from roost.plugins.processors import SessionProcessor, iter_lines
 from roost.plugins.processors.usage import UsageProcessor
+from roost.runtime.actor import ActorContext
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import usage as usage_store
@@ -167,13 +170,13 @@ async def test_lock_gives_409_while_held_and_is_released_after_an_exception(db: 
 
     import roost.actors.sessions as runner_module
 
-    original = runner_module.state_store.load
-    runner_module.state_store.load = crash  # type: ignore[assignment]
+    original = runner_module.state_store.fingerprints
+    runner_module.state_store.fingerprints = crash  # type: ignore[assignment]
     try:
         with pytest.raises(RuntimeError):
             await run_now(s, proc)
     finally:
-        runner_module.state_store.load = original  # type: ignore[assignment]
+        runner_module.state_store.fingerprints = original  # type: ignore[assignment]
     ok = await run_now(s, proc)  # the lock was released by the crash
     assert ok.processed == 1
 
@@ -236,3 +239,35 @@ async def test_run_for_one_user_touches_only_that_users_files(db: Database, tmp_
 
     assert (only_ann.scanned, only_ann.processed) == (1, 1)
     assert (everyone.scanned, everyone.processed, everyone.skipped) == (2, 1, 1)
+
+
+async def test_a_manual_run_racing_a_scheduled_run_gets_409_and_runs_once_it_ends(db: Database, tmp_path: Path) -> None:
+    write(tmp_path / "ann" / "s.jsonl", '{"a": 1}\n')
+    s = Services.build(Settings(session_dir=str(tmp_path), processor_intervals_s={"lines": 3600.0}), db)
+    storing, release = trio.Event(), trio.Event()
+
+    class Held(LineCounter):
+        async def store(self, conn: Any, username: str, items: list[Any]) -> None:
+            storing.set()
+            await release.wait()
+
+    proc = Held()
+    runner = SessionRunner(s, proc)
+    s.health.add(runner.name)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run, ActorContext(runner.name, s))
+        with trio.fail_after(10):
+            await storing.wait()  # the scheduled run (due at start) is inside its transaction
+        with pytest.raises(AlreadyRunning):
+            await run_now(s, proc)
+        release.set()
+        status = job_board(s).jobs[job_name("lines")]
+        with trio.fail_after(10):  # the scheduled run's end is recorded on the board
+            while True:
+                if not status.running and status.runs >= 1:
+                    break
+                await trio.sleep(0.01)
+        assert status.last_status == "ok" and status.runs == 1 and status.last_result["processed"] == 1
+        again = await run_now(s, proc)  # the lock is free again: the manual run runs (and finds nothing new)
+        assert (again.processed, again.skipped) == (0, 1) and status.runs == 2
+        s.stopping.set()

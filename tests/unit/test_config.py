@@ -120,6 +120,12 @@ def test_values_the_type_cannot_hold_raise_invalid_input(env: dict[str, str], me
         ({"ROOST_RESTART_INITIAL_BACKOFF_S": "120"}, "is over ROOST_RESTART_MAX_BACKOFF_S"),
         ({"ROOST_LOG_FORMAT": "xml"}, "ROOST_LOG_FORMAT='xml' is not one of auto, console, json"),
         ({"ROOST_LOG_LEVEL": "loud"}, "ROOST_LOG_LEVEL='loud' is not one of"),
+        ({"ROOST_PROCESSOR_USAGE_INTERVAL": "0"}, "ROOST_PROCESSOR_USAGE_INTERVAL='0' must be a positive"),
+        ({"ROOST_PROCESSOR_USAGE_CRON": "61 * * * *"}, "ROOST_PROCESSOR_USAGE_CRON: cron expression '61 * * * *'"),
+        ({"ROOST_PROCESSOR_USAGE_CRON": "hourly"}, "want five fields"),
+        ({"ROOST_PROCESSOR_USAGE_CRON": "CRON_TZ=Nowhere/Land 0 8 * * *"}, "unknown time zone 'Nowhere/Land'"),
+        ({"ROOST_PROCESSOR_USAGE_CRON": "0 8 * * *", "ROOST_PROCESSOR_USAGE_INTERVAL": "60"},
+         "ROOST_PROCESSOR_USAGE_INTERVAL and ROOST_PROCESSOR_USAGE_CRON are both set"),
     ],
 )
 def test_out_of_range_values_raise_invalid_input(env: dict[str, str], mentions: str):
@@ -150,3 +156,10 @@ def test_secret_key_is_kept_out_of_repr():
 )
 def test_is_postgres_follows_the_url_scheme(url: str, postgres: bool):
     assert Settings(database_url=url).is_postgres is postgres
+
+
+def test_processor_schedules_are_read_per_processor():
+    settings = Settings.from_env({"ROOST_PROCESSOR_USAGE_CRON": "CRON_TZ=Europe/Paris  0 8 * * 1-5",
+                                  "ROOST_PROCESSOR_OTHER_INTERVAL": "90"})
+    assert settings.processor_crons == {"usage": "CRON_TZ=Europe/Paris 0 8 * * 1-5"}
+    assert settings.processor_intervals_s == {"other": 90.0}

@@ -130,3 +130,67 @@ def test_a_job_needs_a_positive_interval() -> None:
 
     with pytest.raises(ValueError):
         Job("x", 0, noop)
+
+
+async def test_a_cron_job_runs_at_the_matching_times_not_at_start(autojump_clock: trio.testing.MockClock) -> None:
+    services = make_services()  # the wall clock starts at 2025-01-01 00:00 UTC
+    runs: list[dt.datetime] = []
+
+    async def work(s: Services) -> None:
+        runs.append(s.clock.now())
+
+    scheduler = Scheduler([Job("every10", None, work, cron="*/10 * * * *")])
+    await run_for(services, scheduler, 35 * 60)
+
+    assert [r.strftime("%H:%M:%S") for r in runs] == ["00:10:00", "00:20:00", "00:30:00"]
+    status = job_board(services).jobs["every10"]
+    assert status.next_run_at == dt.datetime(2025, 1, 1, 0, 40, tzinfo=dt.UTC)
+    assert status.as_dict(services.clock.now())["cron"] == "*/10 * * * *"
+
+
+async def test_a_cron_run_that_overruns_is_followed_by_the_next_match_after_its_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = make_services()
+    starts: list[str] = []
+
+    async def slow(s: Services) -> None:
+        starts.append(s.clock.now().strftime("%H:%M"))
+        await trio.sleep(15 * 60)
+
+    scheduler = Scheduler([Job("slow", None, slow, cron="*/10 * * * *")])
+    await run_for(services, scheduler, 45 * 60)
+    # 00:10 runs until 00:25: 00:20 is skipped (in flight), not caught up at 00:25; next is 00:30.
+    assert starts == ["00:10", "00:30"]
+
+
+async def test_a_failing_cron_job_runs_at_its_cadence_and_is_late_after_its_time_plus_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = make_services()
+    runs: list[str] = []
+
+    async def bad(s: Services) -> None:
+        runs.append(s.clock.now().strftime("%H:%M"))
+        raise RuntimeError("disk gone")
+
+    scheduler = Scheduler([Job("hourly", None, bad, cron="0 * * * *", grace_s=120, actor="hourly")], name="hourly")
+    services.health.add("hourly")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run, ActorContext("hourly", services))
+        await trio.sleep(3600 + 119)  # 01:01:59: due at 01:00, within the grace
+        assert services.health.late() == []
+        await trio.sleep(2)  # 01:02:01
+        assert services.health.late() == ["hourly"]
+        await trio.sleep(3 * 3600)
+        services.stopping.set()
+    assert runs == ["01:00", "02:00", "03:00", "04:00"]
+    assert job_board(services).jobs["hourly"].failures == 4
+
+
+@pytest.mark.parametrize(("interval", "cron"), [(None, None), (60, "* * * * *"), (None, "61 * * * *")])
+def test_a_job_needs_an_interval_or_a_valid_cron_expression(interval: float | None, cron: str | None) -> None:
+    async def noop(s: Services) -> None: ...
+
+    with pytest.raises(ValueError, match="job x"):
+        Job("x", interval, noop, cron=cron)
