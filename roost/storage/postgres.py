@@ -71,6 +71,9 @@ class _PgConn(Connection):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return [dict(r) for r in await self._run(self._conn.fetch(sql, *args))]
 
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        return await self._run(self._conn.fetch(sql, *args))
+
 
 class PostgresDatabase(_PgConn, Database):
     dialect = "postgresql"

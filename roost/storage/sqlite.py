@@ -125,6 +125,14 @@ class _SqliteConn(Connection):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self._run(lambda: self._conn.execute(translate(sql), args).fetchall())
 
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        def run() -> list[sqlite3.Row]:
+            cursor = self._conn.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cursor.execute(translate(sql), args).fetchall()
+
+        return await self._run(run)
+
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
@@ -161,10 +169,22 @@ class SqliteDatabase(Database):
         if not sql.lstrip()[:6].upper() == "SELECT":
             async with self._write_lock:  # INSERT .. RETURNING and friends write
                 return await self._writer.fetch(sql, *args)
+        async with self._reader() as reader:
+            return await reader.fetch(sql, *args)
+
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        if not sql.lstrip()[:6].upper() == "SELECT":
+            async with self._write_lock:
+                return await self._writer.fetch_records(sql, *args)
+        async with self._reader() as reader:
+            return await reader.fetch_records(sql, *args)
+
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[_SqliteConn]:
         async with self._free_readers:
             reader = self._readers.pop()
             try:
-                return await reader.fetch(sql, *args)
+                yield reader
             finally:
                 self._readers.append(reader)
 
