@@ -1,19 +1,19 @@
 """Assembling every due digest, batch by batch: step 3 of the digest tick (``roost.actors.digest``).
 
-Two tasks overlap so that the database and Python work at the same time:
+Three stages overlap so that the database and Python work at the same time:
 
-* the *reader* pages through the due users (``digest_schedule.next_at`` order, keyset-paged so
-  it need not wait for the previous batch's commit), reads each batch's notifications and
-  renders its mail in a worker thread (Jinja2 is pure Python; the thread lets the event loop
-  keep feeding the writer's statements in between);
-* the *writer* settles one prepared batch per transaction: claim the slots, queue the mail,
+* *read* pages through the due users (``digest_schedule.next_at`` order, keyset-paged so it
+  need not wait for the previous batch's commit) and reads each batch's notifications;
+* *render* groups them and renders each user's mail in a worker thread (Jinja2 is pure Python;
+  the thread lets the event loop keep feeding the other stages' statements in between);
+* *write* settles one prepared batch per transaction: claim the slots, queue the mail,
   record the digests, mark what they included.
 
 The reads happen outside the writing transaction, so the first write of each batch claims
 every user's slot only if it still stands where it was read (``digests.claim_slots``): a user
 whose schedule changed in between, or who was served already, gets nothing from this batch.
 A crash before a batch's commit leaves it wholly undone (served at the next tick); after it,
-wholly done. At most one prepared batch waits beside the one being written.
+wholly done. At most one batch waits between two stages.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from roost.digest.render import DigestItem, group_items
 from roost.digest.slots import next_slot
 from roost.runtime.services import Services
 from roost.storage import digests, outbox
+from roost.storage.database import Row
 
 LIST_UNSUBSCRIBE_POST = "List-Unsubscribe=One-Click"
 
@@ -52,30 +53,43 @@ async def assemble_due(services: Services, *, now: dt.datetime, counters: dict[s
     adds to ``counters`` (due, digests, empty, batches, notifications) and returns the queued
     outbox ids. Each batch commits on its own."""
     queued: list[str] = []
-    send, receive = trio.open_memory_channel[Batch](0)
+    lookback_start = now - dt.timedelta(days=services.settings.digest_lookback_days)
+    read_send, read_receive = trio.open_memory_channel[tuple[list[Row], Sequence[Any]]](0)
+    ready_send, ready_receive = trio.open_memory_channel[Batch](0)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read_batches, services, now, send)
-        async with receive:
-            async for batch in receive:
+        nursery.start_soon(_read, services, now, lookback_start, read_send)
+        nursery.start_soon(_render, services, now, lookback_start, read_receive, ready_send)
+        async with ready_receive:
+            async for batch in ready_receive:
                 queued.extend(await _write_batch(services, batch, now=now, counters=counters))
     return queued
 
 
-async def _read_batches(services: Services, now: dt.datetime, send: trio.MemorySendChannel[Batch]) -> None:
-    settings, db = services.settings, services.db
-    lookback_start = now - dt.timedelta(days=settings.digest_lookback_days)
-    secret: bytes | None = None
+async def _read(services: Services, now: dt.datetime, lookback_start: dt.datetime,
+                send: trio.MemorySendChannel[tuple[list[Row], Sequence[Any]]]) -> None:
+    """Stage 1: each batch of due users and their notifications."""
+    db, limit = services.db, services.settings.digest_batch_size
     after: tuple[dt.datetime, str] | None = None
     async with send:
         while True:
-            users = await digests.due_users(db, now=now, limit=settings.digest_batch_size, after=after)
+            users = await digests.due_users(db, now=now, limit=limit, after=after)
             if not users:
                 return
             after = (users[-1]["digest_next_at"], users[-1]["id"])
-            if secret is None:
-                secret = await unsubscribe.key(services)
             rows = await digests.eligible_notifications(
                 db, db.dialect, user_ids=[u["id"] for u in users], now=now, lookback_start=lookback_start)
+            await send.send((users, rows))
+
+
+async def _render(services: Services, now: dt.datetime, lookback_start: dt.datetime,
+                  receive: trio.MemoryReceiveChannel[tuple[list[Row], Sequence[Any]]],
+                  send: trio.MemorySendChannel[Batch]) -> None:
+    """Stage 2: group and render each batch in a worker thread."""
+    secret: bytes | None = None
+    async with receive, send:
+        async for users, rows in receive:
+            if secret is None:
+                secret = await unsubscribe.key(services)
             batch = await trio.to_thread.run_sync(
                 partial(_prepare, services, users, rows, now=now, lookback_start=lookback_start, secret=secret))
             await send.send(batch)

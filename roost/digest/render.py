@@ -67,11 +67,12 @@ class DigestItem:
     notifications parses none; an overriding template that reads the payload still can.
     """
 
-    __slots__ = ("_row", "_payload")
+    __slots__ = ("_row", "_payload", "_line")
 
     def __init__(self, row: Any):
         self._row = row
         self._payload: dict[str, Any] | None = None
+        self._line: str | None = None  # the ``sample`` filter's answer, kept for the second template
 
     def __getitem__(self, key: str) -> Any:
         if key == "payload":
@@ -94,12 +95,19 @@ class DigestItem:
 
 
 def _sample_line(item: dict[str, Any] | DigestItem) -> str:
-    get = item.get
-    text = get("headline")
+    if type(item) is DigestItem:
+        if item._line is None:
+            row = item._row
+            item._line = _line(row["headline"], row["actor_name"], item)
+        return item._line
+    return _line(item.get("headline"), item.get("actor_name"), item)
+
+
+def _line(headline: Any, actor: str | None, item: Any) -> str:
+    text = headline
     if not text:
         payload = item.get("payload") or {}
         text = payload.get("summary") or payload.get("title") or item["event_kind"].replace("_", " ")
-    actor = get("actor_name")
     return f"{actor}: {text}" if actor else str(text)
 
 
