@@ -56,7 +56,7 @@ async def due_users(conn: Connection, *, now: dt.datetime, limit: int,
         )
     return await conn.fetch(
         f"SELECT {_USER_COLUMNS} FROM digest_schedule s JOIN users u ON u.id = s.user_id"
-        " WHERE s.next_at <= $1 AND (s.next_at > $3 OR (s.next_at = $3 AND s.user_id > $4))"
+        " WHERE s.next_at <= $1 AND (s.next_at, s.user_id) > ($3, $4)"
         " ORDER BY s.next_at, s.user_id LIMIT $2",
         now, limit, after[0], after[1],
     )
@@ -125,13 +125,15 @@ async def claim_slots(conn: Connection, dialect: str, *, slots: Sequence[tuple[s
             user_ids, [s[1] for s in slots], [s[2] for s in slots], now,
         )
     else:
+        # One JSON array of [user_id, slot_at, next_at] triples: json_each is not indexed, so
+        # joining three parallel arrays on their keys would cost n^2.
         rows = await conn.fetch(
-            "UPDATE digest_schedule SET next_at = v.next_at, last_at = $4"
-            " FROM (SELECT a.value AS id, b.value AS slot_at, c.value AS next_at FROM json_each($1) AS a"
-            " JOIN json_each($2) AS b ON a.key = b.key JOIN json_each($3) AS c ON a.key = c.key) AS v"
+            "UPDATE digest_schedule SET next_at = v.next_at, last_at = $2"
+            " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS slot_at,"
+            " json_extract(value, '$[2]') AS next_at FROM json_each($1)) AS v"
             " WHERE digest_schedule.user_id = v.id AND digest_schedule.next_at = v.slot_at"
             " RETURNING digest_schedule.user_id",
-            user_ids, [_iso(s[1]) for s in slots], [_iso(s[2]) for s in slots], now,
+            [[s[0], _iso(s[1]), _iso(s[2])] for s in slots], now,
         )
     return {r["user_id"] for r in rows}
 
