@@ -1,4 +1,4 @@
-"""Digest scheduling and records: who is due, what they get, and the one write that settles a batch.
+"""Digest scheduling and records: who is due, what they get, and the writes that settle a batch.
 
 Every statement here works on a *batch* of due users (one list parameter), so a tick costs a
 fixed handful of statements per batch, however many users or notifications it covers. A list
