@@ -8,8 +8,9 @@ for a single ``notification``. The HTML environment escapes every value; the tex
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 
@@ -31,33 +32,82 @@ class TopicGroup:
     kinds: list[KindGroup] = field(default_factory=list)
 
 
-def group_items(items: Iterable[dict[str, Any]]) -> list[TopicGroup]:
+def group_items(items: Iterable[Any], *, sample: Callable[[Any], Any] = lambda item: item) -> list[TopicGroup]:
     """Topics most active first, then event kinds by count (ties by name); each kind keeps its
-    newest few items as samples and counts those still unread."""
-    topics: dict[str, dict[str, KindGroup]] = {}
+    newest few items as samples (passed through ``sample``) and counts those still unread.
+    ``items``: mappings with topic, event_kind and read_at, oldest first."""
+    kinds: dict[tuple[str, str], KindGroup] = {}
     for item in items:
-        kinds = topics.setdefault(item["topic"], {})
-        group = kinds.get(item["event_kind"])
+        key = (item["topic"], item["event_kind"])
+        group = kinds.get(key)
         if group is None:
-            group = kinds[item["event_kind"]] = KindGroup(item["event_kind"])
+            group = kinds[key] = KindGroup(key[1])
         group.count += 1
-        if item.get("read_at") is None:
+        if item["read_at"] is None:
             group.unread += 1
         group.samples.append(item)
+    topics: dict[str, list[KindGroup]] = {}
+    for (topic, _), group in kinds.items():
+        group.samples = [sample(i) for i in group.samples[-SAMPLES_PER_KIND:][::-1]]
+        topics.setdefault(topic, []).append(group)
     out = []
-    for topic, kinds in topics.items():
-        ordered = sorted(kinds.values(), key=lambda k: (-k.count, k.event_kind))
-        for k in ordered:
-            k.samples = k.samples[-SAMPLES_PER_KIND:][::-1]
-        out.append(TopicGroup(topic, sum(k.count for k in ordered), ordered))
+    for topic, groups in topics.items():
+        groups.sort(key=lambda k: (-k.count, k.event_kind))
+        out.append(TopicGroup(topic, sum(k.count for k in groups), groups))
     out.sort(key=lambda t: (-t.count, t.topic))
     return out
 
 
-def _sample_line(item: dict[str, Any]) -> str:
-    payload = item.get("payload") or {}
-    text = payload.get("summary") or payload.get("title") or item["event_kind"].replace("_", " ")
-    actor = item.get("actor_name")
+class DigestItem:
+    """One notification as the digest templates see it: ``item.topic``, ``item["topic"]`` or
+    ``item.get("topic")`` over a database row (see ``digests.eligible_notifications``).
+
+    ``payload`` is parsed from the row's JSON text on first use only: the default templates show
+    ``headline`` (the payload's summary or title, read in SQL), so a tick over a million
+    notifications parses none; an overriding template that reads the payload still can.
+    """
+
+    __slots__ = ("_row", "_payload", "_line")
+
+    def __init__(self, row: Any):
+        self._row = row
+        self._payload: dict[str, Any] | None = None
+        self._line: str | None = None  # the ``sample`` filter's answer, kept for the second template
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "payload":
+            if self._payload is None:
+                self._payload = json.loads(self._row["payload_json"] or "{}")
+            return self._payload
+        return self._row[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except (KeyError, IndexError):  # asyncpg's Record and sqlite3.Row answer differently
+            return default
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except (KeyError, IndexError):
+            raise AttributeError(name) from None
+
+
+def _sample_line(item: dict[str, Any] | DigestItem) -> str:
+    if type(item) is DigestItem:
+        if item._line is None:
+            row = item._row
+            item._line = _line(row["headline"], row["actor_name"], item)
+        return item._line
+    return _line(item.get("headline"), item.get("actor_name"), item)
+
+
+def _line(headline: Any, actor: str | None, item: Any) -> str:
+    text = headline
+    if not text:
+        payload = item.get("payload") or {}
+        text = payload.get("summary") or payload.get("title") or item["event_kind"].replace("_", " ")
     return f"{actor}: {text}" if actor else str(text)
 
 

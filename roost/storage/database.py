@@ -31,6 +31,14 @@ class Connection(abc.ABC):
         """
         return [tuple(r.values()) for r in await self.fetch(sql, *args)]
 
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        """Run a query and return the driver's own rows, read as ``row["column"]`` only.
+
+        For hot reads of many rows: an asyncpg ``Record`` or ``sqlite3.Row`` is built in C, a dict
+        per row is not. The default returns ``fetch``'s dicts, which read the same way.
+        """
+        return await self.fetch(sql, *args)
+
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None

@@ -1,4 +1,4 @@
-"""Digest scheduling and records: who is due, what they get, and the one write that settles a batch.
+"""Digest scheduling and records: who is due, what they get, and the writes that settle a batch.
 
 Every statement here works on a *batch* of due users (one list parameter), so a tick costs a
 fixed handful of statements per batch, however many users or notifications it covers. A list
@@ -8,6 +8,7 @@ travels as a PostgreSQL array or, on SQLite, as JSON read back with ``json_each`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from typing import Any, Sequence
 
@@ -43,65 +44,131 @@ async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.dat
     return upcoming
 
 
-async def due_users(conn: Connection, *, now: dt.datetime, limit: int) -> list[Row]:
-    """The next batch of users whose slot has come (one indexed range scan)."""
+async def due_users(conn: Connection, *, now: dt.datetime, limit: int,
+                    after: tuple[dt.datetime, str] | None = None) -> list[Row]:
+    """The next batch of users whose slot has come (one indexed range scan), in (next_at, user id)
+    order; ``after`` (the last batch's final pair) pages on without waiting for that batch's commit."""
+    if after is None:
+        return await conn.fetch(
+            f"SELECT {_USER_COLUMNS} FROM digest_schedule s JOIN users u ON u.id = s.user_id"
+            " WHERE s.next_at <= $1 ORDER BY s.next_at, s.user_id LIMIT $2",
+            now, limit,
+        )
     return await conn.fetch(
         f"SELECT {_USER_COLUMNS} FROM digest_schedule s JOIN users u ON u.id = s.user_id"
-        " WHERE s.next_at <= $1 ORDER BY s.next_at, s.user_id LIMIT $2",
-        now, limit,
+        " WHERE s.next_at <= $1 AND (s.next_at, s.user_id) > ($3, $4)"
+        " ORDER BY s.next_at, s.user_id LIMIT $2",
+        now, limit, after[0], after[1],
     )
 
 
+def _headline(dialect: str) -> str:
+    # What a digest shows for an item: the payload's summary, else its title (empty counts as
+    # missing). Read in SQL so a million rows need no JSON parsing in Python.
+    if dialect == "postgresql":
+        return "COALESCE(NULLIF(n.payload->>'summary', ''), NULLIF(n.payload->>'title', ''))"
+    return "COALESCE(NULLIF(json_extract(n.payload, '$.summary'), ''), NULLIF(json_extract(n.payload, '$.title'), ''))"
+
+
 async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Sequence[str], now: dt.datetime,
-                                 lookback_start: dt.datetime) -> list[Row]:
+                                 lookback_start: dt.datetime) -> Sequence[Any]:
     """What the batch's digests contain: not read, not e-mailed, not in a digest, not personal-direct,
-    created in the user's period (after their last digest, at most ``lookback_start`` back)."""
-    return await conn.fetch(
-        "SELECT n.id, n.recipient_user_id, n.event_kind, n.topic, n.payload, n.created_at, n.read_at,"
-        " a.display_name AS actor_name"
+    created in the user's period (after their last digest, at most ``lookback_start`` back).
+
+    Rows (read as ``row["column"]``): id, recipient_user_id, event_kind, topic, read_at, actor_name,
+    headline, and payload_json, the payload as JSON text (parsed only if a template asks for it);
+    each recipient's rows together, oldest first.
+    """
+    columns = ("n.id, n.recipient_user_id, n.event_kind, n.topic, n.read_at, a.display_name AS actor_name,"
+               f" {_headline(dialect)} AS headline, CAST(n.payload AS TEXT) AS payload_json")
+    eligible = ("n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL"
+                " AND (n.category IS NULL OR n.category <> $4) AND n.created_at <= $2")
+    if dialect == "postgresql":
+        # One index range per user (recipient, created_at), already in order: no sort of the
+        # whole batch's rows (which spills to disk at 50,000 rows).
+        return await conn.fetch_records(
+            f"SELECT {columns}"
+            " FROM unnest($1::text[]) WITH ORDINALITY AS b(user_id, ord)"
+            " JOIN digest_schedule s ON s.user_id = b.user_id"
+            " CROSS JOIN LATERAL (SELECT * FROM notifications n WHERE n.recipient_user_id = b.user_id"
+            f" AND {eligible} AND n.created_at > GREATEST($3, s.last_at)) AS n"
+            " LEFT JOIN users a ON a.id = n.actor_user_id"
+            " ORDER BY b.ord, n.created_at, n.id",
+            list(user_ids), now, lookback_start, PERSONAL_DIRECT,
+        )
+    return await conn.fetch_records(
+        f"SELECT {columns}"
         " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
         " LEFT JOIN users a ON a.id = n.actor_user_id"
-        f" WHERE n.recipient_user_id {_in_list(dialect, '$1')}"
-        " AND n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL"
-        " AND (n.category IS NULL OR n.category <> $4)"
-        " AND n.created_at <= $2 AND n.created_at > $3"
-        " AND (s.last_at IS NULL OR n.created_at > s.last_at)"
+        f" WHERE n.recipient_user_id {_in_list(dialect, '$1')} AND {eligible}"
+        " AND n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)"
         " ORDER BY n.recipient_user_id, n.created_at, n.id",
         list(user_ids), now, lookback_start, PERSONAL_DIRECT,
     )
 
 
-async def settle_batch(conn: Connection, dialect: str, *, records: Sequence[dict[str, Any]],
+async def claim_slots(conn: Connection, dialect: str, *, slots: Sequence[tuple[str, dt.datetime, dt.datetime | None]],
+                      now: dt.datetime) -> set[str]:
+    """In the caller's transaction, the first write of a batch: move each user's next slot from
+    the one being served to the next, and record ``last_at``. ``slots``: (user_id, slot_at,
+    next_at). Returns the users whose schedule still stood at ``slot_at``; a user whose schedule
+    changed since the batch was read (or who was served already) is left alone and gets no digest.
+    On PostgreSQL the claimed rows stay locked until the commit."""
+    if not slots:
+        return set()
+    user_ids = [s[0] for s in slots]
+    if dialect == "postgresql":
+        rows = await conn.fetch(
+            "UPDATE digest_schedule AS s SET next_at = v.next_at, last_at = $4"
+            " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS v(id, slot_at, next_at)"
+            " WHERE s.user_id = v.id AND s.next_at = v.slot_at RETURNING s.user_id",
+            user_ids, [s[1] for s in slots], [s[2] for s in slots], now,
+        )
+    else:
+        # One JSON array of [user_id, slot_at, next_at] triples: json_each is not indexed, so
+        # joining three parallel arrays on their keys would cost n^2.
+        rows = await conn.fetch(
+            "UPDATE digest_schedule SET next_at = v.next_at, last_at = $2"
+            " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS slot_at,"
+            " json_extract(value, '$[2]') AS next_at FROM json_each($1)) AS v"
+            " WHERE digest_schedule.user_id = v.id AND digest_schedule.next_at = v.slot_at"
+            " RETURNING digest_schedule.user_id",
+            [[s[0], _iso(s[1]), _iso(s[2])] for s in slots], now,
+        )
+    return {r["user_id"] for r in rows}
+
+
+async def record_batch(conn: Connection, dialect: str, *, records: Sequence[dict[str, Any]],
                        now: dt.datetime) -> None:
-    """In the caller's transaction: record each user's digest period, mark what it included, move
-    each user's next slot. ``records``: dicts of user_id, slot_at, period_start, notification_ids,
-    outbox_id (or None), next_at."""
+    """In the caller's transaction, after ``claim_slots``: record each claimed user's digest period
+    and mark what it included. ``records``: dicts of user_id, slot_at, period_start,
+    notification_ids, outbox_id (or None)."""
     if not records:
         return
-    await conn.execute_many(
-        "INSERT INTO digests (id, recipient_user_id, slot_at, period_start, period_end, notification_ids,"
-        " outbox_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $5)",
-        [(new_id("dig"), r["user_id"], r["slot_at"], r["period_start"], now, list(r["notification_ids"]),
-          r["outbox_id"]) for r in records],
-    )
+    if dialect == "postgresql":
+        # One statement from arrays instead of one execution per row.
+        await conn.execute(
+            "INSERT INTO digests (id, recipient_user_id, slot_at, period_start, period_end, notification_ids,"
+            " outbox_id, created_at)"
+            " SELECT v.id, v.user_id, v.slot_at, v.period_start, $5, v.ids::jsonb, v.outbox_id, $5"
+            " FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $6::text[], $7::text[])"
+            " AS v(id, user_id, slot_at, period_start, ids, outbox_id)",
+            [new_id("dig") for _ in records], [r["user_id"] for r in records], [r["slot_at"] for r in records],
+            [r["period_start"] for r in records], now,
+            [json.dumps(list(r["notification_ids"]), separators=(",", ":")) for r in records],
+            [r["outbox_id"] for r in records],
+        )
+    else:
+        await conn.execute_many(
+            "INSERT INTO digests (id, recipient_user_id, slot_at, period_start, period_end, notification_ids,"
+            " outbox_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $5)",
+            [(new_id("dig"), r["user_id"], r["slot_at"], r["period_start"], now, list(r["notification_ids"]),
+              r["outbox_id"]) for r in records],
+        )
     included = [nid for r in records for nid in r["notification_ids"]]
     if included:
         await conn.execute(
             f"UPDATE notifications SET digest_included_at = $1 WHERE id {_in_list(dialect, '$2')}", now, included
-        )
-    user_ids = [r["user_id"] for r in records]
-    if dialect == "postgresql":
-        await conn.execute(
-            "UPDATE digest_schedule AS s SET next_at = v.next_at, last_at = $3"
-            " FROM unnest($1::text[], $2::timestamptz[]) AS v(id, next_at) WHERE s.user_id = v.id",
-            user_ids, [r["next_at"] for r in records], now,
-        )
-    else:
-        await conn.execute(
-            "UPDATE digest_schedule SET next_at = v.next_at, last_at = $3"
-            " FROM (SELECT a.value AS id, b.value AS next_at FROM json_each($1) AS a"
-            " JOIN json_each($2) AS b ON a.key = b.key) AS v WHERE digest_schedule.user_id = v.id",
-            user_ids, [_iso(r["next_at"]) for r in records], now,
         )
 
 

@@ -74,6 +74,9 @@ class _PgConn(Connection):
     async def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await self._run(self._conn.fetch(sql, *args))]
 
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        return await self._run(self._conn.fetch(sql, *args))
+
 
 class PostgresDatabase(_PgConn, Database):
     dialect = "postgresql"

@@ -133,6 +133,14 @@ class _SqliteConn(Connection):
 
         return await self._run(run)
 
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        def run() -> list[sqlite3.Row]:
+            cursor = self._conn.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cursor.execute(translate(sql), args).fetchall()
+
+        return await self._run(run)
+
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
@@ -170,6 +178,9 @@ class SqliteDatabase(Database):
 
     async def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return await self._read(lambda conn: conn.fetch_tuples(sql, *args), sql)
+
+    async def fetch_records(self, sql: str, *args: Any) -> Sequence[Any]:
+        return await self._read(lambda conn: conn.fetch_records(sql, *args), sql)
 
     async def _read(self, query: Callable[[_SqliteConn], Awaitable[T]], sql: str) -> T:
         if not sql.lstrip()[:6].upper() == "SELECT":

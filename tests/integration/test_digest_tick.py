@@ -217,3 +217,22 @@ async def test_batches_cover_every_due_user_with_a_fixed_number_of_statements(db
     counters = await run_tick(services, now=h(2))
     assert counters == {"released": 0, "decayed": 0, "due": 7, "digests": 7, "empty": 0, "batches": 3,
                         "notifications": 14}
+
+
+async def test_a_slot_is_claimed_only_while_the_schedule_still_stands_where_it_was_read(db: Database) -> None:
+    # The tick reads a batch outside the transaction that writes it; claim_slots is what keeps a
+    # user whose schedule moved in between (or who was served already) from a digest.
+    acc = await make_account(db, h(0))
+    ann = await make_user(db, acc, now=h(0), email="ann@example.com")
+    slot = (await digests.schedule_of(db, ann["id"]))["next_at"]
+    assert slot == h(2)
+
+    async with db.transaction() as tx:
+        stale = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], h(1), h(26))], now=h(2.5))
+    async with db.transaction() as tx:
+        fresh = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], slot, h(26))], now=h(2.5))
+    async with db.transaction() as tx:
+        again = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], slot, h(26))], now=h(2.6))
+
+    assert (stale, fresh, again) == (set(), {ann["id"]}, set())
+    assert await digests.schedule_of(db, ann["id"]) == {"next_at": h(26), "last_at": h(2.5)}
