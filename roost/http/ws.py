@@ -21,6 +21,7 @@ from werkzeug.datastructures import Headers
 from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
+from roost.http.wsdirect import direct_writer
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -151,8 +152,10 @@ async def device_socket() -> None:
         async with trio.open_nursery() as nursery:
             # close() cancels this nursery; queued frames start a writer task in it. That may
             # happen from any task (whoever queues a frame), so the writer gets the websocket
-            # object's own send, not the context-local proxy's.
-            sock.attach(nursery, websocket._get_current_object().send)
+            # object's own send, not the context-local proxy's; and frames are written beneath
+            # ASGI when the server is one ``roost.http.wsdirect`` knows (Hypercorn over TCP).
+            ws = websocket._get_current_object()
+            sock.attach(nursery, ws.send, direct_writer(ws._send))
             nursery.start_soon(_after_register, sock, since)
             await _read_loop(sock)
     finally:

@@ -18,7 +18,7 @@ import itertools
 import json
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
 
 import trio
 
@@ -36,6 +36,14 @@ CLOSE_TRY_AGAIN = 1013
 _ids = itertools.count(1)
 
 
+class DirectWrite(Protocol):
+    """Writes frames beneath the ASGI layer when it can (``roost.http.wsdirect``)."""
+
+    def write_nowait(self, text: str) -> bytes | None: ...
+
+    async def write_rest(self, data: bytes) -> None: ...
+
+
 class Outbox:
     """A bounded FIFO of encoded frames: the part of a trio memory channel a socket needs.
 
@@ -48,7 +56,7 @@ class Outbox:
     __slots__ = ("_items", "_max", "_closed", "_lot")
 
     def __init__(self, max_size: int):
-        self._items: list[str] = []
+        self._items: list[str | bytes] = []  # bytes: the rest of a frame written in part
         self._max = max_size
         self._closed = False
         self._lot: trio.lowlevel.ParkingLot | None = None
@@ -65,7 +73,7 @@ class Outbox:
             self._lot = trio.lowlevel.ParkingLot()
         await self._lot.park()
 
-    def send_nowait(self, text: str) -> None:
+    def send_nowait(self, text: str | bytes) -> None:
         if self._closed:
             raise trio.ClosedResourceError("outbox closed")
         if len(self._items) >= self._max:
@@ -83,7 +91,7 @@ class Outbox:
                 await self._wait()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def receive_nowait(self) -> str:
+    def receive_nowait(self) -> str | bytes:
         if self._items:
             text = self._items.pop(0)
             self._changed()
@@ -92,7 +100,7 @@ class Outbox:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    async def receive(self) -> str:
+    async def receive(self) -> str | bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
@@ -110,7 +118,7 @@ class Outbox:
     def __aiter__(self) -> Outbox:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> str | bytes:
         try:
             return await self.receive()
         except trio.EndOfChannel:
@@ -122,7 +130,7 @@ class DeviceSocket:
 
     __slots__ = (
         "id", "device_id", "user_id", "account_id", "outbox", "scope", "close_code", "close_reason",
-        "last_heard", "_registry", "_nursery", "_send", "_writing",
+        "last_heard", "_registry", "_nursery", "_send", "_writing", "_direct",
     )
 
     def __init__(self, registry: SocketRegistry, device_id: str, user_id: str, account_id: str, buffer: int):
@@ -139,6 +147,7 @@ class DeviceSocket:
         self._nursery: trio.Nursery | None = None
         self._send: Callable[[str], Awaitable[object]] | None = None
         self._writing = False
+        self._direct: DirectWrite | None = None
 
     # The outbox under the names of the memory channel it replaces (writer side, reader side).
     @property
@@ -149,24 +158,40 @@ class DeviceSocket:
     def receive_channel(self) -> Outbox:
         return self.outbox
 
-    def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]]) -> None:
+    def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]],
+               direct: DirectWrite | None = None) -> None:
         """Hand the socket to its handler's nursery.
 
         From now on ``close()`` cancels the nursery (at once if the socket was closed already),
         and whenever frames are queued and no writer is running, a writer task that passes them
-        to ``send`` in order is started in it; it ends when the outbox is empty.
+        to ``send`` in order is started in it; it ends when the outbox is empty. With ``direct``,
+        a frame offered while nothing is queued or being written is written at once by the
+        sender (no task, no queue), and only what does not fit goes through the outbox.
         """
         self.scope = nursery.cancel_scope
         if self.close_code is not None:
             self.scope.cancel()
         self._nursery = nursery
         self._send = send
+        self._direct = direct
         self._kick()
 
     def detach(self) -> None:
-        """The handler's nursery is done: start no more writer tasks."""
+        """The handler's nursery is done: start no more writer tasks, write nothing more directly."""
         self._nursery = None
         self._send = None
+        self._direct = None
+
+    def _enqueue(self, text: str) -> None:
+        """Write ``text`` directly if nothing is ahead of it, else queue it (``send_nowait``'s errors)."""
+        if self._direct is not None and not self._writing and not self.outbox:
+            rest = self._direct.write_nowait(text)
+            if rest == b"":
+                return
+            if rest is not None:  # the rest of that frame: first in the (empty) outbox, for the writer
+                self.outbox.send_nowait(rest)
+                return
+        self.outbox.send_nowait(text)
 
     def _kick(self) -> None:
         if self._nursery is not None and not self._writing and self.outbox:
@@ -178,13 +203,18 @@ class DeviceSocket:
                 self._writing = False
 
     async def _write_queued(self, send: Callable[[str], Awaitable[object]]) -> None:
+        direct = self._direct
         try:
             while True:
                 try:
                     text = self.outbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     return
-                await send(text)
+                if isinstance(text, bytes):
+                    assert direct is not None  # only a direct write leaves bytes
+                    await direct.write_rest(text)
+                else:
+                    await send(text)
         finally:
             self._writing = False
 
@@ -193,7 +223,7 @@ class DeviceSocket:
         if self.close_code is not None:
             return False
         try:
-            self.outbox.send_nowait(text)
+            self._enqueue(text)
         except trio.WouldBlock:
             self._registry.metrics.ws_closed_slow.inc()
             log.warning("closing slow consumer", device_id=self.device_id, socket=self.id)
@@ -201,7 +231,7 @@ class DeviceSocket:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return False
-        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._registry.frames_out(kind).inc()
         self._kick()
         return True
 
@@ -210,12 +240,12 @@ class DeviceSocket:
         if self.close_code is not None:
             return True  # nothing more goes to a closing socket; it catches up on reconnect
         try:
-            self.outbox.send_nowait(text)
+            self._enqueue(text)
         except trio.WouldBlock:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True
-        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._registry.frames_out(kind).inc()
         self._kick()
         return True
 
@@ -231,12 +261,12 @@ class DeviceSocket:
             frame = encode(frame)
         try:
             try:
-                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame
+                self._enqueue(frame)  # room: no scheduling round trip per frame
             except trio.WouldBlock:
                 await self.outbox.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
-        self._registry.metrics.ws_frames_out.labels(kind or "frame").inc()
+        self._registry.frames_out(kind or "frame").inc()
         self._kick()
 
     def send(self, frame: dict[str, Any]) -> bool:
@@ -269,6 +299,14 @@ class SocketRegistry:
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._handshakes: set[trio.CancelScope] = set()
+        self._frames_out: dict[str, Any] = {}  # frame type -> its counter (``labels`` is slow per frame)
+
+    def frames_out(self, kind: str) -> Any:
+        """The sent-frames counter for one frame type."""
+        counter = self._frames_out.get(kind)
+        if counter is None:
+            counter = self._frames_out[kind] = self.metrics.ws_frames_out.labels(kind)
+        return counter
 
     @contextmanager
     def handshaking(self) -> Iterator[trio.CancelScope]:
