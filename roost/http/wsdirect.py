@@ -10,10 +10,10 @@ per text and written with one non-blocking ``os.write`` per socket, from the sen
 This reaches beneath ASGI into Hypercorn's objects, so ``direct_writer`` checks each step and
 returns None if anything is not as expected (another server, TLS, HTTP/2, another Hypercorn):
 that socket keeps the ASGI path. A write goes direct only when Hypercorn is not mid-write on the
-connection (its send lock is free) and the WebSocket is open; a client that negotiated
-compression gets its own frame from its wsproto connection (so the compressor's state stays
-right); a partial write returns the rest, which must then be written before anything else, via
-``write_rest`` (Hypercorn's lock, shielded, as Hypercorn does itself).
+connection (its send lock is free) and the WebSocket is open. A connection with an extension
+(compression, which ``roost.http.server`` declines anyway) keeps the ASGI path. A partial write
+returns the rest, which must then be written before anything else, via ``write_rest``
+(Hypercorn's own send: its lock, shielded).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ try:  # Hypercorn's trio worker: the only stack the direct path knows
     from hypercorn.protocol.ws_stream import WSStream
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
-    from wsproto.events import TextMessage
 except ImportError:  # pragma: no cover - another server
     WSStream = H11Protocol = TCPServer = None  # type: ignore[assignment,misc]
 
@@ -62,12 +61,11 @@ def text_frame(text: str) -> bytes:
 class DirectWriter:
     """Writes one WebSocket connection's frames straight to its TCP socket when it can."""
 
-    __slots__ = ("_tcp", "_ws", "_shared")
+    __slots__ = ("_tcp", "_ws")
 
     def __init__(self, tcp: Any, ws: Any):
         self._tcp = tcp
         self._ws = ws
-        self._shared = ws.handshake.extensions is None  # nothing offered, so nothing negotiated
 
     def write_nowait(self, text: str) -> bytes | None:
         """Write ``text`` as a frame without waiting.
@@ -82,15 +80,13 @@ class DirectWriter:
         fd = tcp.stream.socket.fileno()
         if fd < 0:  # closed; checked right before the write, with no await between
             return None
-        data = text_frame(text) if self._shared else bytes(ws.connection.send(TextMessage(data=text)))
+        data = text_frame(text)
         try:
             n = os.write(fd, data)
         except BlockingIOError:
             n = 0
         except OSError:
-            if self._shared:
-                return None  # a broken connection: Hypercorn's own send finds out and closes it
-            return data  # the compressor has moved on: these bytes must be the next ones
+            return None  # a broken connection: Hypercorn's own send finds out and closes it
         return data[n:]
 
     async def write_rest(self, data: bytes) -> None:
@@ -118,6 +114,7 @@ def direct_writer(send: Any) -> DirectWriter | None:
         getattr(tcp, "send_lock", None), trio.Lock
     ):
         return None  # TLS (an SSLStream), or a Hypercorn whose TCP server is laid out otherwise
-    if not hasattr(ws, "handshake") or not hasattr(ws, "connection"):
-        return None
+    connection = getattr(ws, "connection", None)
+    if connection is None or getattr(getattr(connection, "_proto", None), "extensions", None) != []:
+        return None  # an extension was negotiated (frames differ per socket), or wsproto changed
     return DirectWriter(tcp, ws)

@@ -176,6 +176,11 @@ class DeviceSocket:
         self._direct = direct
         self._kick()
 
+    @property
+    def writes_directly(self) -> bool:
+        """Whether frames to this socket are written beneath the ASGI layer (``attach``'s ``direct``)."""
+        return self._direct is not None
+
     def detach(self) -> None:
         """The handler's nursery is done: start no more writer tasks, write nothing more directly."""
         self._nursery = None
