@@ -33,10 +33,10 @@ class Keepalive(Actor):
         due: list[DeviceSocket] = []  # this interval's sockets not pinged yet
         per_slice = 0
         task_status.started()
-        for step in itertools.count():
+        for step in itertools.count(1):
             if not await ctx.pause(interval / slices):
                 return
-            if step % slices == 0:  # a new interval: every socket open now, once
+            if step % slices == 0:  # a new interval (the first one interval in): every socket open now, once
                 due = sockets.all()
                 due.reverse()
                 per_slice = math.ceil(len(due) / slices)

@@ -43,12 +43,13 @@ async def test_pings_are_spread_over_the_interval_and_each_socket_gets_one_per_i
             nursery.start_soon(answer)
             t0 = trio.current_time()
             await nursery.start(Keepalive().run, ActorContext("keepalive", services))
-            await trio.sleep(30.05)
+            await trio.sleep(39.95)  # intervals begin at 10, 20 and 30 s; the last slice is at 39.9 s
             nursery.cancel_scope.cancel()
 
     assert all(len(pinged_at[s.id]) == 3 for s in socks)  # once in each of three intervals
     gaps = [b - a for times in pinged_at.values() for a, b in zip(times, times[1:], strict=False)]
     assert gaps and all(gap == pytest.approx(10.0, abs=0.2) for gap in gaps)
+    assert min(times[0] for times in pinged_at.values()) - t0 >= 10.0  # the first pings come an interval in
     per_slice = collections.Counter(round((times[0] - t0) / SLICE_S) for times in pinged_at.values())
     assert len(per_slice) == 100 and max(per_slice.values()) == 10  # 100 slices of 10, not 1,000 at once
     assert all(s.close_code is None for s in socks)
