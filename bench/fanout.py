@@ -125,7 +125,7 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
     ready_sent = False
     request = ("GET /ws/device HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n")
-    counted = 0
+    counted = retries = 0
     ctl = conn.fileno()
     ep.register(ctl, select.EPOLLIN)
     while True:
@@ -141,7 +141,7 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
             ep.register(s.fileno(), select.EPOLLIN)
             in_flight += 1
         if not ready_sent and live == len(all_socks):
-            conn.send(("ready", len(all_socks)))
+            conn.send(("ready", retries))
             ready_sent = True
         for fd, _ in ep.poll(0.05):
             if fd == ctl:
@@ -158,8 +158,17 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
                 continue
             now = time.time()
             if not data:
-                rs.closed = True
                 ep.unregister(fd)
+                del by_fd[fd]
+                rs.sock.close()
+                if rs.state == "live":
+                    rs.closed = True
+                else:  # refused or timed out in its handshake (a loaded server): try again
+                    retries += 1
+                    rs.buf.clear()
+                    rs.state = "connecting"
+                    in_flight -= 1
+                    waiting.append(rs)
                 continue
             buf = rs.buf
             buf += data
@@ -212,7 +221,7 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
                         in_flight -= 1
                 elif opcode == 0x9:
                     rs.sock.sendall(ws_frame(payload, 0xA))
-                elif opcode == 0x8:
+                elif opcode == 0x8 and rs.state == "live":
                     rs.closed = True
             del buf[:pos]
         if counted:
@@ -366,12 +375,24 @@ def run_raw(url: str, port: int, args: argparse.Namespace, server_pid: int) -> d
         for _proc, parent in children:
             if not parent.poll(120):
                 raise RuntimeError("a client process did not connect its sockets in time")
-            assert parent.recv()[0] == "ready"
+            kind, retries = parent.recv()
+            assert kind == "ready"
+            if retries:
+                print(f"note: {retries} handshakes were closed by the server and retried", file=sys.stderr)
         connect_s = time.monotonic() - t
         time.sleep(1.0)  # let every register hook finish
         pids = [proc.pid for proc, _ in children]
         before = cpu_seconds(server_pid), sum(cpu_seconds(p) for p in pids)
-        run = trio.run(drive, url, args, acc, users, received)
+        try:
+            run = trio.run(drive, url, args, acc, users, received)
+        except trio.TooSlowError:
+            for _proc, parent in children:
+                parent.send("stop")
+                got = parent.recv()[1]
+                print(f"client: {sum(1 for s in got if s[3])} of {len(got)} sockets closed by the server; "
+                      f"frames per socket: {sorted({len(s[2]) for s in got})}", file=sys.stderr)
+            print(f"received {received.value} frames", file=sys.stderr)
+            raise
         cpu = {"server": cpu_seconds(server_pid) - before[0],
                "client": sum(cpu_seconds(p) for p in pids) - before[1]}
         socks: list[tuple[int, dict, list, bool]] = []
@@ -437,6 +458,11 @@ def main() -> None:
         try:
             result = (run_raw(url, port, args, proc.pid) if args.client == "raw"
                       else run_trio(url, args, proc.pid))
+        except BaseException:
+            kept = Path(tempfile.gettempdir()) / f"fanout-server-{proc.pid}.log"
+            kept.write_bytes((Path(tmp) / "server.log").read_bytes())
+            print(f"server log kept in {kept}", file=sys.stderr)
+            raise
         finally:
             proc.terminate()
             proc.wait(30)

@@ -3,7 +3,8 @@
 Each open socket has one bounded outbox. Senders never wait: a frame that does not fit closes
 that socket (code 1013, "slow consumer") instead of letting memory grow, and the device catches
 up on reconnect from what the database still holds. Frames are encoded once per send, however
-many sockets they go to.
+many sockets they go to; under Hypercorn they are written by the sender itself, beneath ASGI,
+whenever nothing is queued ahead of them (``roost.http.wsdirect``).
 
 An idle socket should cost little memory (the bar is 2,000 of them at no more than 40 KiB each,
 most of which Hypercorn and Quart take): the outbox is a list rather than a trio memory channel
