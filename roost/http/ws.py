@@ -22,6 +22,7 @@ from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
 from roost.http.ws_transport import SocketIO, open_socket_io
+from roost.http.wsdirect import direct_writer
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -165,9 +166,11 @@ async def device_socket() -> None:
             async with trio.open_nursery() as nursery:
                 # close() cancels this nursery; queued frames start a writer task in it. That may
                 # happen from any task (whoever queues a frame), so the writer gets the websocket
-                # object's own send, not the context-local proxy's; a burst of queued frames goes
-                # out in one write where the server allows it.
-                sock.attach(nursery, ws.send, io.send_many)
+                # object's own send, not the context-local proxy's. Where the server is the one
+                # ``roost.http.wsdirect`` knows (Hypercorn over TCP), a frame offered to an idle
+                # socket is written at once beneath ASGI, and a burst of queued frames goes out in
+                # one write (``roost.http.ws_transport``).
+                sock.attach(nursery, ws.send, io.send_many, direct_writer(ws._send))
                 nursery.start_soon(_after_register, sock, since)
                 await _read_loop(sock, io)
         finally:

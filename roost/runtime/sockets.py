@@ -3,7 +3,8 @@
 Each open socket has one bounded outbox. Senders never wait: a frame that does not fit closes
 that socket (code 1013, "slow consumer") instead of letting memory grow, and the device catches
 up on reconnect from what the database still holds. Frames are encoded once per send, however
-many sockets they go to.
+many sockets they go to; under Hypercorn they are written by the sender itself, beneath ASGI,
+whenever nothing is queued ahead of them (``roost.http.wsdirect``).
 
 An idle socket should cost little memory (the bar is 2,000 of them at no more than 40 KiB each,
 most of which Hypercorn and Quart take): the outbox is a list rather than a trio memory channel
@@ -18,7 +19,7 @@ import itertools
 import json
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
 
 import trio
 
@@ -36,6 +37,14 @@ CLOSE_TRY_AGAIN = 1013
 _ids = itertools.count(1)
 
 
+class DirectWrite(Protocol):
+    """Writes frames beneath the ASGI layer when it can (``roost.http.wsdirect``)."""
+
+    def write_nowait(self, text: str) -> bytes | None: ...
+
+    async def write_rest(self, data: bytes) -> None: ...
+
+
 class Outbox:
     """A bounded FIFO of encoded frames: the part of a trio memory channel a socket needs.
 
@@ -48,7 +57,7 @@ class Outbox:
     __slots__ = ("_items", "_max", "_closed", "_lot")
 
     def __init__(self, max_size: int):
-        self._items: list[str] = []
+        self._items: list[str | bytes] = []  # bytes: the rest of a frame written in part
         self._max = max_size
         self._closed = False
         self._lot: trio.lowlevel.ParkingLot | None = None
@@ -65,7 +74,7 @@ class Outbox:
             self._lot = trio.lowlevel.ParkingLot()
         await self._lot.park()
 
-    def send_nowait(self, text: str) -> None:
+    def send_nowait(self, text: str | bytes) -> None:
         if self._closed:
             raise trio.ClosedResourceError("outbox closed")
         if len(self._items) >= self._max:
@@ -83,14 +92,14 @@ class Outbox:
                 await self._wait()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def take_all(self) -> list[str]:
+    def take_all(self) -> list[str | bytes]:
         """Every queued frame, oldest first, leaving the outbox empty (open or closed)."""
         items, self._items = self._items, []
         if items:
             self._changed()
         return items
 
-    def receive_nowait(self) -> str:
+    def receive_nowait(self) -> str | bytes:
         if self._items:
             text = self._items.pop(0)
             self._changed()
@@ -99,7 +108,7 @@ class Outbox:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    async def receive(self) -> str:
+    async def receive(self) -> str | bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
@@ -117,7 +126,7 @@ class Outbox:
     def __aiter__(self) -> Outbox:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> str | bytes:
         try:
             return await self.receive()
         except trio.EndOfChannel:
@@ -129,7 +138,7 @@ class DeviceSocket:
 
     __slots__ = (
         "id", "device_id", "user_id", "account_id", "outbox", "scope", "close_code", "close_reason",
-        "last_heard", "_registry", "_nursery", "_send", "_send_many", "_writing",
+        "last_heard", "_registry", "_nursery", "_send", "_send_many", "_writing", "_direct",
     )
 
     def __init__(self, registry: SocketRegistry, device_id: str, user_id: str, account_id: str, buffer: int):
@@ -147,6 +156,7 @@ class DeviceSocket:
         self._send: Callable[[str], Awaitable[object]] | None = None
         self._send_many: Callable[[list[str]], Awaitable[object]] | None = None
         self._writing = False
+        self._direct: DirectWrite | None = None
 
     # The outbox under the names of the memory channel it replaces (writer side, reader side).
     @property
@@ -158,14 +168,17 @@ class DeviceSocket:
         return self.outbox
 
     def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]],
-               send_many: Callable[[list[str]], Awaitable[object]] | None = None) -> None:
+               send_many: Callable[[list[str]], Awaitable[object]] | None = None,
+               direct: DirectWrite | None = None) -> None:
         """Hand the socket to its handler's nursery.
 
         From now on ``close()`` cancels the nursery (at once if the socket was closed already),
         and whenever frames are queued and no writer is running, a writer task that passes them
         to ``send`` in order is started in it; it ends when the outbox is empty. With
         ``send_many`` the writer passes everything queued at once instead (one transport write
-        for a burst of frames: see ``roost.http.ws_transport``).
+        for a burst of frames: see ``roost.http.ws_transport``). With ``direct``, a frame offered
+        while nothing is queued or being written is written at once by the sender (no task, no
+        queue: see ``roost.http.wsdirect``), and only what does not fit goes through the outbox.
         """
         self.scope = nursery.cancel_scope
         if self.close_code is not None:
@@ -173,13 +186,31 @@ class DeviceSocket:
         self._nursery = nursery
         self._send = send
         self._send_many = send_many
+        self._direct = direct
         self._kick()
 
+    @property
+    def writes_directly(self) -> bool:
+        """Whether frames to this socket are written beneath the ASGI layer (``attach``'s ``direct``)."""
+        return self._direct is not None
+
     def detach(self) -> None:
-        """The handler's nursery is done: start no more writer tasks."""
+        """The handler's nursery is done: start no more writer tasks, write nothing more directly."""
         self._nursery = None
         self._send = None
         self._send_many = None
+        self._direct = None
+
+    def _enqueue(self, text: str) -> None:
+        """Write ``text`` directly if nothing is ahead of it, else queue it (``send_nowait``'s errors)."""
+        if self._direct is not None and not self._writing and not self.outbox:
+            rest = self._direct.write_nowait(text)
+            if rest == b"":
+                return
+            if rest is not None:  # the rest of that frame: first in the (empty) outbox, for the writer
+                self.outbox.send_nowait(rest)
+                return
+        self.outbox.send_nowait(text)
 
     def _kick(self) -> None:
         if self._nursery is not None and not self._writing and self.outbox:
@@ -192,18 +223,31 @@ class DeviceSocket:
 
     async def _write_queued(self, send: Callable[[str], Awaitable[object]],
                             send_many: Callable[[list[str]], Awaitable[object]] | None) -> None:
+        direct = self._direct
         try:
-            while send_many is not None:
-                texts = self.outbox.take_all()
-                if not texts:
-                    return
-                await send_many(texts)
             while True:
-                try:
-                    text = self.outbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    return
-                await send(text)
+                if send_many is None:
+                    try:
+                        items: list[str | bytes] = [self.outbox.receive_nowait()]
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        return
+                else:
+                    items = self.outbox.take_all()
+                    if not items:
+                        return
+                texts: list[str] = []
+                for item in items:
+                    if isinstance(item, bytes):  # the rest of a frame a direct write began: first
+                        assert direct is not None and not texts  # only at the head of the queue
+                        await direct.write_rest(item)
+                    else:
+                        texts.append(item)
+                if send_many is not None:
+                    if texts:
+                        await send_many(texts)
+                else:
+                    for text in texts:
+                        await send(text)
         finally:
             self._writing = False
 
@@ -212,7 +256,7 @@ class DeviceSocket:
         if self.close_code is not None:
             return False
         try:
-            self.outbox.send_nowait(text)
+            self._enqueue(text)
         except trio.WouldBlock:
             self._registry.metrics.ws_closed_slow.inc()
             log.warning("closing slow consumer", device_id=self.device_id, socket=self.id)
@@ -220,7 +264,7 @@ class DeviceSocket:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return False
-        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._registry.frames_out(kind).inc()
         self._kick()
         return True
 
@@ -229,12 +273,12 @@ class DeviceSocket:
         if self.close_code is not None:
             return True  # nothing more goes to a closing socket; it catches up on reconnect
         try:
-            self.outbox.send_nowait(text)
+            self._enqueue(text)
         except trio.WouldBlock:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True
-        self._registry.metrics.ws_frames_out.labels(kind).inc()
+        self._registry.frames_out(kind).inc()
         self._kick()
         return True
 
@@ -250,12 +294,12 @@ class DeviceSocket:
             frame = encode(frame)
         try:
             try:
-                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame
+                self._enqueue(frame)  # room: no scheduling round trip per frame
             except trio.WouldBlock:
                 await self.outbox.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
-        self._registry.metrics.ws_frames_out.labels(kind or "frame").inc()
+        self._registry.frames_out(kind or "frame").inc()
         self._kick()
 
     def send(self, frame: dict[str, Any]) -> bool:
@@ -288,6 +332,14 @@ class SocketRegistry:
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._handshakes: set[trio.CancelScope] = set()
+        self._frames_out: dict[str, Any] = {}  # frame type -> its counter (``labels`` is slow per frame)
+
+    def frames_out(self, kind: str) -> Any:
+        """The sent-frames counter for one frame type."""
+        counter = self._frames_out.get(kind)
+        if counter is None:
+            counter = self._frames_out[kind] = self.metrics.ws_frames_out.labels(kind)
+        return counter
 
     @contextmanager
     def handshaking(self) -> Iterator[trio.CancelScope]:

@@ -16,6 +16,9 @@ import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from roost.server import Running
 from tests.support.server import admin_client, make_device, running_server
@@ -454,6 +457,62 @@ async def test_several_sockets_of_one_device_are_served_independently(
         await first.aclose()
         await wait_until(lambda: server.services.sockets.count == 1)
         await still_open(second)
+
+
+async def test_frames_go_beneath_asgi_whole_and_in_order_at_every_length_encoding(
+    server: Running, device: dict
+) -> None:
+    """Under Hypercorn each socket writes directly; 7-bit, 16-bit and 64-bit lengths all arrive intact."""
+    sizes = [0, 95, 96, 1000, 65_505, 65_506, 200_000, 3]  # frames of 30 + size bytes: 125/126, 65535/65536
+    async with registered(server, device["token"], max_message_size=1 << 20) as ws:
+        [sock] = server.services.sockets.all()
+        assert sock.writes_directly  # a Hypercorn upgrade that moves its internals fails here
+        for n, size in enumerate(sizes):
+            server.services.sockets.send_to_device(device["device"]["id"], {"type": "test", "n": n, "pad": "x" * size})
+        for n, size in enumerate(sizes):
+            frame = await receive(ws)
+            assert (frame["n"], frame["pad"]) == (n, "x" * size)
+        await still_open(ws)
+
+
+async def test_a_client_offering_compression_is_declined_and_still_written_directly(
+    server: Running, device: dict
+) -> None:
+    """Browsers offer permessage-deflate: the offer is declined, and the shared frames reach it in order."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.http.port)
+    conn = WSConnection(ConnectionType.CLIENT)
+    events: list[Any] = []
+
+    async def next_event() -> Any:
+        with trio.fail_after(CLOSE_TIMEOUT_S):
+            while not events:
+                conn.receive_data(await stream.receive_some(1 << 16))
+                events.extend(conn.events())
+        return events.pop(0)
+
+    async with stream:
+        await stream.send_all(conn.send(Request(
+            host="127.0.0.1", target="/ws/device", extensions=[PerMessageDeflate()],
+            extra_headers=[(b"authorization", f"Bearer {device['token']}".encode())])))
+        accepted = await next_event()
+        assert isinstance(accepted, AcceptConnection) and accepted.extensions == []
+        await stream.send_all(conn.send(TextMessage(data='{"type":"register"}')))
+        assert json.loads((await next_event()).data)["type"] == "hello_ok"
+        [sock] = server.services.sockets.all()
+        assert sock.writes_directly
+        frames = [{"type": "test", "n": n, "pad": "ab" * n * 500} for n in range(20)]
+        for frame in frames:
+            server.services.sockets.send_to_device(device["device"]["id"], frame)
+        for frame in frames:
+            text = ""
+            while True:  # wsproto hands over a message in pieces as its bytes arrive
+                message = await next_event()
+                assert isinstance(message, TextMessage)
+                text += message.data
+                if message.message_finished:
+                    break
+            assert json.loads(text) == frame
+        await stream.send_all(conn.send(CloseConnection(code=1000)))
 
 
 async def test_connecting_sets_last_seen_at(server: Running, client: httpx.AsyncClient, device: dict) -> None:

@@ -229,3 +229,59 @@ def test_encode_is_compact_json_with_iso_utc_times():
     when = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     text = encode({"type": "batch_done", "at": when, "n": 1, "ref": Path("a/b")})
     assert text == '{"type":"batch_done","at":"2026-03-02T08:00:00Z","n":1,"ref":"a/b"}'
+
+
+class FakeDirect:
+    """A direct writer whose socket takes ``room`` bytes at once, then nothing until ``write_rest``."""
+
+    def __init__(self, room: int):
+        self.room = room
+        self.wire = bytearray()
+        self.busy = False  # as if the server itself were mid-write: nothing goes direct
+
+    def write_nowait(self, text: str) -> bytes | None:
+        if self.busy:
+            return None
+        data = text.encode()
+        n = min(self.room, len(data))
+        self.room -= n
+        self.wire += data[:n]
+        return data[n:]
+
+    async def write_rest(self, data: bytes) -> None:
+        await trio.sleep(1)  # waiting for the peer to read
+        self.wire += data
+
+
+async def test_a_direct_socket_writes_at_once_and_a_partial_frame_finishes_before_the_next(
+    autojump_clock: MockClock,
+):
+    reg = SocketRegistry(buffer=8, metrics=Metrics())
+    sock = reg.open("dev", "user", "acct")
+    direct = FakeDirect(room=30)
+    sent: list[str] = []
+
+    async def asgi_send(text: str) -> None:
+        sent.append(text)
+        direct.wire += text.encode()
+
+    async with trio.open_nursery() as nursery:
+        sock.attach(nursery, asgi_send, direct=direct)
+        assert sock.writes_directly
+        assert sock.send({"type": "a"}) and len(sock.outbox) == 0  # written by the sender, no task
+        assert sock.send({"type": "bbbbbbbbbbbbbbbbbbbb"})  # only part of it fits
+        assert sock.send({"type": "c"})  # queued behind the rest of b, not written ahead of it
+        assert len(sock.outbox) == 2
+        await trio.sleep(2)
+        assert len(sock.outbox) == 0
+        direct.room = 100
+        assert sock.send({"type": "d"}) and len(sock.outbox) == 0  # direct again once drained
+        direct.busy = True
+        assert sock.send({"type": "e"})  # the server was busy: the ASGI path, in order
+        await trio.sleep(1)
+        sock.detach()
+        nursery.cancel_scope.cancel()
+    assert direct.wire.decode() == "".join(encode({"type": t}) for t in
+                                           ["a", "bbbbbbbbbbbbbbbbbbbb", "c", "d", "e"])
+    assert sent == [encode({"type": "c"}), encode({"type": "e"})]
+    assert sample(reg, "roost_ws_frames_sent_total", {"type": "a"}) == 1
