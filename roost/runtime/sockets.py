@@ -252,7 +252,11 @@ class DeviceSocket:
             self._writing = False
 
     def offer(self, text: str, kind: str = "frame") -> bool:
-        """Queue an encoded frame without waiting; close the socket if its buffer is full."""
+        """Queue an encoded frame without waiting; close the socket if its buffer is full.
+
+        The broadcast path (one frame to many sockets): written directly when the socket is idle
+        and the server allows it (``attach``'s ``direct``), so a fan-out starts no task per socket.
+        """
         if self.close_code is not None:
             return False
         try:
@@ -273,7 +277,9 @@ class DeviceSocket:
         if self.close_code is not None:
             return True  # nothing more goes to a closing socket; it catches up on reconnect
         try:
-            self._enqueue(text)
+            # Queued, not written directly: a stream of these (the deliverer's proposals) goes out
+            # in one write per burst from the writer task; a direct write would be one per frame.
+            self.outbox.send_nowait(text)
         except trio.WouldBlock:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -294,7 +300,7 @@ class DeviceSocket:
             frame = encode(frame)
         try:
             try:
-                self._enqueue(frame)  # room: no scheduling round trip per frame
+                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame (queued: see try_put)
             except trio.WouldBlock:
                 await self.outbox.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
