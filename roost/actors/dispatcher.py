@@ -8,7 +8,7 @@ of a gap, a window, quiet hours, or a lease). There is no polling interval.
 
 For each woken account it walks the account's devices that hold a socket in this process: first
 it offers again items whose lease ran out (same id), then claims new ones through
-``outreach.claim`` — the transaction that checks the limits against the ledger and claims —
+``sends.claim`` — the transaction that checks the limits against the ledger and claims —
 while the device has fewer than ``dispatch_window`` unanswered items, and pushes each as
 ``send_request {id, to_handle, body}``. A device without a socket drains its items over HTTP
 (``GET /api/device/send-queue/pending``), under the same claim and limits.
@@ -31,7 +31,7 @@ from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import outreach
+from roost.storage import sends
 from roost.storage.database import Row
 
 TOPIC = "outreach"
@@ -49,7 +49,7 @@ def wake(services: Services, account_id: str) -> None:
     services.bus.publish(TOPIC, account_id)
 
 
-def after_result(services: Services, outcome: outreach.ResultOutcome, device_id: str) -> None:
+def after_result(services: Services, outcome: sends.ResultOutcome, device_id: str) -> None:
     """What follows a recorded result: room on the device, and maybe ``batch_done``."""
     if not outcome.changed:
         return
@@ -109,7 +109,7 @@ class Dispatcher(Actor):
         self._outstanding: dict[str, int] = {}
         self._lease_due: dict[str, dt.datetime | None] = {}
         self._results_send, self._results_receive = trio.open_memory_channel[
-            tuple[DeviceSocket, outreach.Result]](RESULT_BATCH * 4)
+            tuple[DeviceSocket, sends.Result]](RESULT_BATCH * 4)
         services.frames.add("send_result", self._on_send_result)
         services.frames.on_register.append(self._on_register)
         services.queue_probes.setdefault("dispatch_in_flight", lambda: _count_dispatched(services))
@@ -119,7 +119,7 @@ class Dispatcher(Actor):
     async def _on_send_result(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
         """Queue the result for the writer (waiting for room: backpressure on the socket's reader)."""
         item_id, status, error = parse_result_frame(frame)
-        await self._results_send.send((sock, outreach.Result(sock.device_id, item_id, status, error)))
+        await self._results_send.send((sock, sends.Result(sock.device_id, item_id, status, error)))
 
     async def _write_results(self) -> None:
         """Record results in batches: whatever has arrived together goes in one transaction."""
@@ -132,7 +132,7 @@ class Dispatcher(Actor):
                 except trio.WouldBlock:
                     break
             try:
-                outcomes = await outreach.record_results(s.db, [r for _, r in queued], now=s.clock.now())
+                outcomes = await sends.record_results(s.db, [r for _, r in queued], now=s.clock.now())
             except StorageError as exc:
                 # Nothing recorded: the items stay dispatched and are offered again after their lease.
                 for sock, r in queued:
@@ -147,7 +147,7 @@ class Dispatcher(Actor):
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
         s = self._services
-        items = await outreach.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
+        items = await sends.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
                                        lease_s=s.settings.dispatch_lease_s, only_expired=False)
         for item in items:
             await sock.put(send_request(item))
@@ -223,12 +223,12 @@ class Dispatcher(Actor):
         for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
             lease_due = self._lease_due.get(device_id, s.clock.now())
             if lease_due is not None and lease_due <= s.clock.now():
-                expired = await outreach.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
+                expired = await sends.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
                                                  only_expired=True)
                 self._offer(s, device_id, expired)
-            in_flight = await outreach.in_flight(s.db, device_id)
+            in_flight = await sends.in_flight(s.db, device_id)
             while s.sockets.for_device(device_id) and in_flight < window:
-                claim = await outreach.claim(s.db, account_id=account_id, device_id=device_id,
+                claim = await sends.claim(s.db, account_id=account_id, device_id=device_id,
                                              max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
                 self._offer(s, device_id, claim.items)
                 in_flight += len(claim.items)
@@ -237,7 +237,7 @@ class Dispatcher(Actor):
                 if not claim.more:
                     break
             self._outstanding[device_id] = in_flight
-            lease = self._lease_due[device_id] = await outreach.next_lease_expiry(s.db, device_id)
+            lease = self._lease_due[device_id] = await sends.next_lease_expiry(s.db, device_id)
             if lease is not None:
                 candidates.append(lease)
         return min(candidates) if candidates else None
@@ -252,7 +252,7 @@ class Dispatcher(Actor):
 async def release_dead_devices(services: Services, *, device_id: str | None = None,
                                user_id: str | None = None) -> int:
     """End the open items of revoked devices / inactive users and tell creators of finished batches."""
-    finished = await outreach.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
+    finished = await sends.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
                                                    user_id=user_id)
     for batch in finished:
         if batch["created_by"]:
@@ -273,7 +273,7 @@ def ledger_prune() -> Prune:
     """For the pruner: ledger rows older than two days (the limits look back one)."""
 
     async def run(services: Services, now: dt.datetime) -> int:
-        return await outreach.prune_ledger(services.db, older_than=now - dt.timedelta(days=2))
+        return await sends.prune_ledger(services.db, older_than=now - dt.timedelta(days=2))
 
     return Prune("outreach_dispatches", run)
 

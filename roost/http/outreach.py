@@ -22,7 +22,7 @@ from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
 from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery, QuietHours, TimeZone
-from roost.storage import outreach
+from roost.storage import outreach, sends
 
 bp = Blueprint("outreach", __name__)
 
@@ -298,9 +298,9 @@ async def pending() -> dict[str, Any]:
     s = services()
     device = g.device
     lease_s = s.settings.dispatch_lease_s
-    items = await outreach.reoffer(s.db, device_id=device["device_id"], now=s.clock.now(), lease_s=lease_s,
+    items = await sends.reoffer(s.db, device_id=device["device_id"], now=s.clock.now(), lease_s=lease_s,
                                    only_expired=True, limit=PENDING_MAX)
-    claim = await outreach.claim(s.db, account_id=device["account_id"], device_id=device["device_id"],
+    claim = await sends.claim(s.db, account_id=device["account_id"], device_id=device["device_id"],
                                  max_items=PENDING_MAX - len(items), now=s.clock.now(), lease_s=lease_s)
     return {"items": items + claim.items, "retry_at": claim.next_at}
 
@@ -314,7 +314,7 @@ async def post_result(item_id: str, data: SendResultIn) -> dict[str, Any]:
     """Record the result; the same result again is a 200 no-op, another device's item 404, an
     item not dispatched (or with a different result) 409."""
     s = services()
-    outcome = await outreach.record_result(s.db, device_id=g.device["device_id"], item_id=item_id,
+    outcome = await sends.record_result(s.db, device_id=g.device["device_id"], item_id=item_id,
                                            status=data.status, error=data.error, now=s.clock.now())
     after_result(s, outcome, g.device["device_id"])
     item = outcome.item

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from roost.errors import Conflict, InvalidInput, NotFound
-from roost.storage import outreach, tenancy
+from roost.storage import outreach, sends, tenancy
 from roost.storage.database import Database, open_database
 
 UTC = dt.UTC
@@ -48,12 +48,12 @@ async def drain(db: Database, env: dict, *, start: dt.datetime, until: dt.dateti
     """Claim as the dispatcher would, jumping to each next_at; returns (dispatch time, item id)."""
     now, sent = start, []
     while now < until:
-        claim = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][device],
+        claim = await sends.claim(db, account_id=env["account"], device_id=env["devices"][device],
                                      max_items=100, now=now, lease_s=LEASE)
         for item in claim.items:
             sent.append((now, item["id"]))
             if answer:
-                await outreach.record_result(db, device_id=env["devices"][device], item_id=item["id"],
+                await sends.record_result(db, device_id=env["devices"][device], item_id=item["id"],
                                              status="sent", error=None, now=now)
         if claim.items and claim.more:
             continue
@@ -83,7 +83,7 @@ async def test_a_burst_of_1000_with_max_per_minute_10_sends_exactly_10_each_minu
     minutes = Counter(int((at - T0).total_seconds() // 60) for at, _ in sent)
     assert len(sent) == 1000
     assert set(minutes.values()) == {10} and sorted(minutes) == list(range(100))
-    assert max_in_window(await outreach.ledger(db, env["account"]), 60) == 10
+    assert max_in_window(await sends.ledger(db, env["account"]), 60) == 10
     final = await outreach.get_batch(db, batch["id"])
     assert final["status"] == "done" and final["counts"]["sent"] == 1000
 
@@ -121,9 +121,9 @@ async def test_limits_are_shared_by_every_batch_and_device_of_the_account(db: Da
     await make_batch(db, env, 10, device=0)
     await make_batch(db, env, 10, device=1)
 
-    first = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
+    first = await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
                                  now=T0, lease_s=LEASE)
-    second = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][1], max_items=100,
+    second = await sends.claim(db, account_id=env["account"], device_id=env["devices"][1], max_items=100,
                                   now=T0 + dt.timedelta(seconds=1), lease_s=LEASE)
 
     assert len(first.items) == 4 and second.items == []
@@ -152,10 +152,10 @@ async def test_paused_account_dispatches_nothing_until_unpaused(db: Database) ->
     await outreach.put_settings(db, env["account"], {"paused": True}, now=T0)
     await make_batch(db, env, 3)
 
-    paused = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=10, now=T0,
+    paused = await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=10, now=T0,
                                   lease_s=LEASE)
     await outreach.put_settings(db, env["account"], {"paused": False}, now=T0)
-    resumed = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=10, now=T0,
+    resumed = await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=10, now=T0,
                                    lease_s=LEASE)
 
     assert paused.items == [] and paused.next_at is None
@@ -167,7 +167,7 @@ async def test_batch_pause_resume_and_cancel(db: Database) -> None:
     batch = await make_batch(db, env, 5)
 
     async def claim(n: int) -> list:
-        return (await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=n,
+        return (await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=n,
                                      now=T0, lease_s=LEASE)).items
 
     first = await claim(2)
@@ -180,7 +180,7 @@ async def test_batch_pause_resume_and_cancel(db: Database) -> None:
     assert cancelled["counts"] == {**cancelled["counts"], "dispatched": 3, "cancelled": 2, "pending": 0}
     assert await claim(10) == []
     for item in first + second:  # dispatched items still finish
-        await outreach.record_result(db, device_id=env["devices"][0], item_id=item["id"], status="sent", error=None,
+        await sends.record_result(db, device_id=env["devices"][0], item_id=item["id"], status="sent", error=None,
                                      now=T0)
     final = await outreach.get_batch(db, batch["id"])
     assert final["status"] == "cancelled" and final["counts"]["sent"] == 3 and final["finished_at"] is not None
@@ -193,10 +193,10 @@ async def test_a_new_runtime_over_the_same_database_keeps_the_windows(database_u
         env = await setup_account(db)
         await outreach.put_settings(db, env["account"], {"max_per_minute": 10}, now=T0)
         await make_batch(db, env, 30)
-        first = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
+        first = await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
                                      now=T0, lease_s=LEASE)
     async with open_database(database_url) as db:  # "restart"
-        again = await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
+        again = await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=100,
                                      now=T0 + dt.timedelta(seconds=30), lease_s=LEASE)
     assert len(first.items) == 10
     assert again.items == [] and again.next_at == T0 + dt.timedelta(seconds=60)
@@ -206,41 +206,41 @@ async def test_an_expired_lease_is_offered_again_with_the_same_id_and_not_counte
     env = await setup_account(db)
     await make_batch(db, env, 1)
     device = env["devices"][0]
-    claimed = await outreach.claim(db, account_id=env["account"], device_id=device, max_items=5, now=T0,
+    claimed = await sends.claim(db, account_id=env["account"], device_id=device, max_items=5, now=T0,
                                    lease_s=LEASE)
 
-    early = await outreach.reoffer(db, device_id=device, now=T0 + dt.timedelta(seconds=299), lease_s=LEASE,
+    early = await sends.reoffer(db, device_id=device, now=T0 + dt.timedelta(seconds=299), lease_s=LEASE,
                                    only_expired=True)
-    late = await outreach.reoffer(db, device_id=device, now=T0 + dt.timedelta(seconds=300), lease_s=LEASE,
+    late = await sends.reoffer(db, device_id=device, now=T0 + dt.timedelta(seconds=300), lease_s=LEASE,
                                   only_expired=True)
 
     assert early == [] and [i["id"] for i in late] == [claimed.items[0]["id"]]
-    assert await outreach.dispatch_count(db, env["account"]) == 1
-    assert await outreach.next_lease_expiry(db, device) == T0 + dt.timedelta(seconds=600)
+    assert await sends.dispatch_count(db, env["account"]) == 1
+    assert await sends.next_lease_expiry(db, device) == T0 + dt.timedelta(seconds=600)
 
 
 async def test_results_are_idempotent_and_checked(db: Database) -> None:
     env = await setup_account(db, devices=2)
     await make_batch(db, env, 3)
     mine, other = env["devices"]
-    items = (await outreach.claim(db, account_id=env["account"], device_id=mine, max_items=2, now=T0,
+    items = (await sends.claim(db, account_id=env["account"], device_id=mine, max_items=2, now=T0,
                                   lease_s=LEASE)).items
     pending_id = (await outreach.list_items(db, (await outreach.get_batch(db, items[0]["batch_id"]))["id"],
                                             limit=10, cursor=None))["items"][2]["id"]
 
-    first = await outreach.record_result(db, device_id=mine, item_id=items[0]["id"], status="failed", error="nope",
+    first = await sends.record_result(db, device_id=mine, item_id=items[0]["id"], status="failed", error="nope",
                                          now=T0)
-    repeat = await outreach.record_result(db, device_id=mine, item_id=items[0]["id"], status="failed", error="nope",
+    repeat = await sends.record_result(db, device_id=mine, item_id=items[0]["id"], status="failed", error="nope",
                                           now=T0)
     assert first.changed and not repeat.changed
     with pytest.raises(Conflict, match="already has"):
-        await outreach.record_result(db, device_id=mine, item_id=items[0]["id"], status="sent", error=None, now=T0)
+        await sends.record_result(db, device_id=mine, item_id=items[0]["id"], status="sent", error=None, now=T0)
     with pytest.raises(NotFound):
-        await outreach.record_result(db, device_id=other, item_id=items[1]["id"], status="sent", error=None, now=T0)
+        await sends.record_result(db, device_id=other, item_id=items[1]["id"], status="sent", error=None, now=T0)
     with pytest.raises(NotFound):
-        await outreach.record_result(db, device_id=mine, item_id="oit_nope", status="sent", error=None, now=T0)
+        await sends.record_result(db, device_id=mine, item_id="oit_nope", status="sent", error=None, now=T0)
     with pytest.raises(Conflict, match="not dispatched"):
-        await outreach.record_result(db, device_id=mine, item_id=pending_id, status="sent", error=None, now=T0)
+        await sends.record_result(db, device_id=mine, item_id=pending_id, status="sent", error=None, now=T0)
 
 
 async def test_an_idempotency_key_returns_the_first_batch_on_retry(db: Database) -> None:
@@ -279,11 +279,11 @@ async def test_items_without_a_device_go_to_the_most_recently_seen_one_or_are_sk
 async def test_the_ledger_prune_drops_only_rows_no_window_can_see(db: Database) -> None:
     env = await setup_account(db)
     await make_batch(db, env, 2)
-    await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1, now=T0,
+    await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1, now=T0,
                          lease_s=LEASE)
-    await outreach.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1,
+    await sends.claim(db, account_id=env["account"], device_id=env["devices"][0], max_items=1,
                          now=T0 + dt.timedelta(days=3), lease_s=LEASE)
 
-    removed = await outreach.prune_ledger(db, older_than=T0 + dt.timedelta(days=1))
+    removed = await sends.prune_ledger(db, older_than=T0 + dt.timedelta(days=1))
 
-    assert removed == 1 and await outreach.ledger(db, env["account"]) == [T0 + dt.timedelta(days=3)]
+    assert removed == 1 and await sends.ledger(db, env["account"]) == [T0 + dt.timedelta(days=3)]

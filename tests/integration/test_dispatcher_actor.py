@@ -28,7 +28,7 @@ from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import outreach
+from roost.storage import outreach, sends
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import T0, make_batch, setup_account
 
@@ -124,7 +124,7 @@ async def test_1000_items_at_max_10_per_minute_go_out_exactly_10_each_minute_wit
             await received.wait_for(1, "batch_done")
             nursery.cancel_scope.cancel()
         assert (await outreach.get_batch(services.db, batch["id"]))["status"] == "done"
-        ledger = await outreach.ledger(services.db, env["account"])
+        ledger = await sends.ledger(services.db, env["account"])
 
     per_minute = Counter(int((at - T0).total_seconds() // 60) for at in ledger)
     assert len(ledger) == 1000 and set(per_minute.values()) == {10} and sorted(per_minute) == list(range(100))
@@ -156,7 +156,7 @@ async def test_restart_in_the_middle_keeps_the_windows(mock_clock: MockClock, sq
             wake(services, env["account"])
             await received.wait_for(50)
             nursery.cancel_scope.cancel()
-        ledger = await outreach.ledger(services.db, env["account"])
+        ledger = await sends.ledger(services.db, env["account"])
 
     per_minute = Counter(int((at - T0).total_seconds() // 60) for at in ledger)
     assert set(per_minute.values()) == {10} and sorted(per_minute) == [0, 1, 2, 3, 4]
@@ -177,7 +177,7 @@ async def test_an_unanswered_item_is_offered_again_with_the_same_id_when_its_lea
             wake(services, env["account"])
             await received.wait_for(3)
             nursery.cancel_scope.cancel()
-        count = await outreach.dispatch_count(services.db, env["account"])
+        count = await sends.dispatch_count(services.db, env["account"])
 
     offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received]
     assert [t for t, _ in offers] == [0, 300, 600]
