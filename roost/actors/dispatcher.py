@@ -49,14 +49,18 @@ def wake(services: Services, account_id: str) -> None:
     services.bus.publish(TOPIC, account_id)
 
 
+def batch_done(services: Services, batch: dict[str, Any] | None) -> None:
+    """Tell the sockets of a finished batch's creator (``batch_done``); None or no creator: nothing."""
+    if batch is not None and batch["created_by"]:
+        services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+
+
 def after_result(services: Services, outcome: sends.ResultOutcome, device_id: str) -> None:
     """What follows a recorded result: room on the device, and maybe ``batch_done``."""
     if not outcome.changed:
         return
     services.bus.publish(RESULT_TOPIC, device_id)
-    batch = outcome.done_batch
-    if batch is not None and batch["created_by"]:
-        services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+    batch_done(services, outcome.done_batch)
 
 
 def parse_result_frame(frame: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -253,10 +257,9 @@ async def release_dead_devices(services: Services, *, device_id: str | None = No
                                user_id: str | None = None) -> int:
     """End the open items of revoked devices / inactive users and tell creators of finished batches."""
     finished = await sends.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
-                                                   user_id=user_id)
+                                                user_id=user_id)
     for batch in finished:
-        if batch["created_by"]:
-            services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+        batch_done(services, batch)
     return len(finished)
 
 

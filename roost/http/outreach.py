@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from quart import Blueprint, g
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from roost.actors.dispatcher import MAX_ERROR_CHARS, after_result, wake
+from roost.actors.dispatcher import MAX_ERROR_CHARS, after_result, batch_done, wake
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
@@ -243,8 +243,8 @@ async def _change(batch_id: str, action: str) -> dict[str, Any]:
     batch = change.batch
     if change.changed and action in ("send", "resume"):
         wake(s, batch["account_id"])
-    if change.done and batch["created_by"]:
-        s.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+    if change.done:
+        batch_done(s, batch)
     return batch
 
 
