@@ -181,10 +181,14 @@ def _stream(r: _Reader, start: int, processor: SessionProcessor, username: str,
         cut = chunk.rfind(b"\n") + 1
         if cut == 0:
             pending += chunk
-            continue
-        block = pending + chunk[:cut] if pending else (chunk if cut == n else chunk[:cut])
-        pending = chunk[cut:]
-        items.extend(processor.extract(username, block))
+        else:
+            block = pending + chunk[:cut] if pending else (chunk if cut == n else chunk[:cut])
+            pending = chunk[cut:]
+            items.extend(processor.extract(username, block))
+        if n < CHUNK_BYTES:
+            # A short read of a regular file is its end (no second read to learn it: most files are one
+            # chunk). Were it not, the next scan would see a size larger than the one recorded and read on.
+            break
     if h is None:
         return pos, pos - len(pending), items, None, None
     if pos <= 2 * PROBE_BYTES:

@@ -27,11 +27,24 @@ SELECT session_file, username, size_bytes, mtime_ns, processed_bytes, content_ha
 FROM session_processor_state WHERE processor_name = $1
 """
 
-_SAVE = """
+_SAVE_COLUMNS = 10
+_SAVE_ROWS = 500  # rows per INSERT statement: 5,000 parameters, under SQLite's 32,766 and PostgreSQL's 32,767
+
+
+def _save_sql(rows: int) -> str:
+    """An upsert of ``rows`` states in one statement.
+
+    One statement, not ``executemany``: SQLite's driver releases and retakes the GIL around every
+    row's step, and with the reader threads hashing beside it each retake waits its turn (measured:
+    100,000 rows took 2.4 s that way against 0.28 s as statements of 500 rows).
+    """
+    values = ", ".join(
+        "(" + ", ".join(f"${r * _SAVE_COLUMNS + c + 1}" for c in range(_SAVE_COLUMNS)) + ")" for r in range(rows))
+    return f"""
 INSERT INTO session_processor_state
     (processor_name, session_file, username, size_bytes, mtime_ns, processed_bytes, content_hash, probe_hash,
      items_extracted, processed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+VALUES {values}
 ON CONFLICT (processor_name, session_file) DO UPDATE SET
     username = excluded.username,
     size_bytes = excluded.size_bytes,
@@ -42,6 +55,9 @@ ON CONFLICT (processor_name, session_file) DO UPDATE SET
     items_extracted = excluded.items_extracted,
     processed_at = excluded.processed_at
 """
+
+
+_FULL_SAVE_SQL = _save_sql(_SAVE_ROWS)
 
 
 async def fingerprints(db: Database, processor: str, username: str | None = None) -> set[tuple[str, int, int]]:
@@ -73,13 +89,12 @@ async def load_some(db: Database, processor: str, keys: Sequence[str]) -> dict[s
 
 async def save(conn: Connection, processor: str, states: Sequence[tuple[str, FileState]], now: dt.datetime) -> None:
     """Upsert the state of each ``(session_file, state)``; call inside the transaction that stored the items."""
-    if not states:
-        return
-    await conn.execute_many(_SAVE, [
-        (processor, key, s.username, s.size, s.mtime_ns, s.processed_bytes, s.content_hash, s.probe_hash, s.items,
-         now)
-        for key, s in states
-    ])
+    for i in range(0, len(states), _SAVE_ROWS):
+        chunk = states[i:i + _SAVE_ROWS]
+        args = [value for key, s in chunk for value in (
+            processor, key, s.username, s.size, s.mtime_ns, s.processed_bytes, s.content_hash, s.probe_hash, s.items,
+            now)]
+        await conn.execute(_FULL_SAVE_SQL if len(chunk) == _SAVE_ROWS else _save_sql(len(chunk)), *args)
 
 
 async def summary(db: Database, processor: str) -> dict[str, int]:

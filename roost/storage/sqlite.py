@@ -8,6 +8,7 @@ runs in a worker thread so the event loop never waits on the disk.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import sqlite3
@@ -42,8 +43,9 @@ sqlite3.register_converter("BOOLEAN", lambda raw: raw not in (b"0", b""))
 sqlite3.register_converter("JSONB", lambda raw: json.loads(raw))
 
 
+@functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
-    """PostgreSQL placeholders (``$1``) to SQLite's numbered ones (``?1``)."""
+    """PostgreSQL placeholders (``$1``) to SQLite's numbered ones (``?1``); cached: most SQL is a constant."""
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 

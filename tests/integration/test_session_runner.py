@@ -71,6 +71,29 @@ async def test_unchanged_files_are_skipped_by_stat_alone(db: Database, tmp_path:
     assert len(proc.seen) == 10
 
 
+async def test_states_of_more_files_than_one_statement_holds_are_all_stored(db: Database, tmp_path: Path) -> None:
+    # 1,234 files: two read batches (1,000 + 234), the first stored as two 500-row statements, the
+    # second as one shorter statement; a later change at each boundary is stored over the old row.
+    names = [f"s{i:04d}.jsonl" for i in range(1234)]
+    for name in names:
+        write(tmp_path / "ann" / name, f'{{"n": "{name}"}}\n')
+    s, proc = services_for(db, tmp_path), LineCounter()
+
+    first = await run_processor(s, proc)
+    for name in (names[0], names[499], names[500], names[999], names[1000], names[-1]):
+        write(tmp_path / "ann" / name, '{"more": 1}\n', mode="a")
+    grown = await run_processor(s, proc)
+    last = await run_processor(s, proc)
+
+    assert (first.processed, first.failed) == (1234, 0)
+    assert (grown.processed, grown.skipped, grown.failed) == (6, 1228, 0)
+    assert (last.processed, last.skipped, last.bytes_read) == (0, 1234, 0)
+    assert len(proc.seen) == 1234 + 6
+    row = await db.fetchrow("SELECT COUNT(*) AS n, SUM(items_extracted) AS items FROM session_processor_state "
+                            "WHERE processor_name = $1", proc.name)
+    assert row is not None and (int(row["n"]), int(row["items"])) == (1234, 1240)
+
+
 async def test_touched_identical_file_is_hashed_once_then_not_again(db: Database, tmp_path: Path) -> None:
     path = tmp_path / "ann" / "s.jsonl"
     write(path, '{"a": 1}\n' * 100)
