@@ -69,3 +69,58 @@ def test_the_probe_covers_the_head_and_tail_windows_and_the_size(tmp_path: Path)
             assert r.probe(len(data)) != before, offset
         finally:
             r.close()
+
+
+class Lines(SessionProcessor):
+    name = "lines"
+
+    def extract(self, username: str, lines: bytes) -> list:
+        return lines.splitlines()
+
+
+@pytest.mark.parametrize("seen", [0, 1_000, 100_000])
+def test_a_file_that_grew_after_the_scan_is_read_to_its_end_in_whole_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: int) -> None:
+    # The scan saw `seen` bytes; 300,000 are there when it is read. Everything is read and hashed,
+    # and past the scan's size the reads are whole chunks, not a byte at a time.
+    monkeypatch.setattr(session_files, "CHUNK_BYTES", 65_536)
+    data = content(300_000)
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(data)
+    reads: list[int] = []
+    real_pread = session_files.os.pread
+
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(session_files.os, "pread", counting_pread)
+    entry = FileEntry("u/s.jsonl", "u", str(path), seen, path.stat().st_mtime_ns)
+    r = _Reader(str(path))
+    try:
+        result = process_full(entry, Lines(), r)
+    finally:
+        r.close()
+    assert result.state is not None
+    assert result.state.size == len(data)
+    assert result.state.processed_bytes == len(data) - len(data) % 26  # up to the last complete line
+    assert result.state.content_hash == hashlib.sha256(data).hexdigest()
+    assert len(result.items) == len(data) // 26
+    assert len(reads) <= len(data) // 65_536 + 3
+
+
+def test_a_small_file_is_one_read_of_its_own_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = content(5_000)
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(data)
+    reads: list[int] = []
+    real_pread = session_files.os.pread
+    monkeypatch.setattr(session_files.os, "pread", lambda fd, n, off: reads.append(n) or real_pread(fd, n, off))
+    entry = FileEntry("u/s.jsonl", "u", str(path), len(data), path.stat().st_mtime_ns)
+    r = _Reader(str(path))
+    try:
+        result = process_full(entry, Nothing(), r)
+    finally:
+        r.close()
+    assert result.state is not None and result.state.size == len(data)
+    assert reads == [len(data) + 1]
