@@ -221,10 +221,15 @@ class ScoutActor(Actor):
         self._again: set[str] = set()
         self._woken: set[str] = set()
         self._crashes: dict[str, tuple[int, float]] = {}  # scout -> (crashes in a row, not before)
+        self._held: dict[str, trio.Event] = {}  # scouts waiting out a run elsewhere: set to retry at once
         self._wake = trio.Event()
 
     def wake(self, *scout_ids: str) -> None:
         self._woken.update(scout_ids)
+        for sid in scout_ids:
+            held = self._held.get(sid)
+            if held is not None:
+                held.set()
         self._wake.set()
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -288,6 +293,9 @@ class ScoutActor(Actor):
                     try:
                         report = await self._run(ctx.services, scout_id, rng=self._rng)
                         self._crashes.pop(scout_id, None)
+                        # Under steady pushes to several processes this loop lives on: start the
+                        # backoff afresh after each run that got the scout.
+                        held_retry_s = HELD_RETRY_FIRST_S
                         ctx.tick()
                         if report.queued or report.failed or report.error:
                             ctx.log.info("scout run", **report.as_dict())
@@ -298,11 +306,19 @@ class ScoutActor(Actor):
                         # run covers the scout: look again in a second, not in a spin.
                         due = await repo.due_pending(ctx.services.db, scout_id, now=ctx.services.clock.now(),
                                                      limit=1)
+                        # A wake (new items pushed here) ends the wait at once: the backoff spaces out
+                        # retries with nothing new, it must not hold back what was just pushed.
                         delay = held_retry_s if due else HELD_RETRY_MAX_S
                         held_retry_s = min(held_retry_s * 2, HELD_RETRY_MAX_S)
-                        if not await ctx.pause(delay):
+                        woken = self._held[scout_id] = trio.Event()
+                        try:
+                            with trio.move_on_after(delay):
+                                await _first(woken, ctx.stopping)
+                        finally:
+                            del self._held[scout_id]
+                        if ctx.stopping.is_set():
                             return
-                        if due:
+                        if due or woken.is_set():
                             self._again.add(scout_id)
                     except NotFound:
                         return

@@ -204,3 +204,39 @@ async def test_a_push_meeting_a_run_elsewhere_is_retried_until_that_run_ends_onl
         assert world.starts("pushed") == [pytest.approx(3.55)]
     else:  # one look a second later, then left to the run elsewhere (not due here for an hour)
         assert world.starts("pushed") == []
+
+
+async def test_a_push_during_the_wait_for_a_run_elsewhere_retries_at_once(world, autojump_clock):
+    # Waiting out a run elsewhere (backoff at 1 s by then) must not hold back items pushed here
+    # meanwhile: the push ends the wait, and the run starts as soon as the lock is free.
+    world.add("pushed", "u1", 3600)
+    world.scouts["pushed"]["next_run_at"] = T0 + dt.timedelta(hours=1)
+    world.held_until = {"pushed": 5.2}
+    world.pending.add("pushed")
+
+    async def pushes(actor: ScoutActor) -> None:
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        await trio.sleep_until(5.3)  # tried at 0, 0.05, 0.15, 0.35, 0.75, 1.55, 2.55, 3.55, 4.55: waiting till 5.55
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+
+    await _run_actor(world, 100, pushes)
+    assert world.starts("pushed")[0] == pytest.approx(5.3)  # (the push may also ask for one more run after it)
+
+
+async def test_the_backoff_for_a_run_elsewhere_starts_afresh_after_a_run_gets_the_scout(world, autojump_clock):
+    # Held until 1.0 (tries at 0 .. 0.75, through at 1.55), then it runs until 3.55; pushed again at
+    # 3.0, it tries again at 3.55 and meets a second hold (until 3.58): retried 50 ms later, not after
+    # the 1 s the first backoff had reached.
+    world.add("pushed", "u1", 3600)
+    world.scouts["pushed"]["next_run_at"] = T0 + dt.timedelta(hours=1)
+    world.pending.add("pushed")
+    world.held_until = {"pushed": 1.0}
+
+    async def pushes(actor: ScoutActor) -> None:
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        await trio.sleep_until(3.0)
+        world.held_until["pushed"] = 3.58  # a run elsewhere holds the lock at 3.55
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+
+    await _run_actor(world, 100, pushes)
+    assert world.starts("pushed")[:2] == [pytest.approx(1.55), pytest.approx(3.6)]
