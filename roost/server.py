@@ -172,15 +172,26 @@ async def _watch_signals(supervisor: Supervisor, scope: trio.CancelScope) -> Non
                 return
 
 
+GC_YOUNG_THRESHOLD = 10_000  # CPython's default is 700
+
+
 def _freeze_heap() -> None:
-    """Keep the garbage collector's full passes off what start-up built.
+    """Keep the garbage collector's full passes off what start-up built, and make them rarer.
 
     Modules, the app, its schemas and the actors are some 75,000 objects that live as long as
     the process; a full (generation 2) collection walked all of them on the event loop, for
     30-100 ms at a time under load. ``gc.freeze`` moves them to a generation the collector
     never scans, so its passes only walk what requests and sockets allocate.
+
+    Those are still many: a device socket is some 230 tracked objects, so with 2,000 open a full
+    pass takes ~200 ms, and fan-out to them promoted enough short-lived objects to bring one on
+    every few seconds. Collecting the youngest generation every 10,000 allocations instead of
+    700 lets those objects die young (measured with 2,000 sockets on PostgreSQL: stalls over 50 ms
+    13 -> 1, fan-out CPU per frame ~11 -> ~9.5 us); cyclic garbage is still collected as before.
     """
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run(settings: Settings) -> None:
