@@ -304,8 +304,12 @@ class ScoutActor(Actor):
                         # (pushed to this process) were committed, so while due rows wait, try
                         # again soon (50 ms, doubling to 1 s) until that run ends. With none, its
                         # run covers the scout: look again in a second, not in a spin.
-                        due = await repo.due_pending(ctx.services.db, scout_id, now=ctx.services.clock.now(),
-                                                     limit=1)
+                        try:
+                            next_at = await repo.next_pending_at(ctx.services.db, scout_id)
+                            due = next_at is not None and next_at <= ctx.services.clock.now()
+                        except Exception as exc:  # raised here it would escape the handlers below
+                            ctx.log.warning("scout pending check failed", scout_id=scout_id, error=repr(exc))
+                            due = True  # unknown: keep trying on the backoff rather than leave rows waiting
                         # A wake (new items pushed here) ends the wait at once: the backoff spaces out
                         # retries with nothing new, it must not hold back what was just pushed.
                         delay = held_retry_s if due else HELD_RETRY_MAX_S

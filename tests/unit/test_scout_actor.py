@@ -19,7 +19,7 @@ import trio.testing
 
 from roost.actors import scout as scout_actor
 from roost.actors.scout import JITTER, TOPIC_DEVICE, TOPIC_ITEMS, RunReport, ScoutActor, next_run_after
-from roost.errors import AlreadyRunning
+from roost.errors import AlreadyRunning, StorageError
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -49,6 +49,7 @@ class World:
         self.crashes: list[tuple[str, float]] = []
         self.held_until: dict[str, float] = {}  # another process holds the scout's lock until then
         self.pending: set[str] = set()  # scouts with due pending rows (pushed, untriaged)
+        self.pending_check_fails = 0  # so many pending checks raise a storage error
 
     def add(self, sid: str, user: str, interval: float) -> None:
         self.scouts[sid] = {"id": sid, "user_id": user, "next_run_at": None, "interval": interval}
@@ -60,8 +61,11 @@ class World:
     async def scouts_of_user(self, db: Any, user_id: str) -> list[str]:
         return [r["id"] for r in self.scouts.values() if r["user_id"] == user_id]
 
-    async def due_pending(self, db: Any, sid: str, *, now: Any, limit: int) -> list[dict[str, Any]]:
-        return [{"id": "item"}] if sid in self.pending else []
+    async def next_pending_at(self, db: Any, sid: str) -> dt.datetime | None:
+        if self.pending_check_fails:
+            self.pending_check_fails -= 1
+            raise StorageError("database error: connection reset")
+        return T0 - dt.timedelta(days=1) if sid in self.pending else None
 
     async def run(self, services: Services, sid: str, *, rng: random.Random) -> RunReport:
         if trio.current_time() < self.held_until.get(sid, -1.0):
@@ -95,7 +99,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> World:
     w = World(services)
     monkeypatch.setattr(scout_actor.repo, "enabled_scouts", w.enabled_scouts)
     monkeypatch.setattr(scout_actor.repo, "scouts_of_user", w.scouts_of_user)
-    monkeypatch.setattr(scout_actor.repo, "due_pending", w.due_pending)
+    monkeypatch.setattr(scout_actor.repo, "next_pending_at", w.next_pending_at)
     return w
 
 
@@ -240,3 +244,21 @@ async def test_the_backoff_for_a_run_elsewhere_starts_afresh_after_a_run_gets_th
 
     await _run_actor(world, 100, pushes)
     assert world.starts("pushed")[:2] == [pytest.approx(1.55), pytest.approx(3.6)]
+
+
+async def test_a_storage_error_while_waiting_out_a_run_elsewhere_leaves_the_actor_running(world, autojump_clock):
+    # The pending check runs inside the handler of AlreadyRunning: an error there must not take the
+    # actor (and every other scout's run) down. Treated as rows waiting: retried on the backoff.
+    world.add("pushed", "u1", 3600)
+    world.add("other", "u2", 60)
+    world.scouts["pushed"]["next_run_at"] = T0 + dt.timedelta(hours=1)
+    world.held_until = {"pushed": 0.5}
+    world.pending.add("pushed")
+    world.pending_check_fails = 1
+
+    async def push(actor: ScoutActor) -> None:
+        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+
+    await _run_actor(world, 200, push)
+    assert world.starts("pushed")[0] == pytest.approx(0.75)  # tried at 0, 0.05, 0.15, 0.35; free at 0.5
+    assert len(world.starts("other")) >= 3  # the other scout kept its interval
