@@ -65,11 +65,9 @@ def test_kill_9_of_the_leader_moves_its_leadership_to_the_other_process(pg_url: 
         assert rows[me1]["alive"] and rows[me2]["alive"]
 
         first.kill()  # SIGKILL: no clean stop, its session just ends
-        killed_at = time.monotonic()
+        # How soon is for bench/ and the heartbeat's design (one beat); here: it moves, whole.
         taken = wait_for(lambda: set(table(second)[me2]["leads"]) == led, 10)
-        took_s = time.monotonic() - killed_at
         assert taken, status(second)
-        assert took_s < 2 * BEAT_S + 1.5  # one beat, plus the server noticing the dead socket, plus load
         dead = wait_for(lambda: not table(second)[me1]["alive"], 3 * BEAT_S + 3)
         assert dead
     finally:

@@ -172,8 +172,8 @@ async def test_revoking_the_device_ends_its_open_items_so_the_batch_finishes(
         assert r.status_code == 200 and r.json()["revoked_at"]
         with trio.fail_after(10):
             frame = json.loads(await ws.get_message())
-        while frame["type"] != "batch_done":
-            frame = json.loads(await ws.get_message())
+            while frame["type"] != "batch_done":
+                frame = json.loads(await ws.get_message())
     final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
     assert final["status"] == "done" and frame["batch"]["id"] == batch["id"]
     assert final["counts"] == {**final["counts"], "sent": 1, "failed": 1, "skipped": 3, "pending": 0,

@@ -84,8 +84,11 @@ async def test_heartbeats_refresh_the_row_and_prune_processes_silent_for_ten_bea
             assert set(rows) == {services.process_id, "recent:2:y"}  # the first beat pruned the old one
             assert rows[services.process_id]["leads"] == ["digest"]
             # Wait for beats, not for time: the clock may jump while a beat is in a worker thread.
-            while services.health.get("heartbeat").ticks < 7:
+            for _ in range(100_000):  # bounded in steps, not time: the mock clock jumps while a beat waits
+                if services.health.get("heartbeat").ticks >= 7:
+                    break
                 await trio.sleep(beat / 10)
+            assert services.health.get("heartbeat").ticks >= 7
             rows = {r["id"]: r for r in await processes.list_all(db)}
             assert set(rows) == {services.process_id}  # now silent for 11 beats
             assert rows[services.process_id]["last_heartbeat"] >= T0 + dt.timedelta(seconds=5 * beat)
