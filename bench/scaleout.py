@@ -282,15 +282,19 @@ def main() -> int:
         print(describe(result), flush=True)
     ok = True
     for r in results:
-        cross = r["latency"]["cross"]
-        if not cross["items"]:
-            continue
-        fine = cross["received"] == cross["items"] and cross["p99_ms"] < BAR_P99_MS
-        detail = (f"p99 {cross['p99_ms']} ms" if cross["received"] == cross["items"]
-                  else f"{cross['items'] - cross['received']} of {cross['items']} never arrived")
-        ok &= verdict(f"cross-process push-to-frame p99 < {BAR_P99_MS:g} ms, N={r['processes']}", fine, detail)
+        n = r["processes"]
         lost = r["throughput"]["lost"]
-        ok &= verdict(f"throughput run delivers everything, N={r['processes']}", lost == 0, f"{lost} lost")
+        ok &= verdict(f"throughput run delivers everything, N={n}", lost == 0, f"{lost} lost")
+        missing = sum(x["items"] - x["received"] for x in r["latency"].values() if isinstance(x, dict))
+        ok &= verdict(f"latency run delivers everything, N={n}", missing == 0, f"{missing} never arrived")
+        repeats = r["repeats_after_own_ack"]
+        ok &= verdict(f"nothing sent again after its ack, N={n}", repeats == 0, f"{repeats} repeats")
+        cross = r["latency"]["cross"]
+        if cross["items"]:  # N=1 pushes never cross
+            fine = cross["received"] == cross["items"] and cross["p99_ms"] < BAR_P99_MS
+            detail = (f"p99 {cross['p99_ms']} ms" if cross["received"] == cross["items"]
+                      else f"{cross['items'] - cross['received']} of {cross['items']} never arrived")
+            ok &= verdict(f"cross-process push-to-frame p99 < {BAR_P99_MS:g} ms, N={n}", fine, detail)
     if args.json:
         print(json.dumps(results))
     return 0 if ok else 1

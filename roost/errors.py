@@ -82,3 +82,13 @@ class MissingReference(InvalidInput):
     """A foreign key named a row that does not exist."""
 
     code = "missing_reference"
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one each; ``exc`` itself otherwise.
+
+    A nursery wraps what its tasks raise: where one task failed, callers want that error as itself.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -118,7 +118,6 @@ class BusRelay(Actor):
         self._idle.set()
         self.connected = False
         self.reconnects = 0
-        self.received = 0
 
     @property
     def listener_pid(self) -> int | None:
@@ -157,7 +156,6 @@ class BusRelay(Actor):
     def _received(self, pid: int, payload: str) -> None:
         if pid == self._pid:
             return  # our own: delivered locally when it was published
-        self.received += 1
         bus = self.services.bus
         try:
             entries = decode_payload(payload)

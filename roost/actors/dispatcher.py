@@ -152,7 +152,7 @@ class Dispatcher(Actor):
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
         s = self._services
         items = await sends.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
-                                       lease_s=s.settings.dispatch_lease_s, only_expired=False)
+                                    lease_s=s.settings.dispatch_lease_s, only_expired=False)
         for item in items:
             await sock.put(send_request(item))
         s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
@@ -228,12 +228,12 @@ class Dispatcher(Actor):
             lease_due = self._lease_due.get(device_id, s.clock.now())
             if lease_due is not None and lease_due <= s.clock.now():
                 expired = await sends.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
-                                                 only_expired=True)
+                                              only_expired=True)
                 self._offer(s, device_id, expired)
             in_flight = await sends.in_flight(s.db, device_id)
             while s.sockets.for_device(device_id) and in_flight < window:
                 claim = await sends.claim(s.db, account_id=account_id, device_id=device_id,
-                                             max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
+                                          max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
                 self._offer(s, device_id, claim.items)
                 in_flight += len(claim.items)
                 if claim.next_at is not None:

@@ -23,7 +23,7 @@ import trio
 
 from roost.actors import session_files
 from roost.actors.scheduler import Job, JobFn, Scheduler, job_board, tracked
-from roost.errors import NotFound
+from roost.errors import NotFound, unwrap_group
 from roost.plugins.processors import SessionProcessor, load_processors
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -170,18 +170,10 @@ async def _run_locked(services: Services, processor: SessionProcessor, user: str
     try:
         return await _run_unwrapped(services, processor, user, progress)
     except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
-        single = _single(group)
-        if single is not None:
+        single = unwrap_group(group)
+        if isinstance(single, Exception) and not isinstance(single, BaseExceptionGroup):
             raise single from None
         raise
-
-
-def _single(group: BaseExceptionGroup) -> Exception | None:
-    """The one ``Exception`` inside (nested) groups of one, if that is what ``group`` is."""
-    while len(group.exceptions) == 1 and isinstance(group.exceptions[0], BaseExceptionGroup):
-        group = group.exceptions[0]
-    only = group.exceptions[0] if len(group.exceptions) == 1 else None
-    return only if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup) else None
 
 
 async def _run_unwrapped(services: Services, processor: SessionProcessor, user: str | None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
+from roost.errors import unwrap_group
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.health import ActorState
 from roost.runtime.logging import bind, get_logger
@@ -58,12 +59,6 @@ class RestartPolicy:
 
 class ActorReturned(RuntimeError):
     """An actor's run() returned while the process was not stopping."""
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class Supervisor:
@@ -144,7 +139,7 @@ class Supervisor:
                 except Exception as group:
                     # Only Exception: a group holding Cancelled (or KeyboardInterrupt) is a
                     # BaseExceptionGroup and goes on up, so cancellation is never swallowed.
-                    exc = _unwrap(group)
+                    exc = unwrap_group(group)
                     health.record_crash(actor.name, exc)
                     log.error("actor crashed", error=str(exc), exc_info=exc)
                 now = trio.current_time()
