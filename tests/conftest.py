@@ -212,3 +212,11 @@ def pytest_report_header(config: pytest.Config) -> str:
         bindir = find_bindir()
         where = f"a throwaway cluster from {bindir}" if bindir else "none found (postgres tests will skip)"
     return f"postgres: {where}; CI={'true' if CI else 'false'}"
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A copy of the migrated SQLite template, for tests that open their own database (processes, actors)."""
+    path = tmp_path / "roost.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"

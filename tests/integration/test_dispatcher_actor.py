@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections import Counter
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator
 
-import pytest
 import trio
 from trio.testing import MockClock
 
@@ -31,18 +28,6 @@ from roost.runtime.sockets import DeviceSocket
 from roost.storage import outreach, sends
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import T0, make_batch, setup_account
-
-
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    path = tmp_path / "dispatch.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 class CountingDispatcher(Dispatcher):
@@ -109,7 +94,7 @@ async def device(services: Services, dispatcher: Dispatcher, sock: DeviceSocket,
 
 
 async def test_1000_items_at_max_10_per_minute_go_out_exactly_10_each_minute_without_polling(
-    mock_clock: MockClock, sqlite_url: str
+    autojump_clock: MockClock, sqlite_url: str
 ) -> None:
     clock = Clock(wall_start=T0)
     received = Received()
@@ -135,7 +120,7 @@ async def test_1000_items_at_max_10_per_minute_go_out_exactly_10_each_minute_wit
     assert offsets == {0.0}
 
 
-async def test_restart_in_the_middle_keeps_the_windows(mock_clock: MockClock, sqlite_url: str) -> None:
+async def test_restart_in_the_middle_keeps_the_windows(autojump_clock: MockClock, sqlite_url: str) -> None:
     clock = Clock(wall_start=T0)
     received = Received()
     async with runtime(sqlite_url, clock) as (services, dispatcher):
@@ -164,7 +149,7 @@ async def test_restart_in_the_middle_keeps_the_windows(mock_clock: MockClock, sq
 
 
 async def test_an_unanswered_item_is_offered_again_with_the_same_id_when_its_lease_runs_out(
-    mock_clock: MockClock, sqlite_url: str
+    autojump_clock: MockClock, sqlite_url: str
 ) -> None:
     clock = Clock(wall_start=T0)
     received = Received()
@@ -185,7 +170,7 @@ async def test_an_unanswered_item_is_offered_again_with_the_same_id_when_its_lea
     assert count == 1  # a re-offer is not a new dispatch
 
 
-async def test_a_settings_change_wakes_the_dispatcher_at_once(mock_clock: MockClock, sqlite_url: str) -> None:
+async def test_a_settings_change_wakes_the_dispatcher_at_once(autojump_clock: MockClock, sqlite_url: str) -> None:
     clock = Clock(wall_start=T0)
     received = Received()
     async with runtime(sqlite_url, clock) as (services, dispatcher):

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-from pathlib import Path
 
-import pytest
 import trio
 from trio.testing import MockClock
 
@@ -56,20 +53,8 @@ async def test_a_clean_stop_deletes_the_process_row(database_url: str) -> None:
         assert await processes.list_all(db) == []
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    path = tmp_path / "processes.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
-
-
 async def test_heartbeats_refresh_the_row_and_prune_processes_silent_for_ten_beats(
-    mock_clock: MockClock, sqlite_url: str
+    autojump_clock: MockClock, sqlite_url: str
 ) -> None:
     beat = 5.0
     async with open_database(sqlite_url) as db:

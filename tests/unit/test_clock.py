@@ -24,11 +24,6 @@ HOUR = 3600.0
 WEEK = 7 * 24 * HOUR
 
 
-@pytest.fixture
-def autojump_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> Iterator[None]:
     with structlog.testing.capture_logs():

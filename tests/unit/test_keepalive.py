@@ -16,11 +16,6 @@ from roost.runtime.services import Services
 from roost.runtime.sockets import CLOSE_GOING_AWAY
 
 
-@pytest.fixture
-def autojump_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 async def test_pings_are_spread_over_the_interval_and_each_socket_gets_one_per_interval(
     autojump_clock: MockClock,
 ):

@@ -28,11 +28,6 @@ from roost.runtime.services import Services
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 class World:
     """Scouts (id -> row), which users have a recent device, and a log of runs."""
 

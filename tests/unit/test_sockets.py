@@ -18,11 +18,6 @@ from roost.runtime.metrics import Metrics
 from roost.runtime.sockets import CLOSE_POLICY, CLOSE_TRY_AGAIN, DeviceSocket, SocketRegistry, encode
 
 
-@pytest.fixture
-def autojump_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> Iterator[None]:
     with structlog.testing.capture_logs():

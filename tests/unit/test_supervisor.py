@@ -27,11 +27,6 @@ from roost.runtime.supervisor import RestartPolicy, Supervisor
 RunFn = Callable[[ActorContext, trio.TaskStatus[None]], Awaitable[None]]
 
 
-@pytest.fixture
-def autojump_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 @pytest.fixture(autouse=True)
 def logs() -> Iterator[list[dict[str, Any]]]:
     """Capture structlog events: cheap (no traceback rendering per crash) and assertable."""
