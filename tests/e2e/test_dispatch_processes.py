@@ -4,23 +4,14 @@ PostgreSQL sharing one account's limits."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import trio
 
 from tests.support.outreach import answering_device, start_batch
-from tests.support.pg import PgServer
 from tests.support.server import ServerProcess, admin_client, make_device
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database()
-    yield pg_server.url_for(name)
-    pg_server.drop_database(name)
 
 
 async def test_a_real_server_drains_a_batch_to_a_websocket_device(tmp_path: Path) -> None:
@@ -45,9 +36,9 @@ async def test_a_real_server_drains_a_batch_to_a_websocket_device(tmp_path: Path
 
 
 @pytest.mark.postgres
-async def test_two_processes_on_postgresql_share_one_accounts_limits(pg_url: str, tmp_path: Path) -> None:
-    a = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_url, tmp_path))
-    b = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_url, tmp_path))
+async def test_two_processes_on_postgresql_share_one_accounts_limits(pg_empty_url: str, tmp_path: Path) -> None:
+    a = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_empty_url, tmp_path))
+    b = await trio.to_thread.run_sync(lambda: ServerProcess.start(pg_empty_url, tmp_path))
     try:
         async with admin_client(a.url) as via_a, admin_client(b.url) as via_b:
             first = await make_device(via_a)

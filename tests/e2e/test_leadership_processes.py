@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import pytest
 
-from tests.support.pg import PgServer
 from tests.support.server import SERVICE_TOKEN, ServerProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 BEAT_S = 0.5
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database(migrated=True)
-    try:
-        yield pg_server.url_for(name)
-    finally:
-        pg_server.drop_database(name)
 
 
 def status(server: ServerProcess) -> dict[str, Any]:

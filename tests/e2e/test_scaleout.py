@@ -59,15 +59,6 @@ def cluster(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> It
         pg_server.drop_database(name)
 
 
-@pytest.fixture
-def fresh_database(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database()
-    try:
-        yield pg_server.url_for(name)
-    finally:
-        pg_server.drop_database(name)
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}@example.com"
 
@@ -337,14 +328,14 @@ async def test_a_process_killed_with_sigkill_is_shown_dead_after_three_heartbeat
 
 
 async def test_kill_9_of_process_1_mid_stream_loses_nothing_repeats_only_unacked_and_moves_leadership(
-        fresh_database: str, tmp_path: Path) -> None:
+        pg_empty_url: str, tmp_path: Path) -> None:
     (tmp_path / "sessions").mkdir()
-    cluster = await trio.to_thread.run_sync(lambda: Cluster.start(fresh_database, tmp_path, 3,
+    cluster = await trio.to_thread.run_sync(lambda: Cluster.start(pg_empty_url, tmp_path, 3,
                                                                   env=cluster_env(tmp_path)))
     p1, p2, p3 = cluster.servers
     per_device = 60
     try:
-        async with admin_client(p3.url) as via3, open_database(fresh_database) as db:
+        async with admin_client(p3.url) as via3, open_database(pg_empty_url) as db:
             p1_id = (await status(p1.url))["process_id"]
             led_by_1 = await wait_for(lambda: _led_by(p3.url, p1_id), what="process 1 leading the singletons")
 

@@ -10,12 +10,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
-from tests.support.pg import PgServer
 from tests.support.server import SERVICE_TOKEN, ServerProcess
 from tests.support.transcripts import generate_session
 
@@ -34,15 +32,6 @@ HOLD_LOCK = textwrap.dedent("""
 
     trio.run(main)
 """)
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database(migrated=True)
-    try:
-        yield pg_server.url_for(name)
-    finally:
-        pg_server.drop_database(name)
 
 
 def post_run(url: str) -> httpx.Response:

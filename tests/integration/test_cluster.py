@@ -5,7 +5,7 @@ the bus relay (LISTEN/NOTIFY), its reconnect and catch-up, and the leadership of
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import pytest
 import trio
@@ -18,21 +18,11 @@ from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import processes
 from roost.storage.database import open_database
-from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.postgres
 
 TOPIC = "proposal.queued"
 BEAT_S = 0.2
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    name = pg_server.create_database(migrated=True)
-    try:
-        yield pg_server.url_for(name)
-    finally:
-        pg_server.drop_database(name)
 
 
 @asynccontextmanager
