@@ -261,7 +261,7 @@ async def close_items(conn: Connection, batch_id: str, n: int, *, now: dt.dateti
     """``n`` of the batch's open items reached an end state: count them off; the batch, if that finished it.
 
     A batch with no open items left becomes ``done`` (a cancelled one stays cancelled, with its
-    finish time); the returned view is for ``batch_done``.
+    finish time; a draft stays a draft, done when sent); the returned view is for ``batch_done``.
     """
     batch = await conn.fetchrow(
         "UPDATE outreach_batches SET open_items = open_items - $3, updated_at = $2 WHERE id = $1"
@@ -269,8 +269,8 @@ async def close_items(conn: Connection, batch_id: str, n: int, *, now: dt.dateti
         batch_id, now, n,
     )
     assert batch is not None
-    if batch["open_items"] != 0:
-        return None
+    if batch["open_items"] != 0 or batch["status"] == "draft":
+        return None  # a draft is finished by its send (change_batch), not here
     status = "done" if batch["status"] in ("sending", "paused") else batch["status"]
     await conn.execute("UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
                        batch_id, status, now)

@@ -36,33 +36,28 @@ async def release_dead_devices(db: Database, *, now: dt.datetime, device_id: str
     user); the pruner sweeps everything, which also covers a crash between the two. Returns the
     batches this finished (for ``batch_done``).
     """
-    scope, args = "", []
+    scope, args = "", [DEAD_DEVICE_SKIPPED, DEAD_DEVICE_FAILED, now]
     if device_id is not None:
-        scope, args = " AND d.id = $1", [device_id]
+        scope, args = " AND d.id = $4", [*args, device_id]
     elif user_id is not None:
-        scope, args = " AND d.user_id = $1", [user_id]
+        scope, args = " AND d.user_id = $4", [*args, user_id]
     finished: list[dict[str, Any]] = []
     async with db.transaction() as tx:
+        # One statement: a result or a claim that got to an item first has already moved it on.
         rows = await tx.fetch(
-            "SELECT i.id, i.batch_id, i.status FROM devices d JOIN users u ON u.id = d.user_id"
-            " JOIN outreach_items i ON i.device_id = d.id AND i.status IN ('pending', 'dispatched')"
-            f" WHERE (d.revoked_at IS NOT NULL OR NOT u.active){scope} ORDER BY i.id",
+            "UPDATE outreach_items SET"
+            " reason = CASE status WHEN 'pending' THEN $1 ELSE $2 END,"
+            " status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'failed' END,"
+            " result_at = $3, lease_until = NULL"
+            " WHERE status IN ('pending', 'dispatched') AND device_id IN (SELECT d.id FROM devices d"
+            f" JOIN users u ON u.id = d.user_id WHERE (d.revoked_at IS NOT NULL OR NOT u.active){scope})"
+            " RETURNING batch_id",
             *args,
         )
         ended: dict[str, int] = {}
         for r in rows:
-            # Conditional on the status read: a result or a claim that got there first wins.
-            if r["status"] == "pending":
-                new, reason = "skipped", DEAD_DEVICE_SKIPPED
-            else:
-                new, reason = "failed", DEAD_DEVICE_FAILED
-            if await tx.execute(
-                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
-                " WHERE id = $1 AND status = $2",
-                r["id"], r["status"], new, reason, now,
-            ):
-                ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
-        for batch_id, n in ended.items():
+            ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
+        for batch_id, n in sorted(ended.items()):
             done = await close_items(tx, batch_id, n, now=now)
             if done is not None:
                 finished.append(done)

@@ -194,6 +194,20 @@ async def test_deactivating_the_user_ends_the_open_items_of_every_device_of_thei
     assert final["status"] == "done" and final["counts"]["skipped"] == 3
 
 
+async def test_a_draft_whose_device_is_revoked_stays_a_draft_until_sent(
+    server: Running, client: httpx.AsyncClient, env: dict
+) -> None:
+    batch = await create(client, env, 3)
+    r = await client.delete(f"/api/admin/devices/{env['device']['id']}")
+    assert r.status_code == 200, r.text
+    draft = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+    assert draft["status"] == "draft" and draft["counts"]["skipped"] == 3 and draft["finished_at"] is None
+    r = await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")
+    assert r.status_code == 200, r.text
+    final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+    assert final["status"] == "done" and final["finished_at"] is not None
+
+
 async def test_the_pruners_sweep_ends_items_of_a_device_revoked_without_the_release(server: Running,
                                                                                     client: httpx.AsyncClient,
                                                                                     env: dict) -> None:
