@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import trio
 
-from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 
@@ -221,9 +221,7 @@ class BusRelay(Actor):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._send, session)
                     self._wake.set()  # send what was queued while we were away
-                    async with trio.open_nursery() as waiters:
-                        waiters.start_soon(_set_then_cancel, session.lost, waiters.cancel_scope)
-                        waiters.start_soon(_set_then_cancel, ctx.stopping, waiters.cancel_scope)
+                    await first_of(session.lost, ctx.stopping)
                     if ctx.stopping.is_set():
                         with trio.move_on_after(1):  # a last flush of what the drain published
                             await self._idle.wait()
@@ -250,8 +248,3 @@ class _Started:
     def started(self) -> None:
         self._inner.started()
         self.reported = True
-
-
-async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

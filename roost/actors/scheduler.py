@@ -22,7 +22,7 @@ import trio
 from prometheus_client import Counter, Gauge, Histogram
 
 from roost.errors import AlreadyRunning, InvalidInput
-from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.schedule import Schedule
 from roost.runtime.services import Services
 
@@ -241,9 +241,7 @@ class Scheduler(Actor):
                 wait = max(0.0, min(idle) - clock.monotonic()) if idle else math.inf
                 wake = trio.Event()
                 with trio.move_on_after(wait):
-                    async with trio.open_nursery() as waiters:
-                        waiters.start_soon(_set_then_cancel, wake.wait, waiters.cancel_scope)
-                        waiters.start_soon(_set_then_cancel, ctx.stopping.wait, waiters.cancel_scope)
+                    await first_of(wake, ctx.stopping)
             # Draining: launch nothing new; the nursery waits for runs in flight (the supervisor's grace
             # period cancels them if they take too long).
 
@@ -252,8 +250,3 @@ class Scheduler(Actor):
         clock = services.clock
         self.next_due[job.name] = clock.monotonic() + (when - clock.now()).total_seconds()
         job_board(services).jobs[job.name].next_run_at = when
-
-
-async def _set_then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
-    await wait()
-    scope.cancel()

@@ -33,7 +33,7 @@ import trio
 from roost.errors import AlreadyRunning, NotFound
 from roost.plugins.classifiers import classifiers
 from roost.plugins.connectors import Ref, connectors
-from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.bus import Subscription
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -245,7 +245,7 @@ class ScoutActor(Actor):
                 while not ctx.stopping.is_set():
                     wait = await self._start_due(ctx, nursery, limiter)
                     with trio.move_on_after(wait):
-                        await _first(self._wake, ctx.stopping)
+                        await first_of(self._wake, ctx.stopping)
                     self._wake = trio.Event()
                 nursery.cancel_scope.cancel()
 
@@ -317,7 +317,7 @@ class ScoutActor(Actor):
                         woken = self._held[scout_id] = trio.Event()
                         try:
                             with trio.move_on_after(delay):
-                                await _first(woken, ctx.stopping)
+                                await first_of(woken, ctx.stopping)
                         finally:
                             del self._held[scout_id]
                         if ctx.stopping.is_set():
@@ -337,16 +337,6 @@ class ScoutActor(Actor):
         finally:
             self._running.discard(scout_id)
             self._wake.set()
-
-
-async def _first(*events: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        for event in events:
-            async def wait(e: trio.Event = event) -> None:
-                await e.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(wait)
 
 
 async def _expire_proposals(services: Services, now: dt.datetime) -> int:

@@ -16,6 +16,18 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 
 
+async def first_of(*events: trio.Event) -> None:
+    """Wait until any one of ``events`` is set (e.g. an actor's wake-up or ``ctx.stopping``)."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_cancel(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait_then_cancel, event)
+
+
 class ActorContext:
     """What an actor gets: the shared services plus helpers bound to its name."""
 

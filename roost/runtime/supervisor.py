@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import trio
 
 from roost.errors import unwrap_group
-from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.health import ActorState
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.services import Services
@@ -104,7 +104,7 @@ class Supervisor:
                     continue
                 reported = trio.Event()
                 nursery.start_soon(self._supervise, actor, reported, name=f"supervise:{actor.name}")
-                await _first_of(reported, self.services.stopping)
+                await first_of(reported, self.services.stopping)
             task_status.started()
         if nursery.cancel_scope.cancelled_caught:
             log.warning("grace period over; cancelled what was still running")
@@ -194,13 +194,3 @@ class _Readiness:
         self.reported = True
 
 
-async def _first_of(*events: trio.Event) -> None:
-    """Wait until any one of ``events`` is set."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait_then_cancel(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        for event in events:
-            nursery.start_soon(wait_then_cancel, event)

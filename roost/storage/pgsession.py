@@ -4,6 +4,7 @@ Two things do: LISTEN (the cluster bus relay) and session-level advisory locks (
 Neither can use a pooled connection, which is handed to other tasks between queries. When the
 server ends the session (``pg_terminate_backend``, a restart, a cut network), ``lost`` is set:
 whatever the session held (its LISTEN, its locks) is gone, and the owner opens a new one.
+(Closing the session ourselves sets it too: read it before closing to tell the two apart.)
 """
 
 from __future__ import annotations
