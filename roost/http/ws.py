@@ -149,14 +149,16 @@ async def device_socket() -> None:
         except _Refused as exc:
             await websocket.close(CLOSE_POLICY, exc.reason)
             return
+        if device is not None:
+            bind(device_id=device["device_id"])
+            # Touched before the socket is registered: nothing else (a keepalive ping, a proposal) may
+            # be queued to it between registration and hello_ok, which must be its first frame.
+            await tenancy.touch_device(s.db, device["device_id"], s.clock.now())
         if device is None or s.stopping.is_set():
-            # A drain cut the handshake short (``close_all`` cancels it), or began just as it ended.
+            # A drain cut the handshake short (``close_all`` cancels it), or began before the socket
+            # was registered (its ``close_all`` could not see it): checked after the last await.
             await websocket.close(1001, "server shutting down")
             return
-        bind(device_id=device["device_id"])
-        # Touched before the socket is registered: nothing else (a keepalive ping, a proposal) may
-        # be queued to it between registration and hello_ok, which must be its first frame.
-        await tenancy.touch_device(s.db, device["device_id"], s.clock.now())
         sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
         del device  # the socket keeps the ids; an idle socket should not also keep the row
         _drop_request_headers()

@@ -10,16 +10,22 @@ per text and written with one non-blocking ``os.write`` per socket, from the sen
 This reaches beneath ASGI into Hypercorn's objects, so ``direct_writer`` checks each step and
 returns None if anything is not as expected (another server, TLS, HTTP/2, another Hypercorn):
 that socket keeps the ASGI path. A write goes direct only when Hypercorn is not mid-write on the
-connection (its send lock is free) and the WebSocket is open. A connection with an extension
-(compression, which ``roost.http.server`` declines anyway) keeps the ASGI path. A partial write
-returns the rest, which must then be written before anything else, via ``write_rest``
-(Hypercorn's own send: its lock, shielded).
+connection (its send lock is free), the WebSocket is open, the frame is at most
+``DIRECT_MAX_BYTES`` and the kernel has nothing of this socket's still unsent (``TIOCOUTQ``): a
+small write to an empty TCP send queue goes in whole. Anything else takes Hypercorn's send (its
+lock), which is what keeps frames whole: the rest of a partial direct write, queued for a writer
+task, could have had a pong or a close frame written into its middle before that task got the
+lock. A partial write is still handled (the rest is returned for ``write_rest``) but should not
+occur. A connection with an extension (compression, which ``roost.http.server`` declines anyway)
+keeps the ASGI path.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
+import termios
 from typing import Any
 
 import trio
@@ -32,6 +38,9 @@ try:  # Hypercorn's trio worker: the only stack the direct path knows
     from wsproto.connection import ConnectionState
 except ImportError:  # pragma: no cover - another server
     WSStream = H11Protocol = TCPServer = None  # type: ignore[assignment,misc]
+
+DIRECT_MAX_BYTES = 16 * 1024
+_OUTQ = bytearray(4)
 
 _last_text: str | None = None
 _last_frame = b""
@@ -81,6 +90,8 @@ class DirectWriter:
         if fd < 0:  # closed; checked right before the write, with no await between
             return None
         data = text_frame(text)
+        if len(data) > DIRECT_MAX_BYTES or _unsent_bytes(fd):
+            return None
         try:
             n = os.write(fd, data)
         except BlockingIOError:
@@ -92,6 +103,15 @@ class DirectWriter:
     async def write_rest(self, data: bytes) -> None:
         """Write the rest of a frame, waiting for room, under Hypercorn's send lock."""
         await self._tcp.protocol_send(RawData(data=data))
+
+
+def _unsent_bytes(fd: int) -> int:
+    """Bytes in the socket's kernel send queue (not yet acknowledged); -1 if it cannot tell."""
+    try:
+        fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ)
+    except OSError:
+        return -1
+    return int.from_bytes(_OUTQ, "little", signed=True)
 
 
 def direct_writer(send: Any) -> DirectWriter | None:
