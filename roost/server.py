@@ -30,6 +30,8 @@ from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
 from roost.actors.sessions import session_runners
+from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
+from roost.actors.socket_events import SocketEvents
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -85,9 +87,9 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 
 
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
-# hear. The others (scout runs, mail, follow-ups, dispatch results) are claimed by whichever
-# process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC)
+# hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
+# claimed by whichever process is woken, so the process that produced them is enough.
+CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -102,7 +104,8 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     relay = [BusRelay(services)] if services.db.dialect == "postgresql" else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
-                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services)]
+                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
+                  SocketEvents()]
 
 
 async def serve(

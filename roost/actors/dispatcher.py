@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from roost.actors.pruner import Prune
+from roost.actors.socket_events import TOPIC_BATCH_DONE
 from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
@@ -50,9 +51,10 @@ def wake(services: Services, account_id: str) -> None:
 
 
 def batch_done(services: Services, batch: dict[str, Any] | None) -> None:
-    """Tell the sockets of a finished batch's creator (``batch_done``); None or no creator: nothing."""
+    """Tell the sockets of a finished batch's creator, in whichever process they are (``batch_done``,
+    sent by ``SocketEvents``); None or no creator: nothing."""
     if batch is not None and batch["created_by"]:
-        services.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+        services.bus.publish(TOPIC_BATCH_DONE, batch["id"])
 
 
 def after_result(services: Services, outcome: sends.ResultOutcome, device_id: str) -> None:

@@ -8,6 +8,7 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from roost.actors.dispatcher import release_dead_devices
+from roost.actors.socket_events import TOPIC_DEACTIVATED, TOPIC_REVOKED
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
@@ -106,6 +107,7 @@ async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
     if not row["active"]:
         for sock in s.sockets.for_user(user_id):
             sock.close(CLOSE_POLICY, "user deactivated")
+        s.bus.publish(TOPIC_DEACTIVATED, user_id)  # and the user's sockets in other processes
         await release_dead_devices(s, user_id=user_id)
     return row
 
@@ -151,5 +153,6 @@ async def revoke_device(device_id: str) -> dict[str, Any]:
     s = services()
     row = await tenancy.revoke_device(s.db, device_id, now=s.clock.now(), actor=ACTOR)
     s.sockets.close_device(device_id, CLOSE_POLICY, "device revoked")
+    s.bus.publish(TOPIC_REVOKED, device_id)  # and its sockets in other processes
     await release_dead_devices(s, device_id=device_id)
     return row

@@ -112,3 +112,14 @@ def sqlite_path(url: str) -> str:
     if path.startswith("/"):
         path = path[1:]
     return path or "roost.db"
+
+
+def in_list(dialect: str, placeholder: str) -> str:
+    """SQL for "is one of the list bound at ``placeholder``" (pass the list as one parameter).
+
+    One parameter, not one per value, so the statement's text (and its prepared plan) is the same
+    for every length: a PostgreSQL array, or on SQLite the JSON the list is stored as.
+    """
+    if dialect == "postgresql":
+        return f"= ANY({placeholder}::text[])"
+    return f"IN (SELECT value FROM json_each({placeholder}))"

@@ -13,19 +13,13 @@ import secrets
 from typing import Any, Sequence
 
 from roost.digest.slots import next_slot
-from roost.storage.database import Connection, Database, Row
+from roost.storage.database import Connection, Database, Row, in_list
 from roost.storage.ids import new_id
 from roost.storage.notifications import PERSONAL_DIRECT
 
 DIGEST_FIELDS = frozenset({"digest_cadence", "digest_time", "digest_weekday", "timezone"})
 _USER_COLUMNS = ("u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,"
                  " u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at")
-
-
-def _in_list(dialect: str, placeholder: str) -> str:
-    if dialect == "postgresql":
-        return f"= ANY({placeholder}::text[])"
-    return f"IN (SELECT value FROM json_each({placeholder}))"
 
 
 async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.datetime | None:
@@ -100,7 +94,7 @@ async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Se
         f"SELECT {columns}"
         " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
         " LEFT JOIN users a ON a.id = n.actor_user_id"
-        f" WHERE n.recipient_user_id {_in_list(dialect, '$1')} AND {eligible}"
+        f" WHERE n.recipient_user_id {in_list(dialect, '$1')} AND {eligible}"
         " AND n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)"
         " ORDER BY n.recipient_user_id, n.created_at, n.id",
         list(user_ids), now, lookback_start, PERSONAL_DIRECT,
@@ -168,7 +162,7 @@ async def record_batch(conn: Connection, dialect: str, *, records: Sequence[dict
     included = [nid for r in records for nid in r["notification_ids"]]
     if included:
         await conn.execute(
-            f"UPDATE notifications SET digest_included_at = $1 WHERE id {_in_list(dialect, '$2')}", now, included
+            f"UPDATE notifications SET digest_included_at = $1 WHERE id {in_list(dialect, '$2')}", now, included
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from roost.errors import NotFound
 from roost.storage import audit
-from roost.storage.database import Connection, Database, Row
+from roost.storage.database import Connection, Database, Row, in_list
 from roost.storage.ids import new_id
 from roost.storage.pagination import page
 
@@ -315,9 +315,9 @@ async def users_with_queued(db: Database, user_ids: Sequence[str], *, now: dt.da
     """Which of ``user_ids`` have a queued, unexpired proposal (one query for a catch-up read)."""
     if not user_ids:
         return set()
-    in_list = "= ANY($1::text[])" if db.dialect == "postgresql" else "IN (SELECT value FROM json_each($1))"
     rows = await db.fetch(
-        f"SELECT DISTINCT user_id FROM scout_items WHERE user_id {in_list} AND status = 'queued' AND expires_at > $2",
+        f"SELECT DISTINCT user_id FROM scout_items WHERE user_id {in_list(db.dialect, '$1')}"
+        " AND status = 'queued' AND expires_at > $2",
         list(user_ids), now,
     )
     return {r["user_id"] for r in rows}

@@ -9,6 +9,7 @@ bounds below are only how long a test waits before it calls a thing lost.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +17,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
 
+from roost.client import handshake, ws_url_from_http
 from roost.storage.database import open_database
 from roost.storage.postgres import lock_key
 from tests.support.cluster import AckingDevice, Cluster, status, wait_for
@@ -271,6 +274,45 @@ async def test_a_batch_sent_through_process_3_reaches_devices_on_1_and_2_within_
     assert len(seen_1) + len(seen_2) == 7 == len(set(seen_1) | set(seen_2))
     assert sum(c["sent"] + c["dispatched"] for c in counts) == 7
     assert sum(c["pending"] for c in counts) == 13
+
+
+async def test_revocation_deactivation_and_batch_done_reach_sockets_held_by_other_processes(
+        cluster: Cluster) -> None:
+    p1, p2, p3 = cluster.servers
+    async with admin_client(p1.url) as via1, admin_client(p3.url) as via3:
+        env = await make_device(via1, email=unique("sockev"))
+        r = await via1.post("/api/admin/devices", json={"user_id": env["user"]["id"], "name": "laptop"})
+        assert r.status_code == 201, r.text
+        laptop = r.json()
+        other = await make_device(via1, account=env["account"], email=unique("sockev2"))
+        async with open_websocket_url(ws_url_from_http(p3.url)) as creators_laptop, \
+                open_websocket_url(ws_url_from_http(p2.url)) as doomed, \
+                open_websocket_url(ws_url_from_http(p2.url)) as others:
+            await handshake(creators_laptop, laptop["token"])
+            await handshake(doomed, env["token"])
+            await handshake(others, other["token"])
+            batch = await start_batch(via1, env, 2)
+            r = await via1.delete(f"/api/admin/devices/{env['device']['id']}")  # held by process 2
+            assert r.status_code == 200, r.text
+            assert await close_code(doomed) == 1008
+            with trio.fail_after(10):  # the batch ended by the revocation: its creator hears it on 3
+                frame = json.loads(await creators_laptop.get_message())
+                while frame["type"] != "batch_done":
+                    frame = json.loads(await creators_laptop.get_message())
+            assert frame["batch"]["id"] == batch["id"] and frame["batch"]["status"] == "done"
+            r = await via3.patch(f"/api/admin/users/{other['user']['id']}", json={"active": False})
+            assert r.status_code == 200, r.text
+            assert await close_code(others) == 1008
+
+
+async def close_code(ws: Any) -> int:
+    """Read until the server closes the socket (10 s at most); its close code."""
+    with trio.fail_after(10):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as closed:
+            return closed.reason.code
 
 
 # -- status of the whole ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import trio
 from trio.testing import MockClock
 
 from roost.actors.dispatcher import Dispatcher, wake
+from roost.actors.socket_events import SocketEvents
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -57,8 +58,11 @@ async def runtime(url: str, clock: Clock, **settings: Any) -> AsyncIterator[tupl
         services = Services.build(Settings(database_url=url, **settings), db, clock)
         dispatcher = CountingDispatcher(services)
         services.health.add(dispatcher.name)
+        services.health.add(SocketEvents.name)
         async with trio.open_nursery() as nursery:
             await nursery.start(dispatcher.run, ActorContext("dispatcher", services))
+            # batch_done reaches the creator's sockets through it (in whichever process holds them)
+            await nursery.start(SocketEvents().run, ActorContext(SocketEvents.name, services))
             yield services, dispatcher
             nursery.cancel_scope.cancel()
 
