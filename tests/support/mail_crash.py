@@ -8,19 +8,19 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from email.message import EmailMessage
 
 import trio
 
 from roost.actors.mailer import Mailer
+from roost.plugins.transports.message import Mail
 from roost.plugins.transports.smtp import SmtpTransport
 from roost.storage.database import open_database
 from tests.support.digest import make_services
 
 
 class DieAfterAcceptance(SmtpTransport):
-    def send(self, message: EmailMessage) -> None:
-        super().send(message)
+    def send(self, mail: Mail) -> None:
+        super().send(mail)
         os.kill(os.getpid(), signal.SIGKILL)  # the server has it; "sent" is never committed
 
 

@@ -1,6 +1,7 @@
-"""Mail transports: how a finished ``EmailMessage`` leaves the process.
+"""Mail transports: how a composed message (``roost.plugins.transports.message.Mail``: its SMTP
+envelope and its bytes) leaves the process.
 
-A transport has one blocking method, ``send(message)``, which the mailer runs in a worker
+A transport has one blocking method, ``send(mail)``, which the mailer runs in a worker
 thread. It returns when the message was accepted, raises ``TransientError`` when a later try
 may work (a 4xx reply, a refused or dropped connection, a timeout) and ``PermanentError`` when
 it will not (a 5xx reply, a malformed address).
@@ -12,11 +13,11 @@ and ``console`` (logged, not sent; the default without an SMTP URL). Others are 
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from importlib.metadata import entry_points
 from typing import Protocol
 
 from roost.errors import NotConfigured
+from roost.plugins.transports.message import Mail
 from roost.runtime.config import Settings
 
 
@@ -35,7 +36,7 @@ class PermanentError(TransportError):
 class Transport(Protocol):
     name: str
 
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, mail: Mail) -> None: ...
 
 
 def load_transport(settings: Settings) -> Transport:

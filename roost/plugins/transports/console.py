@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import EmailMessage
 
+from roost.plugins.transports.message import Mail
 from roost.runtime.logging import get_logger
 
 
@@ -12,6 +12,6 @@ from roost.runtime.logging import get_logger
 class ConsoleTransport:
     name: str = "console"
 
-    def send(self, message: EmailMessage) -> None:
-        get_logger().info("mail (console transport, not sent)", to=message["To"], subject=message["Subject"],
-                          message_id=message["Message-ID"])
+    def send(self, mail: Mail) -> None:
+        get_logger().info("mail (console transport, not sent)", to=list(mail.recipients), subject=mail.subject,
+                          message_id=mail.message_id, size=len(mail.data))

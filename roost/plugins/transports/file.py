@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from email.message import EmailMessage
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from roost.plugins.transports import PermanentError, TransientError
+from roost.plugins.transports.message import Mail
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
@@ -17,16 +16,26 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 class FileTransport:
     directory: str
     name: str = "file"
+    _made: bool = field(default=False, repr=False)
 
-    def send(self, message: EmailMessage) -> None:
-        target = Path(self.directory)
-        stem = _UNSAFE.sub("_", str(message["Message-ID"] or "message").strip("<>"))
+    def send(self, mail: Mail) -> None:
+        stem = _UNSAFE.sub("_", mail.message_id.strip("<>") or "message")
+        tmp = os.path.join(self.directory, f".{stem}.tmp")
         try:
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = target / f".{stem}.tmp"
-            tmp.write_bytes(message.as_bytes())
-            os.replace(tmp, target / f"{stem}.eml")  # same Message-ID again overwrites: one file per message
+            if not self._made:
+                os.makedirs(self.directory, exist_ok=True)
+                self._made = True
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(mail.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            # A reader never sees half a message; the same Message-ID again overwrites: one file per message.
+            os.replace(tmp, os.path.join(self.directory, f"{stem}.eml"))
         except PermissionError as exc:
-            raise PermanentError(f"cannot write to {target}: {exc}") from exc
+            raise PermanentError(f"cannot write to {self.directory}: {exc}") from exc
         except OSError as exc:
-            raise TransientError(f"cannot write to {target}: {exc}") from exc
+            self._made = False  # the directory may have gone: make it again on the next try
+            raise TransientError(f"cannot write to {self.directory}: {exc}") from exc

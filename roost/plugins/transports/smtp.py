@@ -10,11 +10,11 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 from roost.errors import InvalidInput
 from roost.plugins.transports import PermanentError, TransientError
+from roost.plugins.transports.message import Mail
 
 
 @dataclass
@@ -53,7 +53,7 @@ class SmtpTransport:
             client.ehlo()
         return client
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, mail: Mail) -> None:
         try:
             client = self._connect()
         except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
@@ -61,7 +61,8 @@ class SmtpTransport:
         try:
             if self.username:
                 client.login(self.username, self.password or "")
-            refused = client.send_message(message)
+            refused = client.sendmail(mail.sender, list(mail.recipients), mail.data,
+                                      mail_options=["SMTPUTF8"] if mail.smtputf8 else [])
             if refused:
                 codes = {code for code, _ in refused.values()}
                 error = f"some recipients refused: {refused}"
