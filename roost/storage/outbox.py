@@ -26,7 +26,7 @@ from roost.digest.slots import quiet_until
 from roost.errors import NotFound
 from roost.runtime.bus import Bus
 from roost.runtime.clock import utcnow
-from roost.storage.database import Connection, Database, Row
+from roost.storage.database import Connection, Database, Row, in_list
 from roost.storage.ids import new_id
 
 TOPIC = "outbox"  # bus topic: "these outbox rows are ready to send"
@@ -147,10 +147,16 @@ async def claim(db: Database, *, now: dt.datetime, limit: int, claimed_by: str) 
 
 
 async def mark_sent(db: Database, outbox_id: str, *, now: dt.datetime, claimed_by: str) -> bool:
-    return bool(await db.execute(
+    return await mark_sent_many(db, [outbox_id], now=now, claimed_by=claimed_by) == 1
+
+
+async def mark_sent_many(db: Database, outbox_ids: Sequence[str], *, now: dt.datetime, claimed_by: str) -> int:
+    """Record that these rows, claimed by ``claimed_by``, were sent (one statement); returns how many."""
+    return await db.execute(
         "UPDATE outbox SET status = 'sent', sent_at = $2, last_error = NULL"
-        " WHERE id = $1 AND status = 'sending' AND claimed_by = $3", outbox_id, now, claimed_by,
-    ))
+        f" WHERE id {in_list(db.dialect, '$1')} AND status = 'sending' AND claimed_by = $3",
+        list(outbox_ids), now, claimed_by,
+    )
 
 
 async def mark_retry(db: Database, outbox_id: str, *, retry_at: dt.datetime, error: str, claimed_by: str) -> bool:

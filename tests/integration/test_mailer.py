@@ -13,7 +13,9 @@ from typing import Iterator
 import pytest
 import trio
 from aiosmtpd.controller import Controller
+from trio.testing import wait_all_tasks_blocked as wait_all_blocked
 
+from roost.actors import mailer as mailer_module
 from roost.actors.mailer import Mailer
 from roost.plugins.transports.file import FileTransport
 from roost.plugins.transports.smtp import SmtpTransport
@@ -56,8 +58,8 @@ async def queue_one(db: Database, **extra) -> str:
     async with db.transaction() as tx:
         return await outbox.enqueue(
             tx, recipient_user_id=None, to="ann@example.com", subject="Hello Ann", text="plain body\n",
-            html="<p>html body</p>", headers={"List-Unsubscribe": "<https://x.example/u?token=t>"}, kind="test",
-            **extra,
+            html="<p>html body</p>", kind="test",
+            **{"headers": {"List-Unsubscribe": "<https://x.example/u?token=t>"}, **extra},
         )
 
 
@@ -169,3 +171,64 @@ async def test_the_file_transport_writes_one_eml_per_message(db: Database, tmp_p
     assert files == sorted(f"{i}@roost.mail.eml" for i in ids)
     parsed = email.message_from_bytes((tmp_path / "mail" / files[0]).read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "Hello Ann"
+
+
+async def test_many_messages_are_each_written_once_and_all_recorded_sent(db: Database, tmp_path) -> None:
+    services = make_services(db)
+    ids = [await queue_one(db) for _ in range(260)]  # more than one claim, several workers, several groups
+    done = await Mailer().drain(services, FileTransport(str(tmp_path / "mail")))
+    assert done == {"sent": 260, "queued": 0, "failed": 0}
+    assert sorted(p.name for p in (tmp_path / "mail").iterdir()) == sorted(f"{i}@roost.mail.eml" for i in ids)
+    assert (await outbox.counts(db))["sent"] == 260
+
+
+async def test_outcomes_that_come_back_during_a_write_are_written_together(db: Database, monkeypatch) -> None:
+    services = make_services(db)
+    ids = [await queue_one(db) for _ in range(5)]
+    rows = await outbox.claim(db, now=services.clock.now(), limit=10, claimed_by=services.process_id)
+    groups: list[list[str]] = []
+    first_write = trio.Event()
+    release = trio.Event()
+    real = outbox.mark_sent_many
+
+    async def slow_mark(db_, outbox_ids, **kwargs):
+        groups.append(list(outbox_ids))
+        if len(groups) == 1:
+            first_write.set()
+            await release.wait()  # the first group's statement is still running
+        return await real(db_, outbox_ids, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sent_many", slow_mark)
+    recorder = mailer_module._Recorder(services)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder.record, [mailer_module._Outcome(rows[0])])
+        await first_write.wait()
+        for row in rows[1:]:
+            nursery.start_soon(recorder.record, [mailer_module._Outcome(row)])
+        await wait_all_blocked()
+        release.set()
+    assert [sorted(g) for g in groups] == [[rows[0]["id"]], sorted(r["id"] for r in rows[1:])]
+    assert recorder.done == {"sent": 5, "queued": 0, "failed": 0}
+    assert [(await outbox.get(db, i))["status"] for i in ids] == ["sent"] * 5
+
+
+async def test_a_transport_plugins_own_error_is_retried_with_its_reason(db: Database) -> None:
+    class Broken:
+        name = "broken"
+
+        def send(self, mail) -> None:
+            raise RuntimeError("plugin bug")
+
+    services = make_services(db, mail_retry_initial_s=60.0)
+    outbox_id = await queue_one(db)
+    assert await Mailer().drain(services, Broken()) == {"sent": 0, "queued": 1, "failed": 0}
+    row = await outbox.get(db, outbox_id)
+    assert row["status"] == "queued" and row["last_error"] == "RuntimeError: plugin bug"
+
+
+async def test_a_message_that_cannot_be_composed_fails_with_the_reason(db: Database, tmp_path) -> None:
+    services = make_services(db)
+    outbox_id = await queue_one(db, headers={"X-Huge": "x" * 1200})
+    assert await Mailer().drain(services, FileTransport(str(tmp_path))) == {"sent": 0, "queued": 0, "failed": 1}
+    row = await outbox.get(db, outbox_id)
+    assert row["status"] == "failed" and row["last_error"].startswith("cannot compose the message")
