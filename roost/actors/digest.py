@@ -46,9 +46,9 @@ async def _tick(services: Services, now: dt.datetime) -> dict[str, int]:
     counters["released"] = await outbox.release_held(db, now)
     counters["decayed"] = await notifications.decay_watches(
         db, older_than=now - dt.timedelta(days=settings.watch_decay_days))
-    queued = await assemble_due(services, now=now, counters=counters)
-    if queued or counters["released"]:
-        outbox.wake(services.bus, *queued[:1000])
+    if counters["released"]:
+        outbox.wake(services.bus)
+    await assemble_due(services, now=now, counters=counters)  # wakes the mailer after each batch
     return counters
 
 

@@ -51,7 +51,7 @@ class Batch:
 async def assemble_due(services: Services, *, now: dt.datetime, counters: dict[str, int]) -> list[str]:
     """Assemble, queue and record the digest of every user whose slot has come by ``now``;
     adds to ``counters`` (due, digests, empty, batches, notifications) and returns the queued
-    outbox ids. Each batch commits on its own."""
+    outbox ids. Each batch commits on its own and then wakes the mailer."""
     queued: list[str] = []
     lookback_start = now - dt.timedelta(days=services.settings.digest_lookback_days)
     read_send, read_receive = trio.open_memory_channel[tuple[list[Row], Sequence[Any]]](0)
@@ -61,7 +61,10 @@ async def assemble_due(services: Services, *, now: dt.datetime, counters: dict[s
         nursery.start_soon(_render, services, now, lookback_start, read_receive, ready_send)
         async with ready_receive:
             async for batch in ready_receive:
-                queued.extend(await _write_batch(services, batch, now=now, counters=counters))
+                ids = await _write_batch(services, batch, now=now, counters=counters)
+                if ids:  # committed: the mailer may start on this batch while the next is written
+                    outbox.wake(services.bus, ids[0])
+                queued.extend(ids)
     return queued
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import trio
 
 from roost.actors.digest import run_tick
 from roost.digest import notify as notify_service
@@ -217,6 +218,25 @@ async def test_batches_cover_every_due_user_with_a_fixed_number_of_statements(db
     counters = await run_tick(services, now=h(2))
     assert counters == {"released": 0, "decayed": 0, "due": 7, "digests": 7, "empty": 0, "batches": 3,
                         "notifications": 14}
+
+
+async def test_each_committed_batch_wakes_the_mailer_before_the_tick_ends(db: Database) -> None:
+    services = make_services(db, digest_batch_size=3)
+    acc = await make_account(db, h(0))
+    for i in range(7):
+        user = await make_user(db, acc, now=h(0), email=f"u{i}@example.com")
+        await notify(db, user["id"], now=h(1))
+    with services.bus.subscribe(outbox.TOPIC) as wakeups:
+        counters = await run_tick(services, now=h(2))
+        woken = []
+        with trio.fail_after(5):  # published before run_tick returned: already waiting in the subscription
+            for _ in range(3):
+                woken.extend((await wakeups.receive()).ids)
+        with trio.move_on_after(0.05):
+            woken.extend((await wakeups.receive()).ids)  # a fourth would be one too many
+    assert counters["batches"] == 3
+    queued = {m["id"] for m in await db.fetch("SELECT id FROM outbox")}
+    assert len(woken) == 3 and set(woken) <= queued  # one wake-up per batch, each naming a row it queued
 
 
 async def test_a_slot_is_claimed_only_while_the_schedule_still_stands_where_it_was_read(db: Database) -> None:
