@@ -31,6 +31,7 @@ from roost.runtime.actor import ActorContext  # noqa: E402
 from roost.runtime.clock import Clock  # noqa: E402
 from roost.runtime.config import Settings  # noqa: E402
 from roost.runtime.services import Services  # noqa: E402
+from roost.server import share_the_gil  # noqa: E402
 from roost.storage import outbox  # noqa: E402
 from roost.storage.database import Database, open_database  # noqa: E402
 from roost.storage.migrator import migrate  # noqa: E402
@@ -77,7 +78,8 @@ async def _insert(db: Database, rows: list[tuple]) -> None:
             " VALUES ($1, $2, $3, $4, $5, false, $6)", rows)
 
 
-async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str) -> None:
+async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str) -> bool:
+    """Fill, tick (with the mailer beside it if ``drain``); False when --drain missed the bar."""
     async with open_database(url) as db:
         await migrate(db)
         started = time.perf_counter()
@@ -85,6 +87,7 @@ async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str)
         print(f"fill: {users} users x {per_user} notifications in {time.perf_counter() - started:.1f} s")
         settings = Settings(database_url=url, secret_key="bench", mail_dir=mail_dir, log_format="json")
         services = Services.build(settings, db, Clock())
+        ok = True
         if not drain:
             started = time.perf_counter()
             counters = await run_tick(services, now=NOW)
@@ -113,6 +116,7 @@ async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str)
         started = time.perf_counter()
         empty = await run_tick(services, now=NOW + dt.timedelta(minutes=1))
         print(f"second tick (nothing due): {1000 * (time.perf_counter() - started):.1f} ms  due={empty['due']}")
+        return ok
 
 
 def main() -> None:
@@ -124,6 +128,7 @@ def main() -> None:
     parser.add_argument("--drain", action="store_true",
                         help="run the mailer (file transport) beside the tick and time both")
     args = parser.parse_args()
+    share_the_gil()  # as `roost serve` does
     with tempfile.TemporaryDirectory() as tmp:
         mail_dir = str(Path(tmp) / "mail")
         if args.pg:
@@ -132,11 +137,12 @@ def main() -> None:
             name = f"roost_bench_{uuid.uuid4().hex[:8]}"
             admin_execute(args.pg, f"CREATE DATABASE {name}")
             try:
-                trio.run(bench, url_with_database(args.pg, name), args.users, args.per_user, args.drain, mail_dir)
+                ok = trio.run(bench, url_with_database(args.pg, name), args.users, args.per_user, args.drain, mail_dir)
             finally:
                 admin_execute(args.pg, f"DROP DATABASE IF EXISTS {name}")
         else:
-            trio.run(bench, f"sqlite:///{tmp}/bench.db", args.users, args.per_user, args.drain, mail_dir)
+            ok = trio.run(bench, f"sqlite:///{tmp}/bench.db", args.users, args.per_user, args.drain, mail_dir)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
