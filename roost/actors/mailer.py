@@ -35,7 +35,7 @@ from roost.runtime.services import Services
 from roost.storage import outbox
 
 POLL_S = 5.0
-CLAIM_BATCH = 100
+CLAIM_BATCH = 400
 CONCURRENT_SENDS = 4
 SEND_SLICE_S = 0.02
 
