@@ -208,9 +208,9 @@ def share_the_gil() -> None:
     that mostly wait in system calls (the mailer's file and SMTP sends, SQLite). Each system call
     gives the GIL up, and taking it back behind a CPU-bound thread waits out the whole switch
     interval: with the default 5 ms, a mailer thread wrote about one file per 20 ms while a digest
-    batch rendered, and the 20,000 digests of the bench were written 13.5 to 18.2 s after the tick
-    started depending on how the tick's phases fell; with 1 ms, 13.0 s with 17,400 of them written
-    during the tick. The event loop's own wake-ups wait the same way.
+    batch rendered, and on PostgreSQL the bench's 20,000 digests were written 13.5 to 18.2 s after
+    the tick started depending on how its phases fell; with 1 ms, 12.9-13.0 s, most of them during
+    the tick (BENCHMARKS.md, session 4). The event loop's own wake-ups wait the same way.
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
