@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from roost.client import handshake, ws_url_from_http
 from roost.storage.database import open_database
@@ -28,6 +28,7 @@ from tests.support.outreach import answering_device, start_batch
 from tests.support.pg import PgServer
 from tests.support.scouting import make_push_scout, push
 from tests.support.server import ServerProcess, admin_client, make_device
+from tests.support.ws import close_code
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -304,18 +305,6 @@ async def test_revocation_deactivation_and_batch_done_reach_sockets_held_by_othe
             assert r.status_code == 200, r.text
             assert await close_code(others) == 1008
 
-
-async def close_code(ws: Any) -> int:
-    """Read until the server closes the socket (10 s at most); its close code."""
-    with trio.fail_after(10):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
-
-
-# -- status of the whole ------------------------------------------------------------------------------
 
 
 async def test_every_process_lists_all_live_processes_and_one_leader_per_singleton(cluster: Cluster) -> None:

@@ -19,9 +19,10 @@ from typing import AsyncIterator, Iterator
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.support.server import SERVICE_TOKEN, ServerProcess, admin_client, free_port, make_device
+from tests.support.ws import close_code
 
 pytestmark = pytest.mark.e2e
 
@@ -60,17 +61,6 @@ async def device_socket(url: str, token: str) -> AsyncIterator[WebSocketConnecti
         if ws is not None:
             await ws._stream.aclose()
 
-
-async def close_code(ws: WebSocketConnection, timeout_s: float = 5) -> int:
-    with trio.fail_after(timeout_s):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
-
-
-# -- one server for the tests that only look at it -------------------------------------------------
 
 
 @pytest.fixture(scope="module")

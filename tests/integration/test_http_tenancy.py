@@ -12,11 +12,12 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from roost.server import Running
 from roost.storage import audit
 from tests.support.server import admin_client, make_device, running_server
+from tests.support.ws import close_code
 
 
 @pytest.fixture
@@ -443,16 +444,6 @@ async def test_device_of_an_inactive_user_cannot_authenticate(client: httpx.Asyn
     assert_error(await device_me(server, ids["token"]), 401, "unauthenticated")
 
 
-async def next_close(ws) -> int | None:
-    """Read until the server closes the socket; returns the close code."""
-    with trio.fail_after(5):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
-
-
 @pytest.mark.parametrize("action", ["revoke the device", "deactivate the user"])
 async def test_live_socket_is_closed_with_1008(client: httpx.AsyncClient, server: Running, action: str) -> None:
     ids = await make_device(client)
@@ -468,7 +459,7 @@ async def test_live_socket_is_closed_with_1008(client: httpx.AsyncClient, server
             r = await client.patch(f"/api/admin/users/{ids['user']['id']}", json={"active": False})
         assert r.status_code == 200, r.text
 
-        assert await next_close(ws) == 1008
+        assert await close_code(ws) == 1008
 
 
 # -- the audit log ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from roost.server import Running
 from tests.support.server import admin_client, make_device, running_server
+from tests.support.ws import close_code
 
 # trio-websocket leaks its TCP socket when the server closes first (STACK-NOTES pitfall 6); the
 # ``connect`` helper closes it, and these marks make a leak anywhere in these tests an error.
@@ -83,15 +84,6 @@ async def nothing_within(ws: WebSocketConnection, seconds: float) -> bool:
         return False
     return True
 
-
-async def close_code(ws: WebSocketConnection, timeout_s: float = CLOSE_TIMEOUT_S) -> int:
-    """Read (and drop) frames until the server closes; the close code."""
-    with trio.fail_after(timeout_s):
-        try:
-            while True:
-                await ws.get_message()
-        except ConnectionClosed as closed:
-            return closed.reason.code
 
 
 async def still_open(ws: WebSocketConnection) -> None:
