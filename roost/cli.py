@@ -191,6 +191,9 @@ def status(
     token: str | None = typer.Option(None, envvar="ROOST_SERVICE_TOKEN", help="Service token."),
 ) -> None:
     """Print a running server's status as tables."""
+    if not token:  # with only named tokens set, use the first of them
+        first = os.environ.get("ROOST_SERVICE_TOKENS", "").split(",")[0]
+        token = first.partition(":")[2].strip() or None
     try:
         response = httpx.get(f"{url.rstrip('/')}/api/admin/status",
                              headers={"Authorization": f"Bearer {token or ''}"}, timeout=10)
@@ -207,6 +210,9 @@ def status(
     console.print(f"[bold]{proc['id']}[/bold] pid {proc['pid']} on {proc['host']}, roost {proc['version']}, "
                   f"{proc['database']}; ready: {'yes' if body['ready'] else '[red]no[/red]'}; "
                   f"connected devices: {body['connected_devices']}")
+    secrets_state = body.get("secrets") or {}
+    if secrets_state and not secrets_state.get("sealed"):
+        console.print(f"[yellow]{secrets_state.get('message')}[/yellow]")
     table = Table("actor", "state", "restarts", "last tick", "last error")
     for actor in body["actors"]:
         state = actor["state"]
@@ -224,6 +230,27 @@ def status(
         procs.add_row(name, str(p["port"] or "-"), str(p["sockets"]), ", ".join(p["leads"]) or "-",
                       p["last_heartbeat"], "yes" if p["alive"] else "[red]no[/red]")
     console.print(procs)
+
+
+@app.command()
+def reseal(database_url: str | None = DatabaseOpt) -> None:
+    """Re-encrypt every stored scout secret under the first of ROOST_SECRET_KEYS (and seal plaintext ones).
+
+    Run it after putting a new key first in ROOST_SECRET_KEYS; once it reports no failures, the old keys
+    can be dropped. Safe to run again, and while servers run (one scout per transaction).
+    """
+    from roost.storage.scout_config import SecretBox, reseal_all
+
+    settings = _settings(database_url=database_url)
+    if not settings.sealing_keys:
+        _fail("no key to seal with: set ROOST_SECRET_KEYS (or ROOST_SECRET_KEY). Make a key with: "
+              'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"')
+    box = SecretBox(settings.sealing_keys)
+    report = _with_db(lambda db: reseal_all(db, box), settings)
+    console.print(f"scouts: {report.scouts}, resealed: {report.changed}, failed: {len(report.failed or [])}")
+    if report.failed:
+        _fail("these scouts hold a secret that none of ROOST_SECRET_KEYS opens (left unchanged; send their "
+              f"secrets again through the API): {', '.join(report.failed)}", code=2)
 
 
 @app.command()

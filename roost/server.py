@@ -127,6 +127,7 @@ async def serve(
             else:
                 await check_current(db)
             services = Services.build(settings, db, clock)
+            _log_secrets_state(settings)
             http, actors = build_actors(services)
             supervisor = Supervisor(services, actors)
             async with _stall_monitor(settings, services), trio.open_nursery() as nursery:
@@ -137,6 +138,17 @@ async def serve(
                     _freeze_heap()
                 log.info("ready", url=f"http://{http.binds[0].split('://', 1)[-1]}" if http.binds else None)
                 task_status.started(Running(services, http, supervisor))
+
+
+def _log_secrets_state(settings: Settings) -> None:
+    """Say at start-up when scout secrets are stored unsealed (a warning), or how many keys open them."""
+    from roost.http.ops import secrets_state
+
+    state = secrets_state(settings)
+    if state["sealed"]:
+        log.info("secrets", sealed=True, keys=state["keys"], service_tokens=state["service_tokens"])
+    else:
+        log.warning(state["message"], sealed=False, service_tokens=state["service_tokens"])
 
 
 @asynccontextmanager

@@ -116,7 +116,7 @@ async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> 
             report.paused = True
             return report
 
-    box = SecretBox(services.settings.secret_key)
+    box = SecretBox(services.settings.sealing_keys)
     try:
         connector = connectors.create(scout["provider"])
         classifier = classifiers.create(scout["classifier"])

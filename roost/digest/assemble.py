@@ -92,7 +92,7 @@ async def _render(services: Services, now: dt.datetime, lookback_start: dt.datet
     async with receive, send:
         async for users, rows in receive:
             if secret is None:
-                secret = await unsubscribe.key(services)
+                secret = (await unsubscribe.keys(services))[0]  # the first key signs
             batch = await trio.to_thread.run_sync(
                 partial(_prepare, services, users, rows, now=now, lookback_start=lookback_start, secret=secret))
             await send.send(batch)
@@ -122,7 +122,7 @@ def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any
         if not items:
             batch.messages.append(None)  # nothing to report: no mail, but the period is recorded
             continue
-        link = unsubscribe.url(settings.public_url, unsubscribe.sign(secret, user["id"]))
+        link = unsubscribe.url(settings.public_url, unsubscribe.sign(secret, user["id"], user["unsubscribe_epoch"]))
         subject, text, html = render.digest(
             user=user, cadence=user["digest_cadence"], groups=group_items(items, sample=DigestItem), total=len(items),
             period_start=period_start, period_end=now, unsubscribe_url=link, app_url=settings.public_url,

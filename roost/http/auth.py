@@ -1,7 +1,15 @@
-"""Bearer-token checks: the service token for admin/app APIs, device tokens for device APIs."""
+"""Bearer-token checks: the service tokens for admin/app APIs, device tokens for device APIs.
+
+Several named service tokens may be configured (``ROOST_SERVICE_TOKENS=app:...,ops:...``) so one can
+be rotated while the others keep working. The token is compared against every configured one, each
+in constant time and all of them every time, so neither the answer's timing nor which entry matched
+says anything about a token. The matching token's *name* (never the token) goes into the request's
+log context and, through ``roost.storage.audit.acting_as``, into the audit row of each admin change.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from functools import wraps
 from typing import Any, Awaitable, Callable, TypeVar
@@ -11,7 +19,7 @@ from quart import g, request
 from roost.errors import NotConfigured, Unauthenticated
 from roost.http.context import services
 from roost.runtime.logging import bind
-from roost.storage import tenancy
+from roost.storage import audit, tenancy
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -24,21 +32,46 @@ def bearer_token(headers: Any) -> str | None:
     return token.strip()
 
 
-def check_service_token(token: str | None) -> None:
-    """Raises NotConfigured when no service token is set, Unauthenticated when it does not match."""
-    expected = services().settings.service_token
+def check_service_token(token: str | None) -> str:
+    """The name of the configured service token ``token`` is.
+
+    Raises:
+        NotConfigured: no service token is configured.
+        Unauthenticated: ``token`` is missing or matches none of them.
+    """
+    expected = services().settings.service_tokens_by_name
     if not expected:
         raise NotConfigured(
-            "the admin API is disabled: set ROOST_SERVICE_TOKEN to a long random string and restart"
+            "the admin API is disabled: set ROOST_SERVICE_TOKEN (or ROOST_SERVICE_TOKENS=name:token,...) to a long "
+            "random string and restart"
         )
-    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthenticated("missing or wrong service token (Authorization: Bearer <ROOST_SERVICE_TOKEN>)")
+    name = match_token(token, expected)
+    if name is None:
+        raise Unauthenticated("missing or wrong service token (Authorization: Bearer <a ROOST_SERVICE_TOKENS token>)")
+    return name
+
+
+def match_token(token: str | None, expected: dict[str, str]) -> str | None:
+    """The name whose token equals ``token``, or None; constant time in the token and the match.
+
+    Both sides are hashed first, so ``compare_digest`` sees equal lengths and a token's length does not
+    show; every entry is compared, with no early exit.
+    """
+    given = hashlib.sha256((token or "").encode("utf-8", "surrogatepass")).digest()
+    found: str | None = None
+    for name, value in expected.items():
+        if hmac.compare_digest(given, hashlib.sha256(value.encode()).digest()) and token is not None:
+            found = name
+    return found
 
 
 def service_auth(fn: F) -> F:
     @wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_service_token(bearer_token(request.headers))
+        name = check_service_token(bearer_token(request.headers))
+        g.service_token_name = name
+        bind(service_token=name)
+        audit.acting_as.set(name)  # this request's task only: a context variable
         return await fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -159,12 +159,25 @@ async def run_digest() -> dict[str, Any]:
     return await run_tick(services())
 
 
-async def _verified_user(token: str) -> str:
+async def _verified_user(token: str) -> tuple[str, int]:
+    """(user id, epoch) of a valid link whose epoch is still the user's.
+
+    Raises:
+        InvalidInput: a link not signed by a configured key, or one from before a re-subscribe.
+        NotFound: the user is gone.
+    """
     s = services()
-    user_id = unsubscribe.verify(await unsubscribe.key(s), token)
-    if user_id is None:
+    verified = unsubscribe.verify(await unsubscribe.keys(s), token)
+    if verified is None:
         raise InvalidInput("this unsubscribe link is not valid (it may be cut short)", code="invalid_token")
-    return user_id
+    user_id, epoch = verified
+    current = await s.db.fetchval("SELECT unsubscribe_epoch FROM users WHERE id = $1", user_id)
+    if current is None:
+        raise NotFound("the user of this link no longer exists")
+    if current != epoch:
+        raise InvalidInput("this unsubscribe link is from before the digest was turned back on; use the link in "
+                           "the latest digest", code="invalid_token")
+    return user_id, epoch
 
 
 @unsubscribe_bp.get("/unsubscribe")
@@ -189,8 +202,9 @@ async def unsubscribe_page(query_args: UnsubscribeQuery) -> Response:
 async def unsubscribe_one_click(query_args: UnsubscribeQuery) -> dict[str, Any]:
     """RFC 8058 one-click: turn the signed user's digest off (idempotent)."""
     s = services()
-    user_id = await _verified_user(query_args.token)
+    user_id, epoch = await _verified_user(query_args.token)
     async with s.db.transaction() as tx:
-        if not await digests.unsubscribe(tx, user_id, s.clock.now()):
-            raise NotFound("the user of this link no longer exists")
+        if not await digests.unsubscribe(tx, user_id, s.clock.now(), epoch=epoch):
+            raise InvalidInput("this unsubscribe link is from before the digest was turned back on",
+                               code="invalid_token")  # a re-subscribe landed since the check above
     return {"user_id": user_id, "digest_cadence": "off"}

@@ -64,6 +64,15 @@ class ProcessRow(BaseModel):
     alive: bool  # last heartbeat within 3 heartbeats (ROOST_HEARTBEAT_S) of now
 
 
+class SecretsState(BaseModel):
+    """Whether scout secrets are sealed at rest, and with how many keys (never the keys)."""
+
+    sealed: bool
+    keys: int
+    service_tokens: list[str]  # the names of the configured service tokens
+    message: str
+
+
 class Status(BaseModel):
     ready: bool
     process: ProcessInfo
@@ -72,6 +81,17 @@ class Status(BaseModel):
     actors: list[ActorStatus]
     queues: dict[str, int]
     connected_devices: int
+    secrets: SecretsState
+
+
+def secrets_state(settings: Any) -> dict[str, Any]:
+    """What ``/api/admin/status`` and the start-up log say about secrets at rest."""
+    keys = len(settings.sealing_keys)
+    message = (f"scout secrets are sealed at rest ({keys} key{'s' if keys > 1 else ''}; the first seals)" if keys
+               else "scout secrets are stored UNSEALED (plain text in the database): set ROOST_SECRET_KEYS "
+                    "(or ROOST_SECRET_KEY) and run `roost reseal`")
+    return {"sealed": bool(keys), "keys": keys, "service_tokens": sorted(settings.service_tokens_by_name),
+            "message": message}
 
 
 @bp.get("/healthz")
@@ -140,4 +160,5 @@ async def status() -> dict[str, Any]:
         "actors": s.health.snapshot(),
         "queues": queues,
         "connected_devices": s.sockets.count,
+        "secrets": secrets_state(s.settings),
     }

@@ -175,7 +175,7 @@ async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
     s = services()
     fields = data.model_dump()
     _check_plugins(data.provider, data.config, data.classifier, data.classifier_config)
-    box = SecretBox(s.settings.secret_key)
+    box = SecretBox(s.settings.sealing_keys)
     fields["config"] = box.seal(fields["config"])
     fields["classifier_config"] = box.seal(fields["classifier_config"])
     row = await repo.create_scout(s.db, user_id=data.user_id, fields=fields, now=s.clock.now(), actor=ACTOR)
@@ -200,7 +200,7 @@ async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
     s = services()
     old = await repo.get_scout(s.db, scout_id)
     changes = {name: getattr(data, name) for name in data.model_fields_set}
-    box = SecretBox(s.settings.secret_key)
+    box = SecretBox(s.settings.sealing_keys)
     for key in ("config", "classifier_config"):
         if key in changes:
             changes[key] = merge_redacted(changes[key], old[key])

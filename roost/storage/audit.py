@@ -1,12 +1,27 @@
-"""The audit log: one row per admin action, written in the same transaction as the change."""
+"""The audit log: one row per admin action, written in the same transaction as the change.
+
+An action taken through the API with a service token is recorded with actor ``service:<token name>``
+(``acting_as`` is set by ``roost.http.auth.service_auth`` for the request's task), so a log entry says
+which app or operator made each change, and a token that leaked can be traced to what it did.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar
 from typing import Any
 
 from roost.storage.database import Connection, Row
 from roost.storage.ids import new_id
+
+SERVICE = "service"
+acting_as: ContextVar[str | None] = ContextVar("roost_service_token_name", default=None)
+
+
+def actor_name(actor: str) -> str:
+    """``actor`` as recorded: the generic ``service`` becomes ``service:<token name>`` inside an API request."""
+    name = acting_as.get()
+    return f"{SERVICE}:{name}" if actor == SERVICE and name else actor
 
 
 async def record(
@@ -22,7 +37,7 @@ async def record(
     await conn.execute(
         "INSERT INTO audit_log (id, at, actor, action, target_type, target_id, details)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        new_id("aud"), at, actor, action, target_type, target_id, details or {},
+        new_id("aud"), at, actor_name(actor), action, target_type, target_id, details or {},
     )
 
 

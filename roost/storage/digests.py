@@ -19,7 +19,8 @@ from roost.storage.notifications import PERSONAL_DIRECT
 
 DIGEST_FIELDS = frozenset({"digest_cadence", "digest_time", "digest_weekday", "timezone"})
 _USER_COLUMNS = ("u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,"
-                 " u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at")
+                 " u.digest_time, u.digest_weekday, u.unsubscribe_epoch, s.next_at AS digest_next_at,"
+                 " s.last_at AS digest_last_at")
 
 
 async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.datetime | None:
@@ -177,11 +178,20 @@ async def list_for_user(conn: Connection, user_id: str) -> list[Row]:
     )
 
 
-async def unsubscribe(conn: Connection, user_id: str, now: dt.datetime) -> bool:
-    """Turn the user's digest off (idempotent); False if there is no such user."""
-    changed = await conn.execute(
-        "UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1", user_id, now,
-    )
+async def unsubscribe(conn: Connection, user_id: str, now: dt.datetime, *, epoch: int | None = None) -> bool:
+    """Turn the user's digest off (idempotent); False if there is no such user (or, with ``epoch``, if the
+    user's unsubscribe epoch is another one: a link from before a re-subscribe)."""
+    if epoch is None:
+        changed = await conn.execute(
+            "UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1", user_id, now,
+        )
+    else:
+        changed = await conn.execute(
+            "UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1 AND unsubscribe_epoch = $3",
+            user_id, now, epoch,
+        )
+    if not changed:
+        return False
     await conn.execute("UPDATE digest_schedule SET next_at = NULL WHERE user_id = $1", user_id)
     return bool(changed)
 
