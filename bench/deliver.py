@@ -41,7 +41,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
-TOKEN = "bench-service-token"
+TOKEN = "bench-service-token-for-roost-benchmarks"
 
 
 def free_port() -> int:

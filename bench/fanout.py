@@ -43,7 +43,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, raise_nofile, roost_command  # noqa: E402
 
-TOKEN = "bench-service-token"
+TOKEN = "bench-service-token-for-roost-benchmarks"
 
 
 def start_server(database_url: str, workdir: Path):

@@ -171,7 +171,7 @@ async def _verified_user(token: str) -> tuple[str, int]:
     if verified is None:
         raise InvalidInput("this unsubscribe link is not valid (it may be cut short)", code="invalid_token")
     user_id, epoch = verified
-    current = await s.db.fetchval("SELECT unsubscribe_epoch FROM users WHERE id = $1", user_id)
+    current = await digests.unsubscribe_epoch(s.db, user_id)
     if current is None:
         raise NotFound("the user of this link no longer exists")
     if current != epoch:

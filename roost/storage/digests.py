@@ -19,8 +19,10 @@ from roost.storage.notifications import PERSONAL_DIRECT
 
 DIGEST_FIELDS = frozenset({"digest_cadence", "digest_time", "digest_weekday", "timezone"})
 _USER_COLUMNS = ("u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,"
-                 " u.digest_time, u.digest_weekday, u.unsubscribe_epoch, s.next_at AS digest_next_at,"
-                 " s.last_at AS digest_last_at")
+                 " u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,"
+                 " COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0)"
+                 " AS unsubscribe_epoch")
+EPOCH_OF = "COALESCE((SELECT epoch FROM unsubscribe_epochs WHERE user_id = $1), 0)"
 
 
 async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.datetime | None:
@@ -187,13 +189,26 @@ async def unsubscribe(conn: Connection, user_id: str, now: dt.datetime, *, epoch
         )
     else:
         changed = await conn.execute(
-            "UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1 AND unsubscribe_epoch = $3",
+            f"UPDATE users SET digest_cadence = 'off', updated_at = $2 WHERE id = $1 AND {EPOCH_OF} = $3",
             user_id, now, epoch,
         )
     if not changed:
         return False
     await conn.execute("UPDATE digest_schedule SET next_at = NULL WHERE user_id = $1", user_id)
     return bool(changed)
+
+
+async def unsubscribe_epoch(conn: Connection, user_id: str) -> int | None:
+    """The user's unsubscribe epoch (0 until their digest is first turned back on); None: no such user."""
+    return await conn.fetchval(f"SELECT {EPOCH_OF} FROM users WHERE id = $1", user_id)
+
+
+async def bump_unsubscribe_epoch(conn: Connection, user_id: str) -> None:
+    """Start a new epoch: unsubscribe links signed before it stop working."""
+    await conn.execute(
+        "INSERT INTO unsubscribe_epochs (user_id, epoch) VALUES ($1, 1)"
+        " ON CONFLICT (user_id) DO UPDATE SET epoch = unsubscribe_epochs.epoch + 1", user_id,
+    )
 
 
 async def secret(db: Database, name: str, now: dt.datetime) -> str:

@@ -88,11 +88,11 @@ async def update_user(db: Database, user_id: str, changes: dict[str, Any], *, no
             # Column names come from USER_FIELDS, never from the request: safe to format in.
             sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
             # Turning the digest back on starts a new unsubscribe epoch: links mailed before stop working.
-            resubscribed = before["digest_cadence"] == "off" and changes.get("digest_cadence", "off") != "off"
-            epoch = ", unsubscribe_epoch = unsubscribe_epoch + 1" if resubscribed else ""
             await tx.execute(
-                f"UPDATE users SET updated_at = $2, {sets}{epoch} WHERE id = $1", user_id, now, *changes.values()
+                f"UPDATE users SET updated_at = $2, {sets} WHERE id = $1", user_id, now, *changes.values()
             )
+            if before["digest_cadence"] == "off" and changes.get("digest_cadence", "off") != "off":
+                await digests.bump_unsubscribe_epoch(tx, user_id)
             await audit.record(tx, at=now, actor=actor, action="user.update", target_type="user",
                                target_id=user_id, details={"fields": sorted(changes)})
             if digests.DIGEST_FIELDS & changes.keys():

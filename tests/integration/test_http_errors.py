@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from roost.server import Running
-from tests.support.server import admin_client, make_device, running_server
+from tests.support.server import SERVICE_TOKEN, admin_client, make_device, running_server
 
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 LIMIT = 64 * 1024  # max_body_bytes of these servers: small, so oversize bodies stay cheap
@@ -339,7 +339,7 @@ async def test_cursor_with_nul_character_is_400(client: httpx.AsyncClient, accou
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer", "Bearer wrong-token", "Basic dGVzdDp0ZXN0", "test-service-token", "Bearer " + "x" * 5000],
+    [None, "Bearer", "Bearer wrong-token", "Basic dGVzdDp0ZXN0", SERVICE_TOKEN, "Bearer " + "x" * 5000],
 )
 async def test_admin_endpoint_without_the_service_token_is_401(server: Running, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
@@ -353,7 +353,7 @@ async def test_admin_endpoint_without_the_service_token_is_401(server: Running, 
 
 async def test_bearer_scheme_is_case_insensitive(server: Running) -> None:
     async with httpx.AsyncClient(base_url=server.url,
-                                 headers={"Authorization": "bearer test-service-token"}) as c:
+                                 headers={"Authorization": f"bearer {SERVICE_TOKEN}"}) as c:
         r = await c.post("/api/admin/accounts", json={"name": "Acme"})
 
     assert r.status_code == 201, r.text

@@ -10,12 +10,12 @@ import pytest
 
 from roost.server import Running
 from roost.storage import outbox, tenancy
-from tests.support.server import admin_client, running_server
+from tests.support.server import SECRET_KEY, admin_client, running_server
 
 
 @pytest.fixture
 async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url, secret_key="k", public_url="https://roost.example",
+    async with running_server(database_url, secret_key=SECRET_KEY, public_url="https://roost.example",
                               mail_transport="console") as running:
         yield running
 

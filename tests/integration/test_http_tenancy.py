@@ -16,7 +16,7 @@ from trio_websocket import open_websocket_url
 
 from roost.server import Running
 from roost.storage import audit
-from tests.support.server import admin_client, make_device, running_server
+from tests.support.server import SERVICE_TOKEN, admin_client, make_device, running_server
 from tests.support.ws import close_code
 
 
@@ -68,7 +68,7 @@ async def device_me(server: Running, token: str | None) -> httpx.Response:
 
 async def audit_actions(server: Running, target_id: str) -> list[str]:
     rows = await audit.list_entries(server.services.db, target_id=target_id)
-    assert all(row["actor"] == "service" for row in rows)
+    assert all(row["actor"] == "service:default" for row in rows)  # ROOST_SERVICE_TOKEN is named "default"
     return sorted(row["action"] for row in rows)
 
 
@@ -386,7 +386,7 @@ async def test_device_me_names_the_device_its_user_and_account(client: httpx.Asy
                         "account_id": ids["account"]["id"]}
 
 
-@pytest.mark.parametrize("token", [None, "rdt_not-a-real-token", "test-service-token", "x" * 500])
+@pytest.mark.parametrize("token", [None, "rdt_not-a-real-token", SERVICE_TOKEN, "x" * 500])
 async def test_device_me_without_a_valid_device_token_is_401(
     client: httpx.AsyncClient, server: Running, token: str | None
 ) -> None:

@@ -8,7 +8,7 @@ import trio
 from roost.actors.scout import lock_name
 from roost.errors import AlreadyRunning
 from tests.support.scouting import make_push_scout
-from tests.support.server import admin_client, make_device, running_server
+from tests.support.server import SECRET_KEY, admin_client, make_device, running_server
 
 IMAP = {"host": "127.0.0.1", "port": 1, "tls": False, "user": "u", "password": "hunter2"}
 
@@ -75,7 +75,7 @@ async def test_scout_endpoints_answer_404_401_and_409(database_url):
 
 
 async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
-    async with running_server(database_url, secret_key="k" * 40) as srv, admin_client(srv.url) as client:
+    async with running_server(database_url, secret_key=SECRET_KEY) as srv, admin_client(srv.url) as client:
         ann = await make_device(client)
         r = await client.post("/api/admin/scouts", json={
             "user_id": ann["user"]["id"], "provider": "imap", "config": IMAP, "enabled": False,
@@ -94,5 +94,5 @@ async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
         from roost.storage.scout_config import SecretBox
 
         config = (await srv.services.db.fetchrow("SELECT config FROM scouts WHERE id = $1", scout["id"]))["config"]
-        assert SecretBox("k" * 40).open(config)["password"] == "hunter2"
+        assert SecretBox(SECRET_KEY).open(config)["password"] == "hunter2"
         assert config["folder"] == "Work"

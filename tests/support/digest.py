@@ -10,10 +10,11 @@ from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import notifications, tenancy
 from roost.storage.database import Database
+from tests.support.server import SECRET_KEY
 
 
 def make_services(db: Database, **settings: Any) -> Services:
-    values: dict[str, Any] = {"database_url": "sqlite:///unused", "log_format": "json", "secret_key": "test-key",
+    values: dict[str, Any] = {"database_url": "sqlite:///unused", "log_format": "json", "secret_key": SECRET_KEY,
                               "public_url": "https://roost.example"}
     values.update(settings)
     return Services.build(Settings(**values), db, Clock())

@@ -19,7 +19,9 @@ import trio
 from roost.runtime.config import Settings
 from roost.server import Running, serve
 
-SERVICE_TOKEN = "test-service-token"
+SERVICE_TOKEN = "test-service-token-for-roost-tests-only"  # meets the 32-character minimum
+# A Fernet key (url-safe base64 of 32 bytes): what `roost` asks operators to generate for ROOST_SECRET_KEY(S).
+SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LWZvci1yb29zdC10ZXN0cy0="
 
 
 @asynccontextmanager

@@ -7,6 +7,8 @@ import pytest
 from roost.errors import InvalidInput, RoostError
 from roost.runtime.config import Settings
 
+TOKEN = "a-service-token-of-32-characters-or-more"
+
 
 def test_empty_environment_gives_the_defaults():
     assert Settings.from_env({}) == Settings()
@@ -18,7 +20,7 @@ def test_variables_are_parsed_to_each_fields_type():
     s = Settings.from_env(
         {
             "ROOST_DATABASE_URL": "postgresql://u@db/roost",
-            "ROOST_SERVICE_TOKEN": "s3cret",
+            "ROOST_SERVICE_TOKEN": TOKEN,
             "ROOST_PORT": "9001",
             "ROOST_GRACE_PERIOD_S": "2.5",
             "ROOST_MIGRATE_ON_START": "false",
@@ -29,7 +31,7 @@ def test_variables_are_parsed_to_each_fields_type():
         }
     )
     assert s.database_url == "postgresql://u@db/roost" and s.is_postgres
-    assert s.service_token == "s3cret"
+    assert s.service_token == TOKEN and s.service_tokens_by_name == {"default": TOKEN}
     assert s.port == 9001 and isinstance(s.port, int)
     assert s.grace_period_s == 2.5 and isinstance(s.grace_period_s, float)
     assert s.migrate_on_start is False
@@ -144,10 +146,56 @@ def test_port_zero_is_allowed_for_an_ephemeral_port():
     assert Settings.from_env({"ROOST_PORT": "0"}).port == 0
 
 
-def test_secret_key_is_kept_out_of_repr():
-    s = Settings.from_env({"ROOST_SECRET_KEY": "do-not-log-me"})
-    assert s.secret_key == "do-not-log-me"
-    assert "do-not-log-me" not in repr(s)
+def test_secrets_and_tokens_are_kept_out_of_repr():
+    key = "do-not-log-me-" + "0123456789abcdefghijklmnopqrstuv"
+    s = Settings.from_env({"ROOST_SECRET_KEY": key, "ROOST_SERVICE_TOKENS": f"app:{TOKEN}"})
+    assert s.secret_key == key and s.sealing_keys == (key,)
+    assert key not in repr(s) and TOKEN not in repr(s)
+
+
+def test_named_service_tokens_are_read_with_the_single_one_named_default():
+    other = "o" + TOKEN[1:]
+    s = Settings.from_env({"ROOST_SERVICE_TOKEN": TOKEN, "ROOST_SERVICE_TOKENS": f" app:{other} , ops:{TOKEN}x "})
+    assert s.service_tokens_by_name == {"default": TOKEN, "app": other, "ops": TOKEN + "x"}
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"ROOST_SERVICE_TOKEN": "s3cret"}, "at least 32"),
+    ({"ROOST_SERVICE_TOKENS": "app:short"}, "at least 32"),
+    ({"ROOST_SERVICE_TOKENS": f"app:{TOKEN},app:{TOKEN}x"}, "used twice"),
+    ({"ROOST_SERVICE_TOKENS": f"app:{TOKEN},ops:{TOKEN}"}, "same as another"),
+    ({"ROOST_SERVICE_TOKEN": TOKEN, "ROOST_SERVICE_TOKENS": f"default:{TOKEN}x"}, "used twice"),
+    ({"ROOST_SERVICE_TOKENS": TOKEN}, "name:token"),
+    ({"ROOST_SERVICE_TOKENS": f"bad name:{TOKEN}"}, "name:token"),
+])
+def test_a_weak_or_malformed_service_token_refuses_to_start_and_says_how_to_make_one(env, needle):
+    with pytest.raises(InvalidInput) as info:
+        Settings.from_env(env)
+    assert needle in info.value.message
+    assert TOKEN not in info.value.message  # a token is never echoed
+    if "at least" in needle:
+        assert "secrets.token_urlsafe(32)" in info.value.message
+
+
+@pytest.mark.parametrize("key", ["changeme", "k" * 40, "abababababababababababababababababab", ""])
+def test_a_weak_secret_key_refuses_to_start_and_says_how_to_make_one(key):
+    with pytest.raises(InvalidInput) as info:
+        Settings(secret_key=key or " ")
+    assert "Fernet.generate_key()" in info.value.message
+
+
+def test_a_fernet_key_or_a_long_generated_string_is_accepted_and_keys_keep_their_order():
+    from cryptography.fernet import Fernet
+
+    new, old = Fernet.generate_key().decode(), "x7Qp2LmZ9vRt4KsW8yNc3HdJ6gFb1AeU"
+    assert Settings.from_env({"ROOST_SECRET_KEYS": f"{new}, {old}"}).sealing_keys == (new, old)
+    assert Settings.from_env({"ROOST_SECRET_KEY": old}).sealing_keys == (old,)
+    assert Settings().sealing_keys == ()
+
+
+def test_secret_key_and_secret_keys_together_are_refused():
+    with pytest.raises(InvalidInput, match="both set"):
+        Settings.from_env({"ROOST_SECRET_KEY": TOKEN, "ROOST_SECRET_KEYS": TOKEN})
 
 
 @pytest.mark.parametrize(
