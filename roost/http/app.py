@@ -19,6 +19,7 @@ from roost.errors import InvalidInput, NotFound
 from roost.http import admin, device, errors, handoffs, notifications, ops, outreach, scouts, sessions, ws
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
+from roost.runtime import jsonlimits
 from roost.runtime.services import Services
 
 BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp, notifications.bp, notifications.unsubscribe_bp,
@@ -31,12 +32,18 @@ class RoostRequest(TrioRequest):
         if not (force or silent or self.is_json):
             raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
         try:
-            return await super().get_json(force=force, silent=silent, cache=cache)
+            value = await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:  # the json module's answer to deep nesting; not a ValueError
-            raise InvalidInput("the body's JSON is nested too deeply", code="malformed_json") from None
+            raise InvalidInput(f"the body's JSON is nested deeper than {jsonlimits.MAX_DEPTH} levels",
+                               code="malformed_json") from None
         except UnicodeDecodeError as exc:  # Quart decodes the body before parsing, outside its own handler
             raise InvalidInput(f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}",
                                code="malformed_json") from None
+        try:  # free-form fields (payload, snapshot, config) are stored and sent on: bound their depth
+            jsonlimits.check_depth(value, raw=await self.get_data(as_text=False))
+        except jsonlimits.TooDeep as exc:
+            raise InvalidInput(str(exc), code="malformed_json") from None
+        return value
 
     def on_json_loading_failed(self, error: Exception) -> None:
         raise InvalidInput(f"the body is not valid JSON: {error}", code="malformed_json")
@@ -90,6 +97,15 @@ def _has_body(scope: dict[str, Any]) -> bool:
     return False
 
 
+# Any token is a method to h11: labelled raw, each new one would add a counter and a histogram for good.
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def metric_method(method: str) -> str:
+    """The ``method`` label of a request: one of ``METRIC_METHODS``, else ``OTHER`` (a bounded label set)."""
+    return method if method in METRIC_METHODS else "OTHER"
+
+
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("roost")
     app.request_class = RoostRequest  # type: ignore[assignment]
@@ -122,10 +138,11 @@ def create_app(services: Services) -> QuartTrio:
     @app.after_request
     async def finish_request(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        services.metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
+        method = metric_method(request.method)
+        services.metrics.requests.labels(method, rule, str(response.status_code)).inc()
         started = getattr(g, "started", None)
         if started is not None:
-            services.metrics.request_latency.labels(request.method, rule).observe(time.perf_counter() - started)
+            services.metrics.request_latency.labels(method, rule).observe(time.perf_counter() - started)
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
         return response
 

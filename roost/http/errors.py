@@ -3,6 +3,11 @@
 Every error body is ``{"error": {"code": "snake_case", "message": "for a person"}}``. A client's
 mistake is a 4xx with a message that says what to fix; only our own bugs are 500, and those
 carry no traceback.
+
+No database driver's text reaches a client (it can name the database's host and port, or echo a
+value): a ``StorageError``, and an error the storage layer mapped from a driver exception, answer a
+generic message with the request's id (``request_id`` in the body, as in the ``X-Request-Id``
+header); the log line with the driver's detail carries the same id.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Quart, jsonify
+from quart import Quart, g, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -40,6 +45,7 @@ def status_for(exc: errors.RoostError) -> int:
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    request_id: str | None = None  # on 5xx answers: quote it to the operator (the log line carries it)
 
 
 class ErrorBody(BaseModel):
@@ -56,6 +62,35 @@ def error_response(status: int, code: str, message: str, **extra: Any):
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="roost"'
     return response
+
+
+# A driver's own exception types, by module: what the storage layer chains (``raise ... from exc``).
+_DRIVER_MODULES = ("asyncpg", "sqlite3", "_sqlite3")
+
+# What a client reads instead of the driver's text, per error class.
+_GENERIC = {
+    errors.StorageError: "the database failed; the server log has details under this request id",
+    errors.InvalidInput: "the database refused a value in the request; the server log has details under this "
+                         "request id",
+}
+
+
+def _request_id() -> str:
+    return getattr(g, "request_id", "") or ""
+
+
+def _from_driver(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and type(cause).__module__.split(".")[0] in _DRIVER_MODULES
+
+
+def _public_message(exc: errors.RoostError) -> str | None:
+    """The message to send instead of ``exc.message`` when that may hold driver text, else None."""
+    if isinstance(exc, errors.StorageError):
+        return _GENERIC[errors.StorageError]
+    if type(exc) is errors.InvalidInput and _from_driver(exc):
+        return _GENERIC[errors.InvalidInput]
+    return None
 
 
 def _describe_validation(exc: RequestSchemaValidationError) -> str:
@@ -78,11 +113,18 @@ def install(app: Quart) -> None:
     @app.errorhandler(errors.RoostError)
     async def roost_error(exc: errors.RoostError):
         status = status_for(exc)
+        public = _public_message(exc)
+        if public is not None:
+            # The detail (driver text, host, value) goes to the log only; the client gets the id to quote.
+            log.error("database error", error=str(exc), code=exc.code, status=status, request_id=_request_id(),
+                      exc_info=exc if status == 500 else None)
+            return error_response(status, exc.code, public, request_id=_request_id())
         if status == 500:
             log.error("request failed", error=str(exc), exc_info=exc)
         elif status > 500:  # the operator's to fix (e.g. no service token): no traceback per request
             log.warning("request refused", error=str(exc), code=exc.code)
-        return error_response(status, exc.code, exc.message, **exc.details)
+        extra = {"request_id": _request_id()} if status >= 500 else {}
+        return error_response(status, exc.code, exc.message, **{**exc.details, **extra})
 
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_error(exc: RequestSchemaValidationError):
@@ -108,4 +150,5 @@ def install(app: Quart) -> None:
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception):
         log.error("unhandled error", error=repr(exc), exc_info=exc)
-        return error_response(500, "internal_error", "internal error; the server log has details")
+        return error_response(500, "internal_error", "internal error; the server log has details under this "
+                              "request id", request_id=_request_id())

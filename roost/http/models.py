@@ -12,8 +12,9 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from roost.errors import InvalidInput
 from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
@@ -82,11 +83,24 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Every cursor roost hands out is ids, digits and url-safe base64 (see each list's storage function).
+_CURSOR = re.compile(r"^[A-Za-z0-9_.=-]{0,64}$")
+
+
 class PageQuery(BaseModel):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(None, max_length=64)
 
     refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_shape(cls, value: str | None) -> str | None:
+        # Raised as InvalidInput (pydantic lets it through) so the answer is 400 bad_cursor, as the
+        # lists that parse their cursor further answer for one they did not hand out.
+        if value is not None and not _CURSOR.match(value):
+            raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
+        return value or None
 
 
 class Page(Out, Generic[T]):

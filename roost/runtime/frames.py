@@ -6,10 +6,10 @@ with ``FrameRouter.add``; a frame of an unknown type gets an ``error`` frame, ne
 
 from __future__ import annotations
 
-import json
 from typing import Any, Awaitable, Callable
 
 from roost.errors import InvalidInput
+from roost.runtime import jsonlimits
 from roost.runtime.sockets import DeviceSocket
 
 Handler = Callable[[DeviceSocket, dict[str, Any]], Awaitable[None]]
@@ -25,9 +25,11 @@ def parse(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, bytes):
         raise InvalidInput("frames are JSON text, not binary", code="bad_frame")
     try:
-        frame = json.loads(text)
+        frame = jsonlimits.loads(text)  # never RecursionError: deep nesting is bad_json like any bad JSON
+    except jsonlimits.TooDeep as exc:
+        raise InvalidInput(f"frame {exc}", code="bad_json") from None
     except ValueError as exc:
-        raise InvalidInput(f"frame is not valid JSON: {exc}", code="bad_json") from exc
+        raise InvalidInput(f"frame is not valid JSON: {exc}", code="bad_json") from None
     if not isinstance(frame, dict):
         raise InvalidInput("a frame is a JSON object", code="bad_frame")
     if not isinstance(frame.get("type"), str):

@@ -174,7 +174,8 @@ def _cursor(cursor: str | None) -> tuple[int, str] | None:
     if cursor is None:
         return None
     rank, _, last_id = cursor.partition(".")
-    if not rank.isdigit() or not last_id:
+    # ASCII digits only ("²".isdigit() is true, and int() refuses it) and within a BIGINT.
+    if not (rank.isascii() and rank.isdigit() and len(rank) <= 18) or not last_id:
         raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
     return int(rank), last_id
 

@@ -192,10 +192,16 @@ async def get_batch(conn: Connection, batch_id: str) -> dict[str, Any]:
 
 async def list_items(conn: Connection, batch_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
     await get_batch(conn, batch_id)
+    after = -1
+    if cursor:
+        # The cursor is the last seq handed out: ASCII digits ("²".isdigit() is true) within a BIGINT.
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
+        after = int(cursor)
     rows = await conn.fetch(
         "SELECT id, batch_id, seq, device_id, to_handle, body, status, reason, offers, dispatched_at, result_at"
         " FROM outreach_items WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        batch_id, int(cursor) if cursor and cursor.isdigit() else -1, limit + 1,
+        batch_id, after, limit + 1,
     )
     result = page(rows, limit, key="seq")
     if result["next_cursor"] is not None:
