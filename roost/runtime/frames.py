@@ -16,13 +16,14 @@ Handler = Callable[[DeviceSocket, dict[str, Any]], Awaitable[None]]
 RegisterHook = Callable[[DeviceSocket, int | None], Awaitable[None]]
 
 
-def parse(text: str | bytes) -> dict[str, Any]:
+def parse(text: str | bytes | None) -> dict[str, Any]:
     """One frame → a dict with a string ``type``.
 
     Raises:
         InvalidInput: with code ``bad_json`` or ``bad_frame``.
     """
-    if isinstance(text, bytes):
+    if not isinstance(text, str):
+        # Quart hands an empty binary frame over as None (``event.get("bytes") or event["text"]``).
         raise InvalidInput("frames are JSON text, not binary", code="bad_frame")
     try:
         frame = jsonlimits.loads(text)  # never RecursionError: deep nesting is bad_json like any bad JSON
@@ -30,11 +31,40 @@ def parse(text: str | bytes) -> dict[str, Any]:
         raise InvalidInput(f"frame {exc}", code="bad_json") from None
     except ValueError as exc:
         raise InvalidInput(f"frame is not valid JSON: {exc}", code="bad_json") from None
+    if "\\u" in text and not _storable(frame):
+        # Only a \u escape can put these in a frame (a text frame is valid UTF-8, and JSON refuses raw
+        # control characters in strings); PostgreSQL refuses both, so a frame carrying one would
+        # otherwise fail deep inside whichever job stores its fields.
+        raise InvalidInput("frame text may not contain NUL (\\u0000) or an unpaired surrogate", code="bad_frame")
     if not isinstance(frame, dict):
         raise InvalidInput("a frame is a JSON object", code="bad_frame")
     if not isinstance(frame.get("type"), str):
         raise InvalidInput("a frame needs a string 'type'", code="bad_frame")
     return frame
+
+
+def _storable(value: Any) -> bool:
+    """No string in ``value`` (keys included) holds NUL or a lone surrogate (a loop, not recursion)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not item.isascii() and _has_surrogate(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def error_frame(code: str, message: str, **extra: Any) -> dict[str, Any]:
