@@ -10,6 +10,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Mapping
 
 from roost.errors import InvalidInput
@@ -143,7 +144,7 @@ class Settings:
     def is_postgres(self) -> bool:
         return self.database_url.startswith(("postgresql://", "postgres://"))
 
-    @property
+    @cached_property  # read on every authenticated request: parsed once (frozen fields cannot change)
     def service_tokens_by_name(self) -> dict[str, str]:
         """Every configured service token by its name (``default`` for ROOST_SERVICE_TOKEN).
 
@@ -152,7 +153,7 @@ class Settings:
         """
         return parse_service_tokens(self.service_token, self.service_tokens)
 
-    @property
+    @cached_property
     def sealing_keys(self) -> tuple[str, ...]:
         """The secret keys, first (sealing, signing) first; empty when none is set.
 
