@@ -85,7 +85,8 @@ async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str)
         started = time.perf_counter()
         await fill(db, users, per_user)
         print(f"fill: {users} users x {per_user} notifications in {time.perf_counter() - started:.1f} s")
-        settings = Settings(database_url=url, secret_key="YmVuY2gtc2VjcmV0LWtleS1mb3Itcm9vc3QtYmVuY2g=", mail_dir=mail_dir, log_format="json")
+        settings = Settings(database_url=url, secret_key="YmVuY2gtc2VjcmV0LWtleS1mb3Itcm9vc3QtYmVuY2g=",  # a Fernet key
+                            mail_dir=mail_dir, log_format="json")
         services = Services.build(settings, db, Clock())
         ok = True
         if not drain:

@@ -74,7 +74,8 @@ def cold_start(argv: list[str], home: Path, timeout_s: float = 60) -> tuple[floa
     with tempfile.TemporaryDirectory(prefix="roost-start-") as tmp:
         port = free_port()
         env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "ROOST_DATABASE_URL": f"sqlite:///{tmp}/roost.db",
-               "ROOST_PORT": str(port), "ROOST_SERVICE_TOKEN": "bench-service-token-for-roost-benchmarks", "ROOST_LOG_FORMAT": "json"}
+               "ROOST_PORT": str(port), "ROOST_SERVICE_TOKEN": "bench-service-token-for-roost-benchmarks",
+               "ROOST_LOG_FORMAT": "json"}
         log = open(Path(tmp) / "log", "wb")
         start = time.monotonic()
         proc = subprocess.Popen([*argv, "serve"], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
