@@ -45,7 +45,7 @@ def status_for(exc: errors.RoostError) -> int:
 class ErrorDetail(BaseModel):
     code: str
     message: str
-    request_id: str | None = None  # on 5xx answers: quote it to the operator (the log line carries it)
+    request_id: str | None = None  # on 500 answers: quote it to the operator (the log line carries it)
 
 
 class ErrorBody(BaseModel):
@@ -123,7 +123,7 @@ def install(app: Quart) -> None:
             log.error("request failed", error=str(exc), exc_info=exc)
         elif status > 500:  # the operator's to fix (e.g. no service token): no traceback per request
             log.warning("request refused", error=str(exc), code=exc.code)
-        extra = {"request_id": _request_id()} if status >= 500 else {}
+        extra = {"request_id": _request_id()} if status == 500 else {}  # our failure: an id to quote
         return error_response(status, exc.code, exc.message, **{**exc.details, **extra})
 
     @app.errorhandler(RequestSchemaValidationError)
