@@ -225,7 +225,7 @@ class VettedBackend:
         self._auto = AutoBackend()  # trio or asyncio, whichever runs
         self._policy = policy
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109 - httpcore's
                           local_address: str | None = None, socket_options: Any = None) -> Any:
         with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
             addresses = await trio.to_thread.run_sync(resolve_vetted, host, port, self._policy)

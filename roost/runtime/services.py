@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
+from roost.runtime import destinations
 from roost.runtime.bus import Bus
 from roost.runtime.clock import Clock
-from roost.runtime import destinations
 from roost.runtime.config import Settings, destination_policy
 from roost.runtime.frames import FrameRouter
 from roost.runtime.health import HealthRegistry

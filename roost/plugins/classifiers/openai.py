@@ -121,7 +121,7 @@ def _where(base_url: str) -> str:
     return f"{host}:{port}"
 
 
-async def post_json(url: str, request: dict[str, Any], api_key: str, timeout: float) -> tuple[int, bytes]:
+async def post_json(url: str, request: dict[str, Any], api_key: str, timeout_s: float) -> tuple[int, bytes]:
     """POST ``request`` to ``url`` through a vetted connection; the status and at most MAX_ANSWER_BYTES.
 
     Raises:
@@ -130,8 +130,8 @@ async def post_json(url: str, request: dict[str, Any], api_key: str, timeout: fl
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     where = _where(url)
     try:
-        with trio.fail_after(timeout):
-            async with destinations.http_client(timeout) as client:
+        with trio.fail_after(timeout_s):
+            async with destinations.http_client(timeout_s) as client:
                 async with client.stream("POST", url, json=request, headers=headers) as response:
                     chunks: list[bytes] = []
                     size = 0
