@@ -332,4 +332,6 @@ def describe_error(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc.message}"
     if getattr(exc, "safe_to_show", False):  # e.g. TriageUnavailable: the plugin's own words
         return f"{type(exc).__name__}: {exc}"
+    if any(isinstance(e, OSError | trio.TooSlowError) for e in _chain(exc)):
+        return str(classify_error(exc, "the source"))
     return f"{type(exc).__name__} (details in the log)"

@@ -71,7 +71,8 @@ class OpenAIClassifier(Classifier):
             raise InvalidInput("openai classifier: timeout_s must be a number in (0, 300]")
 
     def destinations(self, config: dict[str, Any]) -> list[tuple[str, int]]:
-        return [url_destination(config.get("base_url") or default_base_url())]
+        # Only what the scout names: the server's own endpoint is the operator's (still vetted at connect).
+        return [url_destination(config["base_url"])] if config.get("base_url") else []
 
     async def classify(self, config: dict[str, Any], content: Content) -> Verdict:
         base_url = (config.get("base_url") or default_base_url()).rstrip("/")
