@@ -58,9 +58,11 @@ def refusal(address: IPAddress) -> str | None:
         return "a multicast address"
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return "a CGNAT (100.64.0.0/10) address"
+    if address.is_reserved:
+        return "a reserved address"
     if address.is_private:
         return "a private address"
-    if not address.is_global or address.is_reserved:
+    if not address.is_global:
         return "a reserved address"
     return None
 

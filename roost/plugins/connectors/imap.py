@@ -158,7 +158,12 @@ class _ImapSession(ConnectorSession):
         self.archive_ready = False
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(fn)
+        try:
+            return await trio.to_thread.run_sync(fn)
+        except RemoteError:
+            raise
+        except (imaplib.IMAP4.error, OSError) as exc:  # by kind: the server's words stay in the log
+            raise classify_error(exc, f"{self.config.get('host')}:{_port(self.config)}") from exc
 
     def _connect(self) -> None:
         c = self.config
