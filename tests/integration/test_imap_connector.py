@@ -248,8 +248,24 @@ async def test_a_hostile_html_message_is_bounded_and_triaged(db, dovecot, folder
     finally:
         imap.logout()
     services, scout = await _setup(db, dovecot.config(folder=folder))
-    report = await run_scout(services, scout["id"])
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # how long the event loop is away between 10 ms sleeps
+        while True:
+            t0 = trio.current_time()
+            await trio.sleep(0.01)
+            gaps.append(trio.current_time() - t0 - 0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeat)
+        started = trio.current_time()
+        report = await run_scout(services, scout["id"])
+        took = trio.current_time() - started
+        nursery.cancel_scope.cancel()
     assert (report.error, report.queued, report.retried, report.failed) == (None, 2, 0, 0), report
+    # The issue's bar, kept here as the issue asks "in the suite" (bench/hostile_text.py has the
+    # figures): both triaged within 2 s, and the loop never away for 200 ms meanwhile.
+    assert took < 2.0 and max(gaps) < 0.2, (took, max(gaps))
     items = {i["raw_subject"]: i for i in await _items(db, scout["id"])}
     hostile = items["hostile"]
     assert hostile["status"] == "queued" and len(hostile["sender"]) == MAX_SENDER_CHARS
