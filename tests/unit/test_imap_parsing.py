@@ -32,3 +32,10 @@ def test_plain_text_wins_over_html_and_attachments_are_skipped():
            b'Content-Transfer-Encoding: quoted-printable\r\n\r\n'
            b'caf=E9\r\n--b--\r\n--m--\r\n')
     assert _text_of(_parse(raw)).strip() == "café"
+
+
+def test_the_size_is_read_from_the_fetch_response():
+    from roost.plugins.connectors.imap import _size_of
+
+    assert _size_of(b"1 (UID 5 RFC822.SIZE 1100123 BODY[]<0> {1048576}") == 1100123
+    assert _size_of(b"1 (UID 5 BODY[]<0> {10}") is None

@@ -52,9 +52,11 @@ from roost.plugins.connectors import (
     make_snippet,
 )
 from roost.runtime.destinations import RemoteError, classify_error, connect_vetted
+from roost.runtime.logging import get_logger
 from roost.storage.scouts import NewItem
 
 T = TypeVar("T")
+log = get_logger()
 _KEYS = {"host", "port", "tls", "starttls", "user", "password", "folder", "archive_folder", "page_size",
          "timeout_s", "insecure"}
 _HTML_BYTES = MAX_MESSAGE_BYTES  # an HTML part is cut to this before lexbor reads it
@@ -73,14 +75,26 @@ def _check(typ: str, data: Any, what: str) -> Any:
     return data
 
 
-class _VettedIMAP4(imaplib.IMAP4):
+_MAX_LITERAL = MAX_MESSAGE_BYTES + 64 * 1024  # a server sending more than the partial fetch asked for
+
+
+class _Bounded:
+    """imaplib reads a literal of whatever size the server announces: refuse one over ``_MAX_LITERAL``."""
+
+    def read(self, size: int) -> bytes:
+        if size > _MAX_LITERAL:
+            raise ImapError(f"the server sent {size} bytes where at most {MAX_MESSAGE_BYTES} were asked for")
+        return super().read(size)  # type: ignore[misc]
+
+
+class _VettedIMAP4(_Bounded, imaplib.IMAP4):
     """IMAP4 that connects only to an address of the host the destinations policy allows."""
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         return connect_vetted(self.host, self.port, timeout)
 
 
-class _VettedIMAP4_SSL(imaplib.IMAP4_SSL):
+class _VettedIMAP4_SSL(_Bounded, imaplib.IMAP4_SSL):
     def _create_socket(self, timeout: float | None) -> socket.socket:
         sock = connect_vetted(self.host, self.port, timeout)
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)  # SNI and cert check by name
@@ -162,6 +176,16 @@ def _text_of(msg: Message) -> str:
     if part.get_content_type() == "text/html":
         text = html_to_text(text[:_HTML_BYTES])
     return text[:MAX_BODY_CHARS]
+
+
+def _size_of(envelope: bytes) -> int | None:
+    """RFC822.SIZE in a FETCH response's first line (``1 (UID 5 RFC822.SIZE 1234 BODY[]<0> {1234}``)."""
+    text = envelope[:500].decode("ascii", "replace").upper()
+    at = text.find("RFC822.SIZE ")
+    if at < 0:
+        return None
+    digits = text[at + 12:].split(" ", 1)[0].rstrip(")")
+    return int(digits) if digits.isdigit() else None
 
 
 def _parse_ref(ref: str) -> tuple[int, int]:
@@ -262,8 +286,18 @@ class _ImapSession(ConnectorSession):
         return parts
 
     def _content(self, ref: Ref) -> Content:
-        # One command: the size (for the record) and at most MAX_MESSAGE_BYTES of the message.
-        raw = self._fetch(ref, f"(RFC822.SIZE BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>)")[0][:MAX_MESSAGE_BYTES]
+        # One command: the message's size and at most MAX_MESSAGE_BYTES of it (a partial fetch).
+        assert self.imap is not None
+        uid = self._uid(ref)
+        data = _check(*self.imap.uid("FETCH", str(uid), f"(RFC822.SIZE BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>)"),
+                      "UID FETCH")
+        item = next((x for x in data if isinstance(x, tuple)), None)
+        if item is None:
+            raise ImapError(f"message UID {uid} is not in {self.folder} any more")
+        size = _size_of(item[0])
+        if size is not None and size > MAX_MESSAGE_BYTES:
+            log.info("imap message read in part", uid=uid, size=size, read=MAX_MESSAGE_BYTES)
+        raw = item[1][:MAX_MESSAGE_BYTES]
         # compat32: headers stay raw strings until _header cuts them (the default policy's address
         # parser takes 0.3 s on a From: of 100 KB of '<').
         msg = _parse(raw)
