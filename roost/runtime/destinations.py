@@ -230,7 +230,8 @@ class VettedBackend:
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109 - httpcore's
                           local_address: str | None = None, socket_options: Any = None) -> Any:
         with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
-            addresses = await trio.to_thread.run_sync(resolve_vetted, host, port, self._policy)
+            addresses = await trio.to_thread.run_sync(resolve_vetted, host, port, self._policy,
+                                                      abandon_on_cancel=True)
         last: Exception | None = None
         for address in addresses:
             try:
@@ -255,7 +256,7 @@ def http_client(timeout: float | None, policy: Policy | None = None) -> Any:
 
     transport = httpx.AsyncHTTPTransport()
     # httpx 0.28 takes no network backend; its pool is swapped for one that has ours (pinned <0.29).
-    transport._pool = httpcore.AsyncConnectionPool(ssl_context=ssl.create_default_context(),
+    transport._pool = httpcore.AsyncConnectionPool(ssl_context=httpx.create_ssl_context(),
                                                    network_backend=VettedBackend(policy))
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
 
