@@ -22,6 +22,7 @@ its reset answer forever. ``open_postgres`` installs a handler that logs such er
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from contextlib import asynccontextmanager
@@ -95,6 +96,46 @@ def terminate(conn: Any) -> None:
         raw.terminate()
 
 
+async def _release_in_loop(pool: asyncpg.Pool, conn: Any) -> None:
+    """Return ``conn`` to ``pool`` from asyncio code, within the cleanup deadline (then terminated).
+
+    asyncpg's own pool methods (``pool.fetch``) release without a timeout: a query cancelled on a
+    server that stopped answering waits there for the cancel to be acknowledged, forever, and
+    the trio task that cancelled it waits for that asyncio task to end.
+    """
+    try:
+        await pool.release(conn, timeout=CLEANUP_TIMEOUT_S)
+    except asyncio.CancelledError:  # the loop is closing: leave nothing half-released
+        terminate(conn)
+        raise
+    except Exception as exc:  # asyncpg terminated it already (a failed or late reset); make sure
+        terminate(conn)
+        log.warning("connection not reset on release; terminated", error=f"{type(exc).__name__}: {exc}")
+
+
+class _PoolQueries:
+    """The pool's query methods, each on a connection acquired for it and released with a deadline."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    async def _on_a_connection(self, method: str, *args: Any) -> Any:
+        conn = await self._pool.acquire()
+        try:
+            return await getattr(conn, method)(*args)
+        finally:
+            await _release_in_loop(self._pool, conn)
+
+    def execute(self, sql: str, *args: Any) -> Awaitable[str]:
+        return self._on_a_connection("execute", sql, *args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Awaitable[None]:
+        return self._on_a_connection("executemany", sql, rows)
+
+    def fetch(self, sql: str, *args: Any) -> Awaitable[list[Any]]:
+        return self._on_a_connection("fetch", sql, *args)
+
+
 def _rowcount(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
@@ -103,7 +144,7 @@ def _rowcount(status: str) -> int:
 class _PgConn(Connection):
     def __init__(self, loop: trio_asyncio.TrioEventLoop, conn: Any):
         self._loop = loop
-        self._conn = conn  # an asyncpg Connection or Pool: both have the same query methods
+        self._conn = conn  # an asyncpg connection, or the pool's queries (_PoolQueries): the same methods
 
     async def _run(self, coro: Awaitable[T]) -> T:
         try:
@@ -131,7 +172,7 @@ class PostgresDatabase(_PgConn, Database):
     dialect = "postgresql"
 
     def __init__(self, loop: trio_asyncio.TrioEventLoop, pool: asyncpg.Pool, dsn: str):
-        super().__init__(loop, pool)
+        super().__init__(loop, _PoolQueries(pool))
         self.pool = pool
         self.dsn = dsn
         self.loop = loop

@@ -113,6 +113,24 @@ async def test_a_release_on_a_server_that_stopped_answering_ends_within_the_clea
 
 
 @pytest.mark.timeout(60)
+async def test_a_pool_query_cancelled_on_a_frozen_server_returns_within_the_cleanup_deadline(pg_url: str) -> None:
+    """``db.fetch`` (a connection acquired for the one query) used asyncpg's pool methods, whose
+    release waits for the cancel to be acknowledged without a timeout: the cancelled trio task
+    waited for that asyncio task, forever."""
+    async with freezable_proxy(pg_url) as proxy, open_postgres(proxy.url_for(pg_url), pool_size=2) as db:
+        assert await db.fetch("SELECT 1 AS one") == [{"one": 1}]
+        proxy.freeze()
+        began = trio.current_time()
+        with trio.move_on_after(0.2):
+            await db.fetch("SELECT 2")  # never answered
+        took = trio.current_time() - began
+        proxy.thaw()
+
+        assert took < 0.2 + BOUND_S
+        assert await db.fetch("SELECT 3 AS three") == [{"three": 3}]
+
+
+@pytest.mark.timeout(60)
 async def test_a_rollback_after_a_cancel_on_a_frozen_server_ends_within_the_cleanup_deadline(pg_url: str) -> None:
     async with freezable_proxy(pg_url) as proxy, open_postgres(proxy.url_for(pg_url), pool_size=2) as db:
         await db.execute("CREATE TABLE t (n int)")
