@@ -9,7 +9,10 @@ a margin for a loaded machine; without a deadline these waits were endless.
 from __future__ import annotations
 
 import gc
+import logging
 import random
+from contextlib import contextmanager
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -25,6 +28,18 @@ pytestmark = pytest.mark.postgres
 
 MARGIN_S = 2.0  # a loaded CI machine
 BOUND_S = CLEANUP_TIMEOUT_S + MARGIN_S
+
+
+@contextmanager
+def debug_logs_captured() -> Iterator[list[dict]]:
+    """Capture log events down to debug, whatever level an earlier test configured."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 async def _leave_an_orphaned_connect_error(db: PostgresDatabase, url: str) -> None:
@@ -58,7 +73,7 @@ async def test_an_error_asyncio_reports_on_the_loop_does_not_stop_reading_pooled
     """The cause of the unread reset answer: trio-asyncio's default exception handler re-raised such
     an error in the loop's nursery, which cancelled the reader of every connection; a release then
     waited for its reset answer forever. Now it is logged and every connection still answers."""
-    with structlog.testing.capture_logs() as logs:
+    with debug_logs_captured() as logs:
         async with open_postgres(pg_url, pool_size=2) as db:
             raw = await db.aio(db.pool.acquire())  # held outside acquire(): the old code fails, not hangs
             try:
