@@ -149,7 +149,7 @@ async def test_a_second_sigterm_exits_at_once_with_143(
 # A supervisor with one actor that ignores the drain and shields itself from the cancel: what the
 # hard stop is for. Run as ``roost serve`` is (signals handled), on a SQLite file.
 STUCK_SERVE = textwrap.dedent("""
-    import sys, trio
+    import sys, time, trio
     from roost.runtime.actor import Actor
     from roost.runtime.config import Settings
     from roost.runtime.logging import configure_logging
@@ -162,6 +162,9 @@ STUCK_SERVE = textwrap.dedent("""
         name = "stuck"
         async def run(self, ctx, *, task_status=trio.TASK_STATUS_IGNORED):
             task_status.started()
+            await ctx.stopping.wait()
+            if sys.argv[2] == "held":  # holds the event loop itself: nothing in trio runs any more
+                time.sleep(3600)
             with trio.CancelScope(shield=True):
                 await trio.sleep_forever()
 
@@ -182,27 +185,60 @@ STUCK_SERVE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.timeout(60)
-def test_what_still_runs_at_grace_plus_4_5_s_is_logged_and_the_process_exits_3(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVE, sqlite_url], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+def _stuck_serve(sqlite_url: str, cwd: Path, mode: str, *signals: float) -> tuple[int, float, str]:
+    """Run STUCK_SERVE, send SIGTERM once per entry of ``signals`` (seconds after the previous one);
+    returns (exit code, seconds from the first signal to the exit, output)."""
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVE, sqlite_url, mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=cwd)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(1.0)  # the supervisor has started the actor
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        first = None
+        for delay in signals:
+            time.sleep(delay)
+            first = first or time.monotonic()
+            proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-        took = time.monotonic() - signalled
+        assert first is not None
+        return proc.returncode, time.monotonic() - first, out
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
 
-    assert proc.returncode == 3, out
+
+@pytest.mark.timeout(60)
+def test_what_still_runs_at_grace_plus_4_5_s_is_logged_and_the_process_exits_3(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    code, took, out = _stuck_serve(sqlite_url, tmp_path, "shielded", 0)
+
+    assert code == 3, out
     assert 0.5 + 4.5 - 0.5 < took < 0.5 + 5 + 1, took
     [stuck] = [e for e in _events(out) if e.get("event") == "still running after the grace period; exiting"]
     assert stuck["actors"] == ["stuck"]
     assert any("supervise:stuck" in t for t in stuck["tasks"]), stuck["tasks"]
+
+
+@pytest.mark.timeout(60)
+def test_with_the_event_loop_held_the_hard_stop_still_exits_3_and_shows_where_threads_are(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    code, took, out = _stuck_serve(sqlite_url, tmp_path, "held", 0)
+
+    assert code == 3, out
+    assert took < 0.5 + 5 + 1, took
+    [stuck] = [e for e in _events(out) if e.get("event") == "still running after the grace period; exiting"]
+    assert stuck["tasks"] is None  # the loop did not answer ...
+    assert "Current thread" in out or "Thread 0x" in out  # ... so every thread's stack is dumped,
+    assert "in run" in out  # the stuck actor's frame among them
+
+
+@pytest.mark.timeout(60)
+def test_with_the_event_loop_held_a_second_signal_still_exits_at_once(sqlite_url: str, tmp_path: Path) -> None:
+    code, took, out = _stuck_serve(sqlite_url, tmp_path, "held", 0, 0.5)
+
+    assert code == 128 + signal.SIGTERM, out
+    assert took < 0.5 + 1.0, took
+    assert any(e.get("event") == "second signal; exiting now" for e in _events(out)), out
