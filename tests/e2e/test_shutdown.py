@@ -5,7 +5,7 @@
 - Frozen database (a throwaway server of the test's own, every process sent SIGSTOP): the process
   still exits within grace + 5 s.
 - A second SIGTERM exits at once (143); something stuck past grace + 4.5 s is named in the log
-  and the process exits 3.
+  and the process exits 3. Both also while the event loop itself is held.
 """
 
 from __future__ import annotations
