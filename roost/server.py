@@ -1,20 +1,31 @@
 """``roost serve``: open the database, migrate, and run the supervisor until SIGTERM/SIGINT.
 
-The first signal starts a graceful drain (``grace_period_s``); a second one cancels at once.
+Shutdown always ends:
+
+- The first SIGTERM/SIGINT starts a graceful drain: stop accepting, let work finish for
+  ``grace_period_s``, then cancel what still runs (its shielded database cleanups have deadlines
+  of their own, see ``roost.storage.postgres``). Exit 0 once everything has stopped.
+- If anything still runs ``HARD_STOP_AFTER_GRACE_S`` after the grace period ended, what it is
+  (actors not stopped, trio tasks) is logged and the process exits ``EXIT_STUCK`` (3) at once.
+- A second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130), after one log
+  line naming the actors still running.
+
 On SQLite only one process may serve a database file: a lock file next to it refuses a second.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import gc
 import os
 import signal
 import sys
+import threading
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import trio
 
@@ -39,6 +50,7 @@ from roost.http.server import HttpServer
 from roost.runtime.actor import Actor
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
+from roost.runtime.health import ActorState
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
@@ -117,6 +129,15 @@ async def serve(
     freeze_heap: bool = False,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    stop = _StopWatch()
+    try:
+        await _serve(settings, clock, handle_signals, freeze_heap, stop, task_status)
+    finally:
+        stop.disarm()  # stopped in time (or serve failed): no hard exit, and the signal handlers back
+
+
+async def _serve(settings: Settings, clock: Clock | None, handle_signals: bool, freeze_heap: bool,
+                 stop: _StopWatch, task_status: trio.TaskStatus[Running]) -> None:
     with single_process_lock(settings):
         async with open_database(settings.database_url, pool_size=settings.pg_pool_size,
                                  readers=settings.sqlite_readers) as db:
@@ -132,7 +153,7 @@ async def serve(
             supervisor = Supervisor(services, actors)
             async with _stall_monitor(settings, services), trio.open_nursery() as nursery:
                 if handle_signals:
-                    nursery.start_soon(_watch_signals, supervisor, nursery.cancel_scope)
+                    nursery.start_soon(_watch_signals, supervisor, stop)
                 await nursery.start(_run_supervisor, supervisor, nursery.cancel_scope)
                 if freeze_heap:
                     _freeze_heap()
@@ -176,16 +197,113 @@ async def _run_supervisor(
         done.cancel()
 
 
-async def _watch_signals(supervisor: Supervisor, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if not supervisor.services.stopping.is_set():
-                log.info("signal received; draining", signal=signal.Signals(signum).name)
-                supervisor.request_stop()
-            else:
-                log.warning("second signal; stopping now")
-                scope.cancel()
-                return
+HARD_STOP_AFTER_GRACE_S = 4.5  # the promise is grace + 5 s; the last 0.5 s is for the report and exit
+EXIT_STUCK = 3  # something still ran HARD_STOP_AFTER_GRACE_S after the grace period
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def _watch_signals(supervisor: Supervisor, stop: _StopWatch) -> None:
+    """First SIGTERM/SIGINT: drain, and arm the hard stop. A second one exits at once.
+
+    The second signal is handled by a plain Python handler rather than through trio, so it works
+    even while the event loop is held (a long synchronous step) or never comes back to it.
+    """
+    with trio.open_signal_receiver(*SIGNALS) as signals:
+        signum = await signals.__anext__()
+    log.info("signal received; draining", signal=signal.Signals(signum).name,
+             grace_period_s=supervisor.services.settings.grace_period_s)
+    stop.arm(supervisor, trio.lowlevel.current_trio_token())
+    supervisor.request_stop()
+
+
+class _StopWatch:
+    """After the first signal: exit at once on a second one, and at grace + 4.5 s if still running."""
+
+    def __init__(self) -> None:
+        self._supervisor: Supervisor | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._timer: threading.Timer | None = None
+        self._old_handlers: dict[int, Any] = {}
+
+    def arm(self, supervisor: Supervisor, token: trio.lowlevel.TrioToken) -> None:
+        self._supervisor, self._token = supervisor, token
+        for signum in SIGNALS:
+            self._old_handlers[signum] = signal.signal(signum, self._second_signal)
+        after = supervisor.services.settings.grace_period_s + HARD_STOP_AFTER_GRACE_S
+        # A thread, not a trio task: it must fire even if the loop is held, and a trio task would
+        # be cancelled (or, shielded, keep the nursery open) once the supervisor returns.
+        self._timer = threading.Timer(after, self._hard_stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+
+    def _second_signal(self, signum: int, _frame: Any) -> None:
+        log.error("second signal; exiting now", signal=signal.Signals(signum).name,
+                  still_running=self._actors_running())
+        _exit_now(128 + signum)
+
+    def _hard_stop(self) -> None:
+        tasks = self._tasks_from_the_loop()
+        log.error("still running after the grace period; exiting", after_grace_s=HARD_STOP_AFTER_GRACE_S,
+                  actors=self._actors_running(), tasks=tasks, exit_code=EXIT_STUCK)
+        if tasks is None:  # the loop did not answer: show where every thread is instead
+            faulthandler.dump_traceback(all_threads=True)
+        _exit_now(EXIT_STUCK)
+
+    def _actors_running(self) -> list[str]:
+        if self._supervisor is None:
+            return []
+        health = self._supervisor.services.health
+        done = (ActorState.STOPPED, ActorState.FAILED)
+        return [a.name for a in self._supervisor.actors if health.get(a.name).state not in done]
+
+    def _tasks_from_the_loop(self) -> list[str] | None:
+        """The names (and where they wait) of trio's tasks, read on the loop; None if it does not answer."""
+        answer: list[list[str]] = []
+        ready = threading.Event()
+
+        def collect() -> None:
+            try:
+                answer.append(task_tree())
+            finally:
+                ready.set()
+
+        try:
+            assert self._token is not None
+            self._token.run_sync_soon(collect)
+        except trio.RunFinishedError:
+            return ["(trio run finished)"]
+        return answer[0] if ready.wait(0.3) and answer else None
+
+
+def task_tree(task: trio.lowlevel.Task | None = None, depth: int = 0) -> list[str]:
+    """Each trio task as ``name @ function:line`` (where it waits), indented by nesting; call on the loop."""
+    task = task or trio.lowlevel.current_root_task()
+    if task is None:
+        return []
+    # trio's own frames (the nursery, the trap it waits in) say nothing about what the task is on
+    frames = [f"{f.f_code.co_name}:{line}" for f, line in task.iter_await_frames()
+              if "/trio/" not in f.f_code.co_filename]
+    where = " > ".join(frames[-4:])
+    lines = [f"{'  ' * depth}{task.name} @ {where}"]
+    for nursery in task.child_nurseries:
+        for child in list(nursery.child_tasks):
+            lines.extend(task_tree(child, depth + 1))
+    return lines
+
+
+def _exit_now(code: int) -> None:
+    """Flush what was logged and leave without unwinding (nothing left may block the exit)."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 GC_YOUNG_THRESHOLD = 10_000  # CPython's default is 700

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from roost.storage.pgsession import PgSession
 
 PRUNE_AFTER_BEATS = 10
+STOP_CLEANUP_S = 3.0  # closing the leadership connection and removing the process row, at most
 
 
 def leader_key(name: str) -> int:
@@ -122,7 +123,8 @@ class Heartbeat(Actor):
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            with trio.CancelScope(shield=True):
+            # Bounded as a whole: a database that stopped answering cannot hold the drain here.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_CLEANUP_S):
                 await self._drop(ctx)  # leads nothing until a beat takes it again (still clustered)
                 if ctx.stopping.is_set():
                     with trio.move_on_after(2):

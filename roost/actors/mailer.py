@@ -31,13 +31,21 @@ import trio
 from roost.plugins.transports import PermanentError, TransientError, Transport, load_transport
 from roost.plugins.transports.message import Mail, compose
 from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.deadlines import shielded_deadline
+from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.storage import outbox
+
+log = get_logger()
 
 POLL_S = 5.0
 CLAIM_BATCH = 400
 CONCURRENT_SENDS = 4
 SEND_SLICE_S = 0.02
+# Recording send outcomes is shielded: at most this long, and at most RECORD_AFTER_CANCEL_S past
+# a cancel (a drain's end), so a database that stopped answering cannot hold the drain.
+RECORD_LIMIT_S = 30.0
+RECORD_AFTER_CANCEL_S = 1.0
 
 
 def build_message(row: dict[str, Any], *, sender: str) -> Mail:
@@ -82,12 +90,17 @@ class _Recorder:
 
     async def record(self, outcomes: list[_Outcome]) -> None:
         self.pending.extend(outcomes)
-        # The server has the message: record that even while the actor is being cancelled.
-        with trio.CancelScope(shield=True):
+        # The server has the message: record that even while the actor is being cancelled, but
+        # not forever (a database that stopped answering must not hold a drain): past the deadline
+        # the rows stay `sending` and are offered again once their lease expires.
+        deadline = shielded_deadline(RECORD_LIMIT_S, RECORD_AFTER_CANCEL_S)
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
             async with self.lock:
                 outcomes, self.pending = self.pending, []
                 if outcomes:
                     await self._write(outcomes)
+        if scope.cancelled_caught:
+            log.warning("send outcomes not recorded in time; they are retried after the sending lease")
 
     async def _write(self, outcomes: list[_Outcome]) -> None:
         services, me = self.services, self.services.process_id

@@ -32,9 +32,10 @@ import trio
 
 from roost.errors import AlreadyRunning, NotFound
 from roost.plugins.classifiers import classifiers
-from roost.plugins.connectors import Ref, connectors
+from roost.plugins.connectors import Ref, bounded, connectors
 from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.bus import Subscription
+from roost.runtime.destinations import describe_error
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.storage import scouts as repo
@@ -138,8 +139,8 @@ async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> 
             if scout["auto_trash_spam"]:
                 await _archive_spam(services, scout, session, report)
     except Exception as exc:  # the source or the plugin failed: recorded on the scout, retried next run
-        report.error = f"{type(exc).__name__}: {exc}"
-        log.warning("scout run failed", scout_id=scout_id, error=report.error)
+        report.error = describe_error(exc)  # by kind: the remote side's text stays in the log
+        log.warning("scout run failed", scout_id=scout_id, error=report.error, detail=repr(exc))
 
     pending_at = await repo.next_pending_at(db, scout_id)
     if pending_at is not None:
@@ -161,11 +162,12 @@ async def _triage_pending(services: Services, scout: dict[str, Any], session: An
         for row in rows:
             ref = Ref(row["source_msg_ref"], row["sender"], row["raw_subject"], row["raw_snippet"], row["body"])
             try:
-                content = await session.fetch_content(ref)
+                content = bounded(await session.fetch_content(ref))
                 verdict = await classifier.classify(classifier_config, content)
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then recorded
                 attempts = row["attempts"] + 1
-                reason = f"{type(exc).__name__}: {exc}"[:1000]
+                reason = describe_error(exc)[:1000]
+                log.info("triage failed", scout_id=scout["id"], item_id=row["id"], error=reason, detail=repr(exc))
                 if attempts >= scout["max_failures"]:
                     outcomes.failures.append((row["id"], attempts, reason))
                     report.failed += 1
@@ -201,7 +203,7 @@ async def _archive_spam(services: Services, scout: dict[str, Any], session: Any,
             try:
                 await session.archive(Ref(row["source_msg_ref"]))
             except Exception as exc:  # noqa: BLE001 - recorded on the item, visible in the items API
-                await repo.mark_archive_failed(db, row["id"], f"{type(exc).__name__}: {exc}"[:1000])
+                await repo.mark_archive_failed(db, row["id"], describe_error(exc)[:1000])
                 continue
             await repo.mark_archived(db, row["id"], services.clock.now())
             report.archived += 1

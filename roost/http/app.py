@@ -24,6 +24,7 @@ from roost.runtime.services import Services
 
 BLUEPRINTS = [ops.bp, admin.bp, device.bp, ws.bp, scouts.bp, notifications.bp, notifications.unsubscribe_bp,
               handoffs.bp, sessions.bp, outreach.bp]
+FINAL_SEND_LIMIT_S = 5.0  # the last body chunk of a response, shielded from a drain's cancel
 
 
 class RoostRequest(TrioRequest):
@@ -82,7 +83,9 @@ class CompleteResponses:
             if message["type"] == "http.response.start" and not body_read:
                 message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
+                # Shielded so a drain's cancel does not cut a finished response short; bounded so a
+                # client that stops reading cannot hold the drain.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_SEND_LIMIT_S):
                     await send(message)
             else:
                 await send(message)

@@ -2,7 +2,14 @@
 
 Connector and classifier configs are checked by their plugin when saved; their secrets are
 never returned (``"***"``) and are sealed at rest when ``ROOST_SECRET_KEY`` is set. Sending
-``"***"`` back in a PATCH keeps the stored secret.
+``"***"`` back in a PATCH keeps the stored secret, unless the PATCH changes where the secret
+goes (``host``, ``port``, ``user`` or ``base_url``): then the secret must be sent again (400
+``secret_required``), so a stored password never follows a config to a new server.
+
+The hosts a config names (an IMAP server, a classifier's ``base_url``) are checked when saved:
+loopback, private, link-local, CGNAT, multicast and metadata addresses answer 400
+``destination_not_allowed`` unless ``ROOST_ALLOWED_DESTINATIONS`` allows them (the check is
+repeated on the resolved address at every connect).
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery
 from roost.plugins.classifiers import classifiers
 from roost.plugins.connectors import connectors
+from roost.runtime.destinations import DestinationNotAllowed, check_destination
 from roost.storage import scouts as repo
-from roost.storage.scout_config import SecretBox, merge_redacted, redact
+from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merge_redacted, redact
 
 bp = Blueprint("scouts", __name__)
 ACTOR = "service"
@@ -83,6 +91,7 @@ class Scout(Out):
     ttl_days: int
     max_failures: int
     status: Literal["active", "paused", "disabled"]
+    insecure: bool = Field(description="the connector logs in without TLS (its config says insecure: true)")
     last_run_at: dt.datetime | None
     next_run_at: dt.datetime | None
     last_error: str | None
@@ -154,16 +163,46 @@ class PushAccepted(Out):
     accepted: int = Field(description="items received; refs seen before are ignored")
 
 
-def _check_plugins(provider: str, config: dict[str, Any], classifier: str, classifier_config: dict[str, Any]) -> None:
-    connectors.create(provider).check_config(config)
-    classifiers.create(classifier).check_config(classifier_config)
+# Where a config's secret goes: changing one of these in a PATCH needs the secret sent again.
+_WHERE_KEYS = ("host", "port", "user", "username", "base_url", "url")
+
+
+async def _check_plugins(provider: str, config: dict[str, Any], classifier: str,
+                         classifier_config: dict[str, Any]) -> None:
+    """The plugins' own checks, then every host the configs name against the destinations policy."""
+    connector, judge = connectors.create(provider), classifiers.create(classifier)
+    connector.check_config(config)
+    judge.check_config(classifier_config)
+    for host, port in connector.destinations(config) + judge.destinations(classifier_config):
+        try:
+            await check_destination(host, port)
+        except DestinationNotAllowed as exc:
+            raise InvalidInput(str(exc), code="destination_not_allowed") from exc
+
+
+def _sends_redacted(config: Any) -> bool:
+    if isinstance(config, dict):
+        return any((is_secret_name(k) and v == REDACTED) or _sends_redacted(v) for k, v in config.items())
+    if isinstance(config, list):
+        return any(_sends_redacted(v) for v in config)
+    return False
+
+
+def _require_secret_again(key: str, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """400 when a PATCH moves a config elsewhere (host, port, user, base_url) but keeps a secret by "***"."""
+    moved = [k for k in _WHERE_KEYS if new.get(k) != old.get(k)]
+    if moved and _sends_redacted(new):
+        raise InvalidInput(f"{key}: changing {', '.join(moved)} needs the secret again (send it, not \"***\"), "
+                           "so a stored secret never goes to a new destination", code="secret_required")
 
 
 async def _view(row: dict[str, Any]) -> dict[str, Any]:
     counts = await repo.item_counts(services().db, row["id"])
     status = "disabled" if not row["enabled"] else ("paused" if row["paused"] else "active")
+    config = row["config"] if isinstance(row["config"], dict) else {}
+    insecure = config.get("insecure") is True
     return {**row, "config": redact(row["config"]), "classifier_config": redact(row["classifier_config"]),
-            "status": status, "counts": counts}
+            "status": status, "counts": counts, "insecure": insecure}
 
 
 @bp.post("/api/admin/scouts")
@@ -174,7 +213,7 @@ async def _view(row: dict[str, Any]) -> dict[str, Any]:
 async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
     s = services()
     fields = data.model_dump()
-    _check_plugins(data.provider, data.config, data.classifier, data.classifier_config)
+    await _check_plugins(data.provider, data.config, data.classifier, data.classifier_config)
     box = SecretBox(s.settings.sealing_keys)
     fields["config"] = box.seal(fields["config"])
     fields["classifier_config"] = box.seal(fields["classifier_config"])
@@ -203,10 +242,11 @@ async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
     box = SecretBox(s.settings.sealing_keys)
     for key in ("config", "classifier_config"):
         if key in changes:
+            _require_secret_again(key, changes[key], box.open(old[key]))
             changes[key] = merge_redacted(changes[key], old[key])
     config = box.open(changes.get("config", old["config"]))
     cconfig = box.open(changes.get("classifier_config", old["classifier_config"]))
-    _check_plugins(old["provider"], config, changes.get("classifier", old["classifier"]), cconfig)
+    await _check_plugins(old["provider"], config, changes.get("classifier", old["classifier"]), cconfig)
     for key in ("config", "classifier_config"):
         if key in changes:
             changes[key] = box.seal(changes[key])

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Mapping
 
 from roost.errors import InvalidInput
+from roost.runtime.destinations import Policy
 from roost.runtime.schedule import Schedule
 
 SECONDS = 1.0
@@ -102,6 +103,11 @@ class Settings:
     # killed between its commit and its NOTIFY).
     heartbeat_s: float = 5 * SECONDS
     bus_sweep_s: float = 30 * SECONDS
+
+    # Destinations (issue 17): hosts, addresses and CIDR ranges, comma-separated, that scouts' IMAP
+    # servers and classifier URLs may reach although they are loopback/private/link-local/CGNAT
+    # (self-hosted mail and LLM servers). Empty: only public addresses (roost.runtime.destinations).
+    allowed_destinations: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -354,3 +360,14 @@ def _check(settings: Settings) -> None:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise bad("log_level", f"is not one of {', '.join(sorted(_LOG_LEVELS))}")
+    if settings.allowed_destinations.strip():
+        try:
+            destination_policy(settings)
+        except ValueError as exc:
+            raise bad("allowed_destinations", f"has an empty entry ({exc})") from exc
+
+
+def destination_policy(settings: Settings) -> Policy:
+    """The destinations policy ``settings.allowed_destinations`` describes (ValueError for an empty entry)."""
+    raw = settings.allowed_destinations.strip()
+    return Policy.parse(raw.split(",")) if raw else Policy()

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
+from roost.runtime import destinations
 from roost.runtime.bus import Bus
 from roost.runtime.clock import Clock
-from roost.runtime.config import Settings
+from roost.runtime.config import Settings, destination_policy
 from roost.runtime.frames import FrameRouter
 from roost.runtime.health import HealthRegistry
 from roost.runtime.leadership import Leadership
@@ -50,6 +51,8 @@ class Services:
     def build(cls, settings: Settings, db: Database, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
         metrics = Metrics()
+        # Process-wide, like the settings it comes from: plugins connect through it without a handle.
+        destinations.install(destination_policy(settings))
         return cls(
             settings=settings,
             clock=clock,

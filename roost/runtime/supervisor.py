@@ -107,7 +107,10 @@ class Supervisor:
                 await first_of(reported, self.services.stopping)
             task_status.started()
         if nursery.cancel_scope.cancelled_caught:
-            log.warning("grace period over; cancelled what was still running")
+            # A cancelled actor never reached STOPPED: those are the ones the grace period cut short.
+            cut = [a.name for a in self.actors
+                   if self.services.health.get(a.name).state not in (ActorState.STOPPED, ActorState.FAILED)]
+            log.warning("grace period over; cancelled what was still running", actors=cut)
         log.info("stopped")
 
     async def _drain_when_asked(self, scope: trio.CancelScope) -> None:

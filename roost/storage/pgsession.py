@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 import asyncpg
 import trio
 
-from roost.storage.postgres import PostgresDatabase
+from roost.storage.postgres import CLEANUP_TIMEOUT_S, PostgresDatabase
 
 CONNECT_TIMEOUT_S = 10.0
 Listener = Callable[[int, str], None]  # (sender's backend pid, payload)
@@ -43,10 +43,11 @@ class PgSession:
         await self._db.aio(self._conn.add_listener(channel, lambda _c, pid, _ch, payload: listener(pid, payload)))
 
     async def close(self) -> None:
+        """Close politely (the server is told) within the cleanup deadline, else terminate."""
         if self._conn.is_closed():
             return
-        with trio.move_on_after(5):
-            await self._db.aio(self._conn.close())
+        with trio.move_on_after(CLEANUP_TIMEOUT_S):
+            await self._db.aio(self._conn.close(timeout=CLEANUP_TIMEOUT_S))
             return
         self._conn.terminate()
 
@@ -61,12 +62,15 @@ async def connect_session(db: PostgresDatabase) -> PgSession:
 
 
 async def close_session(session: PgSession) -> None:
-    """Close politely when possible, however the caller is being cancelled."""
-    with trio.CancelScope(shield=True):
+    """Close politely when possible, however the caller is being cancelled; never longer than the
+    cleanup deadline (then the connection is terminated)."""
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_TIMEOUT_S + 0.5):
         try:
             await session.close()
         except Exception:  # a lost session may fail to close politely; it is gone either way
             session._conn.terminate()
+    if not session._conn.is_closed():
+        session._conn.terminate()
 
 
 @asynccontextmanager

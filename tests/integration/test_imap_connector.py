@@ -16,13 +16,15 @@ import pytest
 import trio
 
 from roost.actors.scout import run_scout
-from roost.plugins.connectors import Ref, connectors
+from roost.errors import InvalidInput
+from roost.plugins.connectors import MAX_SENDER_CHARS, Ref, connectors
+from roost.runtime import destinations
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import scouts as repo
 from roost.storage import tenancy
 from roost.storage.scouts import NewItem
-from tests.support.dovecot import Dovecot, DovecotUnavailable, append, message, start_dovecot
+from tests.support.dovecot import ALLOW, Dovecot, DovecotUnavailable, append, message, start_dovecot
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 CI = os.environ.get("CI", "").strip().lower() == "true"
@@ -39,6 +41,14 @@ def dovecot() -> Iterator[Dovecot]:
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback() -> Iterator[None]:
+    """Dovecot listens on 127.0.0.1, which roost refuses unless allowed (tests opening the connector
+    directly; ``_setup`` builds Services with the same setting)."""
+    with destinations.installed(destinations.Policy.parse([ALLOW])):
+        yield
 
 
 @pytest.fixture
@@ -61,15 +71,17 @@ class FakeClock:
         return self.at
 
 
-async def _setup(db: Any, config: dict[str, Any]) -> tuple[Services, dict[str, Any]]:
-    services = Services.build(Settings(), db, FakeClock())  # type: ignore[arg-type]
+async def _setup(db: Any, config: dict[str, Any], *, allow: str = ALLOW,
+                 check: bool = True) -> tuple[Services, dict[str, Any]]:
+    services = Services.build(Settings(allowed_destinations=allow), db, FakeClock())  # type: ignore[arg-type]
     acc = await tenancy.create_account(db, name="A", timezone="UTC", now=T0, actor="t")
     user = await tenancy.create_user(db, account_id=acc["id"], fields={
         "email": "a@example.com", "display_name": "A", "timezone": "UTC", "role": "member", "active": True,
         "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
         now=T0, actor="t")
     await tenancy.create_device(db, user_id=user["id"], name="phone", now=T0, actor="t")
-    connectors.create("imap").check_config(config)
+    if check:
+        connectors.create("imap").check_config(config)
     scout = await repo.create_scout(db, user_id=user["id"], fields={
         "provider": "imap", "config": config, "classifier": "rules",
         "classifier_config": {"spam_patterns": ["(?i)lottery"]}, "poll_interval_s": 60.0, "enabled": True,
@@ -202,8 +214,81 @@ async def test_archive_falls_back_to_copy_and_expunge_of_that_message_only(dovec
 async def test_a_wrong_password_is_a_run_error_not_a_crash(db, dovecot, folder):
     services, scout = await _setup(db, {**dovecot.config(folder=folder), "password": "wrong"})
     report = await run_scout(services, scout["id"])
-    assert report.error is not None and "cannot open" in report.error
+    assert report.error is not None and report.error.startswith("auth:"), report.error
     assert (await repo.get_scout(db, scout["id"]))["last_error"] == report.error
+    assert "AUTHENTICATIONFAILED" not in report.error  # the server's words stay out of the API
+
+
+async def test_loopback_is_refused_at_connect_time_unless_allowed(db, dovecot, folder):
+    services, scout = await _setup(db, dovecot.config(folder=folder), allow="")
+    report = await run_scout(services, scout["id"])
+    assert report.error is not None and report.error.startswith("blocked:"), report.error
+    assert "ROOST_ALLOWED_DESTINATIONS" in report.error
+    assert "Login" not in dovecot.log().split("\n")[-1]
+
+
+async def test_a_plaintext_login_needs_insecure(db, dovecot, folder):
+    config = {k: v for k, v in dovecot.config(folder=folder).items() if k != "insecure"}
+    with pytest.raises(InvalidInput, match="insecure"):
+        connectors.create("imap").check_config(config)
+    # a config stored before the check (or by another route) is refused at connect time too
+    services, scout = await _setup(db, config, check=False)
+    report = await run_scout(services, scout["id"])
+    assert report.error is not None and report.error.startswith("insecure:"), report.error
+
+
+async def test_a_hostile_html_message_is_bounded_and_triaged(db, dovecot, folder):
+    """1 MB of '<' as the only (HTML) body and 100 KB of '<' as From: triaged like any mail."""
+    raw = (b"From: " + b"<" * 100_000 + b"\r\nTo: scout@example.com\r\nSubject: hostile\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n" + b"<" * 1_000_000 + b"\r\n")
+    imap = dovecot.connect()
+    try:
+        append(imap, folder, raw)
+        append(imap, folder, message("after it", "<p>fine</p>"))
+    finally:
+        imap.logout()
+    services, scout = await _setup(db, dovecot.config(folder=folder))
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # how long the event loop is away between 10 ms sleeps
+        while True:
+            t0 = trio.current_time()
+            await trio.sleep(0.01)
+            gaps.append(trio.current_time() - t0 - 0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeat)
+        started = trio.current_time()
+        report = await run_scout(services, scout["id"])
+        took = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    assert (report.error, report.queued, report.retried, report.failed) == (None, 2, 0, 0), report
+    # The issue's bar, kept here as the issue asks "in the suite" (bench/hostile_text.py has the
+    # figures): both triaged within 2 s, and the loop never away for 200 ms meanwhile.
+    assert took < 2.0 and max(gaps) < 0.2, (took, max(gaps))
+    items = {i["raw_subject"]: i for i in await _items(db, scout["id"])}
+    hostile = items["hostile"]
+    assert hostile["status"] == "queued" and len(hostile["sender"]) == MAX_SENDER_CHARS
+    assert hostile["raw_snippet"].startswith("<<<")  # lexbor reads a lone '<' as text
+
+
+async def test_html_mail_becomes_text_without_tags_scripts_or_entities(dovecot, folder):
+    html = ("<html><head><style>p {color: red}</style></head><body><p>Invoice &amp; receipt</p>"
+            "<script>alert(1)</script><div>due <b>Friday</b></div></body></html>")
+    raw = (b"From: Ann <ann@example.com>\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n" + html.encode() + b"\r\n")
+    imap = dovecot.connect()
+    try:
+        append(imap, folder, raw)
+    finally:
+        imap.logout()
+    async with connectors.create("imap").open(dovecot.config(folder=folder)) as session:
+        refs, _ = await session.list_new(None)
+        content = await session.fetch_content(Ref(refs[0].source_msg_ref))
+        meta = await session.fetch_metadata(Ref(refs[0].source_msg_ref))
+    assert content.subject == meta.subject == "café"
+    assert content.sender == "Ann <ann@example.com>"
+    assert " ".join(content.body.split()) == "Invoice & receipt due Friday"
 
 
 def test_imaplib_is_the_blocking_client(dovecot):

@@ -110,7 +110,8 @@ async def test_a_failing_item_is_retried_with_backoff_then_failed_and_never_drop
     report = await run_scout(services, scout["id"])
     assert report.listed == 7 and report.queued == 5 and report.discarded == 1 and report.retried == 1
     items = await _items(db, scout["id"])
-    assert items["2"]["status"] == "pending" and "connection reset" in items["2"]["last_error"]
+    # by kind, not with the error's text (which may be the remote side's words)
+    assert items["2"]["status"] == "pending" and items["2"]["last_error"].startswith("unreachable:")
     assert items["5"]["status"] == "discarded" and "lottery" in items["5"]["reason"]
     assert items["5"]["archived_at"] is not None and script.archived == ["5"]
     assert (await repo.get_scout(db, scout["id"]))["cursor"] == "7"  # every ref has a row: safe to move on
@@ -122,7 +123,7 @@ async def test_a_failing_item_is_retried_with_backoff_then_failed_and_never_drop
     services.clock.at += dt.timedelta(seconds=61)
     assert (await run_scout(services, scout["id"])).failed == 1
     item = (await _items(db, scout["id"]))["2"]
-    assert item["status"] == "failed" and item["attempts"] == 3 and "connection reset" in item["reason"]
+    assert item["status"] == "failed" and item["attempts"] == 3 and item["reason"].startswith("unreachable:")
 
 
 async def test_cursor_never_passes_a_ref_without_a_row_and_refs_are_handled_once(db, script):

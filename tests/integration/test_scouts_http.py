@@ -10,7 +10,7 @@ from roost.errors import AlreadyRunning
 from tests.support.scouting import make_push_scout
 from tests.support.server import SECRET_KEY, admin_client, make_device, running_server
 
-IMAP = {"host": "127.0.0.1", "port": 1, "tls": False, "user": "u", "password": "hunter2"}
+IMAP = {"host": "127.0.0.1", "port": 1, "tls": False, "insecure": True, "user": "u", "password": "hunter2"}
 
 
 @pytest.mark.parametrize("body, code", [
@@ -75,11 +75,12 @@ async def test_scout_endpoints_answer_404_401_and_409(database_url):
 
 
 async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
-    async with running_server(database_url, secret_key=SECRET_KEY) as srv, admin_client(srv.url) as client:
+    async with running_server(database_url, secret_key=SECRET_KEY, allowed_destinations="127.0.0.1") as srv, \
+            admin_client(srv.url) as client:
         ann = await make_device(client)
         r = await client.post("/api/admin/scouts", json={
             "user_id": ann["user"]["id"], "provider": "imap", "config": IMAP, "enabled": False,
-            "classifier": "openai", "classifier_config": {"api_key": "sk-secret", "base_url": "http://x"}})
+            "classifier": "openai", "classifier_config": {"api_key": "sk-secret", "base_url": "http://127.0.0.1:9"}})
         assert r.status_code == 201, r.text
         scout = r.json()
         assert scout["config"]["password"] == "***" and scout["classifier_config"]["api_key"] == "***"
@@ -96,3 +97,72 @@ async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
         config = (await srv.services.db.fetchrow("SELECT config FROM scouts WHERE id = $1", scout["id"]))["config"]
         assert SecretBox(SECRET_KEY).open(config)["password"] == "hunter2"
         assert config["folder"] == "Work"
+
+
+@pytest.mark.parametrize("provider, config, classifier_config, words", [
+    ("imap", IMAP, {}, "127.0.0.1 is a loopback address"),
+    ("imap", {**IMAP, "host": "169.254.169.254"}, {}, "a cloud metadata address"),
+    ("imap", {**IMAP, "host": "10.0.0.5"}, {}, "a private address"),
+    ("imap", {**IMAP, "host": "100.64.0.1"}, {}, "CGNAT"),
+    ("imap", {**IMAP, "host": "localhost"}, {}, "loopback"),
+    ("push", {}, {"base_url": "http://127.0.0.1:1/"}, "loopback"),
+    ("push", {}, {"base_url": "http://[::1]:8080/v1"}, "loopback"),
+])
+async def test_scouts_cannot_point_inside_the_network(database_url, provider, config, classifier_config, words):
+    async with running_server(database_url) as srv, admin_client(srv.url) as client:
+        ann = await make_device(client)
+        body = {"user_id": ann["user"]["id"], "provider": provider, "config": config, "enabled": False}
+        if classifier_config:
+            body |= {"classifier": "openai", "classifier_config": classifier_config}
+        r = await client.post("/api/admin/scouts", json=body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "destination_not_allowed" and words in error["message"]
+        assert "ROOST_ALLOWED_DESTINATIONS" in error["message"]  # says how to allow it
+        # a PATCH cannot move an allowed scout there either
+        r = await client.post("/api/admin/scouts", json={"user_id": ann["user"]["id"], "provider": "push"})
+        sid = r.json()["id"]
+        if classifier_config:
+            r = await client.patch(f"/api/admin/scouts/{sid}", json={
+                "classifier": "openai", "classifier_config": classifier_config})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "destination_not_allowed", r.text
+
+
+async def test_allowed_destinations_let_a_self_hosted_server_through_and_insecure_shows(database_url):
+    async with running_server(database_url, allowed_destinations="127.0.0.0/8,mail.internal") as srv, \
+            admin_client(srv.url) as client:
+        ann = await make_device(client)
+        r = await client.post("/api/admin/scouts", json={
+            "user_id": ann["user"]["id"], "provider": "imap", "config": IMAP, "enabled": False})
+        assert r.status_code == 201, r.text
+        assert r.json()["insecure"] is True and r.json()["config"]["insecure"] is True
+        plain = {k: v for k, v in IMAP.items() if k != "insecure"}
+        r = await client.post("/api/admin/scouts", json={
+            "user_id": ann["user"]["id"], "provider": "imap", "config": plain, "enabled": False})
+        assert r.status_code == 400 and "insecure" in r.json()["error"]["message"], r.text
+        r = await client.post("/api/admin/scouts", json={
+            "user_id": ann["user"]["id"], "provider": "imap", "config": {**plain, "starttls": True}, "enabled": False})
+        assert r.status_code == 201 and r.json()["insecure"] is False, r.text
+
+
+async def test_moving_a_config_elsewhere_needs_the_secret_again(database_url):
+    async with running_server(database_url, allowed_destinations="127.0.0.1,127.0.0.2") as srv, \
+            admin_client(srv.url) as client:
+        ann = await make_device(client)
+        r = await client.post("/api/admin/scouts", json={
+            "user_id": ann["user"]["id"], "provider": "imap", "config": IMAP, "enabled": False,
+            "classifier": "openai", "classifier_config": {"api_key": "sk-own", "base_url": "http://127.0.0.1:9/v1"}})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        for change in ({"host": "127.0.0.2"}, {"port": 2}, {"user": "someone-else"}):
+            r = await client.patch(f"/api/admin/scouts/{sid}", json={"config": {**IMAP, "password": "***", **change}})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "secret_required", r.text
+        r = await client.patch(f"/api/admin/scouts/{sid}", json={"classifier_config": {
+            "api_key": "***", "base_url": "http://127.0.0.2:9/v1"}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_required", r.text
+        # the same place with "***", or a new place with the secret itself: fine
+        r = await client.patch(f"/api/admin/scouts/{sid}", json={"config": {**IMAP, "password": "***"}})
+        assert r.status_code == 200, r.text
+        r = await client.patch(f"/api/admin/scouts/{sid}", json={"config": {**IMAP, "host": "127.0.0.2",
+                                                                            "password": "new-one"}})
+        assert r.status_code == 200 and r.json()["config"]["host"] == "127.0.0.2", r.text

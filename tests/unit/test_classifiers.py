@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Iterator
 
 import pytest
 import trio
 
-from roost.plugins.classifiers import TriageUnavailable
+from roost.errors import InvalidInput
+from roost.plugins.classifiers import TriageUnavailable, run_bounded
 from roost.plugins.classifiers.openai import OpenAIClassifier
-from roost.plugins.classifiers.rules import RulesClassifier
-from roost.plugins.connectors import Content
+from roost.plugins.classifiers.rules import MAX_PATTERNS, RulesClassifier, _address
+from roost.plugins.connectors import MAX_BODY_CHARS, Content
+from roost.runtime import destinations
 
 MAIL = Content("r1", "Ann <ann@partner.example>", "You won the lottery", "claim now", "claim now")
 
@@ -23,7 +27,58 @@ async def test_rules_allow_list_beats_spam_patterns_and_default_applies():
     assert (await RulesClassifier().classify({}, MAIL)).verdict == "relevant"
 
 
-async def _fake_openai(answers: list[tuple[int, str, float]], task_status=trio.TASK_STATUS_IGNORED):
+@pytest.fixture
+def allow_loopback() -> Iterator[None]:
+    """The fake endpoints below listen on 127.0.0.1, which roost refuses unless allowed."""
+    with destinations.installed(destinations.Policy.parse(["127.0.0.1"])):
+        yield
+
+
+@pytest.fixture
+def strict() -> Iterator[None]:
+    with destinations.installed(destinations.Policy()):
+        yield
+
+
+def test_sender_address_is_found_without_a_regex():
+    assert _address("Ann <Ann@Example.com>") == "ann@example.com"
+    assert _address("ann@example.com") == "ann@example.com"
+    assert _address('"a <b>" <c@d.example>') == "c@d.example"
+    assert _address("<" * 100_000) == "<" * 100_000  # no address: the whole (bounded later) sender
+
+
+async def test_rules_patterns_are_re2_so_nested_repetition_cannot_backtrack():
+    rules = {"spam_patterns": ["^(a|aa)+$"], "default": "relevant"}
+    RulesClassifier().check_config(rules)
+    item = Content("r", "x@y.example", "", "a" * 40 + "!", "")
+    assert (await RulesClassifier().classify(rules, item)).verdict == "relevant"
+    assert (await RulesClassifier().classify(rules, Content("r", "", "", "a" * 41, ""))).verdict == "spam"
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"spam_patterns": ["(a)\\1"]}, "RE2"),
+    ({"spam_patterns": ["(?=x)y"]}, "RE2"),
+    ({"spam_patterns": ["x" * 501]}, "over 500"),
+    ({"spam_patterns": ["a"] * (MAX_PATTERNS + 1)}, f"at most {MAX_PATTERNS}"),
+])
+def test_rules_refuse_patterns_re2_cannot_run_and_too_many_or_too_long(config, words):
+    with pytest.raises(InvalidInput, match=words):
+        RulesClassifier().check_config(config)
+
+
+async def test_rules_match_only_the_bounded_body():
+    body = "x" * MAX_BODY_CHARS + "lottery"
+    verdict = await RulesClassifier().classify({"spam_patterns": ["lottery"]}, Content("r", "", "", body, ""))
+    assert verdict.verdict == "relevant"
+
+
+async def test_a_classifier_over_its_budget_is_unavailable_not_spam():
+    with pytest.raises(TriageUnavailable, match="budget"):
+        await run_bounded(lambda: time.sleep(0.5), budget_s=0.05)
+
+
+async def _fake_openai(answers: list[tuple[int, str, float]], seen: list[dict[str, str]] | None = None,
+                       task_status=trio.TASK_STATUS_IGNORED):
     """A tiny HTTP/1.1 server speaking chat-completions: each answer is (status, content, delay)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -33,6 +88,9 @@ async def _fake_openai(answers: list[tuple[int, str, float]], task_status=trio.T
         while b"\r\n\r\n" not in data:
             data += await stream.receive_some(65536)
         head, _, body = data.partition(b"\r\n\r\n")
+        if seen is not None:
+            seen.append({k.strip().lower(): v.strip() for k, _, v in
+                         (ln.decode().partition(":") for ln in head.split(b"\r\n")[1:])})
         length = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0])
         while len(body) < length:
             body += await stream.receive_some(65536)
@@ -40,6 +98,8 @@ async def _fake_openai(answers: list[tuple[int, str, float]], task_status=trio.T
         status, content, delay = answers.pop(0)
         await trio.sleep(delay)
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        if status != 200:
+            payload = content.encode()
         await stream.send_all(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                               b"Connection: close\r\n\r\n" % (status, len(payload)) + payload)
         await stream.aclose()
@@ -55,7 +115,8 @@ async def _fake_openai(answers: list[tuple[int, str, float]], task_status=trio.T
     (500, "{}", 0, None),
     (200, '{"verdict": "spam", "reason": "late"}', 3, None),
 ])
-async def test_openai_classifier_strict_verdict_and_errors_mean_retry(status, content, delay, expect):
+async def test_openai_classifier_strict_verdict_and_errors_mean_retry(status, content, delay, expect,
+                                                                     allow_loopback):
     async with trio.open_nursery() as nursery:
         port = await nursery.start(_fake_openai, [(status, content, delay)])
         config = {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "api_key": "k", "timeout_s": 1}
@@ -65,3 +126,45 @@ async def test_openai_classifier_strict_verdict_and_errors_mean_retry(status, co
         else:
             assert (await OpenAIClassifier().classify(config, MAIL)).verdict == expect
         nursery.cancel_scope.cancel()
+
+
+async def test_openai_classifier_refuses_loopback_unless_allowed(strict):
+    seen: list[dict[str, str]] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_fake_openai, [(200, '{"verdict": "spam", "reason": "x"}', 0)], seen)
+        config = {"base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k", "timeout_s": 1}
+        with pytest.raises(TriageUnavailable, match="blocked: .*loopback.*ROOST_ALLOWED_DESTINATIONS"):
+            await OpenAIClassifier().classify(config, MAIL)
+        nursery.cancel_scope.cancel()
+    assert seen == []
+
+
+async def test_openai_errors_name_their_kind_and_never_echo_the_answer(allow_loopback):
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_fake_openai, [(500, "db at 10.1.2.3:5432 is down", 0)])
+        config = {"base_url": f"http://127.0.0.1:{port}/v1", "api_key": "k", "timeout_s": 1}
+        with pytest.raises(TriageUnavailable) as info:
+            await OpenAIClassifier().classify(config, MAIL)
+        nursery.cancel_scope.cancel()
+    assert str(info.value).startswith("bad_answer:") and "10.1.2.3" not in str(info.value)
+    with trio.socket.socket() as s:  # a port nobody listens on
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TriageUnavailable, match="^refused:"):
+        await OpenAIClassifier().classify({"base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 1}, MAIL)
+
+
+async def test_the_servers_api_key_goes_only_to_its_own_endpoint(allow_loopback, monkeypatch):
+    answer = '{"verdict": "relevant", "reason": "ok"}'
+    seen: list[dict[str, str]] = []
+    async with trio.open_nursery() as nursery:
+        own = await nursery.start(_fake_openai, [(200, answer, 0)] * 2, seen)
+        other = await nursery.start(_fake_openai, [(200, answer, 0)] * 2, seen)
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{own}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-server")
+        await OpenAIClassifier().classify({"timeout_s": 1}, MAIL)
+        await OpenAIClassifier().classify({"base_url": f"http://127.0.0.1:{other}/v1", "timeout_s": 1}, MAIL)
+        await OpenAIClassifier().classify({"base_url": f"http://127.0.0.1:{other}/v1", "api_key": "sk-own",
+                                           "timeout_s": 1}, MAIL)
+        nursery.cancel_scope.cancel()
+    assert [h.get("authorization") for h in seen] == ["Bearer sk-server", None, "Bearer sk-own"]

@@ -421,7 +421,8 @@ async def test_actor_ignoring_stopping_is_cancelled_when_the_grace_period_ends(
     assert trio.current_time() == stop_at + 7  # and run() returned then, without raising
     assert services.health.get("polite").state is ActorState.STOPPED
     assert services.health.get("stubborn").last_error is None  # being cancelled is not a crash
-    assert {"event": "grace period over; cancelled what was still running", "log_level": "warning"} in logs
+    assert {"event": "grace period over; cancelled what was still running", "log_level": "warning",
+            "actors": ["stubborn"]} in logs  # named: the one the grace period cut short
 
 
 async def test_stop_during_backoff_ends_the_actor_without_restarting_it(autojump_clock: MockClock):

@@ -2,7 +2,9 @@
 ``OPENAI_BASE_URL``, ``OPENAI_MODEL``, ``OPENAI_API_KEY``) for a short assessment.
 
 The answer must be a JSON object ``{"likely_cause": str, "next_steps": [str], "confidence":
-"low"|"medium"|"high"}``; anything else raises, which the runner logs.
+"low"|"medium"|"high"}``; anything else raises, which the runner logs. The connection goes to a
+vetted address only (``roost.runtime.destinations``; a self-hosted endpoint on a private address
+needs ``ROOST_ALLOWED_DESTINATIONS``) and the answer is read up to ``MAX_ANSWER_BYTES``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import json
 import os
 from typing import Any
 
-import httpx
-
 from roost.plugins.assessors import Assessor
-from roost.plugins.classifiers.openai import DEFAULT_BASE_URL, DEFAULT_MODEL
+from roost.plugins.classifiers.openai import DEFAULT_MODEL, default_base_url, post_json
 
 SNAPSHOT_CHARS = 6000
 SYSTEM_PROMPT = (
@@ -28,7 +28,7 @@ class OpenAIAssessor(Assessor):
     name = "openai"
 
     async def assess(self, handoff: dict[str, Any]) -> dict[str, Any] | None:
-        base_url = (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        base_url = default_base_url()
         model = os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
         api_key = os.environ.get("OPENAI_API_KEY") or ""
         user = (f"Intent: {handoff['intent']}\nPriority: {handoff['priority']}\nNotes: {handoff['notes']}\n"
@@ -37,11 +37,11 @@ class OpenAIAssessor(Assessor):
             "model": model, "temperature": 0, "response_format": {"type": "json_object"},
             "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
         }
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        async with httpx.AsyncClient(timeout=None) as client:  # the runner's timeout bounds the call
-            response = await client.post(f"{base_url}/chat/completions", json=request, headers=headers)
-        response.raise_for_status()
-        answer = json.loads(response.json()["choices"][0]["message"]["content"])
+        # The runner's timeout bounds the call; this one only has to be longer.
+        status, body = await post_json(f"{base_url}/chat/completions", request, api_key, 3600.0)
+        if status != 200:
+            raise ValueError(f"the assessor endpoint answered HTTP {status}")
+        answer = json.loads(json.loads(body)["choices"][0]["message"]["content"])
         if not isinstance(answer, dict) or not isinstance(answer.get("likely_cause"), str):
             raise ValueError(f"not an assessment: {str(answer)[:200]}")
         steps = answer.get("next_steps") if isinstance(answer.get("next_steps"), list) else []

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
+
+import trio
 
 from roost.plugins.connectors import Content
 from roost.plugins.registry import Registry
 
+T = TypeVar("T")
 VerdictKind = Literal["relevant", "spam"]
 
 
@@ -29,7 +32,29 @@ class Verdict:
 
 
 class TriageUnavailable(Exception):
-    """The classifier could not decide now; the item is retried later."""
+    """The classifier could not decide now; the item is retried later.
+
+    Its message is shown in the item's ``last_error``: the classifier's own words, never text
+    from the remote side (``roost.runtime.destinations.classify_error`` gives the kind).
+    """
+
+    safe_to_show = True
+
+
+# A classifier's CPU work runs in a worker thread under this budget; over it, the item is retried
+# ("triage unavailable"), never taken for spam.
+CLASSIFY_BUDGET_S = 2.0
+
+
+async def run_bounded(fn: Callable[[], T], budget_s: float = CLASSIFY_BUDGET_S) -> T:
+    """``fn()`` in a worker thread, off the event loop; TriageUnavailable when it takes over ``budget_s``.
+
+    The thread cannot be stopped, only abandoned: callers keep ``fn`` bounded anyway (linear
+    matching over capped text), the budget is the backstop that keeps the item from a verdict.
+    """
+    with trio.move_on_after(budget_s):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    raise TriageUnavailable(f"classifying took over its {budget_s:g} s budget; retried later")
 
 
 class Classifier(abc.ABC):
@@ -39,8 +64,13 @@ class Classifier(abc.ABC):
         """Raise InvalidInput for a config this classifier cannot use."""
         return None
 
+    def destinations(self, config: dict[str, Any]) -> list[tuple[str, int]]:
+        """The (host, port) pairs this config makes roost connect to (checked when the scout is saved)."""
+        return []
+
     @abc.abstractmethod
-    async def classify(self, config: dict[str, Any], content: Content) -> Verdict: ...
+    async def classify(self, config: dict[str, Any], content: Content) -> Verdict:
+        """The verdict on ``content``; CPU-heavy work goes through ``run_bounded``."""
 
 
 classifiers: Registry[Classifier] = Registry("roost.classifiers", "classifier")

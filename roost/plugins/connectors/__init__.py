@@ -7,12 +7,16 @@ in worker threads. ``pull = False`` marks a connector whose items are pushed thr
 (``push``): the scout never lists, it triages what was stored.
 
 Built in: ``push`` and ``imap``; more come from the ``roost.connectors`` entry points.
+
+Outside text is bounded before anything reads it (``bounded``): a sender of at most
+``MAX_SENDER_CHARS``, a subject of ``MAX_SUBJECT_CHARS``, a body of ``MAX_BODY_CHARS``; a
+connector fetches at most ``MAX_MESSAGE_BYTES`` of a message. HTML becomes text with a linear
+parser (lexbor, through selectolax), never a regex.
 """
 
 from __future__ import annotations
 
 import abc
-import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +25,12 @@ from roost.plugins.registry import Registry
 from roost.storage.scouts import NewItem
 
 SNIPPET_CHARS = 200
+# Caps on outside text (README "Scouts: limits on outside text"). A message over MAX_MESSAGE_BYTES is
+# fetched in part (its first MAX_MESSAGE_BYTES), so what a classifier reads is its beginning.
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_SENDER_CHARS = 320
+MAX_SUBJECT_CHARS = 1000
+MAX_BODY_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,33 @@ class Metadata:
 
 
 def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    flat = re.sub(r"\s+", " ", text or "").strip()
+    """The first ``limit`` characters of ``text`` with its whitespace runs made one space."""
+    # Only a prefix is flattened: a snippet never needs more, and the body may be a megabyte.
+    flat = " ".join((text or "")[: limit * 20].split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def bounded(content: Content) -> Content:
+    """``content`` cut to the caps on sender, subject and body (pushed or fetched alike)."""
+    if (len(content.sender) <= MAX_SENDER_CHARS and len(content.subject) <= MAX_SUBJECT_CHARS
+            and len(content.body) <= MAX_BODY_CHARS):
+        return content
+    return Content(content.source_msg_ref, content.sender[:MAX_SENDER_CHARS], content.subject[:MAX_SUBJECT_CHARS],
+                   content.body[:MAX_BODY_CHARS], content.snippet[:SNIPPET_CHARS * 2])
+
+
+def html_to_text(markup: str) -> str:
+    """The text of an HTML document, by lexbor's parser (linear in the input; no regex over markup).
+
+    Script and style elements are dropped; entities come back decoded.
+    """
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(markup)
+    for node in tree.css("script, style, head"):
+        node.decompose()
+    root = tree.body or tree.root
+    return root.text(separator=" ") if root is not None else ""
 
 
 class ConnectorSession(abc.ABC):
@@ -81,6 +116,10 @@ class Connector(abc.ABC):
     def check_config(self, config: dict[str, Any]) -> None:
         """Raise InvalidInput for a config this connector cannot use."""
         return None
+
+    def destinations(self, config: dict[str, Any]) -> list[tuple[str, int]]:
+        """The (host, port) pairs this config makes roost connect to (checked when the scout is saved)."""
+        return []
 
     @abc.abstractmethod
     def open(self, config: dict[str, Any]) -> AbstractAsyncContextManager[ConnectorSession]:

@@ -1,6 +1,9 @@
 """SMTP transport: ``smtp://`` (STARTTLS when the server offers it), ``smtps://`` (TLS from the start).
 
-``smtp://user:password@host:587``; user and password are URL-decoded. Blocking smtplib, so the
+``smtp://user:password@host:587``; user and password are URL-decoded. With credentials the
+connection must be encrypted: when an ``smtp://`` server offers no STARTTLS (or someone on the
+way strips it), the send fails with ``TransientError`` before any login, and the password is
+never sent in clear. Without credentials plain SMTP is still allowed (a local relay). Blocking smtplib, so the
 mailer calls ``send`` from a worker thread. One connection per message: simple, and a broken
 connection never poisons the next send.
 """
@@ -26,6 +29,7 @@ class SmtpTransport:
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
     name: str = "smtp"
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)  # None: the system's CAs
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 30.0) -> SmtpTransport:
@@ -42,23 +46,29 @@ class SmtpTransport:
             timeout_s=timeout_s,
         )
 
-    def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+    def _connect(self) -> tuple[smtplib.SMTP, bool]:
+        """A connected client and whether the connection is encrypted."""
+        context = self.ssl_context or ssl.create_default_context()
         if self.implicit_tls:
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=context)
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=context), True
         client = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
         client.ehlo()
         if client.has_extn("starttls"):
             client.starttls(context=context)
             client.ehlo()
-        return client
+            return client, True
+        return client, False
 
     def send(self, mail: Mail) -> None:
         try:
-            client = self._connect()
+            client, encrypted = self._connect()
         except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
             raise TransientError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         try:
+            if self.username and not encrypted:
+                raise TransientError(
+                    f"{self.host}:{self.port} offers no STARTTLS, so roost will not send the SMTP password in "
+                    "clear; use a server with STARTTLS, smtps:// (TLS from the start), or no credentials")
             if self.username:
                 client.login(self.username, self.password or "")
             refused = client.sendmail(mail.sender, list(mail.recipients), mail.data,
