@@ -7,6 +7,9 @@ not break links already mailed.
 
 The epoch is the user's ``unsubscribe_epoch``, bumped when their digest is turned back on: a link
 mailed before a re-subscribe then stops working (``verify`` gives the epoch; the caller compares).
+
+Links mailed before epochs existed (``<user id>.<mac>``, MAC'd with the raw key) still verify, as
+epoch 0, so they stop working after the user's first re-subscribe like any other old link.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from roost.storage import digests
 from roost.storage.scout_config import PURPOSE_UNSUBSCRIBE, subkey
 
 _PURPOSE = b"roost-unsubscribe-v2:"
+_LEGACY_PURPOSE = b"roost-unsubscribe-v1:"
 MAX_TOKEN_CHARS = 200
 
 
@@ -30,6 +34,29 @@ async def keys(services: Services) -> tuple[bytes, ...]:
     if not configured:
         configured = (await digests.secret(services.db, "unsubscribe_key", services.clock.now()),)
     return tuple(subkey(k, PURPOSE_UNSUBSCRIBE) for k in configured)
+
+
+async def legacy_keys(services: Services) -> tuple[bytes, ...]:
+    """The raw keys links were MAC'd with before sub-keys and epochs (session 5): verify only."""
+    configured = services.settings.sealing_keys
+    if not configured:
+        configured = (await digests.secret(services.db, "unsubscribe_key", services.clock.now()),)
+    return tuple(k.encode() if isinstance(k, str) else k for k in configured)
+
+
+def verify_legacy(secrets: tuple[bytes, ...], token: str) -> tuple[str, int] | None:
+    """(user id, 0) of a pre-epoch ``<user id>.<mac>`` link one of ``secrets`` signed, else None."""
+    if not token or len(token) > MAX_TOKEN_CHARS or "." not in token:
+        return None
+    user_id, _, mac = token.rpartition(".")
+    if not user_id or not mac:
+        return None
+    ok = False
+    for secret in secrets:  # every key, no early exit
+        expected = base64.urlsafe_b64encode(hmac.new(secret, _LEGACY_PURPOSE + user_id.encode("utf-8", "surrogatepass"),
+                                                     hashlib.sha256).digest()).rstrip(b"=")
+        ok |= hmac.compare_digest(expected, mac.encode("utf-8", "surrogatepass"))
+    return (user_id, 0) if ok else None
 
 
 def _mac(secret: bytes, user_id: str, epoch: int) -> str:

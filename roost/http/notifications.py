@@ -169,6 +169,8 @@ async def _verified_user(token: str) -> tuple[str, int]:
     s = services()
     verified = unsubscribe.verify(await unsubscribe.keys(s), token)
     if verified is None:
+        verified = unsubscribe.verify_legacy(await unsubscribe.legacy_keys(s), token)
+    if verified is None:
         raise InvalidInput("this unsubscribe link is not valid (it may be cut short)", code="invalid_token")
     user_id, epoch = verified
     current = await digests.unsubscribe_epoch(s.db, user_id)

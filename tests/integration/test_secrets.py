@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -242,3 +243,25 @@ async def test_changing_other_digest_settings_keeps_the_epoch(database_url: str)
         async with httpx.AsyncClient(base_url=srv.url) as mail:
             r = await mail.post("/unsubscribe", params={"token": unsubscribe.sign(key, user_id, 0)})
     assert r.status_code == 200, r.text
+
+
+def legacy_link(key: str, user_id: str) -> str:
+    """A link as roost mailed it before epochs: ``<user id>.<mac>``, MAC'd with the raw key."""
+    mac = hmac.new(key.encode(), b"roost-unsubscribe-v1:" + user_id.encode(), hashlib.sha256).digest()
+    return f"{user_id}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+async def test_a_link_mailed_before_epochs_works_until_the_first_re_subscribe(database_url: str) -> None:
+    async with running_server(database_url, secret_key=OLD) as srv, admin_client(srv.url) as client:
+        env = await make_device(client, digest_cadence="daily")
+        user_id = env["user"]["id"]
+        link = legacy_link(OLD, user_id)
+        async with admin_client(srv.url, token=None) as mail:
+            forged = await mail.post("/unsubscribe", params={"token": legacy_link(NEW, user_id)})
+            first = await mail.post("/unsubscribe", params={"token": link})
+            r = await client.patch(f"/api/admin/users/{user_id}", json={"digest_cadence": "weekly"})
+            assert r.status_code == 200, r.text
+            stale = await mail.post("/unsubscribe", params={"token": link})
+    assert forged.status_code == 400 and forged.json()["error"]["code"] == "invalid_token"
+    assert first.status_code == 200, first.text
+    assert stale.status_code == 400 and stale.json()["error"]["code"] == "invalid_token"
