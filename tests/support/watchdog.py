@@ -361,6 +361,10 @@ class Watchdog:
             _abandon_trio_run(frame, stopped)
             raise stopped
 
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        return (f"watchdog: tests/support/watchdog.py enforces the timeout (stacks + trio tasks, cancel, "
+                f"hard stop {HARD_STOP_AFTER_S:g} s later; the run goes on): pytest-timeout's method does not apply")
+
     # -- the session ------------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
