@@ -82,6 +82,14 @@ def test_never_reached():
 '''
 
 
+# pytest with Python's own SIGINT handler, even when whoever started us ignores SIGINT (a shell
+# does, for a job it starts in the background): the watchdog only replaces the default handler.
+RUN_PYTEST = (
+    "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.exit(pytest.main(sys.argv[1:]))"
+)
+
+
 def _project(tmp_path: Path, tests: str, timeout_s: float) -> Path:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "pytest.ini").write_text(
@@ -96,10 +104,8 @@ def _start(project: Path, **env: str) -> subprocess.Popen[str]:
     # COLUMNS: wide enough that the summary lines are not cut short.
     environ.update({"PYTHONPATH": str(REPO), "ROOST_TEST_HARD_STOP_AFTER_S": "1", "COLUMNS": "300", **env})
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "test_inner.py"], cwd=project, env=environ, text=True,
+        [sys.executable, "-c", RUN_PYTEST, "test_inner.py"], cwd=project, env=environ, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        # A shell that starts us in the background ignores SIGINT; the inner run must not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
