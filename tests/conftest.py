@@ -25,6 +25,7 @@ import pytest
 
 from roost.storage.database import Database, open_database
 from roost.storage.migrator import migrate
+from tests.support import watchdog
 from tests.support.pg import (
     PgServer,
     ServerUnavailable,
@@ -53,6 +54,10 @@ def _unavailable(reason: str) -> None:
     if CI:
         pytest.fail(f"CI=true and the PostgreSQL tests cannot run: {reason}", pytrace=False)
     pytest.skip(f"no PostgreSQL: {reason}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    watchdog.install(config)  # per-test limits that fail one test with its stacks (tests/support/watchdog.py)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

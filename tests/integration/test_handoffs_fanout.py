@@ -94,12 +94,17 @@ async def test_since_older_than_the_window_gets_resync_required(database_url: st
     async with running_server(database_url) as server, admin_client(server.url) as client:
         a = await make_account(client, "A")
         ann = await make_user(client, a, "ann@example.com", role="engineer", devices=1)
-        for _ in range(3):
-            assert (await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"]))).status_code == 201
-        db = server.services.db
-        # The pruner's step, as it runs a day later: everything is out of the window.
-        assert await repo.prune_events(db, server.services.clock.now() + dt.timedelta(seconds=1)) == 3
         async with trio.open_nursery() as nursery:
+            (watcher,) = await open_inboxes(nursery, server.url, [ann])
+            for _ in range(3):
+                assert (await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"]))).status_code == 201
+            # Pruning is the pruner's step a day later, long after the fan-out pushed these three.
+            # Pruned before it had (a loaded machine), it would read nothing and stay at seq 2,
+            # and the replies below would be about seq 2: a race of the test's own making.
+            await settle([watcher], 3, extra_s=0)
+            watcher.scope.cancel()
+            db = server.services.db
+            assert await repo.prune_events(db, server.services.clock.now() + dt.timedelta(seconds=1)) == 3
             (inbox,) = await open_inboxes(nursery, server.url, [ann], since=1)
             (ahead,) = await open_inboxes(nursery, server.url, [ann], since=99)
             (current,) = await open_inboxes(nursery, server.url, [ann], since=3)
