@@ -54,12 +54,20 @@ def plugin_call(kind: str, name: str, expected: tuple[type[BaseException], ...] 
         yield
     except RoostError:
         raise
-    except expected as exc:
-        raise PluginError(kind, name, exc) from exc
     except Exception as exc:
-        log.error("plugin raised an unexpected error", plugin_kind=kind, plugin=name,
-                  error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
-        raise PluginError(kind, name, exc, unexpected=True) from exc
+        raise plugin_error(kind, name, exc, expected) from exc
+
+
+def plugin_error(kind: str, name: str, exc: Exception,
+                 expected: tuple[type[BaseException], ...] = TRANSPORT_ERRORS) -> PluginError:
+    """The ``PluginError`` for what plugin ``name`` raised (not a RoostError); an unexpected one is
+    logged here with its traceback. For hot paths that use a bare ``try``/``except`` instead of
+    ``plugin_call``."""
+    if isinstance(exc, expected):
+        return PluginError(kind, name, exc)
+    log.error("plugin raised an unexpected error", plugin_kind=kind, plugin=name,
+              error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+    return PluginError(kind, name, exc, unexpected=True)
 
 
 @asynccontextmanager
