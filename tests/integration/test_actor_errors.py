@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110  (tests poll state other tasks and processes own)
 """Bugs reach the supervisor; expected errors do not (a real server, both backends).
 
 An actor catches the errors it expects by type (storage errors, a plugin's errors) and keeps
