@@ -96,3 +96,19 @@ async def test_secrets_are_redacted_and_sealed_at_rest_with_a_key(database_url):
         config = (await srv.services.db.fetchrow("SELECT config FROM scouts WHERE id = $1", scout["id"]))["config"]
         assert SecretBox("k" * 40).open(config)["password"] == "hunter2"
         assert config["folder"] == "Work"
+
+
+async def test_a_manual_run_of_a_disabled_scout_answers_409_scout_disabled(database_url):
+    async with running_server(database_url) as srv, admin_client(srv.url) as client:
+        ann = await make_device(client)
+        scout = await make_push_scout(client, ann["user"]["id"], enabled=False)
+        r = await client.post(f"/api/admin/scouts/{scout['id']}/run")
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "scout_disabled"
+        assert (await client.get(f"/api/admin/scouts/{scout['id']}")).json()["last_run_at"] is None  # nothing ran
+        assert (await client.patch(f"/api/admin/scouts/{scout['id']}", json={"enabled": True})).status_code == 200
+        r = await client.post(f"/api/admin/scouts/{scout['id']}/run")
+        if r.status_code == 409:  # the actor, woken by the change, may hold it right now
+            assert r.json()["error"]["code"] == "already_running"
+        else:
+            assert r.status_code == 200, r.text
