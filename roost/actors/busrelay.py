@@ -183,10 +183,10 @@ class BusRelay(Actor):
                 status = _Started(task_status)
                 try:
                     await self._connected(ctx, status)
-                except StorageError as exc:
+                except* StorageError as group:  # also from the sender task (a group): the connection is lost
                     if not status.reported:
                         raise  # no first connection: a crash (the supervisor retries with its backoff)
-                    ctx.log.warning("bus listener failed; reconnecting", error=exc.message)
+                    ctx.log.warning("bus listener failed; reconnecting", error=str(group.exceptions[0]))
                 backoff = RECONNECT_INITIAL_S
                 while not ctx.stopping.is_set():
                     delay = backoff * random.uniform(0.5, 1.0)
@@ -195,9 +195,10 @@ class BusRelay(Actor):
                     try:
                         await self._connected(ctx, None)
                         backoff = RECONNECT_INITIAL_S
-                    except StorageError as exc:
+                    except* StorageError as group:
                         backoff = min(RECONNECT_MAX_S, backoff * 2)
-                        ctx.log.warning("bus listener down; reconnecting", error=exc.message, retry_in_s=backoff)
+                        ctx.log.warning("bus listener down; reconnecting", error=str(group.exceptions[0]),
+                                        retry_in_s=backoff)
                 nursery.cancel_scope.cancel()
         finally:
             s.bus.attach(None)

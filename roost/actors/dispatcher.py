@@ -41,6 +41,7 @@ TOPIC = "outreach"
 RESULT_TOPIC = "outreach.result"  # ids: device ids, one per recorded result
 MAX_ERROR_CHARS = 2000
 RESULT_BATCH = 256
+STORAGE_RETRY_S = 5.0  # a database error in an account's look: look again this much later
 
 
 def send_request(item: Row) -> dict[str, Any]:
@@ -181,7 +182,12 @@ class Dispatcher(Actor):
                     now = s.clock.now()
                     accounts.update(a for a, at in due.items() if at <= now)
                     for account_id in accounts:
-                        next_at = await self.dispatch_account(ctx, account_id)
+                        try:
+                            next_at = await self.dispatch_account(ctx, account_id)
+                        except StorageError as exc:  # its items stay as they were: look again soon
+                            next_at = s.clock.now() + dt.timedelta(seconds=STORAGE_RETRY_S)
+                            ctx.log.error("dispatch failed; retrying", account_id=account_id, error=exc.message,
+                                          retry_in_s=STORAGE_RETRY_S)
                         if next_at is None:
                             due.pop(account_id, None)
                         else:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from roost.errors import PluginError, RoostError
+from roost.errors import PluginError, RoostError, StorageError
 from roost.plugins.guard import TRANSPORT_ERRORS, plugin_call
 from roost.plugins.transports import PermanentError, TransientError, Transport, load_transport
 from roost.plugins.transports.message import Mail, compose
@@ -177,8 +177,12 @@ class Mailer(Actor):
                 ctx.log.warning("requeued mail left in sending by a stopped process", count=reclaimed)
             task_status.started()
             while not ctx.stopping.is_set():
-                await self.reclaim(services, at_start=False)
-                done = await self.drain(services, transport)
+                try:
+                    await self.reclaim(services, at_start=False)
+                    done = await self.drain(services, transport)
+                except StorageError as exc:  # claimed rows stay 'sending' and are reclaimed after their lease
+                    ctx.log.error("mail drain failed; retrying on the next poll", error=exc.message)
+                    done = {}
                 if any(done.values()):
                     ctx.log.info("mail drained", transport=transport.name, **done)
                 ctx.tick()
