@@ -399,9 +399,9 @@ class ScoutActor(Actor):
                             self._again.add(scout_id)
                     except NotFound:
                         return
-                    except Conflict:  # disabled since it was listed: nothing to run
-                        return
                     except RoostError as exc:
+                        if isinstance(exc, Conflict) and exc.code == "scout_disabled":
+                            return  # disabled since it was listed: nothing to run
                         # One scout's trouble (its database rows, its plugins) never stops the others.
                         # Anything else is a bug in roost: it goes to the supervisor (restart budget).
                         count = self._crashes.get(scout_id, (0, 0.0))[0] + 1
