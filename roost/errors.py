@@ -12,10 +12,14 @@ Each type has one meaning; ``roost.http.errors`` maps each to an HTTP status in 
     │   ├── AlreadyRunning    a run of this job is already going on (409)
     │   └── AlreadyExists     a uniqueness constraint refused the write (409)
     ├── TooLarge              a body or frame over its size limit (413)
+    ├── PluginError           a plugin (connector, classifier, transport, assessor, processor) failed (502)
     └── StorageError          the database failed in a way the caller did not cause (500)
         └── SchemaError       migrations are missing, out of order or failed
 
-Driver errors become these at the storage boundary only, chained with ``from exc``.
+Driver errors become these at the storage boundary only, chained with ``from exc``; whatever a
+plugin raises becomes a ``PluginError`` at the plugin boundary (``roost.plugins.guard``).
+Actors catch these by type and keep going; any other exception is a bug and goes to the
+supervisor, which logs it with its traceback and counts it against the restart budget.
 """
 
 from __future__ import annotations
@@ -64,6 +68,22 @@ class TooLarge(RoostError):
     code = "too_large"
 
 
+class PluginError(RoostError):
+    """A plugin raised: its own declared error or a transport error (``unexpected`` False), or
+    anything else (``unexpected`` True: a bug in the plugin, logged with its traceback where it
+    was caught). The message is the original's ``Type: text``; the original is the cause."""
+
+    code = "plugin_error"
+
+    def __init__(self, kind: str, name: str, error: BaseException, *, unexpected: bool = False):
+        super().__init__(f"{type(error).__name__}: {error}"[:1000],
+                         details={"plugin_kind": kind, "plugin": name})
+        self.kind = kind
+        self.name = name
+        self.error = error
+        self.unexpected = unexpected
+
+
 class StorageError(RoostError):
     code = "storage_error"
 
@@ -82,6 +102,13 @@ class MissingReference(InvalidInput):
     """A foreign key named a row that does not exist."""
 
     code = "missing_reference"
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: text`` of an error as it is recorded on a row (a plugin's error as its original)."""
+    if isinstance(exc, PluginError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 def unwrap_group(exc: BaseException) -> BaseException:

@@ -12,6 +12,8 @@
   while nobody listened are healed by one catch-up read, never by polling. What this process
   queued meanwhile is sent after the reconnect (beyond ``OUTGOING_LIMIT`` messages it sends
   ``[topic, null]`` instead).
+- Errors: a lost or refused connection (``StorageError``; asyncpg and socket errors arrive as
+  one) means reconnect; any other error is a bug and goes to the supervisor.
 - The NOTIFY goes out after the producer's commit (coalesced, off the producer's path), so a
   producer killed between its COMMIT and the NOTIFY loses that wake-up. For that case only the
   relay overflows the shared topics every ``ROOST_BUS_SWEEP_S`` (30 s): a slow safety read,
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import trio
 
+from roost.errors import StorageError
 from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -180,10 +183,10 @@ class BusRelay(Actor):
                 status = _Started(task_status)
                 try:
                     await self._connected(ctx, status)
-                except Exception as exc:
+                except* StorageError as group:  # also from the sender task (a group): the connection is lost
                     if not status.reported:
                         raise  # no first connection: a crash (the supervisor retries with its backoff)
-                    ctx.log.warning("bus listener failed; reconnecting", error=str(exc))
+                    ctx.log.warning("bus listener failed; reconnecting", error=str(group.exceptions[0]))
                 backoff = RECONNECT_INITIAL_S
                 while not ctx.stopping.is_set():
                     delay = backoff * random.uniform(0.5, 1.0)
@@ -192,9 +195,10 @@ class BusRelay(Actor):
                     try:
                         await self._connected(ctx, None)
                         backoff = RECONNECT_INITIAL_S
-                    except Exception as exc:
+                    except* StorageError as group:
                         backoff = min(RECONNECT_MAX_S, backoff * 2)
-                        ctx.log.warning("bus listener down; reconnecting", error=str(exc), retry_in_s=backoff)
+                        ctx.log.warning("bus listener down; reconnecting", error=str(group.exceptions[0]),
+                                        retry_in_s=backoff)
                 nursery.cancel_scope.cancel()
         finally:
             s.bus.attach(None)

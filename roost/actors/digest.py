@@ -22,7 +22,7 @@ import datetime as dt
 import trio
 
 from roost.digest.assemble import assemble_due
-from roost.errors import AlreadyRunning
+from roost.errors import AlreadyRunning, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.services import Services
 from roost.storage import notifications, outbox
@@ -67,6 +67,8 @@ class DigestActor(Actor):
                         ctx.log.info("digest tick", **counters)
                 except AlreadyRunning:
                     ctx.log.info("digest tick skipped: another tick is running")
+                except StorageError as exc:  # each batch commits on its own: the next tick goes on from here
+                    ctx.log.error("digest tick failed; retrying on the next tick", error=exc.message)
             ctx.tick()
             if not await ctx.pause(services.settings.digest_tick_seconds):
                 return

@@ -7,7 +7,9 @@ otherwise sleeps exactly until the earliest instant it computed something may ha
 of a gap, a window, quiet hours, or a lease). There is no polling interval.
 
 For each woken account it walks the account's devices that hold a socket in this process: first
-it offers again items whose lease ran out (same id), then claims new ones through
+it fails, with reason ``no_result``, items already offered ``dispatch_max_offers`` times whose
+last lease ran out (the device never answered; their batch can end), and offers again the other
+items whose lease ran out (same id), then claims new ones through
 ``sends.claim`` — the transaction that checks the limits against the ledger and claims —
 while the device has fewer than ``dispatch_window`` unanswered items, and pushes each as
 ``send_request {id, to_handle, body}``. A device without a socket drains its items over HTTP
@@ -39,6 +41,7 @@ TOPIC = "outreach"
 RESULT_TOPIC = "outreach.result"  # ids: device ids, one per recorded result
 MAX_ERROR_CHARS = 2000
 RESULT_BATCH = 256
+STORAGE_RETRY_S = 5.0  # a database error in an account's look: look again this much later
 
 
 def send_request(item: Row) -> dict[str, Any]:
@@ -154,7 +157,8 @@ class Dispatcher(Actor):
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
         s = self._services
         items = await sends.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
-                                    lease_s=s.settings.dispatch_lease_s, only_expired=False)
+                                    lease_s=s.settings.dispatch_lease_s, only_expired=False,
+                                    max_offers=s.settings.dispatch_max_offers)
         for item in items:
             await sock.put(send_request(item))
         s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
@@ -178,7 +182,12 @@ class Dispatcher(Actor):
                     now = s.clock.now()
                     accounts.update(a for a, at in due.items() if at <= now)
                     for account_id in accounts:
-                        next_at = await self.dispatch_account(ctx, account_id)
+                        try:
+                            next_at = await self.dispatch_account(ctx, account_id)
+                        except StorageError as exc:  # its items stay as they were: look again soon
+                            next_at = s.clock.now() + dt.timedelta(seconds=STORAGE_RETRY_S)
+                            ctx.log.error("dispatch failed; retrying", account_id=account_id, error=exc.message,
+                                          retry_in_s=STORAGE_RETRY_S)
                         if next_at is None:
                             due.pop(account_id, None)
                         else:
@@ -229,8 +238,11 @@ class Dispatcher(Actor):
         for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
             lease_due = self._lease_due.get(device_id, s.clock.now())
             if lease_due is not None and lease_due <= s.clock.now():
+                for batch in await sends.fail_unanswered(s.db, now=s.clock.now(), device_id=device_id,
+                                                         max_offers=s.settings.dispatch_max_offers):
+                    batch_done(s, batch)
                 expired = await sends.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
-                                              only_expired=True)
+                                              only_expired=True, max_offers=s.settings.dispatch_max_offers)
                 self._offer(s, device_id, expired)
             in_flight = await sends.in_flight(s.db, device_id)
             while s.sockets.for_device(device_id) and in_flight < window:
@@ -266,10 +278,14 @@ async def release_dead_devices(services: Services, *, device_id: str | None = No
 
 
 def dead_device_sweep() -> Prune:
-    """For the pruner: the catch-all for :func:`release_dead_devices` (e.g. after a crash)."""
+    """For the pruner: the catch-all for :func:`release_dead_devices` (e.g. after a crash), and for
+    items that used up their offers on a device that went away and never came back (``no_result``)."""
 
     async def run(services: Services, now: dt.datetime) -> int:
-        return await release_dead_devices(services)
+        unanswered = await sends.fail_unanswered(services.db, now=now, max_offers=services.settings.dispatch_max_offers)
+        for batch in unanswered:
+            batch_done(services, batch)
+        return await release_dead_devices(services) + len(unanswered)
 
     return Prune("outreach_dead_devices", run)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from roost.errors import StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -212,8 +213,8 @@ class FanOut(Actor):
                         self._sweep()
                     try:
                         await self.run_once(everything=polling)
-                    except Exception as exc:  # a database hiccup: retry on the next read, keep serving
-                        ctx.log.error("fan-out failed; retrying on the next read", error=str(exc))
+                    except StorageError as exc:  # a database hiccup: retry on the next read, keep serving
+                        ctx.log.error("fan-out failed; retrying on the next read", error=exc.message)
                     ctx.tick()
                 nursery.cancel_scope.cancel()
 

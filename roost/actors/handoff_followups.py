@@ -7,12 +7,19 @@ of its own, queues the mail through the mailer's outbox (one conditional UPDATE 
 process does it, so it is queued once) and runs the assessor under its timeout. Neither can fail
 or delay the handoff; a crash in between leaves the mark, and the slow poll (``POLL_S``, in any
 process) picks it up again.
+
+An assessment is claimed with a lease (``handoff_assessment_lease_s``, longer than the
+assessor's timeout): a process that dies while assessing leaves the row ``running``, and once
+the lease has run out the poll of any process claims it again, up to
+``handoff_assessment_max_attempts`` claims. A database error is logged and retried on the next
+poll; any other error is a bug and goes to the supervisor.
 """
 
 from __future__ import annotations
 
 import trio
 
+from roost.errors import StorageError
 from roost.plugins.assessors import Assessor, registry, run_assessor
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.services import Services
@@ -36,8 +43,8 @@ class HandoffFollowups(Actor):
             try:
                 ids = await repo.queue_mail(services.db, handoff_id, public_url=services.settings.public_url,
                                             now=services.clock.now())
-            except Exception as exc:  # logged; the mark stays and the next poll tries again
-                ctx.log.error("escalation mail not queued", handoff_id=handoff_id, error=str(exc))
+            except StorageError as exc:  # logged; the mark stays and the next poll tries again
+                ctx.log.error("escalation mail not queued", handoff_id=handoff_id, error=exc.message)
                 continue
             if ids:
                 outbox.wake(services.bus, *ids)
@@ -46,10 +53,13 @@ class HandoffFollowups(Actor):
 
     async def assess_pending(self, services: Services, ctx: ActorContext, assessor: Assessor) -> None:
         limiter = trio.CapacityLimiter(CONCURRENT_ASSESSMENTS)
+        settings = services.settings
 
         async def one(handoff_id: str) -> None:
             async with limiter:
-                row = await repo.claim_assessment(services.db, handoff_id)
+                row = await repo.claim_assessment(services.db, handoff_id, now=services.clock.now(),
+                                                  lease_s=settings.handoff_assessment_lease_s,
+                                                  max_attempts=settings.handoff_assessment_max_attempts)
                 if row is None:
                     return
                 result = await run_assessor(assessor, row, services.settings.handoff_assessor_timeout_s)
@@ -58,7 +68,7 @@ class HandoffFollowups(Actor):
                     services.bus.publish(repo.TOPIC, row["account_id"])
 
         async with trio.open_nursery() as nursery:
-            for handoff_id in await repo.pending_assessments(services.db):
+            for handoff_id in await repo.pending_assessments(services.db, now=services.clock.now()):
                 nursery.start_soon(one, handoff_id)
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -71,8 +81,8 @@ class HandoffFollowups(Actor):
                     await self.mail_pending(services, ctx)
                     if assessor.enabled:
                         await self.assess_pending(services, ctx, assessor)
-                except Exception as exc:
-                    ctx.log.error("handoff follow-ups failed; retrying on the next poll", error=str(exc))
+                except StorageError as exc:
+                    ctx.log.error("handoff follow-ups failed; retrying on the next poll", error=exc.message)
                 ctx.tick()
                 with trio.move_on_after(POLL_S):
                     async with trio.open_nursery() as nursery:

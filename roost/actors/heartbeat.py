@@ -7,7 +7,13 @@ Every ``ROOST_HEARTBEAT_S`` (5 s) one beat:
    when it holds them all, checks that connection is alive. When the connection is lost every
    leadership is dropped at once (the server released the locks) and the next beat reconnects;
 2. upserts the row (host, pid, port, started, sockets connected here, singletons led);
-3. deletes the rows of processes silent for ten heartbeats.
+3. deletes the rows of processes silent for ten heartbeats;
+4. writes ``devices.last_seen_at`` for the devices active here (a socket held, a frame, a device
+   HTTP call), at most once a minute each (``roost.runtime.activity``): so a device connected to
+   any process counts as active for the scouts' inactivity pause.
+
+A database error is logged and the next beat tries again; any other error is a bug and goes to
+the supervisor.
 
 A clean stop deletes the row and closes the connection, so leadership moves at the others' next
 beat; a killed process's session ends with it, and its row is shown dead after three heartbeats
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 
+from roost.errors import StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.storage import processes
 
@@ -65,8 +72,13 @@ class Heartbeat(Actor):
                                  sockets=s.sockets.count, leads=s.leadership.led())
             await processes.prune(s.db, silent_since=now - dt.timedelta(
                 seconds=PRUNE_AFTER_BEATS * s.settings.heartbeat_s))
-        except Exception as exc:  # a missed beat is shown as such; the next one tries again
-            ctx.log.error("heartbeat not written", error=str(exc))
+        except StorageError as exc:  # a missed beat is shown as such; the next one tries again
+            ctx.log.error("heartbeat not written", error=exc.message)
+        try:
+            await s.activity.flush(s.db, (sock.device_id for sock in s.sockets.all()),
+                                   now=trio.current_time(), wall=s.clock.now())
+        except StorageError as exc:  # the devices stay marked: the next beat writes them
+            ctx.log.error("device activity not written", error=exc.message)
         ctx.tick()
 
     async def _lead(self, ctx: ActorContext) -> None:
@@ -86,8 +98,8 @@ class Heartbeat(Actor):
                     ctx.log.info("leading", singleton=name)
             if not missing:
                 await self._session.fetchval("SELECT 1")  # still connected, so still holding them
-        except Exception as exc:
-            ctx.log.error("leadership connection failed; leading nothing until it is back", error=str(exc))
+        except StorageError as exc:  # connect or query failed (asyncpg and socket errors arrive as StorageError)
+            ctx.log.error("leadership connection failed; leading nothing until it is back", error=exc.message)
             await self._drop(ctx)
 
     async def _drop(self, ctx: ActorContext) -> None:
@@ -130,5 +142,5 @@ class Heartbeat(Actor):
                     with trio.move_on_after(2):
                         try:
                             await processes.remove(s.db, s.process_id)
-                        except Exception as exc:
-                            ctx.log.warning("process row not removed", error=str(exc))
+                        except StorageError as exc:
+                            ctx.log.warning("process row not removed", error=exc.message)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import smtplib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from typing import Any
 
 import trio
 
+from roost.errors import PluginError, RoostError, StorageError
+from roost.plugins.guard import TRANSPORT_ERRORS, plugin_call
 from roost.plugins.transports import PermanentError, TransientError, Transport, load_transport
 from roost.plugins.transports.message import Mail, compose
 from roost.runtime.actor import Actor, ActorContext
@@ -67,15 +70,25 @@ class _Outcome:
     error: TransientError | PermanentError | None = None
 
 
+# What a transport may raise besides its declared TransientError/PermanentError and not be buggy:
+# socket and SMTP errors it did not map itself (retried like a TransientError).
+_TRANSPORT_ERRORS = (TransientError, PermanentError, *TRANSPORT_ERRORS, smtplib.SMTPException)
+
+
 def _send(transport: Transport, row: dict[str, Any], sender: str) -> _Outcome:
     try:
-        transport.send(build_message(row, sender=sender))
-    except (TransientError, PermanentError) as exc:
-        return _Outcome(row, exc)
+        mail = build_message(row, sender=sender)
     except ValueError as exc:  # a header that cannot be written
         return _Outcome(row, PermanentError(f"cannot compose the message: {exc}"))
-    except Exception as exc:  # a transport plugin's own error: retried, then failed, with its reason kept
-        return _Outcome(row, TransientError(f"{type(exc).__name__}: {exc}"))
+    try:
+        # The plugin boundary: a transport's bug is logged there with its traceback, then retried
+        # like a transient error (and failed after ROOST_MAIL_MAX_ATTEMPTS) with its reason kept.
+        with plugin_call("transport", getattr(transport, "name", type(transport).__name__), _TRANSPORT_ERRORS):
+            transport.send(mail)
+    except RoostError as exc:  # PluginError, or a RoostError the transport raised on purpose
+        if isinstance(exc, PluginError) and isinstance(exc.error, TransientError | PermanentError):
+            return _Outcome(row, exc.error)
+        return _Outcome(row, TransientError(exc.message))
     return _Outcome(row)
 
 
@@ -177,8 +190,12 @@ class Mailer(Actor):
                 ctx.log.warning("requeued mail left in sending by a stopped process", count=reclaimed)
             task_status.started()
             while not ctx.stopping.is_set():
-                await self.reclaim(services, at_start=False)
-                done = await self.drain(services, transport)
+                try:
+                    await self.reclaim(services, at_start=False)
+                    done = await self.drain(services, transport)
+                except StorageError as exc:  # claimed rows stay 'sending' and are reclaimed after their lease
+                    ctx.log.error("mail drain failed; retrying on the next poll", error=exc.message)
+                    done = {}
                 if any(done.values()):
                     ctx.log.info("mail drained", transport=transport.name, **done)
                 ctx.tick()

@@ -1,8 +1,10 @@
 """Pruner: deletes rows past their time to live (the audit log now; jobs add their own tables).
 
-Each prune is a ``Prune`` with a name and a coroutine; a failing prune is logged and the
-others still run, so one table's trouble does not keep another from being cleaned. With several
-processes only the leader of ``pruner`` prunes (``roost.runtime.leadership``).
+Each prune is a ``Prune`` with a name and a coroutine; a prune failing with a ``RoostError``
+(the database, say) is logged and the others still run, so one table's trouble does not keep
+another from being cleaned. Any other error is a bug: it is logged with its traceback, the other
+prunes still run, and then it is raised to the supervisor (restart budget, shown in status).
+With several processes only the leader of ``pruner`` prunes (``roost.runtime.leadership``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Awaitable, Callable
 
 import trio
 
+from roost.errors import RoostError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.services import Services
 from roost.storage import audit
@@ -41,12 +44,18 @@ class Pruner(Actor):
     async def prune_once(self, ctx: ActorContext) -> dict[str, int]:
         now = ctx.services.clock.now()
         removed: dict[str, int] = {}
+        bugs: list[Exception] = []
         for prune in self.prunes:
             try:
                 removed[prune.name] = await prune.run(ctx.services, now)
-            except Exception as exc:  # one table's failure must not stop the others
-                ctx.log.error("prune failed", prune=prune.name, error=str(exc))
+            except RoostError as exc:  # one table's failure must not stop the others
+                ctx.log.error("prune failed", prune=prune.name, error=exc.message)
+            except Exception as exc:  # a bug: the other tables are still cleaned, then it goes up
+                ctx.log.error("prune crashed", prune=prune.name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                bugs.append(exc)
         ctx.log.info("pruned", **removed)
+        if bugs:
+            raise bugs[0]
         return removed
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

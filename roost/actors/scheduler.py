@@ -1,5 +1,9 @@
 """The scheduler: jobs on their own cadence, each run in its own task.
 
+Errors: a run failing with a ``RoostError`` (the database, a plugin, a job already running) is
+recorded on the board and logged, and the scheduler goes on; any other error is a bug: it is
+recorded too, logged with its traceback, and raised to the supervisor (restart budget, status).
+
 A job is a name, an interval or a cron expression (``roost.runtime.schedule``), and a coroutine.
 The scheduler launches every due job in a task of its own, so a job that takes ten minutes delays
 no other; a job still running is never launched again (the in-flight set). When a run ends —
@@ -21,7 +25,7 @@ from typing import Any, Awaitable, Callable
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from roost.errors import AlreadyRunning, InvalidInput
+from roost.errors import AlreadyRunning, InvalidInput, RoostError
 from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.schedule import Schedule
 from roost.runtime.services import Services
@@ -212,8 +216,11 @@ class Scheduler(Actor):
                 await tracked(services, job.name, lambda: job.run(services))
             except AlreadyRunning:
                 ctx.log.info("job skipped: already running", job=job.name)
-            except Exception as exc:  # recorded on the board; the scheduler and the other jobs go on
-                ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
+            except RoostError as exc:  # recorded on the board; the scheduler and the other jobs go on
+                ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc.message}")
+            except Exception as exc:  # a bug: recorded on the board (tracked), and the supervisor sees it
+                ctx.log.error("job crashed", job=job.name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                raise
             finally:
                 # However the run ended: the next one is scheduled from this end, never "at once".
                 self._due_at(job, job.schedule.next_after(clock.now()), services)

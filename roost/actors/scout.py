@@ -3,8 +3,11 @@
 One run of a scout (``run_scout``, also behind ``POST /api/admin/scouts/{id}/run``) holds the
 job lock ``scout:<id>`` and:
 
-1. pauses instead when the user has no device seen within ``device_inactivity_pause_days``
-   (a device registering wakes the user's scouts again);
+0. refuses (409 ``scout_disabled``) when the scout is disabled;
+1. pauses instead when the user has no device active within ``device_inactivity_pause_days``:
+   a socket of the user open in this process counts, and so does ``devices.last_seen_at``,
+   which every process keeps fresh for the devices it holds a socket of or hears from
+   (``roost.runtime.activity``); a device registering wakes the user's scouts again;
 2. for a pull connector, lists new refs page by page; each page's refs are recorded as
    ``pending`` rows *in the same transaction that advances the cursor*, so the cursor never
    passes a ref that has no row, and a crash between the two is impossible;
@@ -12,8 +15,15 @@ job lock ``scout:<id>`` and:
    verdict of the batch in one transaction that also erases pushed bodies. A fetch or classify
    error leaves the row pending with a backoff (retried on later runs); at ``max_failures``
    the row becomes ``failed`` with its reason. Spam is ``discarded`` with its reason, and with
-   ``auto_trash_spam`` archived through the connector;
+   ``auto_trash_spam`` archived through the connector; a failed archive is retried with the same
+   backoff, and at ``max_failures`` recorded as failed to archive (``archive_failed_at``);
 4. wakes the deliverer (bus topic ``proposal.queued``, user ids) when it queued anything.
+
+Errors: every call into the connector or classifier goes through the plugin boundary
+(``roost.plugins.guard``), so whatever a plugin raises is a ``PluginError``: recorded on the item
+or the scout, never the end of the actor. The actor catches ``RoostError`` (plugin, storage,
+configuration) per scout, with a per-scout backoff; anything else is a bug in roost and goes to
+the supervisor.
 
 The actor starts runs when a scout is due (``next_run_at``, interval with ±10 % jitter, earlier
 when a pending retry falls due), when items are pushed (bus ``scout.items``), when a scout is
@@ -30,9 +40,10 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from roost.errors import AlreadyRunning, NotFound
-from roost.plugins.classifiers import classifiers
+from roost.errors import AlreadyRunning, Conflict, NotFound, PluginError, RoostError, StorageError
+from roost.plugins.classifiers import TriageUnavailable, classifiers
 from roost.plugins.connectors import Ref, bounded, connectors
+from roost.plugins.guard import declared_errors, plugin_call, plugin_context
 from roost.runtime.actor import Actor, ActorContext, first_of
 from roost.runtime.bus import Subscription
 from roost.runtime.destinations import describe_error
@@ -50,6 +61,7 @@ RETRY_MAX_S = 3600.0
 JITTER = 0.1
 MAX_CONCURRENT_RUNS = 8
 IDLE_RECHECK_S = 60.0
+STORAGE_RETRY_S = 5.0  # the database failed listing scouts: look again this much later
 HELD_RETRY_FIRST_S = 0.05  # a run elsewhere holds the scout while our pushed rows wait: retry soon
 HELD_RETRY_MAX_S = 1.0
 
@@ -69,6 +81,7 @@ class RunReport:
     retried: int = 0
     failed: int = 0
     archived: int = 0
+    archive_failed: int = 0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,7 +107,9 @@ async def run_scout(services: Services, scout_id: str, *, rng: random.Random | N
 
     Raises:
         AlreadyRunning: a run of this scout is going on (here or in another process).
+        Conflict: the scout is disabled (``scout_disabled``).
         NotFound: no such scout.
+        StorageError: the database failed (a plugin's failure is recorded on the scout instead).
     """
     async with services.locks.hold(lock_name(scout_id)):
         return await _run_locked(services, scout_id, rng or random.Random())
@@ -103,12 +118,15 @@ async def run_scout(services: Services, scout_id: str, *, rng: random.Random | N
 async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> RunReport:
     db, clock = services.db, services.clock
     scout = await repo.get_scout(db, scout_id)
+    if not scout["enabled"]:
+        raise Conflict(f"scout {scout_id} is disabled; enable it (PATCH enabled: true) to run it",
+                       code="scout_disabled")
     now = clock.now()
     report = RunReport(scout_id)
     next_run = next_run_after(now, float(scout["poll_interval_s"]), rng)
 
     days = scout["device_inactivity_pause_days"]
-    if days is not None:
+    if days is not None and not services.sockets.for_user(scout["user_id"]):
         seen = await repo.last_device_activity(db, scout["user_id"])
         if seen is None or seen < now - dt.timedelta(days=days):
             if not scout["paused"]:
@@ -123,11 +141,15 @@ async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> 
         classifier = classifiers.create(scout["classifier"])
         config = box.open(scout["config"])
         classifier_config = box.open(scout["classifier_config"])
-        async with connector.open(config) as session:
+        source = _Source(connector, scout["provider"], classifier, scout["classifier"], classifier_config)
+        async with plugin_context("connector", source.connector_name, lambda: connector.open(config),
+                                  source.connector_errors) as session:
+            source.session = session
             if connector.pull:
                 cursor = scout["cursor"]
                 for _ in range(MAX_LIST_PAGES):
-                    items, next_cursor = await session.list_new(cursor)
+                    with source.connector_call():
+                        items, next_cursor = await session.list_new(cursor)
                     if not items and next_cursor == cursor:
                         break
                     await repo.record_refs(db, scout, items, cursor=next_cursor, now=clock.now())
@@ -135,22 +157,47 @@ async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> 
                     cursor = next_cursor
                     if not items:
                         break
-            await _triage_pending(services, scout, session, classifier, classifier_config, report)
+            await _triage_pending(services, scout, source, report)
             if scout["auto_trash_spam"]:
-                await _archive_spam(services, scout, session, report)
-    except Exception as exc:  # the source or the plugin failed: recorded on the scout, retried next run
-        report.error = describe_error(exc)  # by kind: the remote side's text stays in the log
-        log.warning("scout run failed", scout_id=scout_id, error=report.error, detail=repr(exc))
+                await _archive_spam(services, scout, source, report)
+    except RoostError as exc:
+        # A plugin failed (PluginError), or the database, or the scout's setup (an unknown plugin,
+        # a secret sealed with another key): recorded on the scout, retried on the next run.
+        report.error = reason_of(exc)
+        log.warning("scout run failed", scout_id=scout_id, error=report.error)
 
     pending_at = await repo.next_pending_at(db, scout_id)
+    if scout["auto_trash_spam"]:
+        archive_at = await repo.next_archive_at(db, scout_id)
+        if archive_at is not None:
+            pending_at = archive_at if pending_at is None else min(pending_at, archive_at)
     if pending_at is not None:
         next_run = min(next_run, max(pending_at, clock.now() + dt.timedelta(seconds=1)))
     await repo.finish_run(db, scout_id, now=clock.now(), next_run_at=next_run, paused=False, error=report.error)
     return report
 
 
-async def _triage_pending(services: Services, scout: dict[str, Any], session: Any, classifier: Any,
-                          classifier_config: dict[str, Any], report: RunReport) -> None:
+class _Source:
+    """A run's plugins, and the boundary every call into them goes through."""
+
+    def __init__(self, connector: Any, connector_name: str, classifier: Any, classifier_name: str,
+                 classifier_config: dict[str, Any]):
+        self.connector_name = connector_name
+        self.connector_errors = declared_errors(connector)
+        self.classifier = classifier
+        self.classifier_name = classifier_name
+        self.classifier_config = classifier_config
+        self.classifier_errors = (*declared_errors(classifier), TriageUnavailable)
+        self.session: Any = None
+
+    def connector_call(self) -> Any:
+        return plugin_call("connector", self.connector_name, self.connector_errors)
+
+    def classifier_call(self) -> Any:
+        return plugin_call("classifier", self.classifier_name, self.classifier_errors)
+
+
+async def _triage_pending(services: Services, scout: dict[str, Any], source: _Source, report: RunReport) -> None:
     db, clock = services.db, services.clock
     ttl = dt.timedelta(days=scout["ttl_days"])
     while True:
@@ -162,12 +209,14 @@ async def _triage_pending(services: Services, scout: dict[str, Any], session: An
         for row in rows:
             ref = Ref(row["source_msg_ref"], row["sender"], row["raw_subject"], row["raw_snippet"], row["body"])
             try:
-                content = bounded(await session.fetch_content(ref))
-                verdict = await classifier.classify(classifier_config, content)
-            except Exception as exc:  # noqa: BLE001 - any failure is retried, then recorded
+                with source.connector_call():
+                    fetched = await source.session.fetch_content(ref)
+                content = bounded(fetched)  # roost's own caps, outside the plugin boundary
+                with source.classifier_call():
+                    verdict = await source.classifier.classify(source.classifier_config, content)
+            except RoostError as exc:  # only plugin code ran here: retried, then recorded on the item
                 attempts = row["attempts"] + 1
-                reason = describe_error(exc)[:1000]
-                log.info("triage failed", scout_id=scout["id"], item_id=row["id"], error=reason, detail=repr(exc))
+                reason = reason_of(exc)[:1000]
                 if attempts >= scout["max_failures"]:
                     outcomes.failures.append((row["id"], attempts, reason))
                     report.failed += 1
@@ -193,20 +242,40 @@ async def _triage_pending(services: Services, scout: dict[str, Any], session: An
             return
 
 
-async def _archive_spam(services: Services, scout: dict[str, Any], session: Any, report: RunReport) -> None:
-    db = services.db
+async def _archive_spam(services: Services, scout: dict[str, Any], source: _Source, report: RunReport) -> None:
+    """Archive due spam; a failure is retried with the triage backoff, then recorded as failed to archive."""
+    db, clock = services.db, services.clock
     while True:
-        rows = await repo.unarchived_spam(db, scout["id"], limit=TRIAGE_BATCH)
+        rows = await repo.unarchived_spam(db, scout["id"], now=clock.now(), limit=TRIAGE_BATCH)
         if not rows:
             return
         for row in rows:
             try:
-                await session.archive(Ref(row["source_msg_ref"]))
-            except Exception as exc:  # noqa: BLE001 - recorded on the item, visible in the items API
-                await repo.mark_archive_failed(db, row["id"], describe_error(exc)[:1000])
+                with source.connector_call():
+                    await source.session.archive(Ref(row["source_msg_ref"]))
+            except RoostError as exc:  # only plugin code ran here: recorded on the item, visible in the items API
+                attempts = row["archive_attempts"] + 1
+                now = clock.now()
+                if attempts >= scout["max_failures"]:
+                    await repo.mark_archive_failed(db, row["id"], reason_of(exc)[:1000], attempts=attempts, now=now)
+                    report.archive_failed += 1
+                else:
+                    due = now + dt.timedelta(seconds=retry_delay_s(attempts))
+                    await repo.mark_archive_retry(db, row["id"], reason_of(exc)[:1000], attempts=attempts, due=due)
                 continue
-            await repo.mark_archived(db, row["id"], services.clock.now())
+            await repo.mark_archived(db, row["id"], clock.now())
             report.archived += 1
+        if len(rows) < TRIAGE_BATCH:
+            return
+
+
+def reason_of(exc: RoostError) -> str:
+    """What a failure records as ``last_error``: by kind, never the remote side's own text.
+
+    A PluginError's message is its original's ``Type: text``, which may be what a server said;
+    the original is described instead (``describe_error`` keeps our words and the kind).
+    """
+    return describe_error(exc.error if isinstance(exc, PluginError) else exc)
 
 
 class ScoutActor(Actor):
@@ -225,6 +294,7 @@ class ScoutActor(Actor):
         self._crashes: dict[str, tuple[int, float]] = {}  # scout -> (crashes in a row, not before)
         self._held: dict[str, trio.Event] = {}  # scouts waiting out a run elsewhere: set to retry at once
         self._wake = trio.Event()
+        self._wake_all = False
 
     def wake(self, *scout_ids: str) -> None:
         self._woken.update(scout_ids)
@@ -245,7 +315,11 @@ class ScoutActor(Actor):
                 nursery.start_soon(self._listen, devices, True, ctx)
                 task_status.started()
                 while not ctx.stopping.is_set():
-                    wait = await self._start_due(ctx, nursery, limiter)
+                    try:
+                        wait = await self._start_due(ctx, nursery, limiter)
+                    except StorageError as exc:  # the database is away: keep the actor, look again soon
+                        ctx.log.warning("scouts not listed; retrying", error=exc.message, retry_in_s=STORAGE_RETRY_S)
+                        wait = STORAGE_RETRY_S
                     with trio.move_on_after(wait):
                         await first_of(self._wake, ctx.stopping)
                     self._wake = trio.Event()
@@ -254,19 +328,27 @@ class ScoutActor(Actor):
     async def _listen(self, sub: Subscription, by_user: bool, ctx: ActorContext) -> None:
         while True:
             message = await sub.receive()
-            if message.overflowed:
-                self.wake(*[r["id"] for r in await repo.enabled_scouts(ctx.services.db)])
-            elif by_user:
-                for user_id in message.ids:
-                    self.wake(*await repo.scouts_of_user(ctx.services.db, user_id))
-            else:
-                self.wake(*message.ids)
+            try:
+                if message.overflowed:
+                    self.wake(*[r["id"] for r in await repo.enabled_scouts(ctx.services.db)])
+                elif by_user:
+                    for user_id in message.ids:
+                        self.wake(*await repo.scouts_of_user(ctx.services.db, user_id))
+                else:
+                    self.wake(*message.ids)
+            except StorageError as exc:  # unknown whom it meant: wake every scout at the next look
+                ctx.log.warning("scout wake-up not resolved; waking all", error=exc.message)
+                self._wake_all = True
+                self._wake.set()
 
     async def _start_due(self, ctx: ActorContext, nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> float:
         """Start every due or woken scout; return how long to sleep until the next is due."""
         rows = await repo.enabled_scouts(ctx.services.db)
         now = ctx.services.clock.now()
         woken, self._woken = self._woken, set()
+        if self._wake_all:
+            woken.update(r["id"] for r in rows)
+            self._wake_all = False
         wait = IDLE_RECHECK_S
         for row in rows:
             sid = row["id"]
@@ -309,8 +391,8 @@ class ScoutActor(Actor):
                         try:
                             next_at = await repo.next_pending_at(ctx.services.db, scout_id)
                             due = next_at is not None and next_at <= ctx.services.clock.now()
-                        except Exception as exc:  # raised here it would escape the handlers below
-                            ctx.log.warning("scout pending check failed", scout_id=scout_id, error=repr(exc))
+                        except StorageError as exc:  # raised here it would escape the handlers below
+                            ctx.log.warning("scout pending check failed", scout_id=scout_id, error=exc.message)
                             due = True  # unknown: keep trying on the backoff rather than leave rows waiting
                         # A wake (new items pushed here) ends the wait at once: the backoff spaces out
                         # retries with nothing new, it must not hold back what was just pushed.
@@ -328,11 +410,16 @@ class ScoutActor(Actor):
                             self._again.add(scout_id)
                     except NotFound:
                         return
-                    except Exception as exc:  # one scout's trouble never stops the others
+                    except RoostError as exc:
+                        if isinstance(exc, Conflict) and exc.code == "scout_disabled":
+                            return  # disabled since it was listed: nothing to run
+                        # One scout's trouble (its database rows, its plugins) never stops the others.
+                        # Anything else is a bug in roost: it goes to the supervisor (restart budget).
                         count = self._crashes.get(scout_id, (0, 0.0))[0] + 1
                         delay = retry_delay_s(count)
                         self._crashes[scout_id] = (count, trio.current_time() + delay)
-                        ctx.log.error("scout run crashed", scout_id=scout_id, error=repr(exc), retry_in_s=delay)
+                        ctx.log.error("scout run failed", scout_id=scout_id, error=reason_of(exc), detail=repr(exc),
+                                      retry_in_s=delay)
                         return  # due again after the backoff, or at once when woken
                     if scout_id not in self._again or ctx.stopping.is_set():
                         return

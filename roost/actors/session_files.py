@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from roost.errors import PluginError, RoostError
+from roost.plugins.guard import plugin_error
 from roost.plugins.processors import SessionProcessor
 from roost.storage.sessions import FileState
 
@@ -190,7 +192,12 @@ def _stream(r: _Reader, start: int, processor: SessionProcessor, username: str,
         else:
             block = pending + chunk[:cut] if pending else (chunk if cut == n else chunk[:cut])
             pending = chunk[cut:]
-            items.extend(processor.extract(username, block))
+            try:  # the plugin boundary (a bare try: this runs once per chunk of every file)
+                items.extend(processor.extract(username, block))
+            except RoostError:
+                raise
+            except Exception as exc:
+                raise plugin_error("processor", processor.name, exc) from exc
         if n < want:
             # A short read of a regular file is its end (no second read to learn it: most files are one
             # read). Were it not, the next scan would see a size larger than the one recorded and read on.
@@ -229,15 +236,17 @@ _NO_LINES = _NoLines()
 
 
 def process_one(entry: FileEntry, previous: FileState | None, processor: SessionProcessor) -> FileResult:
-    """Bring one file up to date for ``processor``; any error fails this file only."""
+    """Bring one file up to date for ``processor``; an I/O error or the processor's error fails
+    this file only. Anything else is a bug in roost and is raised (to the run, then the supervisor)."""
     try:
         r = _Reader(entry.path)
     except OSError as exc:
         return FileResult(entry, "failed", error=f"{type(exc).__name__}: {exc}")
     try:
         result = _process_open(entry, previous, processor, r)
-    except Exception as exc:  # a processor bug or an I/O error fails this file, not the run
-        result = FileResult(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+    except (OSError, RoostError) as exc:  # I/O, or the processor (PluginError): this file fails, not the run
+        error = exc.message if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        result = FileResult(entry, "failed", error=error[:500])
     finally:
         r.close()
     result.bytes_read = r.bytes_read

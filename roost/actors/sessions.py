@@ -23,7 +23,8 @@ import trio
 
 from roost.actors import session_files
 from roost.actors.scheduler import Job, JobFn, Scheduler, job_board, tracked
-from roost.errors import NotFound, unwrap_group
+from roost.errors import NotFound, RoostError, unwrap_group
+from roost.plugins.guard import plugin_call
 from roost.plugins.processors import SessionProcessor, load_processors
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -230,18 +231,21 @@ async def _persist(services: Services, processor: SessionProcessor, outcomes: li
         if o.outcome == "failed":
             result.failed += 1
             log.warning("session file failed", processor=processor.name, file=o.entry.key, error=o.error)
+    # RoostError: the database (StorageError, a constraint) or the processor's store (PluginError);
+    # anything else is a bug in roost and goes up to the run, then the supervisor.
     try:
         await _store(services, processor, good, now)
-    except Exception as exc:
-        log.warning("batch store failed; storing file by file", processor=processor.name, error=str(exc))
+    except RoostError as exc:
+        log.warning("batch store failed; storing file by file", processor=processor.name, error=exc.message)
         stored = []
         for o in good:
             try:
                 await _store(services, processor, [o], now)
                 stored.append(o)
-            except Exception as one_exc:
+            except RoostError as one_exc:
                 result.failed += 1
-                log.warning("session file failed", processor=processor.name, file=o.entry.key, error=str(one_exc))
+                log.warning("session file failed", processor=processor.name, file=o.entry.key,
+                            error=one_exc.message)
         good = stored
     for o in good:
         if o.outcome == "processed":
@@ -261,7 +265,8 @@ async def _store(services: Services, processor: SessionProcessor, outcomes: list
             by_user[o.entry.username].extend(o.items)
     async with services.db.transaction() as tx:
         for username, items in by_user.items():
-            await processor.store(tx, username, items)
+            with plugin_call("processor", processor.name):
+                await processor.store(tx, username, items)
         await state_store.save(tx, processor.name, [(o.entry.key, o.state) for o in outcomes if o.state], now)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from roost.errors import NotFound
+from roost.errors import NotFound, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.bus import Subscription
 from roost.runtime.sockets import CLOSE_POLICY
@@ -53,7 +53,10 @@ class SocketEvents(Actor):
         while True:
             message = await sub.receive()
             if message.overflowed:
-                await close_dead_here(ctx)
+                try:
+                    await close_dead_here(ctx)
+                except StorageError as exc:  # the ids below still apply; the next catch-up reads again
+                    ctx.log.error("dead sockets not checked", error=exc.message)
             for some_id in message.ids:
                 socks = sockets.for_device(some_id) if sub.topic == TOPIC_REVOKED else sockets.for_user(some_id)
                 for sock in socks:
@@ -68,6 +71,9 @@ class SocketEvents(Actor):
                 try:
                     batch = await outreach.get_batch(s.db, batch_id)
                 except NotFound:
+                    continue
+                except StorageError as exc:  # not replayed (the batch's status says it is done)
+                    ctx.log.error("batch_done not sent", batch_id=batch_id, error=exc.message)
                     continue
                 if batch["created_by"] and s.sockets.for_user(batch["created_by"]):
                     s.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})

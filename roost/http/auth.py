@@ -87,6 +87,7 @@ def device_auth(fn: F) -> F:
         if device is None:
             raise Unauthenticated("missing, unknown or revoked device token")
         g.device = device
+        services().activity.seen(device["device_id"])  # a device HTTP call is activity (written once a minute)
         bind(device_id=device["device_id"])
         return await fn(*args, **kwargs)
 

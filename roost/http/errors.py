@@ -31,6 +31,7 @@ STATUS: dict[type[errors.RoostError], int] = {
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.NotConfigured: 503,
+    errors.PluginError: 502,
     errors.StorageError: 500,
 }
 

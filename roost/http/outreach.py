@@ -294,12 +294,17 @@ PENDING_MAX = 50
 @documented_errors(401, 503)
 async def pending() -> dict[str, Any]:
     """Up to 50 items for this device, oldest first, marked dispatched with a lease: first those
-    whose lease ran out (same ids), then new ones within the account's limits."""
+    whose lease ran out (same ids), then new ones within the account's limits. An item offered
+    ``ROOST_DISPATCH_MAX_OFFERS`` times without a result is failed ``no_result`` when its last
+    lease runs out, instead of being offered again."""
     s = services()
     device = g.device
     lease_s = s.settings.dispatch_lease_s
+    for batch in await sends.fail_unanswered(s.db, now=s.clock.now(), device_id=device["device_id"],
+                                             max_offers=s.settings.dispatch_max_offers):
+        batch_done(s, batch)
     items = await sends.reoffer(s.db, device_id=device["device_id"], now=s.clock.now(), lease_s=lease_s,
-                                   only_expired=True, limit=PENDING_MAX)
+                                   only_expired=True, max_offers=s.settings.dispatch_max_offers, limit=PENDING_MAX)
     claim = await sends.claim(s.db, account_id=device["account_id"], device_id=device["device_id"],
                                  max_items=PENDING_MAX - len(items), now=s.clock.now(), lease_s=lease_s)
     return {"items": items + claim.items, "retry_at": claim.next_at}

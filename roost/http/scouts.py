@@ -118,6 +118,8 @@ class ScoutItem(Out):
     next_attempt_at: dt.datetime
     last_error: str | None
     archived_at: dt.datetime | None
+    archive_attempts: int
+    archive_failed_at: dt.datetime | None  # auto-trashed spam the connector failed to archive max_failures times
     created_at: dt.datetime
     triaged_at: dt.datetime | None
     delivered_at: dt.datetime | None
@@ -138,6 +140,7 @@ class RunResult(Out):
     retried: int
     failed: int
     archived: int
+    archive_failed: int
     error: str | None
 
 
@@ -272,7 +275,8 @@ async def delete_scout(scout_id: str) -> dict[str, Any]:
 @validate_response(RunResult)
 @documented_errors(401, 404, 409, 503)
 async def run_now(scout_id: str) -> dict[str, Any]:
-    """Run the scout now and answer what the run did; 409 while a run of it is going on anywhere."""
+    """Run the scout now and answer what the run did; 409 ``already_running`` while a run of it is
+    going on anywhere, 409 ``scout_disabled`` when it is disabled."""
     s = services()
     await repo.get_scout(s.db, scout_id)
     return (await run_scout(s, scout_id)).as_dict()

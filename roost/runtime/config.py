@@ -92,11 +92,19 @@ class Settings:
     handoff_poll_s: float = 30 * SECONDS  # fan-out's safety read of the accounts' counters (the bus wakes it)
     handoff_assessor: str = "none"  # none | openai | a roost.assessors entry point
     handoff_assessor_timeout_s: float = 20 * SECONDS
+    # A claimed assessment is leased: when its process dies mid-assessment the row stays 'running'
+    # and is assessed again once the lease has run out (longer than the timeout, so a live one is
+    # never taken over); after this many claims it is marked failed.
+    handoff_assessment_lease_s: float = 120 * SECONDS
+    handoff_assessment_max_attempts: int = 3
 
     # Dispatch (issue 8): how long a device has to report a send before it is offered again, and
     # how many unanswered send_requests one device may hold (kept under ws_outgoing_buffer).
     dispatch_lease_s: float = 300 * SECONDS
     dispatch_window: int = 100
+    # A send_request the device never answers is offered at most this many times (each offer one
+    # lease long); when the last lease runs out the item is failed with reason 'no_result'.
+    dispatch_max_offers: int = 5
 
     # Scale-out (issue 9): the process table's heartbeat (also the leadership retry tick), and the
     # bus relay's safety sweep on PostgreSQL (a catch-up read for a wake-up lost to a producer
@@ -260,6 +268,7 @@ _POSITIVE = frozenset({
     "digest_tick_seconds", "digest_batch_size", "digest_lookback_days", "watch_decay_days", "mail_max_attempts",
     "handoff_event_retention_s", "handoff_poll_s", "handoff_assessor_timeout_s",
     "dispatch_lease_s", "dispatch_window", "heartbeat_s", "bus_sweep_s",
+    "handoff_assessment_lease_s", "handoff_assessment_max_attempts", "dispatch_max_offers",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
@@ -356,6 +365,8 @@ def _check(settings: Settings) -> None:
         raise bad("port", "is not a TCP port (0-65535)")
     if settings.restart_initial_backoff_s > settings.restart_max_backoff_s:
         raise bad("restart_initial_backoff_s", "is over ROOST_RESTART_MAX_BACKOFF_S")
+    if settings.handoff_assessment_lease_s <= settings.handoff_assessor_timeout_s:
+        raise bad("handoff_assessment_lease_s", "must be longer than ROOST_HANDOFF_ASSESSOR_TIMEOUT_S")
     if settings.log_format not in _LOG_FORMATS:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:

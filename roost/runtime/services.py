@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 import trio
 
 from roost.runtime import destinations
+from roost.runtime.activity import DeviceActivity
 from roost.runtime.bus import Bus
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings, destination_policy
@@ -43,6 +44,7 @@ class Services:
     stopping: trio.Event = field(default_factory=trio.Event)
     frames: FrameRouter = field(default_factory=FrameRouter)
     leadership: Leadership = field(default_factory=Leadership)
+    activity: DeviceActivity = field(default_factory=DeviceActivity)  # devices.last_seen_at, written by heartbeat
     process_id: str = field(default_factory=lambda: new_process_id())
     # Named queue depths for /api/admin/status; each job adds its own probe.
     queue_probes: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)

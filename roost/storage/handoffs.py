@@ -282,26 +282,53 @@ async def queue_mail(db: Database, handoff_id: str, *, public_url: str, now: dt.
         return ids
 
 
-async def claim_assessment(db: Database, handoff_id: str) -> Row | None:
-    return await db.fetchrow(
-        "UPDATE handoffs SET assessment_state = 'running' WHERE id = $1 AND assessment_state = 'pending'"
-        " RETURNING *", handoff_id)
+async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, lease_s: float,
+                           max_attempts: int) -> Row | None:
+    """Take the handoff's assessment for ``lease_s``: a pending one, or a running one whose lease ran
+    out (its process died while assessing). None when another process has it, or it is not due.
+
+    The claim counts an attempt; a claim that finds ``max_attempts`` spent (every earlier
+    assessor died with its process) marks the assessment failed instead and answers None.
+    """
+    async with db.transaction() as tx:
+        row = await tx.fetchrow(
+            "UPDATE handoffs SET assessment_state = 'running', assessment_lease_until = $2,"
+            " assessment_attempts = assessment_attempts + 1"
+            " WHERE id = $1 AND (assessment_state = 'pending'"
+            " OR (assessment_state = 'running' AND assessment_lease_until <= $3))"
+            " RETURNING *", handoff_id, now + dt.timedelta(seconds=lease_s), now)
+        if row is not None and row["assessment_attempts"] > max_attempts:
+            await tx.execute("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
+                             " WHERE id = $1", handoff_id)
+            return None
+        return row
 
 
-async def pending_assessments(conn: Connection, limit: int = 100) -> list[str]:
-    return [r["id"] for r in await conn.fetch(
+async def pending_assessments(conn: Connection, *, now: dt.datetime, limit: int = 100) -> list[str]:
+    """Handoffs to assess: pending ones, and running ones whose lease ran out."""
+    pending = [r["id"] for r in await conn.fetch(
         "SELECT id FROM handoffs WHERE assessment_state = 'pending' ORDER BY id LIMIT $1", limit)]
+    orphaned = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM handoffs WHERE assessment_state = 'running' AND assessment_lease_until <= $1"
+        " ORDER BY assessment_lease_until LIMIT $2", now, limit)]
+    return pending + orphaned
 
 
 async def store_assessment(db: Database, handoff_id: str, assessment: dict[str, Any] | None,
                            now: dt.datetime) -> Row | None:
-    """Record an assessor's result with a ``handoff_updated`` event; None marks it failed (no event)."""
+    """Record an assessor's result with a ``handoff_updated`` event; None marks it failed (no event).
+
+    Only a running assessment is stored: when a slow assessor outlived its lease and another
+    process assessed the handoff meanwhile, the first result written wins and this one is dropped.
+    """
     async with db.transaction() as tx:
         if assessment is None:
-            await tx.execute("UPDATE handoffs SET assessment_state = 'failed' WHERE id = $1", handoff_id)
+            await tx.execute("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
+                             " WHERE id = $1 AND assessment_state = 'running'", handoff_id)
             return None
         row = await tx.fetchrow(
-            "UPDATE handoffs SET assessment = $2, assessment_state = 'done' WHERE id = $1 RETURNING *",
+            "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL"
+            " WHERE id = $1 AND assessment_state = 'running' RETURNING *",
             handoff_id, assessment)
         if row is not None:
             await add_event(tx, "handoff_updated", row, now)

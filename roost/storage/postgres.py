@@ -149,7 +149,9 @@ class _PgConn(Connection):
     async def _run(self, coro: Awaitable[T]) -> T:
         try:
             return await self._loop.run_aio_coroutine(coro)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            # InternalClientError: a connection the server ended in the middle of an operation
+            # ("cannot switch to state ..."); the actors treat it like any lost connection.
             raise _map_error(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:

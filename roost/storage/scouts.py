@@ -34,8 +34,8 @@ SCOUT_FIELDS = (
 )
 ITEM_COLUMNS = (
     "id, scout_id, user_id, source_type, source_msg_ref, status, sender, raw_subject, raw_snippet, verdict,"
-    " reason, category, payload, attempts, next_attempt_at, last_error, archived_at, created_at, triaged_at,"
-    " delivered_at, acked_at, expires_at"
+    " reason, category, payload, attempts, next_attempt_at, last_error, archived_at, archive_attempts,"
+    " archive_failed_at, created_at, triaged_at, delivered_at, acked_at, expires_at"
 )
 PROPOSAL_COLUMNS = "id, scout_id, source_type, source_msg_ref, raw_subject, raw_snippet, category, payload"
 
@@ -274,20 +274,41 @@ async def record_outcomes(db: Database, outcomes: Outcomes, *, now: dt.datetime)
             )
 
 
-async def unarchived_spam(conn: Connection, scout_id: str, *, limit: int) -> list[Row]:
+async def unarchived_spam(conn: Connection, scout_id: str, *, now: dt.datetime, limit: int) -> list[Row]:
+    """Discarded spam not archived yet whose (next) archive attempt is due."""
     return await conn.fetch(
-        "SELECT id, source_msg_ref, attempts FROM scout_items WHERE scout_id = $1 AND status = 'discarded'"
-        " AND verdict = 'spam' AND archived_at IS NULL AND last_error IS NULL ORDER BY id LIMIT $2",
-        scout_id, limit,
+        "SELECT id, source_msg_ref, archive_attempts FROM scout_items WHERE scout_id = $1 AND status = 'discarded'"
+        " AND verdict = 'spam' AND archived_at IS NULL AND archive_failed_at IS NULL"
+        " AND (archive_next_at IS NULL OR archive_next_at <= $2) ORDER BY id LIMIT $3",
+        scout_id, now, limit,
+    )
+
+
+async def next_archive_at(conn: Connection, scout_id: str) -> dt.datetime | None:
+    """When the scout's earliest archive retry is due (None: none waits)."""
+    return await conn.fetchval(
+        "SELECT archive_next_at FROM scout_items WHERE scout_id = $1 AND status = 'discarded' AND verdict = 'spam'"
+        " AND archived_at IS NULL AND archive_failed_at IS NULL AND archive_next_at IS NOT NULL"
+        " ORDER BY archive_next_at LIMIT 1", scout_id
     )
 
 
 async def mark_archived(conn: Connection, item_id: str, now: dt.datetime) -> None:
-    await conn.execute("UPDATE scout_items SET archived_at = $2 WHERE id = $1", item_id, now)
+    await conn.execute("UPDATE scout_items SET archived_at = $2, archive_next_at = NULL WHERE id = $1", item_id, now)
 
 
-async def mark_archive_failed(conn: Connection, item_id: str, error: str) -> None:
-    await conn.execute("UPDATE scout_items SET last_error = $2 WHERE id = $1", item_id, f"archive failed: {error}")
+async def mark_archive_retry(conn: Connection, item_id: str, error: str, *, attempts: int, due: dt.datetime) -> None:
+    await conn.execute(
+        "UPDATE scout_items SET archive_attempts = $2, archive_next_at = $3, last_error = $4 WHERE id = $1",
+        item_id, attempts, due, f"archive failed: {error}")
+
+
+async def mark_archive_failed(conn: Connection, item_id: str, error: str, *, attempts: int, now: dt.datetime) -> None:
+    """Give up archiving the item: recorded with ``archive_failed_at`` and the last error."""
+    await conn.execute(
+        "UPDATE scout_items SET archive_attempts = $2, archive_next_at = NULL, archive_failed_at = $3,"
+        " last_error = $4 WHERE id = $1",
+        item_id, attempts, now, f"archive failed after {attempts} attempts: {error}")
 
 
 # -- proposals: delivery --------------------------------------------------------------------------

@@ -137,10 +137,16 @@ async def claim(db: Database, *, account_id: str, device_id: str, max_items: int
 
 
 async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: float, only_expired: bool,
-                  limit: int = 1000) -> list[Row]:
+                  max_offers: int | None = None, limit: int = 1000) -> list[Row]:
     """The device's dispatched items without a result (all, or those whose lease ran out), with a
-    fresh lease: offered again with the same id. They do not count against the limits again."""
+    fresh lease: offered again with the same id. They do not count against the limits again.
+
+    An item already offered ``max_offers`` times is not offered again: it waits out its last lease
+    and is then failed ``no_result`` (``fail_unanswered``)."""
     where, args = ("AND i.lease_until <= $3", [device_id, limit, now]) if only_expired else ("", [device_id, limit])
+    if max_offers is not None:
+        where += f" AND i.offers < ${len(args) + 1}"
+        args.append(max_offers)
     async with db.transaction() as tx:
         rows = await tx.fetch(
             f"SELECT {ITEM_COLUMNS} FROM outreach_items i WHERE i.device_id = $1 AND i.status = 'dispatched' {where}"
@@ -154,6 +160,37 @@ async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: fl
                 [(r["id"], now + dt.timedelta(seconds=lease_s)) for r in rows],
             )
         return rows
+
+
+NO_RESULT = "no_result"
+
+
+async def fail_unanswered(db: Database, *, now: dt.datetime, max_offers: int,
+                          device_id: str | None = None) -> list[dict[str, Any]]:
+    """Fail, with reason ``no_result``, the dispatched items offered ``max_offers`` times whose last
+    lease has run out (of one device, or all): the device never answered, so their batches can end.
+
+    One conditional UPDATE, so a result that got to an item first keeps it. Returns the batches
+    this finished (for ``batch_done``).
+    """
+    scope, args = "", [NO_RESULT, now, max_offers]
+    if device_id is not None:
+        scope, args = " AND device_id = $4", [*args, device_id]
+    finished: list[dict[str, Any]] = []
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            "UPDATE outreach_items SET status = 'failed', reason = $1, result_at = $2, lease_until = NULL"
+            f" WHERE status = 'dispatched' AND offers >= $3 AND lease_until <= $2{scope} RETURNING batch_id",
+            *args,
+        )
+        ended: dict[str, int] = {}
+        for r in rows:
+            ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
+        for batch_id, n in sorted(ended.items()):
+            done = await close_items(tx, batch_id, n, now=now)
+            if done is not None:
+                finished.append(done)
+    return finished
 
 
 async def next_lease_expiry(conn: Connection, device_id: str) -> dt.datetime | None:

@@ -215,6 +215,14 @@ class SqliteDatabase(Database):
 
     async def run_script(self, conn: Connection, script: str) -> None:
         for statement in split_statements(script):
+            add = _ADD_COLUMN_IF_NOT_EXISTS.match(_strip_comments(statement))
+            if add is not None:
+                # SQLite has no ADD COLUMN IF NOT EXISTS (PostgreSQL has): emulated, so one shared
+                # migration file stays idempotent on both.
+                columns = {r["name"] for r in await conn.fetch(f'PRAGMA table_info("{add["table"]}")')}
+                if add["column"] in columns:
+                    continue
+                statement = add["head"] + add["rest"]
             await conn.execute(statement)
 
     async def lock_migrations(self, conn: Connection) -> None:
@@ -226,6 +234,15 @@ class SqliteDatabase(Database):
                 c._conn.close()
 
         await trio.to_thread.run_sync(close_all)
+
+
+_ADD_COLUMN_IF_NOT_EXISTS = re.compile(
+    r"^(?P<head>ALTER\s+TABLE\s+(?P<table>\w+)\s+ADD\s+COLUMN\s+)IF\s+NOT\s+EXISTS\s+"
+    r"(?P<rest>(?P<column>\w+).*)$", re.IGNORECASE | re.DOTALL)
+
+
+def _strip_comments(statement: str) -> str:
+    return "\n".join(ln for ln in statement.splitlines() if not ln.lstrip().startswith("--")).strip()
 
 
 def split_statements(script: str) -> list[str]:

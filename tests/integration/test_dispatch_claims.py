@@ -287,3 +287,50 @@ async def test_the_ledger_prune_drops_only_rows_no_window_can_see(db: Database) 
     removed = await sends.prune_ledger(db, older_than=T0 + dt.timedelta(days=1))
 
     assert removed == 1 and await sends.ledger(db, env["account"]) == [T0 + dt.timedelta(days=3)]
+
+
+async def test_an_item_never_answered_is_offered_max_offers_times_then_failed_no_result_and_its_batch_ends(
+    db: Database,
+) -> None:
+    env = await setup_account(db)
+    batch = await make_batch(db, env, 1)
+    device = env["devices"][0]
+    claimed = await sends.claim(db, account_id=env["account"], device_id=device, max_items=5, now=T0, lease_s=LEASE)
+    offers = [T0] if claimed.items else []
+    now = T0
+    for _ in range(10):
+        now += dt.timedelta(seconds=LEASE)
+        assert await sends.fail_unanswered(db, now=now, max_offers=5, device_id=device) == [] or len(offers) == 5
+        again = await sends.reoffer(db, device_id=device, now=now, lease_s=LEASE, only_expired=True, max_offers=5)
+        offers += [now for _ in again]
+        if (await outreach.get_batch(db, batch["id"]))["status"] == "done":
+            break
+    # 5 offers, one lease apart; when the fifth lease ran out the item failed and the batch ended.
+    assert offers == [T0 + dt.timedelta(seconds=LEASE * i) for i in range(5)]
+    assert now == T0 + dt.timedelta(seconds=LEASE * 5)
+    item = (await outreach.list_items(db, batch["id"], limit=10, cursor=None))["items"][0]
+    assert (item["status"], item["reason"], item["offers"]) == ("failed", "no_result", 5)
+    done = await outreach.get_batch(db, batch["id"])
+    assert done["status"] == "done" and done["counts"]["failed"] == 1
+    assert await sends.next_lease_expiry(db, device) is None
+
+
+async def test_a_result_before_the_last_lease_ends_keeps_the_item_and_the_sweep_fails_only_used_up_ones(
+    db: Database,
+) -> None:
+    env = await setup_account(db)
+    await make_batch(db, env, 2)
+    device = env["devices"][0]
+    claimed = await sends.claim(db, account_id=env["account"], device_id=device, max_items=5, now=T0, lease_s=LEASE)
+    answered, silent = (i["id"] for i in claimed.items)
+    now = T0
+    for _ in range(1, 3):
+        now += dt.timedelta(seconds=LEASE)
+        await sends.reoffer(db, device_id=device, now=now, lease_s=LEASE, only_expired=True, max_offers=3)
+    await sends.record_result(db, device_id=device, item_id=answered, status="sent", error=None, now=now)
+    # The device went away: only the pruner's sweep (every device) sees the used-up item.
+    assert await sends.fail_unanswered(db, now=now + dt.timedelta(seconds=LEASE - 1), max_offers=3) == []
+    [batch] = await sends.fail_unanswered(db, now=now + dt.timedelta(seconds=LEASE), max_offers=3)
+    statuses = {i["id"]: (i["status"], i["reason"]) for i in
+                (await outreach.list_items(db, batch["id"], limit=10, cursor=None))["items"]}
+    assert statuses == {answered: ("sent", None), silent: ("failed", "no_result")}

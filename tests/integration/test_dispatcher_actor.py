@@ -197,3 +197,30 @@ async def test_a_settings_change_wakes_the_dispatcher_at_once(autojump_clock: Mo
     assert all(round((at - T0).total_seconds()) == 3600 for at, _ in received)
     # No polling: looks happen at the start and once unpaused, none in the paused hour between.
     assert {round((at - T0).total_seconds()) for at in dispatcher.passes} == {0, 3600}
+
+
+async def test_a_connected_device_that_never_answers_gets_the_item_max_offers_times_then_it_fails_no_result(
+    autojump_clock: MockClock, sqlite_url: str
+) -> None:
+    clock = Clock(wall_start=T0)
+    received = Received()
+    async with runtime(sqlite_url, clock, dispatch_lease_s=300.0) as (services, dispatcher):
+        assert services.settings.dispatch_max_offers == 5  # the default
+        env = await setup_account(services.db)
+        batch = await make_batch(services.db, env, 1)
+        sock = services.sockets.open(env["devices"][0], env["user"], env["account"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: device(services, dispatcher, sock, received, answer=False))
+            wake(services, env["account"])
+            await received.wait_for(1, "batch_done")  # the creator's socket hears the batch ended
+            nursery.cancel_scope.cancel()
+        items = await outreach.list_items(services.db, batch["id"], limit=10, cursor=None)
+        final = await outreach.get_batch(services.db, batch["id"])
+
+    offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received.requests()]
+    assert [t for t, _ in offers] == [0, 300, 600, 900, 1200]
+    assert len({i for _, i in offers}) == 1
+    [done] = [(round((at - T0).total_seconds()), f) for at, f in received if f["type"] == "batch_done"]
+    assert done[0] == 1500 and done[1]["batch"]["id"] == batch["id"]
+    assert (items["items"][0]["status"], items["items"][0]["reason"]) == ("failed", "no_result")
+    assert final["status"] == "done"

@@ -331,3 +331,30 @@ async def test_batch_references_are_checked(client: httpx.AsyncClient, env: dict
     r = await client.post("/api/v1/outreach/batches", json={"account_id": account, "items": items(1),
                                                              "created_by": other["user"]["id"]})
     assert_error(r, 400)
+
+
+async def test_a_polling_device_that_never_reports_gets_an_item_max_offers_times_then_it_fails_no_result(
+    database_url: str,
+) -> None:
+    lease_s = 0.3
+    async with running_server(database_url, dispatch_lease_s=lease_s, dispatch_max_offers=3) as server, \
+            admin_client(server.url) as client:
+        env = await make_device(client)
+        batch = await create(client, env, 1)
+        await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")
+        offered: list[str] = []
+        async with admin_client(server.url, token=env["token"]) as device:
+            for _ in range(20):
+                r = await device.get("/api/device/send-queue/pending")
+                assert r.status_code == 200, r.text
+                offered += [i["id"] for i in r.json()["items"]]
+                if (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()["status"] == "done":
+                    break
+                await trio.sleep(lease_s + 0.05)  # the lease runs out unanswered
+            late = await device.post(f"/api/device/send-queue/{offered[0]}/result", json={"status": "sent"})
+        final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
+        item = await server.services.db.fetchrow("SELECT status, reason, offers FROM outreach_items")
+    assert len(offered) == 3 and len(set(offered)) == 1  # the same id, offered three times
+    assert final["status"] == "done" and final["counts"]["failed"] == 1
+    assert item == {"status": "failed", "reason": "no_result", "offers": 3}
+    assert_error(late, 409, "result_conflict")  # a result after the item failed is refused, not lost silently

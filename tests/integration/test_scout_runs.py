@@ -37,6 +37,8 @@ class Script:
         self.mail: dict[str, tuple[str, str, str]] = {}
         self.failing: set[str] = set()
         self.archived: list[str] = []
+        self.archive_fails = 0  # so many archive calls raise first
+        self.explode: set[str] = set()  # refs whose fetch raises something no plugin declares (a plugin bug)
         self.page = 3
 
 
@@ -52,6 +54,8 @@ class _Session(ConnectorSession):
     async def fetch_content(self, ref: Ref) -> Content:
         if ref.source_msg_ref in SCRIPT.failing:
             raise OSError("connection reset")
+        if ref.source_msg_ref in SCRIPT.explode:
+            raise ZeroDivisionError("plugin bug")
         sender, subject, body = SCRIPT.mail[ref.source_msg_ref]
         return Content(ref.source_msg_ref, sender, subject, body, body[:20])
 
@@ -59,6 +63,9 @@ class _Session(ConnectorSession):
         return Metadata(SCRIPT.mail[ref.source_msg_ref][1], "")
 
     async def archive(self, ref: Ref) -> None:
+        if SCRIPT.archive_fails:
+            SCRIPT.archive_fails -= 1
+            raise OSError("archive folder busy")
         SCRIPT.archived.append(ref.source_msg_ref)
 
 
@@ -182,3 +189,66 @@ async def test_acks_are_per_user_and_idempotent(db, script):
     assert await repo.ack(db, [(scout["user_id"], pid), (scout["user_id"], pid)], now=T0) == set()
     assert await repo.ack(db, [(scout["user_id"], pid)], now=T0) == set()
     assert (await _items(db, scout["id"]))["1"]["status"] == "acked"
+
+
+async def test_a_failed_spam_archive_is_retried_with_the_triage_backoff_then_recorded_failed(db, script):
+    services, scout = await _setup(db, max_failures=3)
+    script.mail["1"] = ("x@example.com", "s", "you won the lottery")
+    script.archive_fails = 99
+    report = await run_scout(services, scout["id"])
+    assert report.discarded == 1 and report.archived == 0
+    item = (await _items(db, scout["id"]))["1"]
+    assert item["archive_attempts"] == 1 and "archive folder busy" in item["last_error"]
+    # the retry is what the scout's next run is due for (30 s), not its poll interval
+    assert (await repo.get_scout(db, scout["id"]))["next_run_at"] == T0 + dt.timedelta(seconds=30)
+
+    assert (await run_scout(services, scout["id"])).archived == 0  # not due yet: not tried
+    assert (await _items(db, scout["id"]))["1"]["archive_attempts"] == 1
+    services.clock.at += dt.timedelta(seconds=30)
+    await run_scout(services, scout["id"])
+    assert (await _items(db, scout["id"]))["1"]["archive_attempts"] == 2
+    services.clock.at += dt.timedelta(seconds=60)
+    report = await run_scout(services, scout["id"])
+    item = (await _items(db, scout["id"]))["1"]
+    assert report.archive_failed == 1 and item["archive_attempts"] == 3
+    assert item["archive_failed_at"] == services.clock.at and item["archived_at"] is None
+    assert item["last_error"].startswith("archive failed after 3 attempts: OSError: archive folder busy")
+    services.clock.at += dt.timedelta(days=1)
+    script.archive_fails = 0
+    assert (await run_scout(services, scout["id"])).archived == 0  # given up: never tried again
+    assert script.archived == []
+
+
+async def test_an_archive_that_succeeds_on_a_retry_is_archived(db, script):
+    services, scout = await _setup(db)
+    script.mail["1"] = ("x@example.com", "s", "you won the lottery")
+    script.archive_fails = 1
+    await run_scout(services, scout["id"])
+    services.clock.at += dt.timedelta(seconds=30)
+    assert (await run_scout(services, scout["id"])).archived == 1
+    item = (await _items(db, scout["id"]))["1"]
+    assert item["archived_at"] == services.clock.at and item["archive_failed_at"] is None
+    assert script.archived == ["1"]
+
+
+async def test_a_plugin_bug_fails_the_item_with_its_reason_not_the_run(db, script):
+    services, scout = await _setup(db, max_failures=1)
+    for i in range(1, 4):
+        script.mail[str(i)] = ("x@example.com", f"s{i}", f"hello {i}")
+    script.explode = {"2"}
+    report = await run_scout(services, scout["id"])
+    assert report.error is None and report.queued == 2 and report.failed == 1
+    item = (await _items(db, scout["id"]))["2"]
+    assert item["status"] == "failed" and item["reason"] == "ZeroDivisionError: plugin bug"
+
+
+async def test_a_bug_in_roost_during_a_run_is_raised_not_recorded_as_the_scouts_error(db, script, monkeypatch):
+    services, scout = await _setup(db)
+    script.mail["1"] = ("x@example.com", "s", "hi")
+
+    async def broken(*args, **kwargs):
+        raise KeyError("roost bug")
+
+    monkeypatch.setattr(repo, "record_outcomes", broken)
+    with pytest.raises(KeyError):
+        await run_scout(services, scout["id"])

@@ -166,3 +166,18 @@ async def test_moving_a_config_elsewhere_needs_the_secret_again(database_url):
         r = await client.patch(f"/api/admin/scouts/{sid}", json={"config": {**IMAP, "host": "127.0.0.2",
                                                                             "password": "new-one"}})
         assert r.status_code == 200 and r.json()["config"]["host"] == "127.0.0.2", r.text
+
+async def test_a_manual_run_of_a_disabled_scout_answers_409_scout_disabled(database_url):
+    async with running_server(database_url) as srv, admin_client(srv.url) as client:
+        ann = await make_device(client)
+        scout = await make_push_scout(client, ann["user"]["id"], enabled=False)
+        r = await client.post(f"/api/admin/scouts/{scout['id']}/run")
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "scout_disabled"
+        assert (await client.get(f"/api/admin/scouts/{scout['id']}")).json()["last_run_at"] is None  # nothing ran
+        assert (await client.patch(f"/api/admin/scouts/{scout['id']}", json={"enabled": True})).status_code == 200
+        r = await client.post(f"/api/admin/scouts/{scout['id']}/run")
+        if r.status_code == 409:  # the actor, woken by the change, may hold it right now
+            assert r.json()["error"]["code"] == "already_running"
+        else:
+            assert r.status_code == 200, r.text

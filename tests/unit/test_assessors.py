@@ -50,7 +50,11 @@ async def test_an_assessor_that_raises_or_answers_a_non_object_gives_none(autoju
     with capture_logs() as logs:
         assert await run_assessor(Broken(), HANDOFF, timeout_s=20) is None
         assert await run_assessor(Slow(0, answer=["not", "an", "object"]), HANDOFF, timeout_s=20) is None
-    assert [e["event"] for e in logs] == ["assessment failed", "assessment is not a JSON object"]
+    # A bug in the plugin is logged once with its traceback at the plugin boundary.
+    assert [e["event"] for e in logs] == ["plugin raised an unexpected error", "assessment failed",
+                                          "assessment is not a JSON object"]
+    assert isinstance(logs[0]["exc_info"], RuntimeError) and logs[0]["plugin_kind"] == "assessor"
+    assert logs[1]["error"] == "RuntimeError: model exploded"
 
 
 def test_the_built_in_assessors_are_none_by_default_and_openai() -> None:

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from roost.actors.scheduler import Job, Scheduler, job_board
-from roost.errors import AlreadyRunning
+from roost.errors import AlreadyRunning, PluginError, StorageError
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -51,7 +51,7 @@ async def test_a_long_job_delays_no_other_and_is_never_launched_twice(autojump_c
     assert status.runs == 2 and status.last_status == "cancelled" and status.failures == 0
 
 
-@pytest.mark.parametrize("how", ["fails", "crashes", "busy"])
+@pytest.mark.parametrize("how", ["fails", "plugin", "busy"])
 async def test_a_failing_job_runs_at_its_cadence_not_every_tick(how: str, autojump_clock: trio.testing.MockClock
                                                                 ) -> None:
     services = make_services()
@@ -60,9 +60,9 @@ async def test_a_failing_job_runs_at_its_cadence_not_every_tick(how: str, autoju
     async def bad(s: Services) -> None:
         runs.append(trio.current_time())
         if how == "fails":
-            raise ValueError("upstream said no")
-        if how == "crashes":
-            raise KeyError("bug")
+            raise StorageError("upstream said no")
+        if how == "plugin":
+            raise PluginError("processor", "usage", KeyError("bug"), unexpected=True)
         raise AlreadyRunning("held elsewhere")
 
     scheduler = Scheduler([Job("bad", 60, bad)])
@@ -75,11 +75,28 @@ async def test_a_failing_job_runs_at_its_cadence_not_every_tick(how: str, autoju
         assert status.last_status == "busy" and status.failures == 0
     else:
         assert status.last_status == "failed" and status.failures == 10
-        assert status.last_error.startswith("ValueError" if how == "fails" else "KeyError")
+        assert status.last_error.startswith("StorageError" if how == "fails" else "PluginError: KeyError")
     text = services.metrics.render().decode()
     outcome = "busy" if how == "busy" else "failed"
     assert f'roost_job_runs_total{{job="bad",status="{outcome}"}} 10.0' in text
     assert 'roost_job_duration_seconds_count{job="bad"} 10.0' in text
+
+
+async def test_a_bug_in_a_job_is_recorded_and_then_raised_to_the_supervisor(
+        autojump_clock: trio.testing.MockClock) -> None:
+    services = make_services()
+    runs: list[float] = []
+
+    async def buggy(s: Services) -> None:
+        runs.append(trio.current_time())
+        raise KeyError("bug")
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await run_for(services, Scheduler([Job("buggy", 60, buggy)]), 600)
+    assert caught.group_contains(KeyError)
+    assert len(runs) == 1  # not retried in a loop that hides it: the supervisor restarts the actor
+    status = job_board(services).jobs["buggy"]
+    assert status.last_status == "failed" and status.last_error.startswith("KeyError")
 
 
 async def test_a_job_without_success_is_late_after_interval_plus_grace(autojump_clock: trio.testing.MockClock) -> None:
@@ -88,7 +105,7 @@ async def test_a_job_without_success_is_late_after_interval_plus_grace(autojump_
 
     async def flaky(s: Services) -> None:
         if not healthy:
-            raise RuntimeError("disk gone")
+            raise StorageError("disk gone")
 
     scheduler = Scheduler([Job("flaky", 60, flaky, grace_s=30, actor="session:x")], name="session:x")
     services.health.add("session:x")
@@ -172,7 +189,7 @@ async def test_a_failing_cron_job_runs_at_its_cadence_and_is_late_after_its_time
 
     async def bad(s: Services) -> None:
         runs.append(s.clock.now().strftime("%H:%M"))
-        raise RuntimeError("disk gone")
+        raise StorageError("disk gone")
 
     scheduler = Scheduler([Job("hourly", None, bad, cron="0 * * * *", grace_s=120, actor="hourly")], name="hourly")
     services.health.add("hourly")

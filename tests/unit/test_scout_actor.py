@@ -19,7 +19,7 @@ import trio.testing
 
 from roost.actors import scout as scout_actor
 from roost.actors.scout import JITTER, TOPIC_DEVICE, TOPIC_ITEMS, RunReport, ScoutActor, next_run_after
-from roost.errors import AlreadyRunning, StorageError
+from roost.errors import AlreadyExists, AlreadyRunning, PluginError, StorageError
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -69,7 +69,8 @@ class World:
             raise self.fail_with.pop(sid)
         if trio.current_time() < self.crash_until.get(sid, -1.0):
             self.crashes.append((sid, trio.current_time()))
-            raise RuntimeError("plugin bug")
+            # What the plugin boundary makes of a plugin's own bug (roost.plugins.guard).
+            raise PluginError("connector", "scripted", RuntimeError("plugin bug"), unexpected=True)
         if sid in self.running:
             self.overlaps += 1
         self.running.add(sid)
@@ -181,6 +182,26 @@ async def test_a_run_held_elsewhere_is_retried_later_and_a_crash_stops_only_that
     assert world.crashes == [("broken", 0), ("broken", 30), ("broken", 90), ("broken", 210)]
     assert world.starts("broken") == [300]
     assert len(world.starts("fine")) >= 5
+
+
+async def test_a_storage_conflict_in_a_run_backs_that_scout_off_like_any_other_roost_error(world, autojump_clock):
+    # Only the code scout_disabled ends a run quietly; another Conflict (a unique key) is trouble.
+    world.add("dup", "u1", 3600)
+    world.fail_with = {"dup": AlreadyExists("a row with the same unique key already exists")}
+    await _run_actor(world, 100)
+    assert world.starts("dup") == [30]  # the 30 s backoff, then the run
+
+
+async def test_a_bug_in_roost_during_a_run_is_not_swallowed_but_ends_the_actor_for_the_supervisor(
+        world, autojump_clock):
+    # Only RoostError (plugin, storage, configuration) is one scout's trouble; anything else is a
+    # bug in roost's own code, and the supervisor must see it (traceback, restart budget).
+    world.add("fine", "u1", 60)
+    world.add("bug", "u1", 3600)
+    world.fail_with = {"bug": KeyError("next_run_at")}
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await _run_actor(world, 400)
+    assert caught.group_contains(KeyError)
 
 
 @pytest.mark.parametrize("pending", [True, False])

@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from roost.errors import RoostError
+from roost.plugins.guard import declared_errors, plugin_call
 from roost.plugins.registry import Registry
 from roost.runtime.logging import get_logger
 
@@ -32,15 +34,19 @@ class Assessor(abc.ABC):
 
 
 async def run_assessor(assessor: Assessor, handoff: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
-    """Run ``assessor`` within ``timeout_s`` (on trio's clock); None on timeout, error or a non-object answer."""
+    """Run ``assessor`` within ``timeout_s`` (on trio's clock); None on timeout, error or a non-object answer.
+
+    The call goes through the plugin boundary (``roost.plugins.guard``): whatever the assessor
+    raises is a ``RoostError`` here (a bug in it is logged there with its traceback).
+    """
     try:
-        with trio.fail_after(timeout_s):
+        with trio.fail_after(timeout_s), plugin_call("assessor", assessor.name, declared_errors(assessor)):
             result = await assessor.assess(handoff)
     except trio.TooSlowError:
         log.warning("assessment timed out", assessor=assessor.name, handoff_id=handoff.get("id"), timeout_s=timeout_s)
         return None
-    except Exception as exc:
-        log.error("assessment failed", assessor=assessor.name, handoff_id=handoff.get("id"), error=repr(exc))
+    except RoostError as exc:
+        log.error("assessment failed", assessor=assessor.name, handoff_id=handoff.get("id"), error=exc.message)
         return None
     if result is not None and not isinstance(result, dict):
         log.error("assessment is not a JSON object", assessor=assessor.name, handoff_id=handoff.get("id"))

@@ -1,0 +1,110 @@
+"""An assessment whose process died while it ran is assessed again once its lease has run out
+(both backends; the death is a real subprocess killed with SIGKILL mid-assessment)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any
+
+import trio
+
+from roost.actors.handoff_followups import HandoffFollowups
+from roost.plugins.assessors import Assessor
+from roost.runtime.actor import ActorContext
+from roost.runtime.clock import Clock, utcnow
+from roost.storage import handoffs as repo
+from roost.storage.database import Database
+from tests.support.digest import make_account, make_services, make_user
+
+
+class Recording(Assessor):
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def assess(self, handoff: dict[str, Any]) -> dict[str, Any] | None:
+        self.seen.append(handoff["id"])
+        return {"likely_cause": "a test"}
+
+
+async def _handoff(db: Database) -> str:
+    now = utcnow()
+    account = await make_account(db, now)
+    user = await make_user(db, account, now=now, email="ann@example.com", role="engineer")
+    async with db.transaction() as tx:
+        row = await repo.create(tx, account_id=account, subject_ref="ticket-1", intent="park", notes="",
+                                priority="normal", snapshot={}, created_by=user["id"], assess=True, now=now)
+    return row["id"]
+
+
+async def _state(db: Database, handoff_id: str) -> dict[str, Any]:
+    return await db.fetchrow("SELECT assessment_state, assessment_attempts, assessment, assessment_lease_until"
+                             " FROM handoffs WHERE id = $1", handoff_id)
+
+
+async def _assess(db: Database, assessor: Assessor, clock: Clock) -> None:
+    services = make_services(db)
+    services.clock = clock
+    actor = HandoffFollowups(assessor)
+    await actor.assess_pending(services, ActorContext(actor.name, services), assessor)
+
+
+async def test_an_assessment_left_running_by_a_killed_process_is_assessed_again_after_its_lease(
+    db: Database, database_url: str
+) -> None:
+    handoff_id = await _handoff(db)
+    with trio.fail_after(60):
+        proc = await trio.run_process([sys.executable, "-m", "tests.support.assess_crash", database_url],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    left = await _state(db, handoff_id)
+    assert (left["assessment_state"], left["assessment_attempts"]) == ("running", 1)
+
+    # Within the lease nobody takes it over (the process might still be assessing).
+    lease_s = make_services(db).settings.handoff_assessment_lease_s
+    early = Recording()
+    await _assess(db, early, Clock(wall_start=left["assessment_lease_until"] - dt.timedelta(seconds=1)))
+    assert early.seen == [] and (await _state(db, handoff_id))["assessment_state"] == "running"
+
+    # Once it has run out, the next poll of any process assesses it again.
+    later = Recording()
+    await _assess(db, later, Clock(wall_start=left["assessment_lease_until"] + dt.timedelta(seconds=1)))
+    assert later.seen == [handoff_id]
+    done = await _state(db, handoff_id)
+    assert (done["assessment_state"], done["assessment_attempts"]) == ("done", 2)
+    assert done["assessment"] == {"likely_cause": "a test"} and done["assessment_lease_until"] is None
+    assert lease_s > make_services(db).settings.handoff_assessor_timeout_s
+
+
+async def test_an_assessment_that_kills_its_process_every_time_ends_failed_after_max_attempts(db: Database) -> None:
+    handoff_id = await _handoff(db)
+    settings = make_services(db).settings
+    now = utcnow()
+    for attempt in range(1, settings.handoff_assessment_max_attempts + 1):
+        row = await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
+                                          max_attempts=settings.handoff_assessment_max_attempts)
+        assert row is not None and row["assessment_attempts"] == attempt
+        # a second claim while the lease holds gets nothing
+        assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=1.0, max_attempts=9) is None
+        now += dt.timedelta(seconds=settings.handoff_assessment_lease_s)  # ... and the process died
+    assert await repo.pending_assessments(db, now=now) == [handoff_id]
+    assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
+                                       max_attempts=settings.handoff_assessment_max_attempts) is None
+    assert (await _state(db, handoff_id))["assessment_state"] == "failed"
+    assert await repo.pending_assessments(db, now=now + dt.timedelta(days=1)) == []
+
+
+async def test_a_slow_assessor_that_outlived_its_lease_does_not_overwrite_the_result_stored_meanwhile(
+    db: Database,
+) -> None:
+    handoff_id = await _handoff(db)
+    now = utcnow()
+    slow = await repo.claim_assessment(db, handoff_id, now=now, lease_s=120, max_attempts=3)
+    later = now + dt.timedelta(seconds=121)
+    fresh = await repo.claim_assessment(db, handoff_id, now=later, lease_s=120, max_attempts=3)
+    assert slow is not None and fresh is not None
+    assert await repo.store_assessment(db, handoff_id, {"by": "second"}, later) is not None
+    assert await repo.store_assessment(db, handoff_id, {"by": "first, late"}, later) is None
+    assert (await _state(db, handoff_id))["assessment"] == {"by": "second"}

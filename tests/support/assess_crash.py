@@ -1,0 +1,39 @@
+"""Run as a subprocess: claim one handoff's assessment, then die (SIGKILL) in the middle of assessing it.
+
+Usage: python -m tests.support.assess_crash DATABASE_URL
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from roost.actors.handoff_followups import HandoffFollowups
+from roost.plugins.assessors import Assessor
+from roost.runtime.actor import ActorContext
+from roost.storage.database import open_database
+from tests.support.digest import make_services
+
+
+class DieWhileAssessing(Assessor):
+    name = "die_while_assessing"
+
+    async def assess(self, handoff: dict[str, Any]) -> dict[str, Any] | None:
+        os.kill(os.getpid(), signal.SIGKILL)  # the claim is committed: the row is left 'running'
+        await trio.sleep(3600)
+        return None
+
+
+async def main(url: str) -> None:
+    async with open_database(url) as db:
+        services = make_services(db)
+        actor = HandoffFollowups(DieWhileAssessing())
+        await actor.assess_pending(services, ActorContext(actor.name, services), actor.assessor)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1])
