@@ -91,7 +91,8 @@ def main() -> int:
         codes = sorted({str(code) for code, _ in rows})
         times = [t for _, t in rows]
         good = all(code == 1009 and t <= BAR_S for code, t in rows)
-        detail = (f"close codes {', '.join(codes)}; send-to-close median {sorted(times)[len(times) // 2] * 1000:.1f} ms,"
+        median = sorted(times)[len(times) // 2]
+        detail = (f"close codes {', '.join(codes)}; send-to-close median {median * 1000:.1f} ms,"
                   f" max {max(times) * 1000:.1f} ms")
         if barred:
             ok &= verdict(f"{label} frame", good, detail)
