@@ -36,6 +36,8 @@ ACK_BATCH = 2000
 ACK_BUFFER = 10_000
 SLOW_SOCKET_S = 10.0
 ACK_LINGER_S = 0.01
+ACK_ATTEMPTS = 3
+ACK_RETRY_S = 0.1  # then 0.2 s
 ACK_FINAL_S = 5.0  # the last, shielded write of the acks taken or queued when the writer ends
 FRAME_KIND = "scout_proposal"
 TOPIC_QUEUED = "proposal.queued"
@@ -214,11 +216,20 @@ class Deliverer(Actor):
 
     async def _apply(self, ctx: ActorContext, batch: list[tuple[DeviceSocket, str]]) -> None:
         s = ctx.services
-        try:
-            unknown = await repo.ack(s.db, [(sock.user_id, pid) for sock, pid in batch], now=s.clock.now())
-        except StorageError as exc:  # unpersisted acks only mean redelivery later (at-least-once)
-            ctx.log.error("writing acks failed", count=len(batch), error=repr(exc))
-            return
+        acks = [(sock.user_id, pid) for sock, pid in batch]
+        for attempt in range(ACK_ATTEMPTS):
+            try:
+                unknown = await repo.ack(s.db, acks, now=s.clock.now())
+                break
+            except StorageError as exc:
+                # A lost connection or a deadlock with another process's delivery: the same batch
+                # again is safe (an ack changes only queued/delivered rows). Unpersisted after the
+                # last attempt, the proposals are delivered again later (at-least-once).
+                if attempt + 1 == ACK_ATTEMPTS:
+                    ctx.log.error("writing acks failed", count=len(batch), attempts=ACK_ATTEMPTS, error=repr(exc))
+                    return
+                ctx.log.warning("writing acks failed, trying again", count=len(batch), error=repr(exc))
+                await trio.sleep(ACK_RETRY_S * 2**attempt)
         ctx.tick()
         for sock, pid in batch:
             if (sock.user_id, pid) in unknown:

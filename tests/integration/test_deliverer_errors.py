@@ -66,3 +66,29 @@ async def test_a_bug_in_the_live_push_reaches_the_supervisor_and_a_storage_error
         await push(client, scout["id"], ["m2"])
         refs = {p["source_msg_ref"] for p in await device.proposals(2)}
         assert refs == {"m1", "m2"}
+
+
+async def test_an_ack_batch_whose_write_fails_once_is_written_on_the_next_attempt(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = repo.ack
+    failures = [StorageError("database error: deadlock detected")]
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    async with (running_server(database_url) as server, admin_client(server.url) as client,
+                AsyncExitStack() as stack):
+        ann = await make_device(client)
+        scout = await make_push_scout(client, ann["user"]["id"])
+        device = await connect(server.url, ann["token"], stack)
+        await push(client, scout["id"], ["m1"])
+        (proposal,) = await device.proposals(1)
+        monkeypatch.setattr(repo, "ack", fails_once)
+        await device.ack(proposal["id"])
+        with trio.fail_after(10):
+            while (await client.get(f"/api/admin/scouts/{scout['id']}")).json()["counts"].get("acked", 0) < 1:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+    assert not failures
