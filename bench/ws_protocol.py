@@ -78,7 +78,9 @@ def main() -> int:
     server = Server.attach(args.url, args.token) if args.url else Server.start()
     try:
         token = make_devices(server, 1, prefix="wsproto")[0]
+        rss_before = server.rss_kib()
         results = asyncio.run(run(server.ws_url, token, args.tries))
+        rss_after = server.rss_kib()
     finally:
         if server.proc is not None:
             server.stop()
@@ -98,6 +100,9 @@ def main() -> int:
             ok &= verdict(f"{label} frame", good, detail)
         else:
             print(f"  [info] {label} frame: {detail}")
+    # The rest of an oversize frame is never read into memory: the server's RSS stays put although
+    # every try sent megabytes (a server that buffered the 16 MiB frames would grow by tens of MiB).
+    print(f"  [info] server RSS {rss_before / 1024:.1f} MiB before the tries, {rss_after / 1024:.1f} MiB after")
     if args.json:
         print(json.dumps({label: [[c, t] for c, t in rows] for label, rows in results.items()}))
     print("PASS" if ok else "FAIL")
