@@ -35,9 +35,12 @@ async def counts(client: httpx.AsyncClient, scout_id: str) -> dict[str, int]:
 
 
 async def wait_counts(client: httpx.AsyncClient, scout_id: str, status: str, n: int) -> None:
-    with trio.fail_after(WAIT_S):
-        while (await counts(client, scout_id)).get(status, 0) < n:  # noqa: ASYNC110 - polling the API
+    last: dict[str, int] = {}
+    with trio.move_on_after(WAIT_S):
+        while (last := await counts(client, scout_id)).get(status, 0) < n:  # noqa: ASYNC110 - polling the API
             await trio.sleep(0.05)
+        return
+    raise AssertionError(f"not {n} {status} within {WAIT_S} s: {last}")
 
 
 @asynccontextmanager
