@@ -8,9 +8,9 @@ and a writer task, started only while the socket's outbox holds frames, writes t
 idle socket costs one task less: see ``roost.runtime.sockets``). The keepalive actor pings; a
 peer that stays silent is dropped. When the socket ends, whichever side ends it, the frames the
 server had already read are still handled (``_handle_the_rest``), so an ack that was read is
-persisted. Oversize frames (1009), invalid UTF-8 (1007) and bad framing (1002) fail the connection
-beneath the app (``roost.http.wsfail``); bad or revoked
-tokens close 1008. The socket is accepted before any close, so the close code reaches the client.
+persisted. Oversize frames (1009), invalid UTF-8 (1007) and bad framing (1002) fail the
+connection beneath the app (``roost.http.wsfail``); bad or revoked tokens close 1008. The socket
+is accepted before any close, so the close code reaches the client.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ async def _handle_the_rest(sock: DeviceSocket, io: SocketIO, pending: list[str |
     An ack the server has read must reach the database even when the device closes right after
     sending it, or a drain closes the socket (issue 16): without this pass, the frames of the
     last read still waiting in ``pending`` or the inbox were dropped with the cancelled handler
-    (1,000 acks and an immediate close left ~850 acked). Shielded, since it runs while the
+    (1,000 acks and an immediate close left 640-672 of them acked in
+    ``tests/integration/test_ws_acks_persisted.py``, the issue saw 846). Shielded, since it runs while the
     handler is being cancelled, and bounded by ``FINAL_FRAMES_S``: a peer that keeps sending
     after a server-side close cannot hold the handler.
     """
