@@ -95,27 +95,33 @@ class FailFastWSStream(WSStream):
         """Send the close frame, FIN, tell the app, discard what still comes briefly, close TCP."""
         self._failed = True
         self.buffer.clear()
-        with trio.move_on_after(CLOSE_SEND_S):
-            await self._send_wsproto_event(CloseConnection(code=code, reason=_REASONS.get(code, "protocol error")))
-        stream = _socket_stream(self)
-        if stream is not None:
-            try:
-                stream.socket.shutdown(socket.SHUT_WR)  # FIN right after the close frame
-            except OSError:
-                stream = None
-        if not self.closed:
-            self.closed = True
-            if self.app_put is not None:
-                await self.app_put({"type": "websocket.disconnect", "code": code})
-        if stream is not None:
-            # Called from the connection's reading task, so nothing else is receiving on it.
-            with trio.move_on_after(LINGER_S):
+        try:
+            with trio.move_on_after(CLOSE_SEND_S):
+                await self._send_wsproto_event(CloseConnection(code=code, reason=_REASONS.get(code, "protocol error")))
+            stream = _socket_stream(self)
+            if stream is not None:
                 try:
-                    while await stream.receive_some(READ_BYTES):
+                    stream.socket.shutdown(socket.SHUT_WR)  # FIN right after the close frame
+                except OSError:
+                    stream = None
+            if not self.closed:
+                self.closed = True
+                if self.app_put is not None:
+                    await self.app_put({"type": "websocket.disconnect", "code": code})
+            if stream is not None:
+                # Called from the connection's reading task, so nothing else is receiving on it.
+                with trio.move_on_after(LINGER_S):
+                    try:
+                        while await stream.receive_some(READ_BYTES):
+                            pass
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
                         pass
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-                    pass
-        await self.send(StreamClosed(stream_id=self.stream_id))
+        finally:
+            # Closed even when this task is being cancelled (the server stopping, or crashing):
+            # Hypercorn's own close awaits a checkpoint before closing the socket, so a cancelled
+            # close would leave it open, with a peer blocked writing into it for good.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_SEND_S):
+                await self.send(StreamClosed(stream_id=self.stream_id))
 
 
 def _socket_stream(ws: WSStream) -> trio.SocketStream | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -30,6 +31,12 @@ from tests.support.server import admin_client, make_device, running_server
 pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning")]
 
 LIMIT = 64 * 1024  # the default ROOST_WS_MAX_FRAME_BYTES
+# After hello_ok the register hooks (replays) still run a moment in their own transactions. A
+# socket that fails during one cancels it, and on PostgreSQL a cancelled transaction can surface
+# as asyncpg's "Resetting connection with an active transaction", which trio-asyncio raises into
+# the server's nursery and so stops the whole server (issue 16 item 1, storage; seen here in 2 of
+# 40 runs of the 16 MiB case). These tests are about the protocol error, so they let the hooks end.
+SETTLE_S = 0.3
 WAIT_S = 5  # a close takes milliseconds; this only tells a close from a hang
 TEXT, CONTINUATION = 0x1, 0x0
 
@@ -84,6 +91,7 @@ async def raw_socket(server: Running, token: str) -> AsyncIterator[tuple[trio.So
         assert isinstance(await next_event(), AcceptConnection)
         await stream.send_all(conn.send(TextMessage(data='{"type":"register"}')))
         assert json.loads((await next_event()).data)["type"] == "hello_ok"
+        await trio.sleep(SETTLE_S)
         yield stream, conn
 
 
@@ -178,6 +186,7 @@ def _websockets_send(url: str, token: str, text: str) -> int | None:
                             open_timeout=WAIT_S, close_timeout=30) as ws:
         ws.send('{"type":"register"}')
         assert json.loads(ws.recv(timeout=WAIT_S))["type"] == "hello_ok"
+        time.sleep(SETTLE_S)
         try:
             ws.send(text)
             while True:
@@ -186,11 +195,8 @@ def _websockets_send(url: str, token: str, text: str) -> int | None:
             return closed.rcvd.code if closed.rcvd is not None else None
 
 
-# The issue's sizes. 16 MiB is left to the raw-socket test above: with this client in the test's
-# own process it failed 2 of 20 repetitions on PostgreSQL under heavy machine load (client still
-# in its sendall, not diagnosed); bench/ws_protocol.py sends it from a process of its own.
-@pytest.mark.parametrize("size", [LIMIT + 1, 200_000, 1 << 20, 4 << 20],
-                         ids=["limit+1", "200KB", "1MiB", "4MiB"])
+@pytest.mark.parametrize("size", [LIMIT + 1, 200_000, 1 << 20, 4 << 20, 16 << 20],
+                         ids=["limit+1", "200KB", "1MiB", "4MiB", "16MiB"])
 async def test_websockets_client_sending_an_oversize_frame_gets_1009_without_waiting_out_its_close_timeout(
     server: Running, token: str, size: int
 ) -> None:
@@ -207,6 +213,7 @@ def _websockets_bad_utf8(url: str, token: str) -> int | None:
                             open_timeout=WAIT_S, close_timeout=30) as ws:
         ws.send('{"type":"register"}')
         assert json.loads(ws.recv(timeout=WAIT_S))["type"] == "hello_ok"
+        time.sleep(SETTLE_S)
         ws.socket.sendall(frame(TEXT, b"\xc3\x28"))
         try:
             while True:
