@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import trio
 
-from roost.errors import InvalidInput
+from roost.errors import InvalidInput, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
@@ -36,6 +36,9 @@ ACK_BATCH = 2000
 ACK_BUFFER = 10_000
 SLOW_SOCKET_S = 10.0
 ACK_LINGER_S = 0.01
+ACK_ATTEMPTS = 3
+ACK_RETRY_S = 0.1  # then 0.2 s
+ACK_FINAL_S = 5.0  # the last, shielded write of the acks taken or queued when the writer ends
 FRAME_KIND = "scout_proposal"
 TOPIC_QUEUED = "proposal.queued"
 TOPIC_DEVICE = "device.registered"
@@ -122,7 +125,7 @@ class Deliverer(Actor):
         try:
             return await repo.users_with_queued(s.db, sorted({sock.user_id for sock in s.sockets.all()}),
                                                  now=s.clock.now())
-        except Exception as exc:  # the next wake-up or sweep tries again
+        except StorageError as exc:  # the next wake-up or sweep tries again; a bug reaches the supervisor
             ctx.log.error("catch-up read failed", error=repr(exc))
             return set()
 
@@ -147,7 +150,9 @@ class Deliverer(Actor):
                         break
                 if user_id not in self._again:
                     return
-        except Exception as exc:  # the rows stay queued: the next wake-up or registration delivers them
+        except StorageError as exc:  # the rows stay queued: the next wake-up or registration delivers them
+            # Only the database is expected to fail here; anything else is a bug and ends the
+            # actor's nursery, so the supervisor logs it with its traceback and counts the restart.
             ctx.log.error("live push failed", user_id=user_id, error=repr(exc))
         finally:
             self._busy.discard(user_id)
@@ -168,33 +173,63 @@ class Deliverer(Actor):
             sock.close(CLOSE_TRY_AGAIN, "slow consumer")
 
     async def _write_acks(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
-        """Apply acks in batches; on a drain, write what has arrived and then stop the actor."""
-        while True:
-            batch: list[tuple[DeviceSocket, str]] = []
-            with trio.move_on_after(0.2):
-                batch.append(await self._acks_out.receive())
-            if batch:
-                # Let a stream of acks gather for a moment: one transaction per few hundred acks
-                # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
-                await trio.sleep(ACK_LINGER_S)
-            while len(batch) < ACK_BATCH:
-                try:
-                    batch.append(self._acks_out.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if batch:
-                await self._apply(ctx, batch)
-            elif ctx.stopping.is_set():
-                scope.cancel()
-                return
+        """Apply acks in batches; on a drain, write what has arrived and then stop the actor.
+
+        A drain stops the writer only once no socket is registered: each socket's handler still
+        handles the frames it had read after its socket closed (``roost.http.ws``), and those
+        acks come here. Whatever was taken or is still queued when the writer ends (drained, or
+        cancelled at the end of the grace period) is written in a last, shielded transaction
+        with a deadline (``ACK_FINAL_S``): an ack the server has read reaches the database.
+        """
+        s = ctx.services
+        pending: list[tuple[DeviceSocket, str]] = []  # taken from the channel, not yet written
+        try:
+            while True:
+                with trio.move_on_after(0.2):
+                    pending.append(await self._acks_out.receive())
+                if pending:
+                    # Let a stream of acks gather for a moment: one transaction per few hundred acks
+                    # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
+                    await trio.sleep(ACK_LINGER_S)
+                self._take_queued(pending, ACK_BATCH)
+                if pending:
+                    await self._apply(ctx, pending)
+                    pending = []  # only now: a batch cut short by a cancel is written below
+                elif ctx.stopping.is_set() and not s.sockets.count:
+                    scope.cancel()
+                    return
+        finally:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + ACK_FINAL_S) as final:
+                self._take_queued(pending, None)
+                for start in range(0, len(pending), ACK_BATCH):
+                    await self._apply(ctx, pending[start:start + ACK_BATCH])
+            if final.cancelled_caught:
+                ctx.log.error("acks left unwritten at shutdown", count=len(pending))
+
+    def _take_queued(self, batch: list[tuple[DeviceSocket, str]], limit: int | None) -> None:
+        """Move queued acks into ``batch`` without waiting, up to ``limit`` in all (None: every one)."""
+        while limit is None or len(batch) < limit:
+            try:
+                batch.append(self._acks_out.receive_nowait())
+            except trio.WouldBlock:
+                break
 
     async def _apply(self, ctx: ActorContext, batch: list[tuple[DeviceSocket, str]]) -> None:
         s = ctx.services
-        try:
-            unknown = await repo.ack(s.db, [(sock.user_id, pid) for sock, pid in batch], now=s.clock.now())
-        except Exception as exc:  # unpersisted acks only mean redelivery later (at-least-once)
-            ctx.log.error("writing acks failed", count=len(batch), error=repr(exc))
-            return
+        acks = [(sock.user_id, pid) for sock, pid in batch]
+        for attempt in range(ACK_ATTEMPTS):
+            try:
+                unknown = await repo.ack(s.db, acks, now=s.clock.now())
+                break
+            except StorageError as exc:
+                # A lost connection or a deadlock with another process's delivery: the same batch
+                # again is safe (an ack changes only queued/delivered rows). Unpersisted after the
+                # last attempt, the proposals are delivered again later (at-least-once).
+                if attempt + 1 == ACK_ATTEMPTS:
+                    ctx.log.error("writing acks failed", count=len(batch), attempts=ACK_ATTEMPTS, error=repr(exc))
+                    return
+                ctx.log.warning("writing acks failed, trying again", count=len(batch), error=repr(exc))
+                await trio.sleep(ACK_RETRY_S * 2**attempt)
         ctx.tick()
         for sock, pid in batch:
             if (sock.user_id, pid) in unknown:

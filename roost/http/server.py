@@ -4,6 +4,8 @@ On drain it stops accepting, closes device sockets with 1001 so devices reconnec
 and lets in-flight requests finish within the grace period.
 
 WebSocket compression (permessage-deflate) is declined: see ``decline_websocket_compression``.
+A WebSocket protocol error (oversize frame, invalid UTF-8, bad framing) fails the connection at
+once, close frame then FIN: see ``roost.http.wsfail``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve
 from wsproto.extensions import PerMessageDeflate
 
+from roost.http import wsfail
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.sockets import CLOSE_GOING_AWAY
 
@@ -59,6 +62,7 @@ class HttpServer(Actor):
         config.errorlog = None
         config.keep_alive_timeout = 30
         decline_websocket_compression()
+        wsfail.install()  # protocol errors close at once (RFC 6455 7.1.7): see roost.http.wsfail
         return config
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

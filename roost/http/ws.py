@@ -6,8 +6,11 @@ Handshake, all within ``ws_hello_timeout_s``: the device authenticates with an
 the socket to the registry. Afterwards the handler's own task reads frames and dispatches them,
 and a writer task, started only while the socket's outbox holds frames, writes them out (so an
 idle socket costs one task less: see ``roost.runtime.sockets``). The keepalive actor pings; a
-peer that stays silent is dropped. Oversize frames are closed 1009 by Hypercorn; bad or revoked
-tokens close 1008. The socket is accepted before any close, so the close code reaches the client.
+peer that stays silent is dropped. When the socket ends, whichever side ends it, the frames the
+server had already read are still handled (``_handle_the_rest``), so an ack that was read is
+persisted. Oversize frames (1009), invalid UTF-8 (1007) and bad framing (1002) fail the
+connection beneath the app (``roost.http.wsfail``); bad or revoked tokens close 1008. The socket
+is accepted before any close, so the close code reaches the client.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from roost.storage import tenancy
 bp = Blueprint("ws", __name__)
 log = get_logger()
 YIELD_EVERY = 32  # frames handled from one read between checkpoints
+FINAL_FRAMES_S = 5.0  # at most this long handling the frames read before a socket ended
 
 
 class _Refused(Exception):
@@ -80,25 +84,61 @@ async def _handshake(io: SocketIO) -> tuple[dict[str, Any], int | None]:
         return device, since
 
 
-async def _read_loop(sock: DeviceSocket, io: SocketIO) -> None:
-    router = services().frames
+async def _read_loop(sock: DeviceSocket, io: SocketIO, pending: list[str | bytes]) -> None:
     while True:
-        batch = await io.receive_some()  # all the frames of one read: one wake-up for them
+        pending.extend(await io.receive_some())  # all the frames of one read: one wake-up for them
         sock.last_heard = trio.current_time()
-        for i, raw in enumerate(batch):
-            if i and not i % YIELD_EVERY:
-                # Let the writer drain what the frames so far were answered with (pongs, errors)
-                # before a long burst overflows the outbox.
-                await trio.lowlevel.checkpoint()
-            try:
-                frame = parse(raw)
-            except InvalidInput as exc:
-                sock.send(error_frame(exc.code, exc.message))
-                continue
+        await _handle(sock, pending)
+
+
+async def _handle(sock: DeviceSocket, pending: list[str | bytes]) -> None:
+    """Handle the frames in ``pending``, oldest first.
+
+    A frame leaves ``pending`` only once its handler has returned, so if this is cancelled (the
+    socket closed) the frames not yet handled, including one whose handler was cut short, are
+    still there for ``_handle_the_rest``. Handlers queue their work for a writer task and are
+    cancelled only before queueing it (a trio channel's send), so a frame is never done twice.
+    """
+    router = services().frames
+    n = 0
+    while pending:
+        if n and not n % YIELD_EVERY:
+            # Let the writer drain what the frames so far were answered with (pongs, errors)
+            # before a long burst overflows the outbox.
+            await trio.lowlevel.checkpoint()
+        n += 1
+        try:
+            frame = parse(pending[0])
+        except InvalidInput as exc:
+            sock.send(error_frame(exc.code, exc.message))
+        else:
             if frame["type"] in ("device_hello", "register"):
                 sock.send(error_frame("already_registered", "this socket has already registered"))
-                continue
-            await router.dispatch(sock, frame)
+            else:
+                await router.dispatch(sock, frame)
+        del pending[0]  # a list, not a deque: an idle socket keeps this (56 bytes, not 600)
+
+
+async def _handle_the_rest(sock: DeviceSocket, io: SocketIO, pending: list[str | bytes]) -> None:
+    """After the socket ended (peer gone, or closed by the server): handle the frames already read.
+
+    An ack the server has read must reach the database even when the device closes right after
+    sending it, or a drain closes the socket (issue 16): without this pass, the frames of the
+    last read still waiting in ``pending`` or the inbox were dropped with the cancelled handler
+    (1,000 acks and an immediate close left 640-672 of them acked in
+    ``tests/integration/test_ws_acks_persisted.py``, the issue saw 846). Shielded, since it runs while the
+    handler is being cancelled, and bounded by ``FINAL_FRAMES_S``: a peer that keeps sending
+    after a server-side close cannot hold the handler.
+    """
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_FRAMES_S) as scope:
+        while True:
+            await _handle(sock, pending)
+            more = await io.receive_rest()
+            if not more:
+                break
+            pending.extend(more)
+    if scope.cancelled_caught:
+        log.warning("frames left unhandled after the socket ended", socket=sock.id, count=len(pending))
 
 
 async def _after_register(sock: DeviceSocket, since: int | None) -> None:
@@ -162,6 +202,7 @@ async def device_socket() -> None:
         sock = s.sockets.open(device["device_id"], device["user_id"], device["account_id"])
         del device  # the socket keeps the ids; an idle socket should not also keep the row
         _drop_request_headers()
+        pending: list[str | bytes] = []  # frames read and not yet handled
         try:
             sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
                        "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
@@ -174,9 +215,11 @@ async def device_socket() -> None:
                 # one write (``roost.http.ws_transport``).
                 sock.attach(nursery, ws.send, io.send_many, direct_writer(ws._send))
                 nursery.start_soon(_after_register, sock, since)
-                await _read_loop(sock, io)
+                await _read_loop(sock, io, pending)
         finally:
             sock.detach()
+            # Still registered meanwhile, so a drain's ack writer waits for these (see Deliverer).
+            await _handle_the_rest(sock, io, pending)
             s.sockets.remove(sock)
         if sock.close_code is not None:
             with trio.move_on_after(2):

@@ -78,6 +78,15 @@ class SocketIO:
         for text in texts:
             await self._ws.send(text)
 
+    async def receive_rest(self) -> list[str | bytes]:
+        """Frames already read from the connection and not yet taken, without waiting for new ones.
+
+        For the handler's last pass after its socket ended (``roost.http.ws``): a frame the server
+        has read is still handled. Empty when there are none, or where they cannot be reached
+        (Quart's own queue here).
+        """
+        return []
+
     def close(self) -> None:
         """The handler is done with the socket."""
 
@@ -91,7 +100,7 @@ class HypercornIO(SocketIO):
     serves both (an idle socket stays small).
     """
 
-    __slots__ = ("_stream", "_forward", "_items", "_done", "_lot")
+    __slots__ = ("_stream", "_forward", "_items", "_done", "_lot", "_put_waiting")
 
     def __init__(self, ws: Any, stream: WSStream):
         super().__init__(ws)
@@ -100,6 +109,7 @@ class HypercornIO(SocketIO):
         self._items: list[str | bytes] = []
         self._done = False  # the peer disconnected or the handler is finished
         self._lot: trio.lowlevel.ParkingLot | None = None
+        self._put_waiting = False  # the stream's reader holds a frame (and maybe more) for a full inbox
         stream.app_put = self._put
 
     def close(self) -> None:
@@ -125,8 +135,14 @@ class HypercornIO(SocketIO):
             text = message.get("text")
             self._items.append(text if text is not None else message.get("bytes") or b"")
             self._changed()
-            while len(self._items) >= INBOX_FRAMES and not self._done:
-                await self._park()
+            if len(self._items) >= INBOX_FRAMES and not self._done:
+                self._put_waiting = True
+                try:
+                    while len(self._items) >= INBOX_FRAMES and not self._done:
+                        await self._park()
+                finally:
+                    self._put_waiting = False
+                    self._changed()  # for ``receive_rest``, waiting for what the reader still holds
             return
         if message["type"] == "websocket.disconnect":
             self._done = True
@@ -148,6 +164,15 @@ class HypercornIO(SocketIO):
 
     async def receive_some(self) -> list[str | bytes]:
         await self._wait()
+        items, self._items = self._items, []
+        self._changed()
+        return items
+
+    async def receive_rest(self) -> list[str | bytes]:
+        """The inbox, and what the stream's reader still holds for it (read from TCP, parked on a
+        full inbox); waits only for that reader, never for the peer."""
+        while not self._items and self._put_waiting:
+            await self._park()
         items, self._items = self._items, []
         self._changed()
         return items
