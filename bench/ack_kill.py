@@ -45,7 +45,7 @@ from scaleout import admin_sql, database_url  # noqa: E402
 
 BAR_S = 2.0
 QUIET_S = 0.3  # the database is first checked once the device has sent no ack for this long
-TOKEN = "bench-ack-kill-" + secrets.token_hex(8)
+TOKEN = "bench-ack-kill-" + secrets.token_hex(16)
 
 
 @dataclass

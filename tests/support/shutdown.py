@@ -24,7 +24,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-SERVICE_TOKEN = "shutdown-test-token"
+SERVICE_TOKEN = "shutdown-test-token-meets-the-32-char-minimum"
 PROPOSALS_BEFORE_SIGNAL = 30  # the stream is under way: the device has had this many
 
 
