@@ -26,6 +26,7 @@ import trio
 
 from roost.errors import InvalidInput, StorageError
 from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
@@ -199,7 +200,8 @@ class Deliverer(Actor):
                     scope.cancel()
                     return
         finally:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + ACK_FINAL_S) as final:
+            # At most ACK_FINAL_S, and at most 1 s past a cancel (the end of a drain's grace period).
+            with trio.CancelScope(shield=True, deadline=shielded_deadline(ACK_FINAL_S, 1.0)) as final:
                 self._take_queued(pending, None)
                 for start in range(0, len(pending), ACK_BATCH):
                     await self._apply(ctx, pending[start:start + ACK_BATCH])

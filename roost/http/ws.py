@@ -26,6 +26,7 @@ from roost.http.auth import bearer_token
 from roost.http.context import services
 from roost.http.ws_transport import SocketIO, open_socket_io
 from roost.http.wsdirect import direct_writer
+from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.sockets import CLOSE_POLICY, DeviceSocket, encode
@@ -130,7 +131,8 @@ async def _handle_the_rest(sock: DeviceSocket, io: SocketIO, pending: list[str |
     handler is being cancelled, and bounded by ``FINAL_FRAMES_S``: a peer that keeps sending
     after a server-side close cannot hold the handler.
     """
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_FRAMES_S) as scope:
+    # At most FINAL_FRAMES_S, and at most 1 s past a cancel (the end of a drain's grace period).
+    with trio.CancelScope(shield=True, deadline=shielded_deadline(FINAL_FRAMES_S, 1.0)) as scope:
         while True:
             await _handle(sock, pending)
             more = await io.receive_rest()
