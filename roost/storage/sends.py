@@ -54,13 +54,20 @@ async def release_dead_devices(db: Database, *, now: dt.datetime, device_id: str
             " RETURNING batch_id",
             *args,
         )
-        ended: dict[str, int] = {}
-        for r in rows:
-            ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
-        for batch_id, n in sorted(ended.items()):
-            done = await close_items(tx, batch_id, n, now=now)
-            if done is not None:
-                finished.append(done)
+        finished.extend(await close_ended(tx, [r["batch_id"] for r in rows], now=now))
+    return finished
+
+
+async def close_ended(tx: Connection, batch_ids: list[str], *, now: dt.datetime) -> list[dict[str, Any]]:
+    """Count off the items that just ended (one batch id per item) and close the batches they finish."""
+    ended: dict[str, int] = {}
+    for batch_id in batch_ids:
+        ended[batch_id] = ended.get(batch_id, 0) + 1
+    finished = []
+    for batch_id, n in sorted(ended.items()):
+        done = await close_items(tx, batch_id, n, now=now)
+        if done is not None:
+            finished.append(done)
     return finished
 
 
@@ -183,13 +190,7 @@ async def fail_unanswered(db: Database, *, now: dt.datetime, max_offers: int,
             f" WHERE status = 'dispatched' AND offers >= $3 AND lease_until <= $2{scope} RETURNING batch_id",
             *args,
         )
-        ended: dict[str, int] = {}
-        for r in rows:
-            ended[r["batch_id"]] = ended.get(r["batch_id"], 0) + 1
-        for batch_id, n in sorted(ended.items()):
-            done = await close_items(tx, batch_id, n, now=now)
-            if done is not None:
-                finished.append(done)
+        finished.extend(await close_ended(tx, [r["batch_id"] for r in rows], now=now))
     return finished
 
 

@@ -26,7 +26,6 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from roost.server import Running
-from tests.support.server import admin_client, make_device, running_server
 
 pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning")]
 
@@ -39,18 +38,6 @@ LIMIT = 64 * 1024  # the default ROOST_WS_MAX_FRAME_BYTES
 SETTLE_S = 0.3
 WAIT_S = 5  # a close takes milliseconds; this only tells a close from a hang
 TEXT, CONTINUATION = 0x1, 0x0
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def token(server: Running) -> str:
-    async with admin_client(server.url) as client:
-        return (await make_device(client))["token"]
 
 
 def frame(opcode: int, payload: bytes, *, declared: int | None = None, fin: bool = True, rsv: int = 0,

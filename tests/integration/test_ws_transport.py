@@ -22,7 +22,6 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from roost.http.ws_transport import INBOX_FRAMES, HypercornIO
 from roost.server import Running
-from tests.support.server import admin_client, make_device, running_server
 
 TIMEOUT_S = 5
 
@@ -71,18 +70,6 @@ async def open_raw(running: Running) -> AsyncIterator[RawClient]:
                 ws.receive_data(await stream.receive_some(1 << 16))
                 accepted = any(isinstance(e, AcceptConnection) for e in ws.events())
         yield RawClient(stream, ws)
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def token(server: Running) -> str:
-    async with admin_client(server.url) as client:
-        return (await make_device(client))["token"]
 
 
 @pytest.fixture
