@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from roost.errors import InvalidInput
+from roost.runtime.jsonlimits import strings
 from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
@@ -55,17 +56,8 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 
 def _refuse_nul(value: Any) -> Any:
     """PostgreSQL cannot store U+0000 in text or jsonb; refuse it up front, the same on every backend."""
-    pending = [value]  # a loop, not recursion: a deeply nested body must not overflow the stack
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError("text may not contain the NUL character (\\u0000)")
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+    if any("\x00" in text for text in strings(value)):  # a loop: a deep body cannot overflow the stack
+        raise ValueError("text may not contain the NUL character (\\u0000)")
     return value
 
 

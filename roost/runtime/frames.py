@@ -44,19 +44,9 @@ def parse(text: str | bytes | None) -> dict[str, Any]:
 
 
 def _storable(value: Any) -> bool:
-    """No string in ``value`` (keys included) holds NUL or a lone surrogate (a loop, not recursion)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item or not item.isascii() and _has_surrogate(item):
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
+    """No string in ``value`` (keys included) holds NUL or a lone surrogate."""
+    return not any("\x00" in text or not text.isascii() and _has_surrogate(text)
+                   for text in jsonlimits.strings(value))
 
 
 def _has_surrogate(text: str) -> bool:

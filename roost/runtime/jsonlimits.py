@@ -12,7 +12,7 @@ the API's own responses, a device) recurse as deep.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 MAX_DEPTH = 32  # levels inside one top-level field; the body or frame itself is one more
 
@@ -69,3 +69,17 @@ def _deeper_than(value: Any, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON ``value``, object keys included (a loop, not recursion)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
