@@ -29,7 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, verdict  # noqa: E402
 
 from tests.support.pg import PgServer, start_throwaway_server  # noqa: E402
-from tests.support.shutdown import Outcome, cluster_pids, signal_all, sigterm_mid_stream, start_serve  # noqa: E402
+from tests.support.shutdown import (  # noqa: E402
+    Outcome,
+    cluster_pids,
+    signal_all,
+    sigterm_mid_stream,
+    start_serve,
+    thaw_and_stop,
+)
 
 
 def _one(server: PgServer, workdir: Path, grace_s: float, freeze_datadir: Path | None = None) -> Outcome:
@@ -92,11 +99,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="roost-shutdown-") as tmp:
             outcome = _one(pg, Path(tmp), grace, freeze_datadir=cluster.datadir)
     finally:
-        try:
-            signal_all(cluster_pids(cluster.datadir), signal.SIGCONT)
-        except OSError:
-            pass
-        cluster.stop()
+        thaw_and_stop(cluster)
     bound = grace + 5
     print(f"  frozen: exit {outcome.exit_code}  {outcome.took_s:5.2f} s")
     if outcome.exit_code not in (0,):

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from tests.support.pg import PgServer, ServerUnavailable, ThrowawayCluster, start_throwaway_server
-from tests.support.shutdown import cluster_pids, signal_all, sigterm_mid_stream, start_serve
+from tests.support.shutdown import cluster_pids, signal_all, sigterm_mid_stream, start_serve, thaw_and_stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -78,11 +78,7 @@ def frozen_cluster() -> Iterator[tuple[PgServer, ThrowawayCluster]]:
     try:
         yield server, cluster
     finally:
-        try:
-            signal_all(cluster_pids(cluster.datadir), signal.SIGCONT)
-        except OSError:
-            pass
-        cluster.stop()
+        thaw_and_stop(cluster)
 
 
 @pytest.mark.timeout(180)

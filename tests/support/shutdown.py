@@ -18,11 +18,14 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+if TYPE_CHECKING:  # tests.support.pg imports trio-asyncio, which this module keeps out
+    from tests.support.pg import ThrowawayCluster
 
 SERVICE_TOKEN = "shutdown-test-token-meets-the-32-char-minimum"
 PROPOSALS_BEFORE_SIGNAL = 30  # the stream is under way: the device has had this many
@@ -182,3 +185,12 @@ def signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def thaw_and_stop(cluster: ThrowawayCluster) -> None:
+    """SIGCONT every process of a (possibly frozen) throwaway cluster, then stop it."""
+    try:
+        signal_all(cluster_pids(cluster.datadir), signal.SIGCONT)
+    except OSError:
+        pass  # no postmaster.pid: the cluster is down already
+    cluster.stop()
