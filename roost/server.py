@@ -114,7 +114,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
     services.bus.share(*CLUSTER_TOPICS)
-    relay = [BusRelay(services)] if services.db.dialect == "postgresql" else []
+    relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
                   DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),

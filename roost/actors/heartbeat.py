@@ -123,7 +123,7 @@ class Heartbeat(Actor):
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         s = ctx.services
         self.started_at = self.started_at or s.clock.now()
-        if s.db.dialect == "postgresql":
+        if s.db.shared:
             s.leadership.engage()
         try:
             async with trio.open_nursery() as nursery:

@@ -175,7 +175,7 @@ class Mailer(Actor):
 
     async def reclaim(self, services: Services, *, at_start: bool) -> int:
         now = services.clock.now()
-        if at_start and services.db.dialect == "sqlite":
+        if at_start and not services.db.shared:
             before = now + dt.timedelta(microseconds=1)  # one process per file: every claim is a dead one
         else:
             before = now - dt.timedelta(seconds=services.settings.mail_sending_lease_s)

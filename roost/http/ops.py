@@ -128,7 +128,7 @@ def process_info() -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "version": __version__,
-        "database": s.db.dialect,
+        "database": s.db.backend,
     }
 
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import trio
+from roost.runtime.actor import Inbox
 
 Relay = Callable[[str, tuple[str, ...]], None]
 
@@ -28,45 +28,34 @@ class Message:
     overflowed: bool = False
 
 
-class Subscription:
-    def __init__(self, bus: Bus, topic: str, size: int):
+class Subscription(Inbox[Message]):
+    """An inbox of ``Message`` subscribed to one or more topics; ``close`` (or leaving the
+    ``with`` block) unsubscribes it."""
+
+    def __init__(self, bus: Bus, topics: tuple[str, ...], size: int):
+        super().__init__(size)
         self._bus = bus
-        self.topic = topic
-        self._send, self._receive = trio.open_memory_channel[Message](size)
-        self._overflowed = False
+        self.topics = topics
 
-    def _offer(self, message: Message) -> None:
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            self._overflowed = True
-
-    def _overflow(self) -> None:
-        """Make the next receive an ``overflowed`` message, waking a receiver that waits."""
-        self._overflowed = True
-        try:
-            self._send.send_nowait(Message(self.topic, (), overflowed=True))
-        except trio.WouldBlock:
-            pass  # full: the flag alone reports it on the next receive
+    @property
+    def topic(self) -> str:
+        return self.topics[0]
 
     async def receive(self) -> Message:
-        """The next message; one with ``overflowed=True`` means "some were dropped: read everything"."""
+        """The next message; one with ``overflowed=True`` means "some were dropped: read everything".
+
+        For readers that take one message at a time (``take`` hands over everything queued).
+        """
+        await self.wait_ready()
         if self._overflowed:
             self._overflowed = False
-            while True:  # what is queued is covered by the catch-up read
-                try:
-                    self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    break
+            self._items.clear()  # what is queued is covered by the catch-up read
             return Message(self.topic, (), overflowed=True)
-        message = await self._receive.receive()
-        if message.overflowed:
-            self._overflowed = False
-        return message
+        return self._items.popleft()
 
     def close(self) -> None:
-        self._bus._subs[self.topic].discard(self)
-        self._send.close()
+        for topic in self.topics:
+            self._bus._subs[topic].discard(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -82,9 +71,11 @@ class Bus:
         self._shared: set[str] = set()
         self._relay: Relay | None = None
 
-    def subscribe(self, topic: str) -> Subscription:
-        sub = Subscription(self, topic, self._size)
-        self._subs[topic].add(sub)
+    def subscribe(self, *topics: str, size: int | None = None) -> Subscription:
+        """A new inbox that receives every message published on any of ``topics``."""
+        sub = Subscription(self, topics, size or self._size)
+        for topic in topics:
+            self._subs[topic].add(sub)
         return sub
 
     def publish(self, topic: str, *ids: str) -> None:
@@ -98,13 +89,13 @@ class Bus:
         """Deliver to this process's subscribers only (the relay's way in, and process-local wake-ups)."""
         message = Message(topic, tuple(ids))
         for sub in list(self._subs.get(topic, ())):
-            sub._offer(message)
+            sub.post(message)
 
     def overflow(self, *topics: str) -> None:
         """Tell every subscriber of ``topics`` to catch up by reading everything pending."""
         for topic in topics:
             for sub in list(self._subs.get(topic, ())):
-                sub._overflow()
+                sub.overflow()
 
     def share(self, *topics: str) -> None:
         """Mark ``topics`` as cluster-wide: their messages also go to the other processes."""

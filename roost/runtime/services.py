@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-import trio
-
 from roost.runtime import destinations
 from roost.runtime.activity import DeviceActivity
+from roost.runtime.actor import Stopping
 from roost.runtime.bus import Bus
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings, destination_policy
@@ -41,7 +40,7 @@ class Services:
     sockets: SocketRegistry
     locks: JobLocks
     bus: Bus
-    stopping: trio.Event = field(default_factory=trio.Event)
+    stopping: Stopping = field(default_factory=Stopping)
     frames: FrameRouter = field(default_factory=FrameRouter)
     leadership: Leadership = field(default_factory=Leadership)
     activity: DeviceActivity = field(default_factory=DeviceActivity)  # devices.last_seen_at, written by heartbeat

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import trio
 
 from roost.errors import unwrap_group
-from roost.runtime.actor import Actor, ActorContext, first_of
+from roost.runtime.actor import Actor, ActorContext, Readiness, first_of
 from roost.runtime.health import ActorState
 from roost.runtime.logging import bind, get_logger
 from roost.runtime.services import Services
@@ -177,23 +177,9 @@ class Supervisor:
         Raises:
             ActorReturned: it returned before it reported ready, and nobody asked it to stop.
         """
-        status = _Readiness(task_status)
+        status = Readiness(task_status, True)
         await actor.run(ctx, task_status=status)
         if not status.reported:
             if not ctx.stopping.is_set():
                 raise ActorReturned(f"{actor.name} returned before it reported started")
             task_status.started(False)
-
-
-class _Readiness:
-    """The task status an actor gets: its ``started()`` reaches the supervisor as True."""
-
-    def __init__(self, inner: trio.TaskStatus[bool]):
-        self._inner = inner
-        self.reported = False
-
-    def started(self, value: object = None) -> None:
-        self._inner.started(True)
-        self.reported = True
-
-

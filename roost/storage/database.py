@@ -6,11 +6,15 @@ import abc
 from contextlib import asynccontextmanager
 from typing import Any, AsyncContextManager, AsyncIterator, Sequence
 
+from roost.storage.dialect import Dialect
+
 Row = dict[str, Any]
 
 
 class Connection(abc.ABC):
     """The query methods, on a pooled connection or inside one transaction."""
+
+    dialect: Dialect  # where the SQL of the two backends differs (roost.storage.dialect)
 
     @abc.abstractmethod
     async def execute(self, sql: str, *args: Any) -> int:
@@ -51,7 +55,8 @@ class Connection(abc.ABC):
 class Database(Connection):
     """A connection pool; ``transaction()`` hands out one connection inside BEGIN..COMMIT."""
 
-    dialect: str
+    backend: str  # "sqlite" or "postgresql": for status pages and logs, never to branch on
+    shared: bool  # several processes may serve this database (cross-process wake-ups, leadership)
 
     @abc.abstractmethod
     def transaction(self) -> AsyncContextManager[Connection]:
@@ -61,13 +66,8 @@ class Database(Connection):
     async def close(self) -> None: ...
 
     def for_update(self, *, skip_locked: bool = False, of: str | None = None) -> str:
-        """The clause a claim appends to a SELECT inside ``transaction()`` to lock the rows it reads.
-
-        PostgreSQL: `` FOR UPDATE [OF of] [SKIP LOCKED]``. SQLite returns "": its
-        ``BEGIN IMMEDIATE`` transaction already holds the one write lock, which serialises claims.
-        ``of`` names the table alias to lock when the SELECT joins.
-        """
-        return ""
+        """Shorthand for ``self.dialect.for_update`` (see ``roost.storage.dialect``)."""
+        return self.dialect.for_update(skip_locked=skip_locked, of=of)
 
     @abc.abstractmethod
     def advisory_lock(self, name: str) -> AsyncContextManager[bool]:
@@ -114,12 +114,8 @@ def sqlite_path(url: str) -> str:
     return path or "roost.db"
 
 
-def in_list(dialect: str, placeholder: str) -> str:
-    """SQL for "is one of the list bound at ``placeholder``" (pass the list as one parameter).
-
-    One parameter, not one per value, so the statement's text (and its prepared plan) is the same
-    for every length: a PostgreSQL array, or on SQLite the JSON the list is stored as.
-    """
-    if dialect == "postgresql":
-        return f"= ANY({placeholder}::text[])"
-    return f"IN (SELECT value FROM json_each({placeholder}))"
+def in_list(dialect: Dialect | str, placeholder: str) -> str:
+    """Deprecated spelling of ``conn.dialect.in_list(placeholder)``, kept while callers move."""
+    if isinstance(dialect, str):
+        dialect = Dialect(dialect)
+    return dialect.in_list(placeholder)

@@ -74,7 +74,7 @@ async def migrate(db: Database) -> list[Migration]:
     Raises:
         SchemaError: the database is newer than this code, or a step failed.
     """
-    steps = available(db.dialect)
+    steps = available(db.dialect.name)
     done: list[Migration] = []
     await _ensure_version_table(db)
     for step in steps:
@@ -104,7 +104,7 @@ async def migrate(db: Database) -> list[Migration]:
 async def check_current(db: Database) -> None:
     """Raise SchemaError unless the database is at exactly the schema version this code ships."""
     have = await applied_versions(db)
-    want = [m.version for m in available(db.dialect)]
+    want = [m.version for m in available(db.dialect.name)]
     missing = sorted(set(want) - set(have))
     if missing:
         raise SchemaError(f"the database lacks migrations {missing}: run `roost migrate`")

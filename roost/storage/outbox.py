@@ -137,7 +137,7 @@ async def release_held(conn: Connection, now: dt.datetime) -> int:
 
 async def claim(db: Database, *, now: dt.datetime, limit: int, claimed_by: str) -> list[Row]:
     """Move up to ``limit`` due queued rows to ``sending`` for this mailer (committed before any send)."""
-    lock = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else ""
+    lock = db.for_update(skip_locked=True)
     return await db.fetch(
         "UPDATE outbox SET status = 'sending', claimed_by = $3, claimed_at = $1, attempts = attempts + 1"
         " WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1"

@@ -36,6 +36,7 @@ from roost.errors import AlreadyExists, InvalidInput, MissingReference, StorageE
 from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.logging import get_logger
 from roost.storage.database import Connection, Database, Row
+from roost.storage.dialect import POSTGRESQL
 
 T = TypeVar("T")
 _MIGRATION_LOCK_KEY = 0x726F6F7374  # "roost"
@@ -142,6 +143,8 @@ def _rowcount(status: str) -> int:
 
 
 class _PgConn(Connection):
+    dialect = POSTGRESQL
+
     def __init__(self, loop: trio_asyncio.TrioEventLoop, conn: Any):
         self._loop = loop
         self._conn = conn  # an asyncpg connection, or the pool's queries (_PoolQueries): the same methods
@@ -171,7 +174,8 @@ class _PgConn(Connection):
 
 
 class PostgresDatabase(_PgConn, Database):
-    dialect = "postgresql"
+    backend = "postgresql"
+    shared = True  # several processes may serve one database
 
     def __init__(self, loop: trio_asyncio.TrioEventLoop, pool: asyncpg.Pool, dsn: str):
         super().__init__(loop, _PoolQueries(pool))
@@ -254,9 +258,6 @@ class PostgresDatabase(_PgConn, Database):
                                             CLEANUP_TIMEOUT_S, "advisory unlock")
                     except StorageError:  # terminated: the server drops the session's locks with it
                         pass
-
-    def for_update(self, *, skip_locked: bool = False, of: str | None = None) -> str:
-        return " FOR UPDATE" + (f" OF {of}" if of else "") + (" SKIP LOCKED" if skip_locked else "")
 
     async def run_script(self, conn: Connection, script: str) -> None:
         await conn.execute(script)

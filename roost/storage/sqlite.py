@@ -20,6 +20,7 @@ import trio
 
 from roost.errors import AlreadyExists, InvalidInput, MissingReference, StorageError
 from roost.storage.database import Connection, Database, Row
+from roost.storage.dialect import SQLITE
 
 T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -105,6 +106,8 @@ def _map_error(exc: sqlite3.Error) -> Exception:
 class _SqliteConn(Connection):
     """Methods on one sqlite3 connection; the caller holds whatever lock it needs."""
 
+    dialect = SQLITE
+
     def __init__(self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter):
         self._conn = conn
         self._limiter = limiter
@@ -145,7 +148,9 @@ class _SqliteConn(Connection):
 
 
 class SqliteDatabase(Database):
-    dialect = "sqlite"
+    dialect = SQLITE
+    backend = "sqlite"
+    shared = False  # one process per database file (the serve lock)
 
     def __init__(self, path: str, readers: int):
         self.path = path

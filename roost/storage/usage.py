@@ -63,7 +63,7 @@ async def record(conn: Connection, username: str, items: Iterable[MessageUsage])
     """Merge ``items`` into the stored messages of ``username`` (idempotent; counters only ever grow)."""
     rows = [(username, m.message_id, m.request_id, m.day, m.model, m.seen_at, *m.counts) for m in fold(items)]
     if rows:
-        dialect = getattr(conn, "dialect", None) or _dialect_of(conn)
+        dialect = conn.dialect.name
         await conn.execute_many(_upsert_sql(dialect), rows)
 
 
