@@ -116,6 +116,10 @@ class UsagePage(Out):
     next_cursor: str | None
 
 
+# The handlers' names are the OpenAPI operationIds (post_run_session_processor, ...): they keep the
+# words of their public paths.
+
+
 @bp.post("/api/admin/run-session-processor")
 @service_auth
 @validate_querystring(ProcessorQuery)
