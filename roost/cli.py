@@ -260,10 +260,10 @@ def process(
     session_dir: str | None = typer.Option(None, envvar="ROOST_SESSION_DIR", help="Root of <user>/*.jsonl."),
     database_url: str | None = DatabaseOpt,
 ) -> None:
-    """Run one session processor now, with a progress bar over the files (exit 1 if it is already running)."""
+    """Run one processor now, with a progress bar over the files (exit 1 if it is already running)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from roost.actors.sessions import get_processor, run_now
+    from roost.domain.processors import get_processor, run_now
     from roost.runtime.services import Services
 
     settings = _settings(database_url=database_url, session_dir=session_dir)

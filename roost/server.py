@@ -39,9 +39,9 @@ from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
+from roost.actors.processors import processor_runners
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
-from roost.actors.sessions import session_runners
 from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
 from roost.errors import Conflict
@@ -110,7 +110,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
     prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune(),
               dead_device_sweep()]
-    runners = session_runners(services)
+    runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
     services.bus.share(*CLUSTER_TOPICS)

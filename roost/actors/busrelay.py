@@ -34,7 +34,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 
 if TYPE_CHECKING:
-    from roost.storage.pgsession import PgSession
+    from roost.storage.dedicated import DedicatedConnection
 
 CHANNEL = "roost_bus"
 MAX_PAYLOAD_BYTES = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
@@ -138,7 +138,7 @@ class BusRelay(Actor):
             self._idle = trio.Event()
         self._wake.set()
 
-    async def _send(self, session: PgSession) -> None:
+    async def _send(self, session: DedicatedConnection) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -207,10 +207,10 @@ class BusRelay(Actor):
     async def _connected(self, ctx: ActorContext, first: _Started | None) -> None:
         """Listen (and send) until the connection is lost or the process drains; ``first`` is
         the actor's readiness on the first connection, None on a reconnect."""
-        from roost.storage.pgsession import open_session  # asyncpg: imported on PostgreSQL only
+        from roost.storage.dedicated import open_dedicated  # asyncpg: imported on PostgreSQL only
 
         bus = ctx.services.bus
-        async with open_session(ctx.services.db) as session:
+        async with open_dedicated(ctx.services.db) as session:
             self._pid = session.pid
             await session.listen(CHANNEL, self._received)
             self.connected = True

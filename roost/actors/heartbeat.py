@@ -34,7 +34,7 @@ from roost.runtime.actor import Actor, ActorContext
 from roost.storage import processes
 
 if TYPE_CHECKING:
-    from roost.storage.pgsession import PgSession
+    from roost.storage.dedicated import DedicatedConnection
 
 PRUNE_AFTER_BEATS = 10
 STOP_CLEANUP_S = 3.0  # closing the leadership connection and removing the process row, at most
@@ -52,7 +52,7 @@ class Heartbeat(Actor):
 
     def __init__(self, port: Callable[[], int | None] = lambda: None):
         self._port = port
-        self._session: PgSession | None = None  # holds the leadership locks (PostgreSQL)
+        self._session: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
 
@@ -82,13 +82,13 @@ class Heartbeat(Actor):
         ctx.tick()
 
     async def _lead(self, ctx: ActorContext) -> None:
-        from roost.storage.pgsession import connect_session
+        from roost.storage.dedicated import connect_dedicated
 
         leadership = ctx.services.leadership
         try:
             if self._session is None or self._session.lost.is_set():
                 await self._drop(ctx)
-                self._session = await connect_session(ctx.services.db)
+                self._session = await connect_dedicated(ctx.services.db)
                 if self._nursery is not None:
                     self._nursery.start_soon(self._watch, ctx, self._session)
             missing = sorted(leadership.wanted - set(leadership.led()))
@@ -103,7 +103,7 @@ class Heartbeat(Actor):
             await self._drop(ctx)
 
     async def _drop(self, ctx: ActorContext) -> None:
-        from roost.storage.pgsession import close_session
+        from roost.storage.dedicated import close_dedicated
 
         leadership = ctx.services.leadership
         if leadership.led() and leadership.clustered:
@@ -111,9 +111,9 @@ class Heartbeat(Actor):
         leadership.lose_all()
         session, self._session = self._session, None
         if session is not None:
-            await close_session(session)
+            await close_dedicated(session)
 
-    async def _watch(self, ctx: ActorContext, session: PgSession) -> None:
+    async def _watch(self, ctx: ActorContext, session: DedicatedConnection) -> None:
         """Drop leadership the moment the server ends the session, not at the next beat."""
         await session.lost.wait()
         if self._session is session:

@@ -4,188 +4,25 @@ Errors: a run failing with a ``RoostError`` (the database, a plugin, a job alrea
 recorded on the board and logged, and the scheduler goes on; any other error is a bug: it is
 recorded too, logged with its traceback, and raised to the supervisor (restart budget, status).
 
-A job is a name, an interval or a cron expression (``roost.runtime.schedule``), and a coroutine.
-The scheduler launches every due job in a task of its own, so a job that takes ten minutes delays
-no other; a job still running is never launched again (the in-flight set). When a run ends —
-success, failure, crash, or "already running elsewhere" — the job's next run is set from that end
-(one interval later, or the cron expression's next time), so a failing job runs at its cadence
-instead of hot-looping. Each job's last status, duration and error are kept on the
-process's ``JobBoard`` (served at ``GET /api/admin/jobs``) and exported as metrics. A scheduler
+Each job (``roost.runtime.jobs.Job``) has a task of its own that runs it through ``ctx.every``, so
+a job that takes ten minutes delays no other, and a job still running is never launched again.
+When a run ends — success, failure, crash, or "already running elsewhere" — the job's next run is
+set from that end (one interval later, or the cron expression's next time), so a failing job runs
+at its cadence instead of hot-looping; the next run is kept across a restart by the supervisor.
+Each job's last status, duration and error are kept on the process's ``JobBoard``. A scheduler
 is a singleton: with several processes only the leader of its name runs its jobs
-(``roost.runtime.leadership``); the others keep the cadence and skip.
+(``roost.runtime.leadership``); the others keep the cadence, skip, and mark the job as standing by.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
 
 import trio
-from prometheus_client import Counter, Gauge, Histogram
 
-from roost.errors import AlreadyRunning, InvalidInput, RoostError
-from roost.runtime.actor import Actor, ActorContext, first_of
-from roost.runtime.schedule import Schedule
-from roost.runtime.services import Services
-
-JobFn = Callable[[Services], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    interval_s: float | None  # None with ``cron``
-    run: JobFn
-    grace_s: float = 300.0
-    first_delay_s: float = 0.0  # interval jobs: the first run comes this long after start
-    actor: str | None = None  # the actor whose health shows the job as late
-    cron: str | None = None  # instead of an interval: a cron expression (UTC unless CRON_TZ=<zone> is given)
-    schedule: Schedule = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if (self.interval_s is None) == (self.cron is None):
-            raise ValueError(f"job {self.name}: give an interval or a cron expression (one of them)")
-        try:
-            schedule = Schedule.cron(self.cron) if self.cron is not None else Schedule.every(self.interval_s)  # type: ignore[arg-type]
-        except InvalidInput as exc:
-            raise ValueError(f"job {self.name}: {exc.message}") from exc
-        object.__setattr__(self, "schedule", schedule)
-
-    def first_run(self, now: dt.datetime) -> dt.datetime:
-        """When the first run is due, the scheduler starting at ``now``."""
-        if self.cron is not None:
-            return self.schedule.next_after(now)
-        return now + dt.timedelta(seconds=self.first_delay_s)
-
-
-@dataclass
-class JobStatus:
-    name: str
-    interval_s: float | None
-    grace_s: float
-    registered_at: dt.datetime
-    schedule: Schedule = field(repr=False)
-    running: bool = False
-    runs: int = 0
-    failures: int = 0
-    last_status: str | None = None  # ok | failed | busy | cancelled
-    last_started_at: dt.datetime | None = None
-    last_finished_at: dt.datetime | None = None
-    last_duration_s: float | None = None
-    last_error: str | None = None
-    last_success_at: dt.datetime | None = None
-    last_result: Any = None
-    next_run_at: dt.datetime | None = None
-    standby_at: dt.datetime | None = None  # last time a run was due here while another process led the job
-
-    def late(self, now: dt.datetime) -> bool:
-        """No successful run by the schedule's next time + grace (counting from registration before the
-        first one, or from the last time another process led it)."""
-        since = self.last_success_at or self.registered_at  # registration counts only before a first success
-        if self.standby_at is not None and self.standby_at > since:
-            since = self.standby_at
-        return (now - self.schedule.next_after(since)).total_seconds() > self.grace_s
-
-    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
-        return {
-            "name": self.name, "interval_s": self.interval_s, "cron": self.schedule.cron_expr,
-            "grace_s": self.grace_s, "running": self.running,
-            "late": self.late(now), "runs": self.runs, "failures": self.failures, "last_status": self.last_status,
-            "last_started_at": self.last_started_at, "last_finished_at": self.last_finished_at,
-            "last_duration_s": self.last_duration_s, "last_error": self.last_error,
-            "last_success_at": self.last_success_at, "next_run_at": self.next_run_at,
-        }
-
-
-@dataclass
-class JobBoard:
-    """Every job's bookkeeping in this process, and the job metrics."""
-
-    services: Services
-    jobs: dict[str, JobStatus] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        reg = self.services.metrics.registry
-        self.m_runs = Counter("roost_job_runs", "Job runs ended, by status", ["job", "status"], registry=reg)
-        self.m_duration = Histogram("roost_job_duration_seconds", "How long a job run took", ["job"], registry=reg,
-                                    buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
-        self.m_running = Gauge("roost_job_running", "1 while a run of the job is going on", ["job"], registry=reg)
-        self.m_success = Gauge("roost_job_last_success_timestamp_seconds", "When the job last succeeded",
-                               ["job"], registry=reg)
-
-    def register(self, job: Job) -> JobStatus:
-        status = self.jobs.get(job.name)
-        if status is None:
-            status = self.jobs[job.name] = JobStatus(job.name, job.interval_s, job.grace_s,
-                                                     self.services.clock.now(), job.schedule)
-            self.m_running.labels(job.name).set(0)
-            for outcome in ("ok", "failed", "busy"):
-                self.m_runs.labels(job.name, outcome).inc(0)
-        if job.actor is not None:
-            self.services.health.add_late_check(job.actor, lambda now, s=status: s.late(now))
-        return status
-
-    def started(self, name: str) -> None:
-        status = self.jobs[name]
-        status.running = True
-        status.last_started_at = self.services.clock.now()
-        self.m_running.labels(name).set(1)
-
-    def finished(self, name: str, outcome: str, duration_s: float, *, error: str | None = None,
-                 result: Any = None) -> None:
-        status = self.jobs[name]
-        now = self.services.clock.now()
-        status.running = False
-        status.runs += 1
-        status.last_status = outcome
-        status.last_finished_at = now
-        status.last_duration_s = duration_s
-        status.last_error = error
-        if outcome == "ok":
-            status.last_success_at = now
-            status.last_result = result
-            self.m_success.labels(name).set(now.timestamp())
-        elif outcome == "failed":
-            status.failures += 1
-        self.m_running.labels(name).set(0)
-        self.m_runs.labels(name, outcome).inc()
-        self.m_duration.labels(name).observe(duration_s)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        now = self.services.clock.now()
-        return [s.as_dict(now) for s in sorted(self.jobs.values(), key=lambda s: s.name)]
-
-
-def job_board(services: Services) -> JobBoard:
-    """The process's job board, made on first use (kept on ``services`` so every caller shares it)."""
-    board = getattr(services, "_job_board", None)
-    if board is None:
-        board = JobBoard(services)
-        services._job_board = board  # type: ignore[attr-defined]
-    return board
-
-
-async def tracked(services: Services, name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``fn`` as a run of job ``name``, recording status, duration and error however it ends."""
-    board = job_board(services)
-    clock = services.clock
-    start = clock.monotonic()
-    board.started(name)
-    outcome, error, result = "cancelled", None, None
-    try:
-        result = await fn()
-        outcome = "ok"
-        return result
-    except AlreadyRunning as exc:
-        outcome, error = "busy", exc.message
-        raise
-    except Exception as exc:
-        outcome, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-        raise
-    finally:
-        board.finished(name, outcome, clock.monotonic() - start, error=error, result=result)
+from roost.errors import AlreadyRunning, RoostError
+from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.jobs import Job, job_board, tracked
 
 
 class Scheduler(Actor):
@@ -197,63 +34,59 @@ class Scheduler(Actor):
         self.jobs = list(jobs)
         if name is not None:
             self.name = name
-        self.in_flight: set[str] = set()
-        self.next_due: dict[str, float] = {}
+        self.next_due: dict[str, float] = {}  # each job's next run, in trio time (kept across restarts)
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        services = ctx.services
-        board = job_board(services)
-        clock = services.clock
-        wake = trio.Event()
+        board = job_board(ctx.services)
+        now = ctx.services.clock.now()
         for job in self.jobs:
             board.register(job)
             if job.name not in self.next_due:
-                self._due_at(job, job.first_run(clock.now()), services)
-
-        async def run_job(job: Job) -> None:
-            nonlocal wake
-            try:
-                await tracked(services, job.name, lambda: job.run(services))
-            except AlreadyRunning:
-                ctx.log.info("job skipped: already running", job=job.name)
-            except RoostError as exc:  # recorded on the board; the scheduler and the other jobs go on
-                ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc.message}")
-            except Exception as exc:  # a bug: recorded on the board (tracked), and the supervisor sees it
-                ctx.log.error("job crashed", job=job.name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-                raise
-            finally:
-                # However the run ended: the next one is scheduled from this end, never "at once".
-                self._due_at(job, job.schedule.next_after(clock.now()), services)
-                self.in_flight.discard(job.name)
-                ctx.tick()
-                wake.set()
-
+                self._due_at(ctx, job, job.first_run(now))
         async with trio.open_nursery() as nursery:
+            for job in self.jobs:
+                nursery.start_soon(self._cadence, ctx, job, name=f"job:{job.name}")
             task_status.started()
-            while not ctx.stopping.is_set():
-                now = clock.monotonic()
-                for job in self.jobs:
-                    if job.name not in self.in_flight and now >= self.next_due[job.name]:
-                        if not services.leadership.leads(self.name):
-                            # Another process leads this scheduler: keep the cadence, run nothing,
-                            # so taking over (the leader died) runs the job within one interval (or at
-                            # the next cron time).
-                            status = board.jobs[job.name]
-                            status.standby_at = clock.now()
-                            self._due_at(job, job.schedule.next_after(status.standby_at), services)
-                            continue
-                        self.in_flight.add(job.name)
-                        nursery.start_soon(run_job, job, name=f"job:{job.name}")
-                idle = [self.next_due[j.name] for j in self.jobs if j.name not in self.in_flight]
-                wait = max(0.0, min(idle) - clock.monotonic()) if idle else math.inf
-                wake = trio.Event()
-                with trio.move_on_after(wait):
-                    await first_of(wake, ctx.stopping)
-            # Draining: launch nothing new; the nursery waits for runs in flight (the supervisor's grace
-            # period cancels them if they take too long).
+        # Draining: each job's task launches nothing new, and this waits for the runs in flight (the
+        # supervisor's grace period cancels them if they take too long).
 
-    def _due_at(self, job: Job, when: dt.datetime, services: Services) -> None:
-        """Set ``job``'s next run to wall time ``when`` (kept as trio time, which the loop sleeps on)."""
+    async def _cadence(self, ctx: ActorContext, job: Job) -> None:
+        await ctx.every(lambda: self._seconds_to_due(ctx, job), lambda: self._run_once(ctx, job),
+                        first_delay_s=self._seconds_to_due(ctx, job))
+
+    async def _run_once(self, ctx: ActorContext, job: Job) -> None:
+        services = ctx.services
         clock = services.clock
+        # A drain that starts at the very time a run is due wins: let the tasks woken with this one
+        # run first, and launch nothing if one of them started the drain.
+        await trio.lowlevel.checkpoint()
+        if ctx.stopping.is_set():
+            return
+        if not services.leadership.leads(self.name):
+            # Another process leads this scheduler: keep the cadence, run nothing, so taking over
+            # (the leader died) runs the job within one interval (or at the next cron time).
+            status = job_board(services).jobs[job.name]
+            status.standby_at = clock.now()
+            self._due_at(ctx, job, job.schedule.next_after(status.standby_at))
+            return
+        try:
+            await tracked(services, job.name, lambda: job.run(services))
+        except AlreadyRunning:
+            ctx.log.info("job skipped: already running", job=job.name)
+        except RoostError as exc:  # recorded on the board; the scheduler and the other jobs go on
+            ctx.log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc.message}")
+        except Exception as exc:  # a bug: recorded on the board (tracked), and the supervisor sees it
+            ctx.log.error("job crashed", job=job.name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            raise
+        finally:
+            # However the run ended: the next one is scheduled from this end, never "at once".
+            self._due_at(ctx, job, job.schedule.next_after(clock.now()))
+
+    def _seconds_to_due(self, ctx: ActorContext, job: Job) -> float:
+        return max(0.0, self.next_due[job.name] - ctx.services.clock.monotonic())
+
+    def _due_at(self, ctx: ActorContext, job: Job, when: dt.datetime) -> None:
+        """Set ``job``'s next run to wall time ``when`` (kept as trio time, which ``ctx.every`` waits on)."""
+        clock = ctx.services.clock
         self.next_due[job.name] = clock.monotonic() + (when - clock.now()).total_seconds()
-        job_board(services).jobs[job.name].next_run_at = when
+        job_board(ctx.services).jobs[job.name].next_run_at = when

@@ -22,6 +22,7 @@ from roost.runtime.metrics import Metrics
 from roost.runtime.sockets import SocketRegistry
 
 if TYPE_CHECKING:
+    from roost.runtime.jobs import JobBoard
     from roost.storage.database import Database
 
 
@@ -45,6 +46,7 @@ class Services:
     leadership: Leadership = field(default_factory=Leadership)
     activity: DeviceActivity = field(default_factory=DeviceActivity)  # devices.last_seen_at, written by heartbeat
     process_id: str = field(default_factory=lambda: new_process_id())
+    job_board: JobBoard | None = None  # made on first use by roost.runtime.jobs.job_board
     # Named queue depths for /api/admin/status; each job adds its own probe.
     queue_probes: dict[str, Callable[[], Awaitable[int]]] = field(default_factory=dict)
 

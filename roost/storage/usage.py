@@ -44,8 +44,8 @@ def fold(items: Iterable[MessageUsage]) -> list[MessageUsage]:
     return list(best.values())
 
 
-def _upsert_sql(dialect: str) -> str:
-    greatest = "GREATEST" if dialect == "postgresql" else "MAX"
+def _upsert_sql(greatest: str) -> str:
+    """The merge of one message's counters; ``greatest`` is the backend's two-argument maximum."""
     counters = ",\n    ".join(f"{c} = {greatest}(usage_messages.{c}, excluded.{c})" for c in COUNTERS)
     earlier = "excluded.seen_at < usage_messages.seen_at"
     return f"""
@@ -63,13 +63,7 @@ async def record(conn: Connection, username: str, items: Iterable[MessageUsage])
     """Merge ``items`` into the stored messages of ``username`` (idempotent; counters only ever grow)."""
     rows = [(username, m.message_id, m.request_id, m.day, m.model, m.seen_at, *m.counts) for m in fold(items)]
     if rows:
-        dialect = conn.dialect.name
-        await conn.execute_many(_upsert_sql(dialect), rows)
-
-
-def _dialect_of(conn: Connection) -> str:
-    # A transaction's connection is not the Database; its class tells the backend.
-    return "postgresql" if type(conn).__module__.endswith("postgres") else "sqlite"
+        await conn.execute_many(_upsert_sql(conn.dialect.greatest), rows)
 
 
 def encode_cursor(row: dict[str, Any]) -> str:

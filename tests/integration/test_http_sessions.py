@@ -96,7 +96,7 @@ async def test_jobs_and_processors_show_status_and_late(server: Running, client:
     assert procs[0]["last_result"]["processed"] == 2
 
     # Make the last success look old: late in /readyz, /api/admin/status and the processor list.
-    from roost.actors.scheduler import job_board
+    from roost.runtime.jobs import job_board
 
     status = job_board(server.services).jobs["session-processor:usage"]
     status.last_success_at = server.services.clock.now() - dt.timedelta(hours=2)

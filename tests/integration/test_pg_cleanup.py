@@ -20,7 +20,7 @@ import pytest
 import structlog
 import trio
 
-from roost.storage.pgsession import close_session, connect_session
+from roost.storage.dedicated import close_dedicated, connect_dedicated
 from roost.storage.postgres import CLEANUP_TIMEOUT_S, PostgresDatabase, open_postgres
 from tests.support.freeze import freezable_proxy
 
@@ -199,13 +199,13 @@ async def test_closing_the_pool_of_a_frozen_server_ends_within_the_cleanup_deadl
 @pytest.mark.timeout(60)
 async def test_closing_a_dedicated_session_on_a_frozen_server_ends_within_the_cleanup_deadline(pg_url: str) -> None:
     async with freezable_proxy(pg_url) as proxy, open_postgres(proxy.url_for(pg_url), pool_size=1) as db:
-        session = await connect_session(db)
+        session = await connect_dedicated(db)
         await session.fetchval("SELECT pg_advisory_lock(7)")
         proxy.freeze()
         began = trio.current_time()
         with trio.CancelScope() as scope:
             scope.cancel()  # as a drain's end would: the close is shielded and still bounded
-            await close_session(session)
+            await close_dedicated(session)
         took = trio.current_time() - began
         proxy.thaw()
 

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from roost.actors.scheduler import job_board
-from roost.actors.sessions import SessionRunner, job_name, run_now, run_processor
+from roost.actors.processors import ProcessorRunner
+from roost.domain.processors import job_name, run_now, run_processor
 from roost.errors import AlreadyRunning
-from roost.plugins.processors import SessionProcessor, iter_lines
+from roost.plugins.processors import Processor, iter_lines
 from roost.plugins.processors.usage import UsageProcessor
 from roost.runtime.actor import ActorContext
 from roost.runtime.config import Settings
+from roost.runtime.jobs import job_board
 from roost.runtime.services import Services
 from roost.storage import usage as usage_store
 from roost.storage.database import Database
@@ -26,7 +27,7 @@ from tests.support.transcripts import COUNTERS, expected_totals, generate_sessio
 START = dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.UTC)
 
 
-class LineCounter(SessionProcessor):
+class LineCounter(Processor):
     """Records every line it is handed, and fails on files whose lines say "boom"."""
 
     name = "lines"
@@ -191,7 +192,7 @@ async def test_lock_gives_409_while_held_and_is_released_after_an_exception(db: 
     async def crash(*args: Any) -> None:
         raise RuntimeError("scan crashed")
 
-    import roost.actors.sessions as runner_module
+    import roost.domain.processors as runner_module
 
     original = runner_module.state_store.fingerprints
     runner_module.state_store.fingerprints = crash  # type: ignore[assignment]
@@ -275,7 +276,7 @@ async def test_a_manual_run_racing_a_scheduled_run_gets_409_and_runs_once_it_end
             await release.wait()
 
     proc = Held()
-    runner = SessionRunner(s, proc)
+    runner = ProcessorRunner(s, proc)
     s.health.add(runner.name)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run, ActorContext(runner.name, s))

@@ -9,11 +9,12 @@ import pytest
 import trio
 import trio.testing
 
-from roost.actors.scheduler import Job, Scheduler, job_board
+from roost.actors.scheduler import Scheduler
 from roost.errors import AlreadyRunning, PluginError, StorageError
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
+from roost.runtime.jobs import Job, job_board
 from roost.runtime.services import Services
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from roost.actors import session_files
-from roost.actors.session_files import PROBE_BYTES, FileEntry, _Reader, process_full
-from roost.plugins.processors import SessionProcessor
+from roost.domain import transcripts
+from roost.domain.transcripts import PROBE_BYTES, FileEntry, _Reader, process_full
+from roost.plugins.processors import Processor
 
 
-class Nothing(SessionProcessor):
+class Nothing(Processor):
     name = "nothing"
 
     def extract(self, username: str, lines: bytes) -> list:
@@ -36,7 +36,7 @@ SIZES = [0, 1, PROBE_BYTES - 1, PROBE_BYTES, PROBE_BYTES + 1, 2 * PROBE_BYTES - 
 @pytest.mark.parametrize("size", SIZES)
 def test_a_full_read_records_the_probe_a_later_run_recomputes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                size: int, chunk: int) -> None:
-    monkeypatch.setattr(session_files, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(transcripts, "CHUNK_BYTES", chunk)
     data = content(size)
     path = tmp_path / "s.jsonl"
     path.write_bytes(data)
@@ -71,7 +71,7 @@ def test_the_probe_covers_the_head_and_tail_windows_and_the_size(tmp_path: Path)
             r.close()
 
 
-class Lines(SessionProcessor):
+class Lines(Processor):
     name = "lines"
 
     def extract(self, username: str, lines: bytes) -> list:
@@ -83,18 +83,18 @@ def test_a_file_that_grew_after_the_scan_is_read_to_its_end_in_whole_chunks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: int) -> None:
     # The scan saw `seen` bytes; 300,000 are there when it is read. Everything is read and hashed,
     # and past the scan's size the reads are whole chunks, not a byte at a time.
-    monkeypatch.setattr(session_files, "CHUNK_BYTES", 65_536)
+    monkeypatch.setattr(transcripts, "CHUNK_BYTES", 65_536)
     data = content(300_000)
     path = tmp_path / "s.jsonl"
     path.write_bytes(data)
     reads: list[int] = []
-    real_pread = session_files.os.pread
+    real_pread = transcripts.os.pread
 
     def counting_pread(fd: int, n: int, offset: int) -> bytes:
         reads.append(n)
         return real_pread(fd, n, offset)
 
-    monkeypatch.setattr(session_files.os, "pread", counting_pread)
+    monkeypatch.setattr(transcripts.os, "pread", counting_pread)
     entry = FileEntry("u/s.jsonl", "u", str(path), seen, path.stat().st_mtime_ns)
     r = _Reader(str(path))
     try:
@@ -114,8 +114,8 @@ def test_a_small_file_is_one_read_of_its_own_size(tmp_path: Path, monkeypatch: p
     path = tmp_path / "s.jsonl"
     path.write_bytes(data)
     reads: list[int] = []
-    real_pread = session_files.os.pread
-    monkeypatch.setattr(session_files.os, "pread", lambda fd, n, off: reads.append(n) or real_pread(fd, n, off))
+    real_pread = transcripts.os.pread
+    monkeypatch.setattr(transcripts.os, "pread", lambda fd, n, off: reads.append(n) or real_pread(fd, n, off))
     entry = FileEntry("u/s.jsonl", "u", str(path), len(data), path.stat().st_mtime_ns)
     r = _Reader(str(path))
     try:

@@ -1,17 +1,19 @@
-"""Session processors: plugins that turn the new lines of session files into stored items.
+"""Processors: plugins that turn the new lines of Claude Code transcripts into stored items.
 
 The contract is small. A processor has a ``name`` (lower-case letters, digits, ``_``), a
 ``default_interval_s``, and
 
 * ``extract(username, lines) -> list`` — called in a worker thread with a block of *complete*
-  new lines of one file (``bytes`` ending in ``\\n``; use ``iter_lines`` to split it), returns
+  new lines of one transcript (``bytes`` ending in ``\\n``; use ``iter_lines`` to split it), returns
   the items found. It must not touch the database; raising fails that file only.
 * ``store(conn, username, items)`` — awaited inside the transaction that also records the
-  file's new state, so items and state commit together. Because a file rewritten or truncated
+  transcript's new state, so items and state commit together. Because a transcript rewritten or truncated
   is processed again from the start, ``store`` must be idempotent (upsert, never blind insert).
 
 Built-in processors are listed in ``BUILTIN``; others are loaded from the
-``roost.session_processors`` entry point group (each entry names a class or an instance).
+``roost.session_processors`` entry point group (each entry names a class or an instance; the
+group keeps its published name). ``SessionProcessor`` is the name the README gave plugins before
+this class was called ``Processor``; both name the same class.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 log = get_logger()
 
 
-class SessionProcessor(abc.ABC):
+class Processor(abc.ABC):
     name: str = ""
     default_interval_s: float = 600.0
 
@@ -41,6 +43,9 @@ class SessionProcessor(abc.ABC):
         """Persist ``items`` (idempotently) on ``conn``, inside the run's transaction. Default: nothing."""
 
 
+SessionProcessor = Processor
+
+
 def iter_lines(block: bytes) -> Iterator[bytes]:
     """The non-empty lines of a block of complete lines, without their newlines."""
     for line in block.split(b"\n"):
@@ -48,15 +53,15 @@ def iter_lines(block: bytes) -> Iterator[bytes]:
             yield line
 
 
-def builtin() -> list[SessionProcessor]:
+def builtin() -> list[Processor]:
     from roost.plugins.processors.usage import UsageProcessor
 
     return [UsageProcessor()]
 
 
-def load_processors(*, with_entry_points: bool = True) -> dict[str, SessionProcessor]:
+def load_processors(*, with_entry_points: bool = True) -> dict[str, Processor]:
     """Every available processor by name: built-ins first, then entry points (a clashing name is skipped)."""
-    found: dict[str, SessionProcessor] = {}
+    found: dict[str, Processor] = {}
     for proc in builtin():
         found[proc.name] = proc
     if with_entry_points:
@@ -65,13 +70,13 @@ def load_processors(*, with_entry_points: bool = True) -> dict[str, SessionProce
                 obj = ep.load()
                 proc = obj() if isinstance(obj, type) else obj
             except Exception as exc:  # one broken plugin must not take the others down
-                log.error("session processor plugin failed to load", entry_point=ep.name, error=str(exc))
+                log.error("processor plugin failed to load", entry_point=ep.name, error=str(exc))
                 continue
-            if not isinstance(proc, SessionProcessor) or not _NAME.match(getattr(proc, "name", "") or ""):
-                log.error("session processor plugin is not a SessionProcessor with a valid name", entry_point=ep.name)
+            if not isinstance(proc, Processor) or not _NAME.match(getattr(proc, "name", "") or ""):
+                log.error("processor plugin is not a Processor with a valid name", entry_point=ep.name)
                 continue
             if proc.name in found:
-                log.warning("session processor name already taken; plugin skipped", name=proc.name)
+                log.warning("processor name already taken; plugin skipped", name=proc.name)
                 continue
             found[proc.name] = proc
     return found

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from roost.plugins.processors import SessionProcessor
+from roost.plugins.processors import Processor
 from roost.storage import usage as usage_store
 from roost.storage.database import Connection
 
@@ -64,7 +64,7 @@ def parse_line(line: bytes) -> usage_store.MessageUsage | None:
     )
 
 
-class UsageProcessor(SessionProcessor):
+class UsageProcessor(Processor):
     name = "usage"
     default_interval_s = 600.0
 

@@ -1,7 +1,7 @@
-"""The file side of the session runners: stat-only scan, and reading/hashing in worker threads.
+"""Transcripts, the files a processor reads: stat-only scan, and reading/hashing in worker threads.
 
 Everything here is blocking and runs in a worker thread (``trio.to_thread``); nothing touches
-the database. Per file, given what the processor last recorded (``FileState``):
+the database. Per transcript, given what the processor last recorded (``FileState``):
 
 * size and mtime_ns unchanged: never reaches this module's readers (the scan skips it: no read).
 * same size, new mtime (touched): hashed once; identical content only records the new mtime.
@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from roost.errors import PluginError, RoostError
 from roost.plugins.guard import plugin_error
-from roost.plugins.processors import SessionProcessor
-from roost.storage.sessions import FileState
+from roost.plugins.processors import Processor
+from roost.storage.transcripts import FileState
 
 CHUNK_BYTES = 4 << 20
 PROBE_BYTES = 64 * 1024
@@ -41,7 +41,7 @@ def _hasher() -> Any:
 
 @dataclass(slots=True)
 class FileEntry:
-    """One session file as the scan saw it (made only for files that changed)."""
+    """One transcript as the scan saw it (made only for transcripts that changed)."""
 
     key: str  # "<user>/<file name>", the state's session_file
     username: str
@@ -150,7 +150,7 @@ class _Reader:
         os.close(self.fd)
 
 
-def _stream(r: _Reader, start: int, processor: SessionProcessor, username: str,
+def _stream(r: _Reader, start: int, processor: Processor, username: str,
             full: bool, size_hint: int) -> tuple[int, int, list[Any], str | None, str | None]:
     """Read from ``start`` to EOF in chunks; hand complete lines to the processor.
 
@@ -218,14 +218,14 @@ def _stream(r: _Reader, start: int, processor: SessionProcessor, username: str,
     return pos, pos - len(pending), items, h.hexdigest(), probe.hexdigest()
 
 
-def process_full(entry: FileEntry, processor: SessionProcessor, r: _Reader) -> FileResult:
+def process_full(entry: FileEntry, processor: Processor, r: _Reader) -> FileResult:
     size, done, items, digest, probe = _stream(r, 0, processor, entry.username, True, entry.size)
     # The scan's mtime, taken before reading: a write after it shows as a change on the next scan.
     state = FileState(entry.username, size, entry.mtime_ns, done, digest, probe, len(items))  # type: ignore[arg-type]
     return FileResult(entry, "processed", state, items)
 
 
-class _NoLines(SessionProcessor):
+class _NoLines(Processor):
     name = "hash_only"
 
     def extract(self, username: str, lines: bytes) -> list[Any]:
@@ -235,7 +235,7 @@ class _NoLines(SessionProcessor):
 _NO_LINES = _NoLines()
 
 
-def process_one(entry: FileEntry, previous: FileState | None, processor: SessionProcessor) -> FileResult:
+def process_one(entry: FileEntry, previous: FileState | None, processor: Processor) -> FileResult:
     """Bring one file up to date for ``processor``; an I/O error or the processor's error fails
     this file only. Anything else is a bug in roost and is raised (to the run, then the supervisor)."""
     try:
@@ -253,7 +253,7 @@ def process_one(entry: FileEntry, previous: FileState | None, processor: Session
     return result
 
 
-def _process_open(entry: FileEntry, prev: FileState | None, processor: SessionProcessor, r: _Reader) -> FileResult:
+def _process_open(entry: FileEntry, prev: FileState | None, processor: Processor, r: _Reader) -> FileResult:
     if prev is None or entry.size < prev.size:
         return process_full(entry, processor, r)  # new, or truncated: from the start
     if entry.size == prev.size:
@@ -276,6 +276,6 @@ def _process_open(entry: FileEntry, prev: FileState | None, processor: SessionPr
     return FileResult(entry, "processed", state, items)
 
 
-def process_batch(work: list[tuple[FileEntry, FileState | None]], processor: SessionProcessor) -> list[FileResult]:
+def process_batch(work: list[tuple[FileEntry, FileState | None]], processor: Processor) -> list[FileResult]:
     """Several files in one worker-thread call (a thread hop per small file would cost more than the file)."""
     return [process_one(entry, previous, processor) for entry, previous in work]

@@ -1,4 +1,4 @@
-"""Session processors, the job board, and token usage (service token)."""
+"""Processors, the job board, and token usage (service token)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
-from roost.actors import sessions as runners
-from roost.actors.scheduler import job_board
+from roost.domain import processors as domain
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.models import Out, PageQuery, _refuse_nul
-from roost.storage import sessions as state_store
+from roost.runtime.jobs import job_board
 from roost.storage import usage as usage_store
 
-bp = Blueprint("sessions", __name__)
+bp = Blueprint("processors", __name__)
 
 
 class ProcessorQuery(BaseModel):
@@ -117,6 +116,10 @@ class UsagePage(Out):
     next_cursor: str | None
 
 
+# The handlers' names are the OpenAPI operationIds (post_run_session_processor, ...): they keep the
+# words of their public paths.
+
+
 @bp.post("/api/admin/run-session-processor")
 @service_auth
 @validate_querystring(ProcessorQuery)
@@ -125,8 +128,8 @@ class UsagePage(Out):
 async def run_session_processor(query_args: ProcessorQuery) -> dict[str, int]:
     """Run a processor now; 409 while a scheduled or manual run of it is going on (in any process)."""
     s = services()
-    processor = runners.get_processor(s, query_args.processor)
-    return (await runners.run_now(s, processor)).counts()
+    processor = domain.get_processor(s, query_args.processor)
+    return (await domain.run_now(s, processor)).counts()
 
 
 @bp.get("/api/admin/session-processors")
@@ -134,28 +137,7 @@ async def run_session_processor(query_args: ProcessorQuery) -> dict[str, int]:
 @validate_response(ProcessorPage)
 @documented_errors(401, 503)
 async def list_session_processors() -> dict[str, Any]:
-    s = services()
-    board = job_board(s)
-    now = s.clock.now()
-    items = []
-    for name, proc in sorted(runners.processors(s).items()):
-        status = board.jobs.get(runners.job_name(name))
-        summary = await state_store.summary(s.db, name)
-        items.append({
-            "name": name,
-            "interval_s": runners.interval_for(s, proc),
-            "cron": runners.cron_for(s, proc),
-            "grace_s": s.settings.processor_grace_s,
-            "running": bool(status and status.running),
-            "late": bool(status and status.late(now)),
-            "last_status": status.last_status if status else None,
-            "last_success_at": status.last_success_at if status else None,
-            "last_error": status.last_error if status else None,
-            "last_result": status.last_result if status else None,
-            "files": summary["files"],
-            "items_extracted": summary["items"],
-        })
-    return {"items": items, "next_cursor": None}
+    return {"items": await domain.statuses(services()), "next_cursor": None}
 
 
 @bp.get("/api/admin/jobs")

@@ -1,10 +1,10 @@
-"""A dedicated PostgreSQL connection outside the pool, for what must live on one session.
+"""A dedicated connection: a PostgreSQL connection of its own, outside the pool.
 
-Two things do: LISTEN (the cluster bus relay) and session-level advisory locks (leadership).
-Neither can use a pooled connection, which is handed to other tasks between queries. When the
-server ends the session (``pg_terminate_backend``, a restart, a cut network), ``lost`` is set:
-whatever the session held (its LISTEN, its locks) is gone, and the owner opens a new one.
-(Closing the session ourselves sets it too: read it before closing to tell the two apart.)
+Two things need one: LISTEN (the cluster bus relay) and connection-level advisory locks
+(leadership). Neither can use a pooled connection, which is handed to other tasks between
+queries. When the server ends the connection (``pg_terminate_backend``, a restart, a cut
+network), ``lost`` is set: whatever it held (its LISTEN, its locks) is gone, and the owner opens
+a new one. (Closing it ourselves sets it too: read it before closing to tell the two apart.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ CONNECT_TIMEOUT_S = 10.0
 Listener = Callable[[int, str], None]  # (sender's backend pid, payload)
 
 
-class PgSession:
+class DedicatedConnection:
     def __init__(self, db: PostgresDatabase, conn: asyncpg.Connection):
         self._db = db
         self._conn = conn
@@ -31,11 +31,11 @@ class PgSession:
 
     @property
     def pid(self) -> int:
-        """The server process id of this session (NOTIFY payloads name the sender's)."""
+        """The server process id of this connection (NOTIFY payloads name the sender's)."""
         return self._conn.get_server_pid()
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        """Raises: StorageError (the session may be lost: see ``lost``)."""
+        """Raises: StorageError (the connection may be lost: see ``lost``)."""
         return await self._db.aio(self._conn.fetchval(sql, *args))
 
     async def listen(self, channel: str, listener: Listener) -> None:
@@ -52,36 +52,36 @@ class PgSession:
         self._conn.terminate()
 
 
-async def connect_session(db: PostgresDatabase) -> PgSession:
-    """A connection of its own (not from the pool); the caller closes it with ``close_session``.
+async def connect_dedicated(db: PostgresDatabase) -> DedicatedConnection:
+    """A connection of its own (not from the pool); the caller closes it with ``close_dedicated``.
 
     Raises:
         StorageError: cannot connect.
     """
-    return PgSession(db, await db.aio(asyncpg.connect(db.dsn, timeout=CONNECT_TIMEOUT_S)))
+    return DedicatedConnection(db, await db.aio(asyncpg.connect(db.dsn, timeout=CONNECT_TIMEOUT_S)))
 
 
-async def close_session(session: PgSession) -> None:
+async def close_dedicated(conn: DedicatedConnection) -> None:
     """Close politely when possible, however the caller is being cancelled; never longer than the
     cleanup deadline (then the connection is terminated)."""
     with trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_TIMEOUT_S + 0.5):
         try:
-            await session.close()
-        except Exception:  # a lost session may fail to close politely; it is gone either way
-            session._conn.terminate()
-    if not session._conn.is_closed():
-        session._conn.terminate()
+            await conn.close()
+        except Exception:  # a lost connection may fail to close politely; it is gone either way
+            conn._conn.terminate()
+    if not conn._conn.is_closed():
+        conn._conn.terminate()
 
 
 @asynccontextmanager
-async def open_session(db: PostgresDatabase) -> AsyncIterator[PgSession]:
+async def open_dedicated(db: PostgresDatabase) -> AsyncIterator[DedicatedConnection]:
     """A connection of its own for as long as the block runs.
 
     Raises:
         StorageError: cannot connect.
     """
-    session = await connect_session(db)
+    conn = await connect_dedicated(db)
     try:
-        yield session
+        yield conn
     finally:
-        await close_session(session)
+        await close_dedicated(conn)

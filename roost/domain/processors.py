@@ -1,14 +1,14 @@
-"""Session runners: one actor per session processor, each on its own cadence.
+"""Processors: the jobs that read Claude Code transcripts, and their runs.
 
 ``run_processor`` is one run: under the processor's lock (``processor:<name>``: in-process, and a
-PostgreSQL advisory lock, so a second process gets the same 409), it scans the session tree
-(stat only) and, as each user folder is scanned, brings its changed files up to date in worker
-threads (see ``session_files``), storing each batch's items together with the files' new state
-in one transaction. A file that
-fails is counted and left as it was, so the next run retries it; the others go on.
+PostgreSQL advisory lock, so a second process gets the same 409), it scans the transcript tree
+(stat only) and, as each user folder is scanned, brings its changed transcripts up to date in
+worker threads (see ``roost.domain.transcripts``), storing each batch's items together with the
+transcripts' new state in one transaction. A transcript that fails is counted and left as it
+was, so the next run retries it; the others go on.
 
-``SessionRunner`` is the scheduler with a single job, so one processor's long or failing run
-never touches another's, and the job's bookkeeping (status, duration, late) is the scheduler's.
+``run_now`` is a manual run (HTTP, CLI), recorded on the job board like the scheduled runs of
+the processor's actor (``roost.actors.processors``); ``processor_job`` is the job both record.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import trio
 
-from roost.actors import session_files
-from roost.actors.scheduler import Job, JobFn, Scheduler, job_board, tracked
+from roost.domain import transcripts
 from roost.errors import NotFound, RoostError, unwrap_group
 from roost.plugins.guard import plugin_call
-from roost.plugins.processors import SessionProcessor, load_processors
+from roost.plugins.processors import Processor, load_processors
+from roost.runtime.jobs import Job, JobFn, job_board, tracked
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
-from roost.storage import sessions as state_store
+from roost.storage import transcripts as state_store
 
 log = get_logger()
 
@@ -52,7 +52,7 @@ class RunResult:
 
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
-Work = list[tuple[session_files.FileEntry, state_store.FileState | None]]  # changed files and their last state
+Work = list[tuple[transcripts.FileEntry, state_store.FileState | None]]  # changed files and their last state
 
 
 def lock_name(processor: str) -> str:
@@ -60,48 +60,79 @@ def lock_name(processor: str) -> str:
 
 
 def job_name(processor: str) -> str:
+    """The processor's job on the board (a name the status pages and ``/api/admin/jobs`` show)."""
     return f"session-processor:{processor}"
 
 
-def interval_for(services: Services, processor: SessionProcessor) -> float | None:
+def actor_name(processor: str) -> str:
+    """The name of the processor's actor (and of its health entry)."""
+    return f"session:{processor}"
+
+
+def interval_for(services: Services, processor: Processor) -> float | None:
     """The processor's interval in seconds; None when it runs on a cron expression (``cron_for``)."""
     if cron_for(services, processor) is not None:
         return None
     return services.settings.processor_intervals_s.get(processor.name, processor.default_interval_s)
 
 
-def cron_for(services: Services, processor: SessionProcessor) -> str | None:
+def cron_for(services: Services, processor: Processor) -> str | None:
     """The processor's cron expression (``ROOST_PROCESSOR_<NAME>_CRON``), if it has one instead of an interval."""
     return services.settings.processor_crons.get(processor.name)
 
 
-def processor_job(services: Services, processor: SessionProcessor, run: JobFn) -> Job:
+def processor_job(services: Services, processor: Processor, run: JobFn) -> Job:
     """The processor's job: its interval or cron expression, late after that plus the processor grace."""
     return Job(job_name(processor.name), interval_for(services, processor), run,
-               grace_s=services.settings.processor_grace_s, actor=f"session:{processor.name}",
+               grace_s=services.settings.processor_grace_s, actor=actor_name(processor.name),
                cron=cron_for(services, processor))
 
 
-def processors(services: Services) -> dict[str, SessionProcessor]:
+def processors(services: Services) -> dict[str, Processor]:
     """The processors this process runs (loaded once per process, kept on ``services``)."""
-    found = getattr(services, "_session_processors", None)
+    found = getattr(services, "_processors", None)
     if found is None:
         found = load_processors()
-        services._session_processors = found  # type: ignore[attr-defined]
+        services._processors = found  # type: ignore[attr-defined]
     return found
 
 
-def get_processor(services: Services, name: str) -> SessionProcessor:
+def get_processor(services: Services, name: str) -> Processor:
     """Raises: NotFound: no processor of that name."""
     proc = processors(services).get(name)
     if proc is None:
-        raise NotFound(f"no session processor named {name!r} (known: {', '.join(sorted(processors(services)))})")
+        raise NotFound(f"no processor named {name!r} (known: {', '.join(sorted(processors(services)))})")
     return proc
 
 
-async def run_processor(services: Services, processor: SessionProcessor, *, user: str | None = None,
+async def statuses(services: Services) -> list[dict[str, Any]]:
+    """Each processor's cadence, last run (from the job board) and what it has read so far, by name."""
+    board = job_board(services)
+    now = services.clock.now()
+    items = []
+    for name, proc in sorted(processors(services).items()):
+        status = board.jobs.get(job_name(name))
+        summary = await state_store.summary(services.db, name)
+        items.append({
+            "name": name,
+            "interval_s": interval_for(services, proc),
+            "cron": cron_for(services, proc),
+            "grace_s": services.settings.processor_grace_s,
+            "running": bool(status and status.running),
+            "late": bool(status and status.late(now)),
+            "last_status": status.last_status if status else None,
+            "last_success_at": status.last_success_at if status else None,
+            "last_error": status.last_error if status else None,
+            "last_result": status.last_result if status else None,
+            "files": summary["files"],
+            "items_extracted": summary["items"],
+        })
+    return items
+
+
+async def run_processor(services: Services, processor: Processor, *, user: str | None = None,
                         progress: Progress | None = None) -> RunResult:
-    """One run of ``processor`` over the session tree (or one user's folder).
+    """One run of ``processor`` over the transcript tree (or one user's folder).
 
     Raises:
         AlreadyRunning: a run of this processor holds its lock, here or in another process.
@@ -110,7 +141,7 @@ async def run_processor(services: Services, processor: SessionProcessor, *, user
         return await _run_locked(services, processor, user, progress)
 
 
-async def _find_changed(services: Services, processor: SessionProcessor, user: str | None, result: RunResult,
+async def _find_changed(services: Services, processor: Processor, user: str | None, result: RunResult,
                         send: trio.MemorySendChannel[Work], found: Callable[[int], None]) -> None:
     """Send each user folder's changed files, with their last state: stat only, no content read.
 
@@ -121,7 +152,7 @@ async def _find_changed(services: Services, processor: SessionProcessor, user: s
     """
     db = services.db
     root = services.settings.session_dir
-    known: set[session_files.ScanRow] = set()
+    known: set[transcripts.ScanRow] = set()
     loaded = trio.Event()
 
     async def load_known() -> None:
@@ -131,9 +162,9 @@ async def _find_changed(services: Services, processor: SessionProcessor, user: s
 
     async def scan_one(name: str, limiter: trio.CapacityLimiter, out: trio.MemorySendChannel[Work]) -> None:
         async with out:
-            rows = await trio.to_thread.run_sync(session_files.scan_folder, root, name, limiter=limiter)
+            rows = await trio.to_thread.run_sync(transcripts.scan_folder, root, name, limiter=limiter)
             await loaded.wait()
-            entries = await trio.to_thread.run_sync(session_files.changed, root, rows, known, limiter=limiter)
+            entries = await trio.to_thread.run_sync(transcripts.changed, root, rows, known, limiter=limiter)
             result.scanned += len(rows)
             result.skipped += len(rows) - len(entries)
             if entries:
@@ -144,7 +175,7 @@ async def _find_changed(services: Services, processor: SessionProcessor, user: s
 
     async with send, trio.open_nursery() as nursery:
         nursery.start_soon(load_known)
-        names = [user] if user is not None else await trio.to_thread.run_sync(session_files.users, root)
+        names = [user] if user is not None else await trio.to_thread.run_sync(transcripts.users, root)
         limiter = trio.CapacityLimiter(SCANNERS)
         for name in names:
             nursery.start_soon(scan_one, name, limiter, send.clone())
@@ -166,7 +197,7 @@ async def _batches(folders: trio.MemoryReceiveChannel[Work], out: trio.MemorySen
             await out.send(batch)
 
 
-async def _run_locked(services: Services, processor: SessionProcessor, user: str | None,
+async def _run_locked(services: Services, processor: Processor, user: str | None,
                       progress: Progress | None) -> RunResult:
     try:
         return await _run_unwrapped(services, processor, user, progress)
@@ -177,7 +208,7 @@ async def _run_locked(services: Services, processor: SessionProcessor, user: str
         raise
 
 
-async def _run_unwrapped(services: Services, processor: SessionProcessor, user: str | None,
+async def _run_unwrapped(services: Services, processor: Processor, user: str | None,
                          progress: Progress | None) -> RunResult:
     result = RunResult()
     found = done = 0
@@ -193,14 +224,14 @@ async def _run_unwrapped(services: Services, processor: SessionProcessor, user: 
     # Bounded channels keep the scan and the readers at most a few batches ahead of storing.
     folders_send, folders_recv = trio.open_memory_channel[Work](SCANNERS * 2)
     batches_send, batches_recv = trio.open_memory_channel[Work](READERS)
-    results_send, results_recv = trio.open_memory_channel[list[session_files.FileResult]](READERS)
+    results_send, results_recv = trio.open_memory_channel[list[transcripts.FileResult]](READERS)
     limiter = trio.CapacityLimiter(READERS)
 
     async def reader(batches: trio.MemoryReceiveChannel[Work],
-                     out: trio.MemorySendChannel[list[session_files.FileResult]]) -> None:
+                     out: trio.MemorySendChannel[list[transcripts.FileResult]]) -> None:
         async with batches, out:
             async for batch in batches:
-                await out.send(await trio.to_thread.run_sync(session_files.process_batch, batch, processor,
+                await out.send(await trio.to_thread.run_sync(transcripts.process_batch, batch, processor,
                                                              limiter=limiter))
 
     if progress:
@@ -217,11 +248,11 @@ async def _run_unwrapped(services: Services, processor: SessionProcessor, user: 
                 done += len(outcomes)
                 if progress:
                     progress(done, found)
-    log.info("session processor ran", processor=processor.name, **asdict(result))
+    log.info("processor ran", processor=processor.name, **asdict(result))
     return result
 
 
-async def _persist(services: Services, processor: SessionProcessor, outcomes: list[session_files.FileResult],
+async def _persist(services: Services, processor: Processor, outcomes: list[transcripts.FileResult],
                    result: RunResult) -> None:
     """Store items and new file states in one transaction; on failure, file by file, to fail only the culprit."""
     now = services.clock.now()
@@ -230,13 +261,13 @@ async def _persist(services: Services, processor: SessionProcessor, outcomes: li
         result.bytes_read += o.bytes_read
         if o.outcome == "failed":
             result.failed += 1
-            log.warning("session file failed", processor=processor.name, file=o.entry.key, error=o.error)
+            log.warning("transcript failed", processor=processor.name, file=o.entry.key, error=o.error)
     # RoostError: the database (StorageError, a constraint) or the processor's store (PluginError);
     # anything else is a bug in roost and goes up to the run, then the supervisor.
     try:
         await _store(services, processor, good, now)
     except RoostError as exc:
-        log.warning("batch store failed; storing file by file", processor=processor.name, error=exc.message)
+        log.warning("batch store failed; storing transcript by transcript", processor=processor.name, error=exc.message)
         stored = []
         for o in good:
             try:
@@ -244,7 +275,7 @@ async def _persist(services: Services, processor: SessionProcessor, outcomes: li
                 stored.append(o)
             except RoostError as one_exc:
                 result.failed += 1
-                log.warning("session file failed", processor=processor.name, file=o.entry.key,
+                log.warning("transcript failed", processor=processor.name, file=o.entry.key,
                             error=one_exc.message)
         good = stored
     for o in good:
@@ -255,7 +286,7 @@ async def _persist(services: Services, processor: SessionProcessor, outcomes: li
             result.skipped += 1
 
 
-async def _store(services: Services, processor: SessionProcessor, outcomes: list[session_files.FileResult],
+async def _store(services: Services, processor: Processor, outcomes: list[transcripts.FileResult],
                  now: dt.datetime) -> None:
     if not outcomes:
         return
@@ -270,20 +301,7 @@ async def _store(services: Services, processor: SessionProcessor, outcomes: list
         await state_store.save(tx, processor.name, [(o.entry.key, o.state) for o in outcomes if o.state], now)
 
 
-class SessionRunner(Scheduler):
-    """The actor of one processor: its scheduled runs, tracked as job ``session-processor:<name>``."""
-
-    def __init__(self, services: Services, processor: SessionProcessor):
-        self.processor = processor
-        name = f"session:{processor.name}"
-
-        async def run(s: Services) -> dict[str, int]:
-            return (await run_processor(s, processor)).counts()
-
-        super().__init__([processor_job(services, processor, run)], name=name)
-
-
-async def run_now(services: Services, processor: SessionProcessor, *, user: str | None = None,
+async def run_now(services: Services, processor: Processor, *, user: str | None = None,
                   progress: Progress | None = None) -> RunResult:
     """A manual run (HTTP or CLI), recorded on the job board like a scheduled one.
 
@@ -300,7 +318,3 @@ async def run_now(services: Services, processor: SessionProcessor, *, user: str 
 
 async def _never(services: Services) -> None:
     raise RuntimeError("placeholder job: runs only by hand")
-
-
-def session_runners(services: Services) -> list[SessionRunner]:
-    return [SessionRunner(services, p) for p in processors(services).values()]

@@ -1,4 +1,4 @@
-"""Per-(processor, session file) state of the session pipeline (table ``session_processor_state``)."""
+"""Per-(processor, transcript) state: what each processor last read of each file (table ``session_processor_state``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from roost.storage.database import Connection, Database
 
 @dataclass(slots=True)
 class FileState:
-    """A file as a processor last left it (see migration 0003 for what each field means)."""
+    """A transcript as a processor last left it (see migration 0003 for what each field means)."""
 
     username: str
     size: int
