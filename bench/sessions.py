@@ -28,8 +28,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roost.actors.sessions import run_processor  # noqa: E402
-from roost.plugins.processors import SessionProcessor  # noqa: E402
+from roost.domain.processors import run_processor  # noqa: E402
+from roost.plugins.processors import Processor  # noqa: E402
 from roost.plugins.processors.usage import UsageProcessor  # noqa: E402
 from roost.runtime.config import Settings  # noqa: E402
 from roost.runtime.services import Services  # noqa: E402
@@ -40,7 +40,7 @@ from tests.support.transcripts import generate_session  # noqa: E402
 MB = 1_000_000
 
 
-class HashOnly(SessionProcessor):
+class HashOnly(Processor):
     """Extracts nothing: the runner's own cost (scan, read, hash, state) with no parsing."""
 
     name = "hashonly"
