@@ -2,7 +2,8 @@
 
 Every statement here works on a *batch* of due users (one list parameter), so a tick costs a
 fixed handful of statements per batch, however many users or notifications it covers. A list
-travels as a PostgreSQL array or, on SQLite, as JSON read back with ``json_each``.
+travels as a PostgreSQL array or, on SQLite, as JSON read back with ``json_each``; the three
+statements whose plans differ by backend sit side by side (``conn.dialect``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import json
 import secrets
 from typing import Any, Sequence
 
-from roost.digest.slots import next_slot
-from roost.storage.database import Connection, Database, Row, in_list
+from roost.domain.digest.slots import next_slot
+from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.notifications import PERSONAL_DIRECT
 
@@ -59,15 +60,14 @@ async def due_users(conn: Connection, *, now: dt.datetime, limit: int,
     )
 
 
-def _headline(dialect: str) -> str:
+def _headline(conn: Connection) -> str:
     # What a digest shows for an item: the payload's summary, else its title (empty counts as
     # missing). Read in SQL so a million rows need no JSON parsing in Python.
-    if dialect == "postgresql":
-        return "COALESCE(NULLIF(n.payload->>'summary', ''), NULLIF(n.payload->>'title', ''))"
-    return "COALESCE(NULLIF(json_extract(n.payload, '$.summary'), ''), NULLIF(json_extract(n.payload, '$.title'), ''))"
+    summary, title = conn.dialect.json_text("n.payload", "summary"), conn.dialect.json_text("n.payload", "title")
+    return f"COALESCE(NULLIF({summary}, ''), NULLIF({title}, ''))"
 
 
-async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Sequence[str], now: dt.datetime,
+async def eligible_notifications(conn: Connection, *, user_ids: Sequence[str], now: dt.datetime,
                                  lookback_start: dt.datetime) -> Sequence[Any]:
     """What the batch's digests contain: not read, not e-mailed, not in a digest, not personal-direct,
     created in the user's period (after their last digest, at most ``lookback_start`` back).
@@ -77,34 +77,34 @@ async def eligible_notifications(conn: Connection, dialect: str, *, user_ids: Se
     each recipient's rows together, oldest first.
     """
     columns = ("n.id, n.recipient_user_id, n.event_kind, n.topic, n.read_at, a.display_name AS actor_name,"
-               f" {_headline(dialect)} AS headline, CAST(n.payload AS TEXT) AS payload_json")
+               f" {_headline(conn)} AS headline, CAST(n.payload AS TEXT) AS payload_json")
     eligible = ("n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL"
                 " AND (n.category IS NULL OR n.category <> $4) AND n.created_at <= $2")
-    if dialect == "postgresql":
+    query = conn.dialect.pick(
+        sqlite=(
+            f"SELECT {columns}"
+            " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
+            " LEFT JOIN users a ON a.id = n.actor_user_id"
+            f" WHERE n.recipient_user_id {conn.dialect.in_list('$1')} AND {eligible}"
+            " AND n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)"
+            " ORDER BY n.recipient_user_id, n.created_at, n.id"
+        ),
         # One index range per user (recipient, created_at), already in order: no sort of the
         # whole batch's rows (which spills to disk at 50,000 rows).
-        return await conn.fetch_records(
+        postgresql=(
             f"SELECT {columns}"
             " FROM unnest($1::text[]) WITH ORDINALITY AS b(user_id, ord)"
             " JOIN digest_schedule s ON s.user_id = b.user_id"
             " CROSS JOIN LATERAL (SELECT * FROM notifications n WHERE n.recipient_user_id = b.user_id"
             f" AND {eligible} AND n.created_at > GREATEST($3, s.last_at)) AS n"
             " LEFT JOIN users a ON a.id = n.actor_user_id"
-            " ORDER BY b.ord, n.created_at, n.id",
-            list(user_ids), now, lookback_start, PERSONAL_DIRECT,
-        )
-    return await conn.fetch_records(
-        f"SELECT {columns}"
-        " FROM notifications n JOIN digest_schedule s ON s.user_id = n.recipient_user_id"
-        " LEFT JOIN users a ON a.id = n.actor_user_id"
-        f" WHERE n.recipient_user_id {in_list(dialect, '$1')} AND {eligible}"
-        " AND n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)"
-        " ORDER BY n.recipient_user_id, n.created_at, n.id",
-        list(user_ids), now, lookback_start, PERSONAL_DIRECT,
+            " ORDER BY b.ord, n.created_at, n.id"
+        ),
     )
+    return await conn.fetch_records(query, list(user_ids), now, lookback_start, PERSONAL_DIRECT)
 
 
-async def claim_slots(conn: Connection, dialect: str, *, slots: Sequence[tuple[str, dt.datetime, dt.datetime | None]],
+async def claim_slots(conn: Connection, *, slots: Sequence[tuple[str, dt.datetime, dt.datetime | None]],
                       now: dt.datetime) -> set[str]:
     """In the caller's transaction, the first write of a batch: move each user's next slot from
     the one being served to the next, and record ``last_at``. ``slots``: (user_id, slot_at,
@@ -113,13 +113,12 @@ async def claim_slots(conn: Connection, dialect: str, *, slots: Sequence[tuple[s
     On PostgreSQL the claimed rows stay locked until the commit."""
     if not slots:
         return set()
-    user_ids = [s[0] for s in slots]
-    if dialect == "postgresql":
+    if conn.dialect.postgresql:
         rows = await conn.fetch(
             "UPDATE digest_schedule AS s SET next_at = v.next_at, last_at = $4"
             " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS v(id, slot_at, next_at)"
             " WHERE s.user_id = v.id AND s.next_at = v.slot_at RETURNING s.user_id",
-            user_ids, [s[1] for s in slots], [s[2] for s in slots], now,
+            [s[0] for s in slots], [s[1] for s in slots], [s[2] for s in slots], now,
         )
     else:
         # One JSON array of [user_id, slot_at, next_at] triples: json_each is not indexed, so
@@ -135,14 +134,13 @@ async def claim_slots(conn: Connection, dialect: str, *, slots: Sequence[tuple[s
     return {r["user_id"] for r in rows}
 
 
-async def record_batch(conn: Connection, dialect: str, *, records: Sequence[dict[str, Any]],
-                       now: dt.datetime) -> None:
+async def record_batch(conn: Connection, *, records: Sequence[dict[str, Any]], now: dt.datetime) -> None:
     """In the caller's transaction, after ``claim_slots``: record each claimed user's digest period
     and mark what it included. ``records``: dicts of user_id, slot_at, period_start,
     notification_ids, outbox_id (or None)."""
     if not records:
         return
-    if dialect == "postgresql":
+    if conn.dialect.postgresql:
         # One statement from arrays instead of one execution per row.
         await conn.execute(
             "INSERT INTO digests (id, recipient_user_id, slot_at, period_start, period_end, notification_ids,"
@@ -165,7 +163,7 @@ async def record_batch(conn: Connection, dialect: str, *, records: Sequence[dict
     included = [nid for r in records for nid in r["notification_ids"]]
     if included:
         await conn.execute(
-            f"UPDATE notifications SET digest_included_at = $1 WHERE id {in_list(dialect, '$2')}", now, included
+            f"UPDATE notifications SET digest_included_at = $1 WHERE id {conn.dialect.in_list('$2')}", now, included
         )
 
 
