@@ -24,8 +24,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roost.actors.digest import run_tick  # noqa: E402
 from roost.actors.mailer import Mailer  # noqa: E402
+from roost.domain.digest.tick import run_tick  # noqa: E402
 from roost.plugins.transports.file import FileTransport  # noqa: E402
 from roost.runtime.actor import ActorContext  # noqa: E402
 from roost.runtime.clock import Clock  # noqa: E402

@@ -1,13 +1,13 @@
 """Mailer actor: drains the outbox through the configured transport.
 
-It wakes on the bus topic ``roost.storage.outbox.TOPIC`` (published after a commit that queued
-mail) and polls every few seconds for retries that have come due. Each claimed row is
-``sending`` (committed) before the transport sees it, and ``sent`` is written right after the
-transport returns; the one gap between them (the server accepted, the process died before the
-commit) is closed by reclaiming rows left in ``sending``, which are sent again with the same
-Message-ID. On SQLite, where one process serves the file, every row left in ``sending`` at start
-is such a row; otherwise a row is reclaimed when its claim is older than
-``ROOST_MAIL_SENDING_LEASE_S``.
+It wakes on the bus topic ``MAIL_QUEUED`` (``roost.runtime.topics``; published after a commit
+that queued mail) and looks again every ``POLL_S`` seconds for retries that have come due. Each
+claimed row is ``sending`` (committed) before the transport sees it, and ``sent`` is written right
+after the transport returns; the one gap between them (the server accepted, the process died
+before the commit) is closed by reclaiming rows left in ``sending``, which are sent again with the
+same Message-ID. Where one process serves the database (SQLite; ``db.shared`` is False), every row
+left in ``sending`` at start is such a row; otherwise a row is reclaimed when its claim is older
+than ``ROOST_MAIL_SENDING_LEASE_S``.
 
 A drain claims up to ``CLAIM_BATCH`` rows and ``CONCURRENT_SENDS`` workers send them, each in a
 worker thread that sends for up to ``SEND_SLICE_S`` (one SMTP message, or a hundred files) before
@@ -33,6 +33,7 @@ from roost.errors import PluginError, RoostError, StorageError
 from roost.plugins.guard import TRANSPORT_ERRORS, plugin_call
 from roost.plugins.transports import PermanentError, TransientError, Transport, load_transport
 from roost.plugins.transports.message import Mail, compose
+from roost.runtime import topics
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.logging import get_logger
@@ -184,12 +185,13 @@ class Mailer(Actor):
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         services = ctx.services
         transport = self.transport or load_transport(services.settings)
-        with services.bus.subscribe(outbox.TOPIC) as wakeups:
+        with ctx.inbox(topics.MAIL_QUEUED) as inbox:
             reclaimed = await self.reclaim(services, at_start=True)
             if reclaimed:
                 ctx.log.warning("requeued mail left in sending by a stopped process", count=reclaimed)
             task_status.started()
-            while not ctx.stopping.is_set():
+            while True:
+                inbox.take()  # wake-ups are hints: the drain reads everything due
                 try:
                     await self.reclaim(services, at_start=False)
                     done = await self.drain(services, transport)
@@ -199,13 +201,5 @@ class Mailer(Actor):
                 if any(done.values()):
                     ctx.log.info("mail drained", transport=transport.name, **done)
                 ctx.tick()
-                with trio.move_on_after(POLL_S):  # a wake-up, a due retry or a drain, whichever first
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_cancel_on, ctx.stopping, nursery.cancel_scope)
-                        await wakeups.receive()
-                        nursery.cancel_scope.cancel()
-
-
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
+                if not await ctx.wait(inbox, at_most=POLL_S):  # a wake-up, or a retry that may have come due
+                    return

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from quart import Blueprint, Response
 from quart_schema import hide, validate_querystring, validate_request, validate_response
 
-from roost.actors.digest import run_tick
-from roost.digest import notify, unsubscribe
+from roost.domain.digest import notify, unsubscribe
+from roost.domain.digest.tick import run_tick
 from roost.errors import InvalidInput, MissingReference, NotFound
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth

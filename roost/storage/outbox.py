@@ -22,14 +22,14 @@ import datetime as dt
 import json
 from typing import Any, Sequence
 
-from roost.digest.slots import quiet_until
+from roost.domain.digest.slots import quiet_until
 from roost.errors import NotFound
 from roost.runtime.bus import Bus
 from roost.runtime.clock import utcnow
-from roost.storage.database import Connection, Database, Row, in_list
+from roost.runtime.topics import MAIL_QUEUED
+from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
-TOPIC = "outbox"  # bus topic: "these outbox rows are ready to send"
 MESSAGE_ID_DOMAIN = "roost.mail"
 STATUSES = ("held", "queued", "sending", "sent", "failed")
 
@@ -89,13 +89,12 @@ async def enqueue(
     return outbox_id
 
 
-async def enqueue_many(conn: Connection, messages: Sequence[dict[str, Any]], *, now: dt.datetime,
-                       dialect: str = "") -> list[str]:
+async def enqueue_many(conn: Connection, messages: Sequence[dict[str, Any]], *, now: dt.datetime) -> list[str]:
     """Queue many messages in one statement; each dict has enqueue's keywords plus ``user``
     (the recipient's row with quiet_hours and timezone, already read by the caller).
 
-    With ``dialect="postgresql"`` the rows go in as one ``INSERT .. SELECT FROM unnest(arrays)``
-    (one execution instead of one per row); otherwise as ``execute_many``."""
+    On PostgreSQL the rows go in as one ``INSERT .. SELECT FROM unnest(arrays)`` (one execution
+    instead of one per row); on SQLite as ``execute_many``."""
     rows, ids = [], []
     for m in messages:
         outbox_id = new_id("msg")
@@ -106,7 +105,7 @@ async def enqueue_many(conn: Connection, messages: Sequence[dict[str, Any]], *, 
         ids.append(outbox_id)
     if not rows:
         return ids
-    if dialect == "postgresql":
+    if conn.dialect.postgresql:
         columns = list(zip(*rows, strict=True))
         headers = [json.dumps(h, separators=(",", ":")) for h in columns[7]]
         await conn.execute(
@@ -125,7 +124,7 @@ async def enqueue_many(conn: Connection, messages: Sequence[dict[str, Any]], *, 
 
 def wake(bus: Bus, *ids: str) -> None:
     """Tell mailers (in this process; PostgreSQL NOTIFY carries it further) that rows are ready."""
-    bus.publish(TOPIC, *ids)
+    bus.publish(MAIL_QUEUED, *ids)
 
 
 async def release_held(conn: Connection, now: dt.datetime) -> int:
@@ -137,7 +136,7 @@ async def release_held(conn: Connection, now: dt.datetime) -> int:
 
 async def claim(db: Database, *, now: dt.datetime, limit: int, claimed_by: str) -> list[Row]:
     """Move up to ``limit`` due queued rows to ``sending`` for this mailer (committed before any send)."""
-    lock = db.for_update(skip_locked=True)
+    lock = db.dialect.for_update(skip_locked=True)
     return await db.fetch(
         "UPDATE outbox SET status = 'sending', claimed_by = $3, claimed_at = $1, attempts = attempts + 1"
         " WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1"
@@ -154,7 +153,7 @@ async def mark_sent_many(db: Database, outbox_ids: Sequence[str], *, now: dt.dat
     """Record that these rows, claimed by ``claimed_by``, were sent (one statement); returns how many."""
     return await db.execute(
         "UPDATE outbox SET status = 'sent', sent_at = $2, last_error = NULL"
-        f" WHERE id {in_list(db.dialect, '$1')} AND status = 'sending' AND claimed_by = $3",
+        f" WHERE id {db.dialect.in_list('$1')} AND status = 'sending' AND claimed_by = $3",
         list(outbox_ids), now, claimed_by,
     )
 

@@ -11,9 +11,10 @@ import datetime as dt
 import pytest
 import trio
 
-from roost.actors.digest import run_tick
-from roost.digest import notify as notify_service
+from roost.domain.digest import notify as notify_service
+from roost.domain.digest.tick import run_tick
 from roost.errors import AlreadyRunning
+from roost.runtime import topics
 from roost.storage import digests, notifications, outbox
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user, notify
@@ -226,7 +227,7 @@ async def test_each_committed_batch_wakes_the_mailer_before_the_tick_ends(db: Da
     for i in range(7):
         user = await make_user(db, acc, now=h(0), email=f"u{i}@example.com")
         await notify(db, user["id"], now=h(1))
-    with services.bus.subscribe(outbox.TOPIC) as wakeups:
+    with services.bus.subscribe(topics.MAIL_QUEUED) as wakeups:
         counters = await run_tick(services, now=h(2))
         woken = []
         with trio.fail_after(5):  # published before run_tick returned: already waiting in the subscription
@@ -248,11 +249,11 @@ async def test_a_slot_is_claimed_only_while_the_schedule_still_stands_where_it_w
     assert slot == h(2)
 
     async with db.transaction() as tx:
-        stale = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], h(1), h(26))], now=h(2.5))
+        stale = await digests.claim_slots(tx, slots=[(ann["id"], h(1), h(26))], now=h(2.5))
     async with db.transaction() as tx:
-        fresh = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], slot, h(26))], now=h(2.5))
+        fresh = await digests.claim_slots(tx, slots=[(ann["id"], slot, h(26))], now=h(2.5))
     async with db.transaction() as tx:
-        again = await digests.claim_slots(tx, db.dialect, slots=[(ann["id"], slot, h(26))], now=h(2.6))
+        again = await digests.claim_slots(tx, slots=[(ann["id"], slot, h(26))], now=h(2.6))
 
     assert (stale, fresh, again) == (set(), {ann["id"]}, set())
     assert await digests.schedule_of(db, ann["id"]) == {"next_at": h(26), "last_at": h(2.5)}

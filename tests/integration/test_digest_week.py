@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from roost.actors.digest import run_tick
-from roost.digest.slots import WEEKDAYS
+from roost.domain.digest.slots import WEEKDAYS
+from roost.domain.digest.tick import run_tick
 from roost.storage import digests
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user, notify

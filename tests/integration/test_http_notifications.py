@@ -130,7 +130,7 @@ async def test_digest_run_answers_the_counters(client: httpx.AsyncClient, users:
 async def test_one_click_unsubscribe_turns_the_digest_off(
     client: httpx.AsyncClient, users: dict, server: Running
 ) -> None:
-    from roost.actors.digest import run_tick
+    from roost.domain.digest.tick import run_tick
     from roost.storage import notifications
 
     ann = users["ann"]

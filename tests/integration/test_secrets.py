@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from roost.digest import unsubscribe
+from roost.domain.digest import unsubscribe
 from roost.runtime.clock import utcnow
 from roost.storage import audit
 from roost.storage import scouts as repo

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from roost.digest.render import group_items
-from roost.digest.slots import next_slot, quiet_until
+from roost.domain.digest.render import group_items
+from roost.domain.digest.slots import next_slot, quiet_until
 
 UTC = dt.UTC
 

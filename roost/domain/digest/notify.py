@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from roost.digest.render import Renderer
+from roost.domain.digest.render import Renderer
 from roost.runtime.services import Services
 from roost.storage import notifications, outbox, tenancy
 from roost.storage.database import Row

@@ -1,4 +1,4 @@
-"""Assembling every due digest, batch by batch: step 3 of the digest tick (``roost.actors.digest``).
+"""Assembling every due digest, batch by batch: step 3 of the digest tick (``roost.domain.digest.tick``).
 
 Three stages overlap so that the database and Python work at the same time:
 
@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import trio
 
-from roost.digest import unsubscribe
-from roost.digest.notify import renderer
-from roost.digest.render import DigestItem, group_items
-from roost.digest.slots import next_slot
+from roost.domain.digest import unsubscribe
+from roost.domain.digest.notify import renderer
+from roost.domain.digest.render import DigestItem, group_items
+from roost.domain.digest.slots import next_slot
 from roost.runtime.services import Services
 from roost.storage import digests, outbox
 from roost.storage.database import Row
@@ -80,7 +80,7 @@ async def _read(services: Services, now: dt.datetime, lookback_start: dt.datetim
                 return
             after = (users[-1]["digest_next_at"], users[-1]["id"])
             rows = await digests.eligible_notifications(
-                db, db.dialect.name, user_ids=[u["id"] for u in users], now=now, lookback_start=lookback_start)
+                db, user_ids=[u["id"] for u in users], now=now, lookback_start=lookback_start)
             await send.send((users, rows))
 
 
@@ -138,17 +138,17 @@ def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any
 async def _write_batch(services: Services, batch: Batch, *, now: dt.datetime, counters: dict[str, int]) -> list[str]:
     db = services.db
     async with db.transaction() as tx:
-        claimed = await digests.claim_slots(tx, db.dialect.name, slots=batch.slots, now=now)
+        claimed = await digests.claim_slots(tx, slots=batch.slots, now=now)
         records, messages = [], []
         for (user_id, _, _), record, message in zip(batch.slots, batch.records, batch.messages, strict=True):
             if user_id in claimed:
                 records.append(record)
                 if message is not None:
                     messages.append((message, record))
-        ids = await outbox.enqueue_many(tx, [m for m, _ in messages], now=now, dialect=db.dialect.name)
+        ids = await outbox.enqueue_many(tx, [m for m, _ in messages], now=now)
         for (_, record), outbox_id in zip(messages, ids, strict=True):
             record["outbox_id"] = outbox_id
-        await digests.record_batch(tx, db.dialect.name, records=records, now=now)
+        await digests.record_batch(tx, records=records, now=now)
     counters["batches"] += 1
     counters["due"] += batch.users
     counters["digests"] += len(messages)
