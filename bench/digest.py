@@ -49,7 +49,7 @@ async def fill(db: Database, users: int, per_user: int) -> None:
         " VALUES ($1, 'acc_bench', $2, $3, 'Europe/Berlin', 'daily', $4, $4)", user_rows)
     await db.execute_many("INSERT INTO digest_schedule (user_id, next_at) VALUES ($1, $2)",
                           [(r[0], NOW - dt.timedelta(minutes=1)) for r in user_rows])
-    if db.dialect == "postgresql":
+    if db.backend == "postgresql":
         await db.execute(
             "INSERT INTO notifications (id, recipient_user_id, event_kind, topic, payload, email, created_at)"
             " SELECT 'ntf_' || u.id || '_' || g, u.id, (ARRAY['comment','review','merged','opened'])[1 + g % 4],"
@@ -92,7 +92,7 @@ async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str)
         if not drain:
             started = time.perf_counter()
             counters = await run_tick(services, now=NOW)
-            print(f"tick ({db.dialect}): {time.perf_counter() - started:.2f} s  {counters}")
+            print(f"tick ({db.backend}): {time.perf_counter() - started:.2f} s  {counters}")
         else:
             async with trio.open_nursery() as nursery:
                 # The mailer actor as the server runs it: woken by each batch's commit.
@@ -103,14 +103,14 @@ async def bench(url: str, users: int, per_user: int, drain: bool, mail_dir: str)
                 counters = await run_tick(services, now=NOW)
                 tick_s = time.perf_counter() - started
                 sent_by_then = (await outbox.counts(db))["sent"]
-                print(f"tick ({db.dialect}): {tick_s:.2f} s  {counters}")
+                print(f"tick ({db.backend}): {tick_s:.2f} s  {counters}")
                 print(f"  the mailer had written {sent_by_then} of them when the tick ended")
                 while (await outbox.counts(db))["sent"] < counters["digests"]:  # noqa: ASYNC110 (polls the db)
                     await trio.sleep(0.05)
                 total_s = time.perf_counter() - started
                 services.stopping.set()
             files = sum(name.endswith(".eml") for name in os.listdir(mail_dir))
-            print(f"tick and mail ({db.dialect}, file transport): {total_s:.2f} s from the tick's start until the"
+            print(f"tick and mail ({db.backend}, file transport): {total_s:.2f} s from the tick's start until the"
                   f" last of {files} .eml files was written ({files - counters['digests']} missing or extra)")
             ok = total_s < 20 and files == counters["digests"]
             print(f"{'PASS' if ok else 'FAIL'}: every due digest assembled and written in {total_s:.2f} s (bar < 20 s)")
