@@ -75,7 +75,7 @@ def plugin_error(kind: str, name: str, exc: Exception,
 @asynccontextmanager
 async def plugin_context(kind: str, name: str, open_: Callable[[], AbstractAsyncContextManager[T]],
                          expected: tuple[type[BaseException], ...] = TRANSPORT_ERRORS) -> AsyncIterator[T]:
-    """Enter and leave a plugin's async context (a connector session, say) inside the boundary,
+    """Enter and leave a plugin's async context (a connector's connection, say) inside the boundary,
     while the body, roost's own code, stays outside it: an error of the body passes unchanged.
 
     Raises:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from roost.actors.scout import expire_prune, run_scout
-from roost.plugins.connectors import Connector, ConnectorSession, Content, Metadata, Ref, connectors
+from roost.plugins.connectors import Connector, SourceConnection, Content, Metadata, Ref, connectors
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import scouts as repo
@@ -45,7 +45,7 @@ class Script:
 SCRIPT = Script()
 
 
-class _Session(ConnectorSession):
+class _Connection(SourceConnection):
     async def list_new(self, cursor: str | None) -> tuple[list[NewItem], str | None]:
         after = int(cursor or 0)
         refs = sorted(int(r) for r in SCRIPT.mail if int(r) > after)[: SCRIPT.page]
@@ -74,7 +74,7 @@ class ScriptedConnector(Connector):
 
     @asynccontextmanager
     async def open(self, config: dict[str, Any]):
-        yield _Session()
+        yield _Connection()
 
 
 if "scripted" not in connectors.names():
