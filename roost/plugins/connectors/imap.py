@@ -44,10 +44,10 @@ from roost.plugins.connectors import (
     MAX_SENDER_CHARS,
     MAX_SUBJECT_CHARS,
     Connector,
-    SourceConnection,
     Content,
     Metadata,
     Ref,
+    SourceConnection,
     html_to_text,
     make_snippet,
 )

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from roost.errors import InvalidInput
-from roost.plugins.connectors import Connector, SourceConnection, Content, Metadata, Ref, make_snippet
+from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, make_snippet
 
 
 class _PushConnection(SourceConnection):
