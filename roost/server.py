@@ -41,9 +41,10 @@ from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.processors import processor_runners
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
-from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
+from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
+from roost.domain import scouting
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -55,6 +56,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
+from roost.runtime.topics import PROPOSAL_QUEUED
 from roost.storage import handoffs as handoffs_repo
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
@@ -102,14 +104,14 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (PROPOSAL_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune(),
-              dead_device_sweep()]
+    prunes = [*DEFAULT_PRUNES, Prune("scout_proposals_expired", scouting.expire_proposals),
+              Prune("handoff_events", prune_events), ledger_prune(), dead_device_sweep()]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)

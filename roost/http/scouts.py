@@ -21,17 +21,14 @@ from pydantic import Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from roost.actors.scout import TOPIC_CHANGED, TOPIC_ITEMS, run_scout
-from roost.errors import Conflict, InvalidInput
+from roost.domain import scouting
+from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery
-from roost.plugins.classifiers import classifiers
-from roost.plugins.connectors import connectors
-from roost.runtime.destinations import DestinationNotAllowed, check_destination
 from roost.storage import scouts as repo
-from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merge_redacted, redact
+from roost.storage.scout_config import redact
 
 bp = Blueprint("scouts", __name__)
 ACTOR = "service"
@@ -166,39 +163,6 @@ class PushAccepted(Out):
     accepted: int = Field(description="items received; refs seen before are ignored")
 
 
-# Where a config's secret goes: changing one of these in a PATCH needs the secret sent again.
-_WHERE_KEYS = ("host", "port", "user", "username", "base_url", "url")
-
-
-async def _check_plugins(provider: str, config: dict[str, Any], classifier: str,
-                         classifier_config: dict[str, Any]) -> None:
-    """The plugins' own checks, then every host the configs name against the destinations policy."""
-    connector, judge = connectors.create(provider), classifiers.create(classifier)
-    connector.check_config(config)
-    judge.check_config(classifier_config)
-    for host, port in connector.destinations(config) + judge.destinations(classifier_config):
-        try:
-            await check_destination(host, port)
-        except DestinationNotAllowed as exc:
-            raise InvalidInput(str(exc), code="destination_not_allowed") from exc
-
-
-def _sends_redacted(config: Any) -> bool:
-    if isinstance(config, dict):
-        return any((is_secret_name(k) and v == REDACTED) or _sends_redacted(v) for k, v in config.items())
-    if isinstance(config, list):
-        return any(_sends_redacted(v) for v in config)
-    return False
-
-
-def _require_secret_again(key: str, new: dict[str, Any], old: dict[str, Any]) -> None:
-    """400 when a PATCH moves a config elsewhere (host, port, user, base_url) but keeps a secret by "***"."""
-    moved = [k for k in _WHERE_KEYS if new.get(k) != old.get(k)]
-    if moved and _sends_redacted(new):
-        raise InvalidInput(f"{key}: changing {', '.join(moved)} needs the secret again (send it, not \"***\"), "
-                           "so a stored secret never goes to a new destination", code="secret_required")
-
-
 async def _view(row: dict[str, Any]) -> dict[str, Any]:
     counts = await repo.item_counts(services().db, row["id"])
     status = "disabled" if not row["enabled"] else ("paused" if row["paused"] else "active")
@@ -214,14 +178,7 @@ async def _view(row: dict[str, Any]) -> dict[str, Any]:
 @validate_response(Scout, 201)
 @documented_errors(400, 401, 404, 413, 503)
 async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
-    s = services()
-    fields = data.model_dump()
-    await _check_plugins(data.provider, data.config, data.classifier, data.classifier_config)
-    box = SecretBox(s.settings.sealing_keys)
-    fields["config"] = box.seal(fields["config"])
-    fields["classifier_config"] = box.seal(fields["classifier_config"])
-    row = await repo.create_scout(s.db, user_id=data.user_id, fields=fields, now=s.clock.now(), actor=ACTOR)
-    s.bus.publish(TOPIC_CHANGED, row["id"])
+    row = await scouting.create_scout(services(), data.user_id, data.model_dump(), actor=ACTOR)
     return await _view(row), 201
 
 
@@ -239,23 +196,8 @@ async def get_scout(scout_id: str) -> dict[str, Any]:
 @validate_response(Scout)
 @documented_errors(400, 401, 404, 413, 503)
 async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
-    s = services()
-    old = await repo.get_scout(s.db, scout_id)
     changes = {name: getattr(data, name) for name in data.model_fields_set}
-    box = SecretBox(s.settings.sealing_keys)
-    for key in ("config", "classifier_config"):
-        if key in changes:
-            _require_secret_again(key, changes[key], box.open(old[key]))
-            changes[key] = merge_redacted(changes[key], old[key])
-    config = box.open(changes.get("config", old["config"]))
-    cconfig = box.open(changes.get("classifier_config", old["classifier_config"]))
-    await _check_plugins(old["provider"], config, changes.get("classifier", old["classifier"]), cconfig)
-    for key in ("config", "classifier_config"):
-        if key in changes:
-            changes[key] = box.seal(changes[key])
-    row = await repo.update_scout(s.db, scout_id, changes, now=s.clock.now(), actor=ACTOR)
-    s.bus.publish(TOPIC_CHANGED, scout_id)
-    return await _view(row)
+    return await _view(await scouting.change_scout(services(), scout_id, changes, actor=ACTOR))
 
 
 @bp.delete("/api/admin/scouts/<scout_id>")
@@ -279,7 +221,7 @@ async def run_now(scout_id: str) -> dict[str, Any]:
     going on anywhere, 409 ``scout_disabled`` when it is disabled."""
     s = services()
     await repo.get_scout(s.db, scout_id)
-    return (await run_scout(s, scout_id)).as_dict()
+    return (await scouting.run_scout(s, scout_id)).as_dict()
 
 
 @bp.get("/api/admin/scouts/<scout_id>/items")
@@ -304,13 +246,6 @@ async def push_items(scout_id: str, data: PushBody) -> tuple[dict[str, Any], int
     s = services()
     if len(data.items) > MAX_PUSH_ITEMS:
         raise InvalidInput(f"at most {MAX_PUSH_ITEMS} items per request", code="too_many_items")
-    scout = await repo.get_scout(s.db, scout_id)
-    if connectors.create(scout["provider"]).pull:
-        raise Conflict(f"scout {scout_id} uses the {scout['provider']!r} connector; only push scouts take items",
-                       code="not_a_push_scout")
-    if not scout["enabled"]:
-        raise Conflict(f"scout {scout_id} is disabled", code="scout_disabled")
     items = [repo.NewItem(i.source_msg_ref, i.subject, i.snippet, i.sender, i.body) for i in data.items]
-    await repo.push_items(s.db, scout, items, now=s.clock.now())
-    s.bus.publish(TOPIC_ITEMS, scout_id)
+    await scouting.push_items(s, scout_id, items)
     return {"accepted": len(items)}, 202

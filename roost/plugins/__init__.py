@@ -1,1 +1,1 @@
-"""Plugins: connectors, classifiers, processors, transports (built in, or from entry points)."""
+"""Plugins: connectors, classifiers, assessors, processors, transports (built in, or from entry points)."""

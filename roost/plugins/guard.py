@@ -6,15 +6,17 @@ not control, so a call into one may raise anything. Every such call is made insi
 
 * a ``RoostError`` the plugin raised on purpose (``InvalidInput`` for a config it cannot use,
   say) passes as it is;
-* an error the plugin declares (its ``errors`` attribute, e.g. ``TriageUnavailable``,
-  ``ImapError``) or a transport error (``OSError``, ``trio.TooSlowError``) becomes a
-  ``PluginError``: expected, recorded by the caller in one line;
+* an error the caller expects (``TriageUnavailable`` from a classifier), one the plugin
+  declares (its ``errors`` attribute), or a transport error (``OSError``, ``trio.TooSlowError``,
+  a ``RemoteError`` such as ``ImapError``) becomes a ``PluginError``: expected, recorded by the
+  caller in one line;
 * anything else is a bug in the plugin: it is logged here with its traceback and becomes a
   ``PluginError`` with ``unexpected=True``.
 
-So an actor catches ``PluginError`` (with ``StorageError``) by type and goes on with the next
-item or scout: one bad plugin never stops the others. A bug in roost's own code is not inside
-this boundary and goes to the supervisor. ``trio.Cancelled`` (a BaseException) always passes.
+So a caller (an actor, a domain operation) catches ``PluginError`` (with ``StorageError``) by
+type and goes on with the next item or scout: one bad plugin never stops the others. A bug in
+roost's own code is not inside this boundary and goes to the supervisor. ``trio.Cancelled`` (a
+BaseException) always passes.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def plugin_error(kind: str, name: str, exc: Exception,
 @asynccontextmanager
 async def plugin_context(kind: str, name: str, open_: Callable[[], AbstractAsyncContextManager[T]],
                          expected: tuple[type[BaseException], ...] = TRANSPORT_ERRORS) -> AsyncIterator[T]:
-    """Enter and leave a plugin's async context (a connector session, say) inside the boundary,
+    """Enter and leave a plugin's async context (a connector's connection, say) inside the boundary,
     while the body, roost's own code, stays outside it: an error of the body passes unchanged.
 
     Raises:

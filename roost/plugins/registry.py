@@ -1,7 +1,7 @@
 """Plugin registries: built-in plugins by name, plus any an installed package declares.
 
-Each kind of plugin (connectors, classifiers, and later processors, transports, ...) has one
-``Registry`` bound to an entry-point group such as ``roost.connectors``. An app adds its own by
+Connectors, classifiers and assessors each have one ``Registry`` bound to an entry-point group
+such as ``roost.connectors`` (processors and transports load their own groups). An app adds its own by
 declaring, in its packaging metadata::
 
     [project.entry-points."roost.connectors"]

@@ -7,7 +7,7 @@ HMAC-SHA256 from the ``cryptography`` package), so a copy of the database alone 
 them. Without a key they are stored as given; the start-up log and ``/api/admin/status`` say so.
 
 Keys: each configured key is input keying material, never used raw. HKDF-SHA256 derives one
-sub-key per purpose from it (``subkey``: sealing here, unsubscribe links in roost.digest), so a
+sub-key per purpose from it (``subkey``: sealing here, unsubscribe links in roost.domain.digest), so a
 key that leaks from one use says nothing about another. The first key seals; every key opens
 (``MultiFernet``), so a key is rotated by putting the new one first, running ``roost reseal``
 (which re-encrypts every stored secret under the first key, and seals plaintext ones), then

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from roost.errors import NotFound
 from roost.storage import audit
-from roost.storage.database import Connection, Database, Row, in_list
+from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.pagination import page
 
@@ -337,7 +337,7 @@ async def users_with_queued(db: Database, user_ids: Sequence[str], *, now: dt.da
     if not user_ids:
         return set()
     rows = await db.fetch(
-        f"SELECT DISTINCT user_id FROM scout_items WHERE user_id {in_list(db.dialect, '$1')}"
+        f"SELECT DISTINCT user_id FROM scout_items WHERE user_id {db.dialect.in_list('$1')}"
         " AND status = 'queued' AND expires_at > $2",
         list(user_ids), now,
     )

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 import trio
 
-from roost.actors.scout import run_scout
+from roost.domain.scouting import run_scout
 from roost.errors import InvalidInput
 from roost.plugins.connectors import MAX_SENDER_CHARS, Ref, connectors
 from roost.runtime import destinations

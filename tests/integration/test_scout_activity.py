@@ -18,7 +18,7 @@ import trio
 from trio.testing import MockClock
 
 from roost.actors.heartbeat import Heartbeat
-from roost.actors.scout import run_scout
+from roost.domain.scouting import run_scout
 from roost.runtime.activity import DeviceActivity
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from roost.actors.scout import expire_prune, run_scout
-from roost.plugins.connectors import Connector, ConnectorSession, Content, Metadata, Ref, connectors
+from roost.domain.scouting import expire_proposals, run_scout
+from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, connectors
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import scouts as repo
@@ -45,7 +45,7 @@ class Script:
 SCRIPT = Script()
 
 
-class _Session(ConnectorSession):
+class _Connection(SourceConnection):
     async def list_new(self, cursor: str | None) -> tuple[list[NewItem], str | None]:
         after = int(cursor or 0)
         refs = sorted(int(r) for r in SCRIPT.mail if int(r) > after)[: SCRIPT.page]
@@ -74,7 +74,7 @@ class ScriptedConnector(Connector):
 
     @asynccontextmanager
     async def open(self, config: dict[str, Any]):
-        yield _Session()
+        yield _Connection()
 
 
 if "scripted" not in connectors.names():
@@ -175,7 +175,7 @@ async def test_ttl_expiry_marks_proposals_expired_and_they_are_not_delivered(db,
     await run_scout(services, scout["id"])
     later = T0 + dt.timedelta(days=2)
     assert await repo.backlog_page(db, scout["user_id"], now=later, after="", limit=10) == []
-    assert await expire_prune().run(services, later) == 1
+    assert await expire_proposals(services, later) == 1
     assert (await _items(db, scout["id"]))["1"]["status"] == "expired"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from roost.actors.scout import lock_name
+from roost.domain.scouting import lock_name
 from roost.errors import AlreadyRunning
 from tests.support.scouting import make_push_scout
 from tests.support.server import SECRET_KEY, admin_client, make_device, running_server

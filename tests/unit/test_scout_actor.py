@@ -18,12 +18,14 @@ import trio
 import trio.testing
 
 from roost.actors import scout as scout_actor
-from roost.actors.scout import JITTER, TOPIC_DEVICE, TOPIC_ITEMS, RunReport, ScoutActor, next_run_after
+from roost.actors.scout import ScoutActor
+from roost.domain.scouting import JITTER, RunReport, next_run_after
 from roost.errors import AlreadyExists, AlreadyRunning, PluginError, StorageError
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
+from roost.runtime.topics import DEVICE_REGISTERED, SCOUT_ITEMS
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
@@ -138,10 +140,10 @@ async def test_a_push_wakes_the_scout_at_once_and_runs_never_overlap(world, auto
 
     async def pushes(actor: ScoutActor) -> None:
         await trio.sleep(100)  # after the first run, long before the next is due
-        world.services.bus.publish(TOPIC_ITEMS, "s")
+        world.services.bus.publish(SCOUT_ITEMS, "s")
         await trio.sleep(5)  # mid-run: three more pushes → exactly one more run after this one
         for _ in range(3):
-            world.services.bus.publish(TOPIC_ITEMS, "s")
+            world.services.bus.publish(SCOUT_ITEMS, "s")
             await trio.sleep(1)
 
     await _run_actor(world, 1000, pushes)
@@ -156,9 +158,9 @@ async def test_a_scout_of_an_inactive_user_pauses_and_resumes_when_a_device_regi
     async def device_connects(actor: ScoutActor) -> None:
         await trio.sleep(500)
         world.active_users.add("u1")
-        world.services.bus.publish(TOPIC_DEVICE, "u1")
+        world.services.bus.publish(DEVICE_REGISTERED, "u1")
         await trio.sleep(10)
-        world.services.bus.publish(TOPIC_DEVICE, "u2")  # another user's device wakes nothing here
+        world.services.bus.publish(DEVICE_REGISTERED, "u2")  # another user's device wakes nothing here
 
     await _run_actor(world, 1000, device_connects)
     assert [(t, paused) for _, t, paused in world.runs] == [(0, True), (500, False)]
@@ -173,7 +175,7 @@ async def test_a_run_held_elsewhere_is_retried_later_and_a_crash_stops_only_that
 
     async def wake_broken(actor: ScoutActor) -> None:
         await trio.sleep(300)
-        world.services.bus.publish(TOPIC_ITEMS, "broken")
+        world.services.bus.publish(SCOUT_ITEMS, "broken")
 
     await _run_actor(world, 400, wake_broken)
     assert world.starts("busy") == [1.0]  # not a spin: one retry, a second later
@@ -217,7 +219,7 @@ async def test_a_push_meeting_a_run_elsewhere_is_retried_until_that_run_ends_onl
         world.pending.add("pushed")
 
     async def push(actor: ScoutActor) -> None:
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
 
     await _run_actor(world, 100, push)
     if pending:  # tried at 0, 0.05, 0.15, 0.35, 0.75, 1.55, 2.55: through at 3.55
@@ -235,9 +237,9 @@ async def test_a_push_during_the_wait_for_a_run_elsewhere_retries_at_once(world,
     world.pending.add("pushed")
 
     async def pushes(actor: ScoutActor) -> None:
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
         await trio.sleep_until(5.3)  # tried at 0, 0.05, 0.15, 0.35, 0.75, 1.55, 2.55, 3.55, 4.55: waiting till 5.55
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
 
     await _run_actor(world, 100, pushes)
     assert world.starts("pushed")[0] == pytest.approx(5.3)  # (the push may also ask for one more run after it)
@@ -253,10 +255,10 @@ async def test_the_backoff_for_a_run_elsewhere_starts_afresh_after_a_run_gets_th
     world.held_until = {"pushed": 1.0}
 
     async def pushes(actor: ScoutActor) -> None:
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
         await trio.sleep_until(3.0)
         world.held_until["pushed"] = 3.58  # a run elsewhere holds the lock at 3.55
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
 
     await _run_actor(world, 100, pushes)
     assert world.starts("pushed")[:2] == [pytest.approx(1.55), pytest.approx(3.6)]
@@ -273,7 +275,7 @@ async def test_a_storage_error_while_waiting_out_a_run_elsewhere_leaves_the_acto
     world.pending_check_fails = 1
 
     async def push(actor: ScoutActor) -> None:
-        world.services.bus.publish(TOPIC_ITEMS, "pushed")
+        world.services.bus.publish(SCOUT_ITEMS, "pushed")
 
     await _run_actor(world, 200, push)
     assert world.starts("pushed")[0] == pytest.approx(0.75)  # tried at 0, 0.05, 0.15, 0.35; free at 0.5

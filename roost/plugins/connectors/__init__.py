@@ -1,10 +1,10 @@
 """Connectors: where a scout's items come from.
 
-A connector checks its config and opens a session for one scout run; the session lists new
-refs after a cursor, fetches an item's content (for triage, never stored) and metadata
-(subject and snippet, cached for delivery), and archives spam. Blocking client libraries run
-in worker threads. ``pull = False`` marks a connector whose items are pushed through the API
-(``push``): the scout never lists, it triages what was stored.
+A connector checks its config and opens a connection to its source for one scout run; the
+connection lists new refs after a cursor, fetches an item's content (for triage, never stored)
+and metadata (subject and snippet, cached for delivery), and archives spam. Blocking client
+libraries run in worker threads. ``pull = False`` marks a connector whose items are pushed
+through the API (``push``): the scout never lists, it triages what was stored.
 
 Built in: ``push`` and ``imap``; more come from the ``roost.connectors`` entry points.
 
@@ -91,7 +91,7 @@ def html_to_text(markup: str) -> str:
     return root.text(separator=" ") if root is not None else ""
 
 
-class ConnectorSession(abc.ABC):
+class SourceConnection(abc.ABC):
     """One scout run's access to its source (one IMAP connection, say)."""
 
     async def list_new(self, cursor: str | None) -> tuple[list[NewItem], str | None]:
@@ -122,8 +122,8 @@ class Connector(abc.ABC):
         return []
 
     @abc.abstractmethod
-    def open(self, config: dict[str, Any]) -> AbstractAsyncContextManager[ConnectorSession]:
-        """A session for one run; ``config`` has its secrets opened."""
+    def open(self, config: dict[str, Any]) -> AbstractAsyncContextManager[SourceConnection]:
+        """A connection for one run; ``config`` has its secrets opened."""
 
 
 connectors: Registry[Connector] = Registry("roost.connectors", "connector")

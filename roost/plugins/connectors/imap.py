@@ -19,7 +19,7 @@ server's UIDVALIDITY changes, old UIDs mean nothing, so listing starts again fro
 folder (the new refs differ from the old ones) and a ref from the old validity fails instead of
 fetching some other message. Scouting never marks mail read (``BODY.PEEK``). Archiving uses
 ``UID MOVE`` where the server has it, else ``UID COPY`` + ``\\Deleted`` + expunge. imaplib blocks,
-so every call runs in a worker thread on the session's one connection.
+so every call runs in a worker thread on the run's one IMAP connection.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from roost.plugins.connectors import (
     MAX_SENDER_CHARS,
     MAX_SUBJECT_CHARS,
     Connector,
-    ConnectorSession,
     Content,
     Metadata,
     Ref,
+    SourceConnection,
     html_to_text,
     make_snippet,
 )
@@ -193,7 +193,7 @@ def _parse_ref(ref: str) -> tuple[int, int]:
     return int(validity), int(uid)
 
 
-class _ImapSession(ConnectorSession):
+class _ImapConnection(SourceConnection):
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.folder = config.get("folder", "INBOX")
@@ -379,14 +379,14 @@ class ImapConnector(Connector):
         return [(config["host"], _port(config))]
 
     @asynccontextmanager
-    async def open(self, config: dict[str, Any]) -> AsyncIterator[ConnectorSession]:
-        session = _ImapSession(config)
+    async def open(self, config: dict[str, Any]) -> AsyncIterator[SourceConnection]:
+        connection = _ImapConnection(config)
         try:
-            await trio.to_thread.run_sync(session._connect)
+            await trio.to_thread.run_sync(connection._connect)
         except Exception as exc:  # noqa: BLE001 - reported by kind; the detail goes to the log only
             raise classify_error(exc, f"{config.get('host')}:{_port(config)}") from exc
         try:
-            yield session
+            yield connection
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(session._close)
+                await trio.to_thread.run_sync(connection._close)

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from roost.errors import InvalidInput
-from roost.plugins.connectors import Connector, ConnectorSession, Content, Metadata, Ref, make_snippet
+from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, make_snippet
 
 
-class _PushSession(ConnectorSession):
+class _PushConnection(SourceConnection):
     async def fetch_content(self, ref: Ref) -> Content:
         body = ref.body or ""
         return Content(ref.source_msg_ref, ref.sender or "", ref.subject or "", body,
@@ -32,5 +32,5 @@ class PushConnector(Connector):
             raise InvalidInput("the push connector takes no config (send {})")
 
     @asynccontextmanager
-    async def open(self, config: dict[str, Any]) -> AsyncIterator[ConnectorSession]:
-        yield _PushSession()
+    async def open(self, config: dict[str, Any]) -> AsyncIterator[SourceConnection]:
+        yield _PushConnection()
