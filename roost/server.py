@@ -34,7 +34,7 @@ from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
 from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
 from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
-from roost.actors.fanout import FanOut, prune_events
+from roost.actors.fanout import FanOut
 from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
@@ -44,6 +44,7 @@ from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
 from roost.actors.sessions import session_runners
 from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
+from roost.domain.handoffs import prune_events
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -55,7 +56,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
-from roost.storage import handoffs as handoffs_repo
+from roost.runtime.topics import HANDOFF_EVENTS
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -102,7 +103,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (TOPIC_QUEUED, HANDOFF_EVENTS, OUTREACH_TOPIC, *SOCKET_TOPICS)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -117,7 +118,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
-                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
+                  DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(services),
                   SocketEvents()]
 
 
