@@ -34,7 +34,7 @@ from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
 from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
 from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
-from roost.actors.fanout import FanOut, prune_events
+from roost.actors.fanout import FanOut
 from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
@@ -45,6 +45,7 @@ from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
 from roost.domain import scouting
+from roost.domain.handoffs import prune_events
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -56,8 +57,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
-from roost.runtime.topics import PROPOSAL_QUEUED
-from roost.storage import handoffs as handoffs_repo
+from roost.runtime.topics import HANDOFF_EVENTS, PROPOSAL_QUEUED
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -104,7 +104,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (PROPOSAL_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (PROPOSAL_QUEUED, HANDOFF_EVENTS, OUTREACH_TOPIC, *SOCKET_TOPICS)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -119,7 +119,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
-                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
+                  DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(services),
                   SocketEvents()]
 
 
