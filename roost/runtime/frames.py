@@ -66,7 +66,7 @@ async def _pong(sock: DeviceSocket, frame: dict[str, Any]) -> None:
 
 
 async def _ping(sock: DeviceSocket, frame: dict[str, Any]) -> None:
-    sock.send({"type": "pong"})
+    sock.send_nowait({"type": "pong"})
 
 
 class FrameRouter:
@@ -84,9 +84,9 @@ class FrameRouter:
     async def dispatch(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
         handler = self.handlers.get(frame["type"])
         if handler is None:
-            sock.send(error_frame("unknown_type", f"unknown frame type {frame['type']!r}"))
+            sock.send_nowait(error_frame("unknown_type", f"unknown frame type {frame['type']!r}"))
             return
         try:
             await handler(sock, frame)
         except InvalidInput as exc:
-            sock.send(error_frame(exc.code, exc.message))
+            sock.send_nowait(error_frame(exc.code, exc.message))
