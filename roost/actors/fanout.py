@@ -93,7 +93,7 @@ class FanOut(Actor):
                     if seq <= state.last_seq:
                         continue
                     if state.live:
-                        if sock.offer(text, kind):
+                        if sock.send_nowait(text, kind):
                             queued += 1
                         state.last_seq = seq
                     else:
@@ -121,7 +121,7 @@ class FanOut(Actor):
             while state.buffer:
                 seq, text, kind = state.buffer.pop(0)
                 if seq > state.last_seq:
-                    await sock.put(text, kind)
+                    await sock.send(text, kind)
                     state.last_seq = seq
             state.live = True  # the buffer is empty and nothing awaited since it was checked
         except BaseException:
@@ -149,11 +149,11 @@ class FanOut(Actor):
             if not rows:
                 break
             for row in rows:
-                await sock.put(encode(event_frame(row)), row["kind"])
+                await sock.send(encode(event_frame(row)), row["kind"])
                 state.last_seq = after = int(row["seq"])
 
     async def _resync(self, sock: DeviceSocket, state: _SocketState, upto: int) -> None:
-        await sock.put({"type": "resync_required", "seq": upto,
+        await sock.send({"type": "resync_required", "seq": upto,
                         "message": "missed events are no longer kept; reload the queue over HTTP"})
         state.last_seq = upto
 
