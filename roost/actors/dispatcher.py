@@ -28,12 +28,12 @@ from typing import Any
 import trio
 
 from roost.actors.pruner import Prune
-from roost.runtime.topics import DISPATCH_BATCH_DONE as TOPIC_BATCH_DONE
 from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
+from roost.runtime.topics import DISPATCH_BATCH_DONE as TOPIC_BATCH_DONE
 from roost.storage import sends
 from roost.storage.database import Row
 
