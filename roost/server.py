@@ -42,11 +42,11 @@ from roost.actors.mailer import Mailer
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
 from roost.actors.sessions import session_runners
-from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
+from roost.runtime import topics
 from roost.runtime.actor import Actor
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -102,7 +102,8 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC,
+                  topics.DEVICE_REVOKED, topics.USER_DEACTIVATED, topics.DISPATCH_BATCH_DONE)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
