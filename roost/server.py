@@ -117,7 +117,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     services.bus.share(*CLUSTER_TOPICS)
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
-    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
+    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),
                   DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
                   SocketEvents()]
 

@@ -42,11 +42,10 @@ _ids = itertools.count(1)
 class Transport(Protocol):
     """How a socket's frames reach the wire (``roost.http.socket.transport``).
 
-    ``write_nowait`` writes one frame at once from the sender's task when it can (beneath ASGI,
-    under Hypercorn over TCP): ``b""`` when all of it went, the unwritten rest (bytes, to be
-    written before anything else), or None when nothing was written and the frame must be
-    queued. ``write`` writes queued frames in order, in one go where it can; a ``bytes`` item is
-    the rest of a frame ``write_nowait`` began, and only ever comes first.
+    ``write_nowait`` writes one frame at once from the sender's task when it can: ``b""`` when
+    all of it went, the unwritten rest (bytes), or None when nothing was written (queue it).
+    ``write`` writes queued frames in order; a ``bytes`` item, the rest of a frame
+    ``write_nowait`` began, only ever comes first.
     """
 
     writes_directly: bool
@@ -60,9 +59,9 @@ class Outbox:
     """A bounded FIFO of encoded frames: the part of a trio memory channel a socket needs.
 
     ``send_nowait`` raises ``trio.WouldBlock`` when full and ``trio.ClosedResourceError`` once
-    closed; ``receive_nowait`` raises ``trio.WouldBlock`` when empty and ``trio.EndOfChannel``
-    once closed and drained; ``send``/``receive`` wait for room/a frame, and ``async for``
-    reads until closed. Waiting uses one ParkingLot made on first use (only replays wait).
+    closed; ``send``/``receive`` wait for room/a frame (``receive`` raises ``trio.EndOfChannel``
+    once closed and drained), and ``async for`` reads until closed; the writer ``take_all``s.
+    Waiting uses one ParkingLot made on first use (only replays wait).
     """
 
     __slots__ = ("_items", "_max", "_closed", "_lot")
@@ -110,23 +109,14 @@ class Outbox:
             self._changed()
         return items
 
-    def receive_nowait(self) -> str | bytes:
-        if self._items:
-            text = self._items.pop(0)
-            self._changed()
-            return text
-        if self._closed:
-            raise trio.EndOfChannel
-        raise trio.WouldBlock
-
     async def receive(self) -> str | bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                text = self.receive_nowait()
-                break
-            except trio.WouldBlock:
-                await self._wait()
+        while not self._items:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._wait()
+        text = self._items.pop(0)
+        self._changed()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return text
 
@@ -306,6 +296,7 @@ class SocketRegistry:
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._handshakes: set[trio.CancelScope] = set()
+        self._emptied = trio.lowlevel.ParkingLot()
         self._frames_out: dict[str, Any] = {}  # frame type -> its counter (``labels`` is slow per frame)
 
     def frames_out(self, kind: str) -> Any:
@@ -351,6 +342,13 @@ class SocketRegistry:
                     del index[key]
         sock.outbox.close()
         self.metrics.connected_devices.set(self.count)
+        if not self._by_device:
+            self._emptied.unpark_all()
+
+    async def wait_empty(self) -> None:
+        """Wait until no socket is registered (in a drain: every handler has ended)."""
+        while self._by_device:
+            await self._emptied.park()
 
     @property
     def count(self) -> int:
