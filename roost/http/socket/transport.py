@@ -106,8 +106,9 @@ def open_socket_io(ws: Any) -> SocketIO:
     handler is done.
     """
     stream = hypercorn_stream(ws)
-    if stream is None or getattr(stream, "app_put", None) is None:
-        return SocketIO(ws)
+    if stream is None or getattr(stream, "app_put", None) is None or \
+            not isinstance(getattr(stream.config, "frame_cache", None), FrameCache):
+        return SocketIO(ws)  # not roost's server (its ``SocketConfig``), or not a stream we know
     return HypercornIO(ws, stream)
 
 
@@ -151,7 +152,7 @@ class SocketIO:
 
 
 class HypercornIO(SocketIO):
-    """Frames written to and taken from Hypercorn's ``WSStream`` directly.
+    """Frames written to and taken from roost's Hypercorn stream directly (see the module doc).
 
     Received messages arrive through the stream's ``app_put`` (replaced, for this socket only,
     in place of its queue to the ASGI app) in a bounded list; the reader waits only while the
@@ -165,7 +166,7 @@ class HypercornIO(SocketIO):
         super().__init__(ws)
         self._stream = stream
         self._tcp = tcp_server(stream)  # None: no direct writes (TLS)
-        self._frames: FrameCache = stream.config.frame_cache
+        self._frames: FrameCache = stream.config.frame_cache  # the server's (``SocketConfig``)
         self._forward = stream.app_put
         self._items: list[str | bytes] = []
         self._done = False  # the peer disconnected or the handler is finished
