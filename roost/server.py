@@ -42,13 +42,13 @@ from roost.actors.mailer import Mailer
 from roost.actors.processors import processor_runners
 from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
 from roost.actors.scout import ScoutActor
-from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
 from roost.domain import scouting
 from roost.domain.handoffs import prune_events
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
+from roost.runtime import topics
 from roost.runtime.actor import Actor
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -104,7 +104,8 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (PROPOSAL_QUEUED, HANDOFF_EVENTS, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (PROPOSAL_QUEUED, HANDOFF_EVENTS, OUTREACH_TOPIC,
+                  topics.DEVICE_REVOKED, topics.USER_DEACTIVATED, topics.DISPATCH_BATCH_DONE)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -118,7 +119,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     services.bus.share(*CLUSTER_TOPICS)
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
-    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
+    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),
                   DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(services),
                   SocketEvents()]
 

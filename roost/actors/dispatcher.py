@@ -28,12 +28,12 @@ from typing import Any
 import trio
 
 from roost.actors.pruner import Prune
-from roost.actors.socket_events import TOPIC_BATCH_DONE
 from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
+from roost.runtime.topics import DISPATCH_BATCH_DONE as TOPIC_BATCH_DONE
 from roost.storage import sends
 from roost.storage.database import Row
 
@@ -145,11 +145,11 @@ class Dispatcher(Actor):
             except StorageError as exc:
                 # Nothing recorded: the items stay dispatched and are offered again after their lease.
                 for sock, r in queued:
-                    sock.send(error_frame(exc.code, "the result was not recorded; send it again", id=r.item_id))
+                    sock.send_nowait(error_frame(exc.code, "the result was not recorded; send it again", id=r.item_id))
                 continue
             for (sock, r), outcome in zip(queued, outcomes, strict=True):
                 if isinstance(outcome, RoostError):
-                    sock.send(error_frame(outcome.code, outcome.message, id=r.item_id))
+                    sock.send_nowait(error_frame(outcome.code, outcome.message, id=r.item_id))
                 else:
                     after_result(s, outcome, sock.device_id)
 
@@ -160,7 +160,7 @@ class Dispatcher(Actor):
                                     lease_s=s.settings.dispatch_lease_s, only_expired=False,
                                     max_offers=s.settings.dispatch_max_offers)
         for item in items:
-            await sock.put(send_request(item))
+            await sock.send(send_request(item))
         s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
 
     # -- the loop -----------------------------------------------------------------------------------

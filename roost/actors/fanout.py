@@ -129,7 +129,7 @@ class FanOut(Actor):
                     if seq <= state.last_seq:
                         continue
                     if state.live:
-                        if sock.offer(text, kind):
+                        if sock.send_nowait(text, kind):
                             queued += 1
                         state.last_seq = seq
                     elif state.registration is not None:
@@ -216,7 +216,7 @@ class FanOut(Actor):
                 # Events committed before this process started went to the sockets of that time.
                 self.delivered = await repo.last_seqs(services.db)
             self._inbox, self._services = inbox, services
-            services.frames.on_register.append(self._on_register)
+            services.frames.add_register_hook(self._on_register)
             for sock in services.sockets.all():
                 if sock.id not in self._states:  # registered while no hook was there: it gets one now
                     sock.close(CLOSE_TRY_AGAIN, "handoff events were paused; register again")
@@ -280,7 +280,7 @@ async def _catch_up(services: Services, inbox: Inbox, reg: _Registration) -> Non
             if isinstance(item, _Start):
                 last = item.last if reg.since is None else await _replay(services, sock, reg.since, item.upto)
             elif item[0] > last:
-                await sock.put(item[1], item[2])
+                await sock.send(item[1], item[2])
                 last = item[0]
         if not reg.items.ready and not inbox.post(_CaughtUp(reg, last, taken)):
             sock.close(CLOSE_TRY_AGAIN, "too many sockets registering; register again")
@@ -305,12 +305,12 @@ async def _replay(services: Services, sock: DeviceSocket, since: int, upto: int)
         if not rows:
             break
         for row in rows:
-            await sock.put(encode(event_frame(row)), row["kind"])
+            await sock.send(encode(event_frame(row)), row["kind"])
             after = int(row["seq"])
     return after
 
 
 async def _resync(sock: DeviceSocket, upto: int) -> int:
-    await sock.put({"type": "resync_required", "seq": upto,
+    await sock.send({"type": "resync_required", "seq": upto,
                     "message": "missed events are no longer kept; reload the queue over HTTP"})
     return upto

@@ -8,7 +8,6 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from roost.actors.dispatcher import release_dead_devices
-from roost.actors.socket_events import TOPIC_DEACTIVATED, TOPIC_REVOKED
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
@@ -26,6 +25,8 @@ from roost.http.models import (
     UserPatch,
 )
 from roost.runtime.sockets import CLOSE_POLICY
+from roost.runtime.topics import DEVICE_REVOKED as TOPIC_REVOKED
+from roost.runtime.topics import USER_DEACTIVATED as TOPIC_DEACTIVATED
 from roost.storage import tenancy
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")

@@ -89,7 +89,7 @@ class Received(list):
 
 async def device(services: Services, dispatcher: Dispatcher, sock: DeviceSocket, received: Received,
                  *, answer: bool = True) -> None:
-    async for text in sock.receive_channel:
+    async for text in sock.outbox:
         frame = json.loads(text)
         at = services.clock.now()  # before answering: the answer's database call may let the clock jump
         if answer and frame["type"] == "send_request":

@@ -121,9 +121,9 @@ def _unread(server: Running) -> int:
     total = 0
     buf = bytearray(4)
     for sock in server.services.sockets.all():
-        direct = sock._direct
-        if direct is None:
+        tcp = getattr(sock._io, "_tcp", None)
+        if tcp is None:
             return 1  # cannot tell: keep waiting (the test server always writes directly)
-        fcntl.ioctl(direct._tcp.stream.socket.fileno(), termios.FIONREAD, buf)
+        fcntl.ioctl(tcp.stream.socket.fileno(), termios.FIONREAD, buf)
         total += int.from_bytes(buf, "little")
     return total
