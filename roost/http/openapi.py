@@ -1,5 +1,17 @@
-"""The OpenAPI document: quart-schema's, with three gaps closed so it says what the API does.
+"""The OpenAPI document: quart-schema's, shaped so a client generator gives a usable client.
 
+What this provider adds to quart-schema's document:
+
+* Operation ids are the route's own name in camelCase (``create_account`` -> ``createAccount``),
+  not quart-schema's method-prefixed function name. A route whose function name is not unique
+  across the API, or not the name a client should call, sets one with quart-schema's
+  ``operation_id("listScoutItems")`` decorator, used as given.
+* Every operation carries one tag, its area: ``TAG_OF_BLUEPRINT`` names it per blueprint (a
+  blueprint not in the table is tagged with its own name); the document lists the tags.
+* Request and response bodies are named component schemas (``$ref`` to
+  ``#/components/schemas/Account``) rather than inlined per operation, generated together in one
+  pass so one model is one schema; a generic ``Page[User]`` is ``UserPage``.
+* Every 4xx/5xx answer is ``$ref: #/components/responses/Error``, the one error body.
 * A required query parameter (``account_id`` of ``GET /api/admin/users``) is marked required:
   quart-schema looks for ``required`` inside each property, where JSON Schema never puts it.
 * A JSON request body is marked required: without one the route answers 400 or 415.
@@ -9,15 +21,87 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import inspect
+import json
+import re
+from typing import Any, Callable
 
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from quart_schema import OpenAPIProvider
+from quart_schema.extension import QUART_SCHEMA_OPERATION_ID_ATTRIBUTE
 from werkzeug.routing import Rule
 
 from roost.http.errors import ErrorBody
 
+REF_PREFIX = "#/components/schemas/"
+REF_TEMPLATE = REF_PREFIX + "{model}"
+SENTENCE_END = re.compile(r"(?<=\.)\s")  # where a summary ends: the first ". "
+GENERIC_NAME = re.compile(r"([A-Za-z0-9]+)_([A-Za-z0-9]+)_")
+ERROR_RESPONSE = {"$ref": "#/components/responses/Error"}
+
+# The area of each blueprint: one tag per operation, so a generated client has one module per area.
+TAG_OF_BLUEPRINT = {
+    "ops": "ops",
+    "admin": "tenancy",
+    "device": "device",
+    "scouts": "scouts",
+    "notifications": "notifications",
+    "unsubscribe": "notifications",
+    "handoffs": "handoffs",
+    "processors": "processors",
+    "outreach": "dispatch",
+    "dispatch": "dispatch",
+}
+TAG_DESCRIPTIONS = {
+    "ops": "Probes, status and metrics.",
+    "tenancy": "Accounts, users and devices (service token).",
+    "device": "What a device does with its own token.",
+    "scouts": "Scouts, their items and proposals.",
+    "notifications": "Notifications, inboxes, digests and unsubscribing.",
+    "handoffs": "Handoffs to people: park, escalate, claim.",
+    "processors": "Session processors, their runs and what they count.",
+    "dispatch": "Batches of messages sent through devices.",
+}
+
+
+def camel_case(name: str) -> str:
+    """``list_scout_items`` -> ``listScoutItems``."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
 
 class RoostOpenAPIProvider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        # Body schemas are collected while the paths are built, each as a placeholder ``$ref``
+        # dict, and generated together at the end: one schema per model and mode, named once.
+        self._bodies: list[tuple[type[BaseModel], JsonSchemaMode, dict[str, Any]]] = []
+        document = super().schema()
+        components = document["components"]
+        pairs = list({(model, mode): None for model, mode, _ in self._bodies})
+        refs, top = models_json_schema(pairs, ref_template=REF_TEMPLATE)
+        names = {name: readable_name(name) for name in top.get("$defs", {})}
+        for model, mode, placeholder in self._bodies:
+            placeholder.update(renamed(refs[(model, mode)], names))
+        merge_schemas(components["schemas"], {names[name]: renamed(schema, names)
+                                              for name, schema in top.get("$defs", {}).items()})
+        error_ref = renamed(refs[(ErrorBody, "serialization")], names) if (ErrorBody, "serialization") in refs else None
+        if error_ref is not None:
+            components["responses"] = {"Error": {
+                "description": "The error body every 4xx and 5xx answer carries.",
+                "content": {"application/json": {"schema": error_ref}},
+            }}
+        used = sorted({tag for ops in document["paths"].values() for op in ops.values() for tag in op.get("tags", [])})
+        document["tags"] = [{"name": tag, **({"description": TAG_DESCRIPTIONS[tag]} if tag in TAG_DESCRIPTIONS else {})}
+                            for tag in used]
+        return document
+
+    def _body_ref(self, model: Any, mode: JsonSchemaMode) -> dict[str, Any]:
+        placeholder: dict[str, Any] = {}
+        self._bodies.append((model, mode, placeholder))
+        return placeholder
+
     def build_querystring_parameters(self, model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         parameters, definitions = super().build_querystring_parameters(model)
         required = {name for name, field in model.model_fields.items() if field.is_required()}
@@ -28,15 +112,93 @@ class RoostOpenAPIProvider(OpenAPIProvider):
 
     def build_request_body(self, model: Any, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         body, definitions = super().build_request_body(model, source)
-        return {**body, "required": True}, definitions
+        for media in body["content"].values():
+            media["schema"] = self._body_ref(model, "validation")
+        return {**body, "required": True}, {}
+
+    def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if model is ErrorBody:
+            self._body_ref(model, "serialization")  # so the shared response's schema is generated
+            return ERROR_RESPONSE, {}
+        response, _ = super().build_response_object(model, headers_model)
+        response["content"]["application/json"]["schema"] = self._body_ref(model, "serialization")
+        return response, {}
 
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         paths, components = super().build_paths(rule)
+        blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else ""
+        tag = TAG_OF_BLUEPRINT.get(blueprint, blueprint or "default")
+        summary, description = summarize(inspect.getdoc(self._app.view_functions[rule.endpoint]))
         for operations in paths.values():
             for method, operation in list(operations.items()):
-                if "requestBody" in operation and 415 not in operation["responses"]:
-                    response, more = self.build_response_object(ErrorBody, None)  # type: ignore[arg-type]
-                    # the operation objects of one rule share their responses: copy before adding
-                    operations[method] = {**operation, "responses": {**operation["responses"], 415: response}}
-                    components.update(more)
+                responses = dict(operation["responses"])
+                if "requestBody" in operation and 415 not in responses:
+                    responses[415] = self.build_response_object(ErrorBody, None)[0]
+                if not any(200 <= int(code) < 300 for code in responses):
+                    responses[200] = {"description": "OK"}
+                # the operation objects of one rule share their responses: copy before changing
+                operations[method] = {**operation, "responses": dict(sorted(responses.items())), "tags": [tag]}
+                operations[method].pop("summary", None)
+                operations[method].pop("description", None)
+                if summary:
+                    operations[method]["summary"] = summary
+                if description:
+                    operations[method]["description"] = description
         return paths, components
+
+    def operation_id(self, method: str, path: str, func: Callable) -> str | None:
+        explicit = getattr(func, QUART_SCHEMA_OPERATION_ID_ATTRIBUTE, None)
+        return explicit if explicit is not None else camel_case(func.__name__)
+
+
+def summarize(doc: str | None) -> tuple[str, str]:
+    """A route's summary (its docstring's first sentence) and description (the whole docstring,
+    when it says more). quart-schema's summary is the first line, often cut mid-sentence."""
+    if not doc:
+        return "", ""
+    paragraphs = [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
+    first = paragraphs[0]
+    summary = SENTENCE_END.split(first, maxsplit=1)[0].rstrip(".")
+    description = "\n\n".join(paragraphs)
+    return summary, description if description.rstrip(".") != summary else ""
+
+
+def readable_name(name: str) -> str:
+    """A component name a generator turns into a good class name.
+
+    pydantic names a generic ``Page[User]`` ``Page_User_`` (here ``UserPage``), and two models of
+    one name in different modules by their module path (``roost__http__handoffs__Notification``):
+    such a model is named by its ``title`` (``model_config = ConfigDict(title=...)``), else by its
+    module and name (``HandoffsNotification``).
+    """
+    generic = GENERIC_NAME.fullmatch(name)
+    if generic:
+        return generic.group(2) + generic.group(1)
+    if "__" in name:
+        *module, cls_name = name.split("__")
+        model = getattr(importlib.import_module(".".join(module)), cls_name, None)
+        title = model.model_config.get("title") if isinstance(model, type) and issubclass(model, BaseModel) else None
+        return title or module[-1].capitalize() + cls_name
+    return name
+
+
+def renamed(schema: Any, names: dict[str, str]) -> Any:
+    """``schema`` with its ``$ref`` targets renamed per ``names``."""
+    if isinstance(schema, dict):
+        out = {}
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX):
+                value = REF_PREFIX + names.get(value[len(REF_PREFIX):], value[len(REF_PREFIX):])
+            out[key] = renamed(value, names)
+        return out
+    if isinstance(schema, list):
+        return [renamed(item, names) for item in schema]
+    return schema
+
+
+def merge_schemas(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add ``more`` to the component schemas; two different schemas under one name is a bug here."""
+    for name, schema in more.items():
+        if name in into and json.dumps(into[name], sort_keys=True) != json.dumps(schema, sort_keys=True):
+            raise ValueError(f"two different schemas are both named {name!r} in the OpenAPI document")
+        into[name] = schema
