@@ -18,7 +18,7 @@ from roost.domain import handoffs
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
+from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul, cursor_type
 from roost.storage import handoffs as repo
 
 bp = Blueprint("handoffs", __name__, url_prefix="/api/v1/handoffs")
@@ -74,6 +74,7 @@ class Handoff(HandoffCard):
 
 class QueueQuery(PageQuery):
     account_id: Id
+    cursor: cursor_type(r"^([0-9]{1,18}\.[A-Za-z0-9_.=-]+)?$") | None = None  # type: ignore[valid-type]
 
 
 class GetQuery(BaseModel):

@@ -12,16 +12,21 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from roost.errors import InvalidInput
+from roost.plugins.registry import Registry
 from roost.runtime.jsonlimits import strings
 from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Python's \s spelled out (what str.isspace() is true for), so the OpenAPI document's copy of this
+# pattern means the same in a JSON Schema (ECMA-262) validator; NUL is refused anyway (Body).
+_NOT_IN_EMAIL = (r"[^@\u0000\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                 r"\u205f\u3000]")
+_EMAIL = re.compile(rf"^{_NOT_IN_EMAIL}+@{_NOT_IN_EMAIL}+\.{_NOT_IN_EMAIL}+$")
 
 
 def _timezone(value: str) -> str:
@@ -44,9 +49,53 @@ def _email(value: str) -> str:
     return value.lower()
 
 
-TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
-LocalTime = Annotated[str, AfterValidator(_hhmm)]
-Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
+def pattern(regex: str | re.Pattern[str]) -> dict[str, str]:
+    """A ``pattern`` for the OpenAPI document only, where a validator of ours checks the value
+    (with its own message and error code) and the schema should still say what it accepts."""
+    return {"pattern": regex if isinstance(regex, str) else regex.pattern}
+
+
+# Every IANA name this server's zoneinfo knows (what ``_timezone`` accepts), one shared component
+# schema in the OpenAPI document rather than ~600 names inlined per field: a field's schema says
+# ``{"x-shared-schema": "TimeZone"}`` and the document's provider makes that a ``$ref``.
+SHARED_SCHEMA_KEY = "x-shared-schema"
+SHARED_SCHEMAS: dict[str, Any] = {
+    "TimeZone": {"title": "TimeZone", "description": "An IANA time zone name, such as 'Europe/Berlin'.",
+                 "type": "string", "enum": sorted(zoneinfo.available_timezones())},
+}
+
+
+def plugin_names(registry: Registry[Any]) -> Any:
+    """``json_schema_extra`` of a plugin's name: an enum of the registry's names when the document is built."""
+
+    def shape(schema: dict[str, Any]) -> None:
+        schema["enum"] = registry.names()
+
+    return shape
+
+
+def only_nullable(*names: str) -> Any:
+    """``json_schema_extra`` of a PATCH body: every field may be left out, but only ``names`` may
+    be sent as null (the model's validator refuses null for the others)."""
+
+    def shape(schema: dict[str, Any]) -> None:
+        for name, prop in schema.get("properties", {}).items():
+            prop.pop("default", None)  # a field left out keeps its value; it has no default
+            if name in names:
+                continue
+            kept = [variant for variant in prop.pop("anyOf", []) if variant != {"type": "null"}]
+            if len(kept) == 1:
+                prop.update(kept[0])
+            elif kept:
+                prop["anyOf"] = kept
+
+    return shape
+
+
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_timezone),
+                     WithJsonSchema({SHARED_SCHEMA_KEY: "TimeZone"})]
+LocalTime = Annotated[str, AfterValidator(_hhmm), Field(json_schema_extra=pattern(_HHMM))]
+Email = Annotated[str, Field(max_length=320, json_schema_extra=pattern(_EMAIL)), AfterValidator(_email)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Role = Literal["owner", "admin", "engineer", "member"]
@@ -79,9 +128,14 @@ class Out(BaseModel):
 _CURSOR = re.compile(r"^[A-Za-z0-9_.=-]{0,64}$")
 
 
+def cursor_type(regex: str | re.Pattern[str]) -> Any:
+    """A list's ``cursor`` parameter: the OpenAPI document gives the shape of the cursors it hands out."""
+    return Annotated[str, Field(max_length=64, json_schema_extra=pattern(regex))]
+
+
 class PageQuery(BaseModel):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(None, max_length=64)
+    cursor: cursor_type(_CURSOR) | None = None  # type: ignore[valid-type]
 
     refuse_nul = model_validator(mode="before")(_refuse_nul)
 
@@ -131,6 +185,8 @@ class UserCreate(Body):
 
 
 class UserPatch(Body):
+    model_config = ConfigDict(json_schema_extra=only_nullable("quiet_hours"))
+
     email: Email | None = None
     display_name: Name | None = None
     timezone: TimeZone | None = None

@@ -34,7 +34,9 @@ from quart_schema.extension import QUART_SCHEMA_OPERATION_ID_ATTRIBUTE
 from werkzeug.routing import Rule
 
 from roost.http.errors import ErrorBody
+from roost.http.models import SHARED_SCHEMA_KEY, SHARED_SCHEMAS
 
+NUL_FREE = "^[^\\u0000]*$"  # the regex text ^[^\u0000]*$ (no literal NUL in the document)
 REF_PREFIX = "#/components/schemas/"
 REF_TEMPLATE = REF_PREFIX + "{model}"
 SENTENCE_END = re.compile(r"(?<=\.)\s")  # where a summary ends: the first ". "
@@ -86,6 +88,9 @@ class RoostOpenAPIProvider(OpenAPIProvider):
             placeholder.update(renamed(refs[(model, mode)], names))
         merge_schemas(components["schemas"], {names[name]: renamed(schema, names)
                                               for name, schema in top.get("$defs", {}).items()})
+        for name in sorted(shared_refs(document)):
+            components["schemas"][name] = SHARED_SCHEMAS[name]
+        refuse_nul(document)
         error_ref = renamed(refs[(ErrorBody, "serialization")], names) if (ErrorBody, "serialization") in refs else None
         if error_ref is not None:
             components["responses"] = {"Error": {
@@ -161,6 +166,57 @@ def summarize(doc: str | None) -> tuple[str, str]:
     summary = SENTENCE_END.split(first, maxsplit=1)[0].rstrip(".")
     description = "\n\n".join(paragraphs)
     return summary, description if description.rstrip(".") != summary else ""
+
+
+def shared_refs(schema: Any) -> set[str]:
+    """Turn each ``{"x-shared-schema": name}`` (see ``roost.http.models``) into a ``$ref``; answer the names."""
+    names: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            name = node.pop(SHARED_SCHEMA_KEY, None)
+            if name is not None:
+                names.add(name)
+                node["$ref"] = REF_PREFIX + name
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    return names
+
+
+def refuse_nul(document: dict[str, Any]) -> None:
+    """Say in the document what ``Body`` and ``PageQuery`` refuse: text with a NUL character.
+
+    Every string of a request (query parameters, and bodies with every schema they reach) that
+    has no pattern, enum or format of its own gets ``NUL_FREE``; the patterns roost writes
+    leave NUL out themselves.
+    """
+    schemas = document["components"]["schemas"]
+    roots: list[Any] = []
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            roots += [p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"]
+            roots += [media["schema"] for media in operation.get("requestBody", {}).get("content", {}).values()]
+    seen: set[str] = set()
+    while roots:
+        schema = roots.pop()
+        if isinstance(schema, list):
+            roots += schema
+            continue
+        if not isinstance(schema, dict):
+            continue
+        ref = schema.get("$ref", "")
+        if ref.startswith(REF_PREFIX) and ref not in seen:
+            seen.add(ref)
+            roots.append(schemas.get(ref[len(REF_PREFIX):]))
+        if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & schema.keys():
+            schema["pattern"] = NUL_FREE
+        for key in ("properties", "patternProperties", "$defs"):
+            roots += list(schema.get(key, {}).values())
+        for key in ("items", "additionalProperties", "anyOf", "allOf", "oneOf", "prefixItems"):
+            if key in schema:
+                roots.append(schema[key])
 
 
 def readable_name(name: str) -> str:

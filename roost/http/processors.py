@@ -83,8 +83,8 @@ def _day(value: str) -> str:
 
 
 # A string, not dt.date: pydantic would also take "0" (the epoch) for a date, which the spec does not allow.
-Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD"),
-                AfterValidator(_day)]
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD",
+                           json_schema_extra={"format": "date"}), AfterValidator(_day)]
 
 
 class UsageQuery(PageQuery):

@@ -17,23 +17,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from quart import Blueprint
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import operation_id, validate_querystring, validate_request, validate_response
 
 from roost.domain import scouting
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery
+from roost.http.models import Body, Id, Out, Page, PageQuery, only_nullable, plugin_names
+from roost.plugins.classifiers import classifiers
+from roost.plugins.connectors import connectors
 from roost.storage import scouts as repo
 from roost.storage.scout_config import redact
 
 bp = Blueprint("scouts", __name__)
 ACTOR = "service"
 
-PluginName = Annotated[str, Field(min_length=1, max_length=64)]
+ConnectorName = Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=plugin_names(connectors))]
+ClassifierName = Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=plugin_names(classifiers))]
 Interval = Annotated[float, Field(ge=1, le=7 * 86400)]
 PauseDays = Annotated[int, Field(ge=1, le=3650)]
 TtlDays = Annotated[int, Field(ge=1, le=3650)]
@@ -43,9 +46,9 @@ ItemStatus = Literal["pending", "queued", "delivered", "acked", "discarded", "fa
 
 class ScoutCreate(Body):
     user_id: Id
-    provider: PluginName
+    provider: ConnectorName
     config: dict[str, Any] = Field(default_factory=dict)
-    classifier: PluginName = "rules"
+    classifier: ClassifierName = "rules"
     classifier_config: dict[str, Any] = Field(default_factory=dict)
     poll_interval_s: Interval = 300.0
     enabled: bool = True
@@ -56,8 +59,10 @@ class ScoutCreate(Body):
 
 
 class ScoutPatch(Body):
+    model_config = ConfigDict(json_schema_extra=only_nullable("device_inactivity_pause_days"))
+
     config: dict[str, Any] | None = None
-    classifier: PluginName | None = None
+    classifier: ClassifierName | None = None
     classifier_config: dict[str, Any] | None = None
     poll_interval_s: Interval | None = None
     enabled: bool | None = None
@@ -225,6 +230,7 @@ async def run_now(scout_id: str) -> dict[str, Any]:
 
 
 @bp.get("/api/admin/scouts/<scout_id>/items")
+@operation_id("listScoutItems")
 @service_auth
 @validate_querystring(ItemQuery)
 @validate_response(Page[ScoutItem])
