@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
@@ -43,6 +43,8 @@ class HandoffAct(Body):
 
 
 class Notification(Out):
+    model_config = ConfigDict(title="HandoffRecipient")  # its name in the OpenAPI document
+
     user_id: str
     channel: str
     state: str = Field(description="the mail's outbox state: held, queued, sending, sent or failed")

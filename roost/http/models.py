@@ -8,9 +8,11 @@ in a URL is a string.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import types
 import zoneinfo
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
@@ -59,9 +61,21 @@ def pattern(regex: str | re.Pattern[str]) -> dict[str, str]:
 # schema in the OpenAPI document rather than ~600 names inlined per field: a field's schema says
 # ``{"x-shared-schema": "TimeZone"}`` and the document's provider makes that a ``$ref``.
 SHARED_SCHEMA_KEY = "x-shared-schema"
+def _enum_names(values: list[str]) -> list[str]:
+    """A code generator's member names for ``values`` (``x-enum-varnames``), unique where its own
+    would not be (``Etc/GMT+5`` and ``Etc/GMT-5``)."""
+    names: list[str] = []
+    for value in values:
+        name = re.sub(r"-(?=\d)", "_MINUS_", re.sub(r"\+(?=\d)", "_PLUS_", value.upper()))
+        name = re.sub(r"[^A-Z0-9]+", "_", name).strip("_")
+        names.append(name if name not in names else f"{name}_{len(names)}")
+    return names
+
+
+_ZONES = sorted(zoneinfo.available_timezones())
 SHARED_SCHEMAS: dict[str, Any] = {
     "TimeZone": {"title": "TimeZone", "description": "An IANA time zone name, such as 'Europe/Berlin'.",
-                 "type": "string", "enum": sorted(zoneinfo.available_timezones())},
+                 "type": "string", "enum": _ZONES, "x-enum-varnames": _enum_names(_ZONES)},
 }
 
 
@@ -110,12 +124,41 @@ def _refuse_nul(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _int_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The JSON names of ``model``'s integer fields (``int``, ``Annotated[int, ...]``, either or None)."""
+    names = set()
+    for name, field in model.model_fields.items():
+        kinds = get_args(field.annotation) if get_origin(field.annotation) in (Union, types.UnionType) \
+            else (field.annotation,)
+        for kind in kinds:
+            while get_origin(kind) is Annotated:
+                kind = get_args(kind)[0]
+            if kind is int:
+                names.add(field.alias or name)
+    return frozenset(names)
+
+
 class Body(BaseModel):
-    """Base of request bodies: strict types, no unknown fields, no NUL characters."""
+    """Base of request bodies: strict types, no unknown fields, no NUL characters.
+
+    An integer field takes ``5.0`` as ``5``: JSON (and the OpenAPI document's ``integer``) does
+    not tell them apart, and a client's JSON encoder may write either.
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
     refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            floats = {name: int(data[name]) for name in _int_fields(cls)
+                      if isinstance(data.get(name), float) and data[name].is_integer()}
+            if floats:
+                data = {**data, **floats}
+        return data
 
 
 class Out(BaseModel):

@@ -6,8 +6,9 @@ What this provider adds to quart-schema's document:
   not quart-schema's method-prefixed function name. A route whose function name is not unique
   across the API, or not the name a client should call, sets one with quart-schema's
   ``operation_id("listScoutItems")`` decorator, used as given.
-* Every operation carries one tag, its area: ``TAG_OF_BLUEPRINT`` names it per blueprint (a
-  blueprint not in the table is tagged with its own name); the document lists the tags.
+* Every operation carries one tag, its area: ``device`` for the device API (``/api/device/``, a
+  device token), else ``TAG_OF_BLUEPRINT``'s per blueprint (a blueprint not in the table is
+  tagged with its own name); the document lists the tags.
 * Request and response bodies are named component schemas (``$ref`` to
   ``#/components/schemas/Account``) rather than inlined per operation, generated together in one
   pass so one model is one schema; a generic ``Page[User]`` is ``UserPage``.
@@ -83,13 +84,15 @@ class RoostOpenAPIProvider(OpenAPIProvider):
         components = document["components"]
         pairs = list({(model, mode): None for model, mode, _ in self._bodies})
         refs, top = models_json_schema(pairs, ref_template=REF_TEMPLATE)
-        names = {name: readable_name(name) for name in top.get("$defs", {})}
+        names = readable_names(list(top.get("$defs", {})))
         for model, mode, placeholder in self._bodies:
             placeholder.update(renamed(refs[(model, mode)], names))
         merge_schemas(components["schemas"], {names[name]: renamed(schema, names)
                                               for name, schema in top.get("$defs", {}).items()})
         for name in sorted(shared_refs(document)):
             components["schemas"][name] = SHARED_SCHEMAS[name]
+        for name, schema in components["schemas"].items():
+            schema["title"] = name  # what a generator names the class: one name per schema
         refuse_nul(document)
         error_ref = renamed(refs[(ErrorBody, "serialization")], names) if (ErrorBody, "serialization") in refs else None
         if error_ref is not None:
@@ -132,7 +135,7 @@ class RoostOpenAPIProvider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         paths, components = super().build_paths(rule)
         blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else ""
-        tag = TAG_OF_BLUEPRINT.get(blueprint, blueprint or "default")
+        tag = "device" if rule.rule.startswith("/api/device/") else TAG_OF_BLUEPRINT.get(blueprint, blueprint or "default")
         summary, description = summarize(inspect.getdoc(self._app.view_functions[rule.endpoint]))
         for operations in paths.values():
             for method, operation in list(operations.items()):
@@ -219,23 +222,35 @@ def refuse_nul(document: dict[str, Any]) -> None:
                 roots.append(schema[key])
 
 
-def readable_name(name: str) -> str:
-    """A component name a generator turns into a good class name.
+def readable_names(names: list[str]) -> dict[str, str]:
+    """Component names a generator turns into good class names, by pydantic's name.
 
     pydantic names a generic ``Page[User]`` ``Page_User_`` (here ``UserPage``), and two models of
     one name in different modules by their module path (``roost__http__handoffs__Notification``):
     such a model is named by its ``title`` (``model_config = ConfigDict(title=...)``), else by its
-    module and name (``HandoffsNotification``).
+    own name when no other model is, else by its module and name (``HandoffsNotification``).
     """
-    generic = GENERIC_NAME.fullmatch(name)
-    if generic:
-        return generic.group(2) + generic.group(1)
-    if "__" in name:
-        *module, cls_name = name.split("__")
-        model = getattr(importlib.import_module(".".join(module)), cls_name, None)
-        title = model.model_config.get("title") if isinstance(model, type) and issubclass(model, BaseModel) else None
-        return title or module[-1].capitalize() + cls_name
-    return name
+    out: dict[str, str] = {}
+    untitled: list[tuple[str, str, str]] = []
+    for name in names:
+        generic = GENERIC_NAME.fullmatch(name)
+        if generic:
+            out[name] = generic.group(2) + generic.group(1)
+        elif "__" in name:
+            *module, cls_name = name.split("__")
+            model = getattr(importlib.import_module(".".join(module)), cls_name, None)
+            title = model.model_config.get("title") if isinstance(model, type) and issubclass(model, BaseModel) \
+                else None
+            if title:
+                out[name] = title
+            else:
+                untitled.append((name, module[-1], cls_name))
+        else:
+            out[name] = name
+    for name, module, cls_name in untitled:
+        taken = set(out.values()) | {c for n, _, c in untitled if n != name}
+        out[name] = cls_name if cls_name not in taken else module.capitalize() + cls_name
+    return out
 
 
 def renamed(schema: Any, names: dict[str, str]) -> Any:
