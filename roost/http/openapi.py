@@ -135,7 +135,9 @@ class RoostOpenAPIProvider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         paths, components = super().build_paths(rule)
         blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else ""
-        tag = "device" if rule.rule.startswith("/api/device/") else TAG_OF_BLUEPRINT.get(blueprint, blueprint or "default")
+        tag = TAG_OF_BLUEPRINT.get(blueprint, blueprint or "default")
+        if rule.rule.startswith("/api/device/"):
+            tag = "device"
         summary, description = summarize(inspect.getdoc(self._app.view_functions[rule.endpoint]))
         for operations in paths.values():
             for method, operation in list(operations.items()):
