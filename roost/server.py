@@ -32,7 +32,6 @@ import trio
 from roost.actors.busrelay import BusRelay
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
 from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
 from roost.actors.fanout import FanOut, prune_events
 from roost.actors.handoff_followups import HandoffFollowups
@@ -55,6 +54,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
+from roost.runtime.topics import DISPATCH_QUEUED
 from roost.storage import handoffs as handoffs_repo
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
@@ -102,7 +102,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
+CLUSTER_TOPICS = (TOPIC_QUEUED, handoffs_repo.TOPIC, DISPATCH_QUEUED, *SOCKET_TOPICS)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -117,7 +117,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
-                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
+                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(),
                   SocketEvents()]
 
 

@@ -24,12 +24,13 @@ from roost.errors import NotFound, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.bus import Subscription
 from roost.runtime.sockets import CLOSE_POLICY
-from roost.storage import outreach
+from roost.runtime.topics import DISPATCH_BATCH_DONE
+from roost.storage import dispatch
 from roost.storage.database import in_list
 
 TOPIC_REVOKED = "device.revoked"
 TOPIC_DEACTIVATED = "user.deactivated"
-TOPIC_BATCH_DONE = "outreach.batch_done"
+TOPIC_BATCH_DONE = DISPATCH_BATCH_DONE
 TOPICS = (TOPIC_REVOKED, TOPIC_DEACTIVATED, TOPIC_BATCH_DONE)
 
 
@@ -69,7 +70,7 @@ class SocketEvents(Actor):
             message = await sub.receive()
             for batch_id in message.ids:
                 try:
-                    batch = await outreach.get_batch(s.db, batch_id)
+                    batch = await dispatch.get_batch(s.db, batch_id)
                 except NotFound:
                     continue
                 except StorageError as exc:  # not replayed (the batch's status says it is done)
