@@ -26,7 +26,7 @@ from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery, QuietHours, TimeZone
 from roost.storage import dispatch
 
-bp = Blueprint("outreach", __name__)
+bp = Blueprint("dispatch", __name__)
 
 Limit = Annotated[int, Field(gt=0, le=10_000_000, description="a positive number, or null for no limit")]
 MAX_BATCH_ITEMS = 10_000
