@@ -32,7 +32,6 @@ import trio
 from roost.actors.busrelay import BusRelay
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
 from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
 from roost.actors.fanout import FanOut
 from roost.actors.handoff_followups import HandoffFollowups
@@ -57,7 +56,6 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
-from roost.runtime.topics import HANDOFF_EVENTS, PROPOSAL_QUEUED
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -104,8 +102,7 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
 # Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
 # hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
 # claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (PROPOSAL_QUEUED, HANDOFF_EVENTS, OUTREACH_TOPIC,
-                  topics.DEVICE_REVOKED, topics.USER_DEACTIVATED, topics.DISPATCH_BATCH_DONE)
+CLUSTER_TOPICS = topics.CLUSTER
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
@@ -120,7 +117,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),
-                  DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(services),
+                  DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(),
                   SocketEvents()]
 
 
