@@ -1,7 +1,7 @@
 """Numbered migrations, recorded in ``schema_version``.
 
-Files live in ``roost/storage/migrations/`` as ``NNNN_name.<dialect>.sql`` (or
-``NNNN_name.sql`` when the SQL is the same on both). Each pending step runs in its own
+Files live in ``roost/storage/migrations/`` as ``NNNN_name.sqlite.sql`` and
+``NNNN_name.postgres.sql`` side by side (or ``NNNN_name.sql`` when the SQL is the same on both). Each pending step runs in its own
 transaction together with the row that records it, so a crash leaves either the whole step or
 none of it; a second migrator waits (PostgreSQL advisory lock, SQLite's write lock) and then
 finds nothing left to do. Running ``migrate`` twice changes nothing the second time.
@@ -16,6 +16,7 @@ from importlib import resources
 from roost.errors import SchemaError
 from roost.runtime.clock import utcnow
 from roost.storage.database import Database
+from roost.storage.dialect import Dialect
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgres))?\.sql$")
 
@@ -35,9 +36,9 @@ class Migration:
     sql: str
 
 
-def available(dialect: str) -> list[Migration]:
-    """Every migration shipped for ``dialect`` ('sqlite' or 'postgresql'), in order."""
-    wanted = "postgres" if dialect == "postgresql" else dialect
+def available(dialect: Dialect) -> list[Migration]:
+    """Every migration shipped for ``dialect`` (``db.dialect``), in order."""
+    wanted = dialect.pick(sqlite="sqlite", postgresql="postgres")
     found: dict[int, Migration] = {}
     for entry in resources.files("roost.storage.migrations").iterdir():
         match = _NAME.match(entry.name)
@@ -74,7 +75,7 @@ async def migrate(db: Database) -> list[Migration]:
     Raises:
         SchemaError: the database is newer than this code, or a step failed.
     """
-    steps = available(db.dialect.name)
+    steps = available(db.dialect)
     done: list[Migration] = []
     await _ensure_version_table(db)
     for step in steps:
@@ -104,7 +105,7 @@ async def migrate(db: Database) -> list[Migration]:
 async def check_current(db: Database) -> None:
     """Raise SchemaError unless the database is at exactly the schema version this code ships."""
     have = await applied_versions(db)
-    want = [m.version for m in available(db.dialect.name)]
+    want = [m.version for m in available(db.dialect)]
     missing = sorted(set(want) - set(have))
     if missing:
         raise SchemaError(f"the database lacks migrations {missing}: run `roost migrate`")
