@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 from typing import Awaitable, Callable
 
 import trio
@@ -60,10 +61,5 @@ class Pruner(Actor):
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        interval = ctx.services.settings.prune_interval_s
-        while True:
-            if ctx.services.leadership.leads(self.name):  # a singleton: one process prunes
-                await self.prune_once(ctx)
-            ctx.tick()
-            if not await ctx.pause(interval):
-                return
+        # A singleton: with several processes only the leader of ``pruner`` prunes.
+        await ctx.every(ctx.services.settings.prune_interval_s, partial(self.prune_once, ctx), leader=self.name)
