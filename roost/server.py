@@ -39,15 +39,14 @@ from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.processors import processor_runners
-from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
+from roost.actors.pruner import Prune, Pruner
 from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import SocketEvents
-from roost.domain import scouting
+from roost.domain import audit, scouting
 from roost.domain.handoffs import prune_events
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
-from roost.runtime import topics
 from roost.runtime.actor import Actor
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
@@ -56,6 +55,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
+from roost.runtime.topics import CLUSTER
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -99,21 +99,20 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
-# Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
-# hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
-# claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = topics.CLUSTER
-
-
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, Prune("scout_proposals_expired", scouting.expire_proposals),
-              Prune("handoff_events", prune_events), ledger_prune(), dead_device_sweep()]
+    prunes = [  # what the pruner deletes or ends: one step per concern, each a domain operation
+        Prune("audit_log", audit.prune),
+        Prune("scout_proposals_expired", scouting.expire_proposals),
+        Prune("handoff_events", prune_events),
+        ledger_prune(),
+        dead_device_sweep(),
+    ]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
-    services.bus.share(*CLUSTER_TOPICS)
+    services.bus.share(*CLUSTER)  # their wake-ups cross processes (PostgreSQL: the bus relay)
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),

@@ -25,26 +25,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from roost.errors import StorageError
 from roost.runtime.actor import Actor, ActorContext
-from roost.storage import processes
+from roost.storage import cluster, processes
 
 if TYPE_CHECKING:
     from roost.storage.dedicated import DedicatedConnection
 
 PRUNE_AFTER_BEATS = 10
 STOP_CLEANUP_S = 3.0  # closing the leadership connection and removing the process row, at most
-
-
-def leader_key(name: str) -> int:
-    """The advisory-lock key of a leadership (distinct from the job lock of the same name)."""
-    from roost.storage.postgres import lock_key  # asyncpg: imported on PostgreSQL only
-
-    return lock_key(f"leader:{name}")
 
 
 class Heartbeat(Actor):
@@ -62,6 +56,7 @@ class Heartbeat(Actor):
         return None if self._session is None else self._session.pid
 
     async def beat(self, ctx: ActorContext) -> None:
+        """One heartbeat (steps 1 to 4 of the module docstring); database errors are logged, not raised."""
         s = ctx.services
         if s.leadership.clustered:
             await self._lead(ctx)
@@ -79,7 +74,6 @@ class Heartbeat(Actor):
                                    now=trio.current_time(), wall=s.clock.now())
         except StorageError as exc:  # the devices stay marked: the next beat writes them
             ctx.log.error("device activity not written", error=exc.message)
-        ctx.tick()
 
     async def _lead(self, ctx: ActorContext) -> None:
         from roost.storage.dedicated import connect_dedicated
@@ -93,11 +87,11 @@ class Heartbeat(Actor):
                     self._nursery.start_soon(self._watch, ctx, self._session)
             missing = sorted(leadership.wanted - set(leadership.led()))
             for name in missing:
-                if await self._session.fetchval("SELECT pg_try_advisory_lock($1)", leader_key(name)):
+                if await cluster.try_lead(self._session, name):
                     leadership.took(name)
                     ctx.log.info("leading", singleton=name)
             if not missing:
-                await self._session.fetchval("SELECT 1")  # still connected, so still holding them
+                await cluster.ping(self._session)  # still connected, so still holding them
         except StorageError as exc:  # connect or query failed (asyncpg and socket errors arrive as StorageError)
             ctx.log.error("leadership connection failed; leading nothing until it is back", error=exc.message)
             await self._drop(ctx)
@@ -128,10 +122,11 @@ class Heartbeat(Actor):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.beat(ctx)
+                await self.beat(ctx)  # the row exists (and leadership is tried) before we report ready
+                ctx.tick()
                 task_status.started()
-                while await ctx.pause(s.settings.heartbeat_s):
-                    await self.beat(ctx)
+                await ctx.every(lambda: s.settings.heartbeat_s, partial(self.beat, ctx),
+                                first_delay_s=s.settings.heartbeat_s)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None

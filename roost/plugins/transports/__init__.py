@@ -16,21 +16,9 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from roost.errors import NotConfigured
+from roost.errors import NotConfigured, PermanentError, TransientError, TransportError  # noqa: F401 (transports raise these)
 from roost.plugins.transports.message import Mail
 from roost.runtime.config import Settings
-
-
-class TransportError(Exception):
-    """A send failed; ``str(exc)`` says why."""
-
-
-class TransientError(TransportError):
-    """Worth retrying later."""
-
-
-class PermanentError(TransportError):
-    """Retrying will not help."""
 
 
 class Transport(Protocol):
