@@ -292,6 +292,6 @@ async def test_a_manual_run_racing_a_scheduled_run_gets_409_and_runs_once_it_end
                     break
                 await trio.sleep(0.01)
         assert status.last_status == "ok" and status.runs == 1 and status.last_result["processed"] == 1
-        again = await run_now(s, proc, actor="cli")  # the lock is free again: the manual run runs (and finds nothing new)
+        again = await run_now(s, proc, actor="cli")  # the lock is free again: the manual run runs, finds nothing new
         assert (again.processed, again.skipped) == (0, 1) and status.runs == 2
         s.stopping.set()
