@@ -83,8 +83,9 @@ def decode_cursor(cursor: str) -> tuple[str, str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         day, user, tool = json.loads(raw)
-        if not all(isinstance(v, str) for v in (day, user, tool)):
-            raise ValueError("not strings")
+        if not all(isinstance(v, str) and len(v) <= 200 and "\x00" not in v for v in (day, user, tool)):
+            raise ValueError("not strings a row could hold")
+        dt.date.fromisoformat(day)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor: not a cursor from a previous page of this list", code="bad_cursor") from exc
     return day, user, tool
