@@ -152,7 +152,7 @@ async def test_running_or_failing_one_processor_leaves_the_others_state_alone(db
 
 
 def test_candidate_lines_are_each_line_holding_a_mark_once() -> None:
-    block = (b'{"a": 1}\n{"type": "tool_use", "x": "is_error"}\n{"b": 2}\n{"is_error": true}\n'
-             b'{"c": "tool_use_id"}\n{"type": "tool_use"}')
-    assert list(candidate_lines(block)) == [b'{"type": "tool_use", "x": "is_error"}', b'{"is_error": true}',
-                                            b'{"type": "tool_use"}']
+    block = (b'{"a": 1}\n{"type": "tool_use", "x": {"is_error":true}}\n{"b": 2}\n{"is_error": true}\n'
+             b'{"c": "tool_use_id", "is_error": false}\n{"is_error":true}\n{"type": "tool_use"}')
+    assert list(candidate_lines(block)) == [b'{"type": "tool_use", "x": {"is_error":true}}', b'{"is_error": true}',
+                                            b'{"is_error":true}', b'{"type": "tool_use"}']

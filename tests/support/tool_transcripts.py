@@ -63,6 +63,10 @@ class _Writer:
     lines: list[str] = field(default_factory=list)
     parent: str | None = None
 
+    def dump(self, entry: object) -> str:
+        """A line as Claude Code writes it (JSON.stringify: no spaces) or, now and then, as Python does."""
+        return json.dumps(entry, separators=(",", ":") if self.rng.random() < 0.5 else None)
+
     def entry(self, kind: str, **extra: object) -> dict:
         me = str(uuid.UUID(int=self.rng.getrandbits(128)))
         out = {"parentUuid": self.parent, "isSidechain": False, "userType": "external", "cwd": "/home/dev/p",
@@ -80,7 +84,7 @@ class _Writer:
         block: dict = {"tool_use_id": call_id, "type": "tool_result", "content": "out " * self.rng.randint(5, 400)}
         if error is not None:
             block["is_error"] = error
-        self.lines.append(json.dumps(self.entry("user", message={"role": "user", "content": [block]})))
+        self.lines.append(self.dump(self.entry("user", message={"role": "user", "content": [block]})))
         if error is True and (self.user, call_id) in self.truth.calls:
             self.truth.failed.add((self.user, call_id))
 
@@ -108,7 +112,7 @@ class _Writer:
             if snapshots:
                 self.truth.across_midnight += sum(1 for c in calls if self.truth.calls[(self.user, c)][0] != day)
             content = blocks if snapshots else blocks[-1:]
-            self.lines.append(json.dumps(self.entry(
+            self.lines.append(self.dump(self.entry(
                 "assistant", requestId=req_id,
                 message={"id": msg_id, "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
                          "content": list(content), "usage": {"input_tokens": 3, "output_tokens": len(blocks)}})))
@@ -118,7 +122,7 @@ class _Writer:
         """A line that counts nothing."""
         kind = self.rng.randrange(7)
         if kind == 0:
-            self.lines.append(json.dumps(self.entry("assistant", isApiErrorMessage=True, message={
+            self.lines.append(self.dump(self.entry("assistant", isApiErrorMessage=True, message={
                 "id": str(uuid.uuid4()), "model": "<synthetic>", "role": "assistant",
                 "content": [{"type": "text", "text": "API Error: 529 overloaded"}]})))
         elif kind == 1:
@@ -126,18 +130,18 @@ class _Writer:
         elif kind == 2:
             self.lines.append('["tool_use", "is_error"]')
         elif kind == 3:  # a call with no id, and one with no timestamp
-            self.lines.append(json.dumps(self.entry("assistant", message={
+            self.lines.append(self.dump(self.entry("assistant", message={
                 "id": "msg_noid", "role": "assistant", "content": [{"type": "tool_use", "name": "Bash"}]})))
             line = self.entry("assistant", message={"id": "msg_nots", "role": "assistant", "content": [
                 {"type": "tool_use", "id": f"toolu_nots{self.rng.getrandbits(32):08x}", "name": "Bash"}]})
             del line["timestamp"]
-            self.lines.append(json.dumps(line))
+            self.lines.append(self.dump(line))
         elif kind == 4:  # the failure of a call that was never made
             self.result(f"toolu_orphan{self.rng.getrandbits(32):08x}", error=True)
         elif kind == 5:
-            self.lines.append(json.dumps({"type": "summary", "summary": "tool_use is_error", "leafUuid": self.parent}))
+            self.lines.append(self.dump({"type": "summary", "summary": "tool_use is_error", "leafUuid": self.parent}))
         else:  # a user's text that talks about "tool_use" and "is_error"
-            self.lines.append(json.dumps(self.entry("user", message={
+            self.lines.append(self.dump(self.entry("user", message={
                 "role": "user", "content": 'why is "is_error" true on my "tool_use"?'})))
 
 
@@ -146,7 +150,7 @@ def _session(w: _Writer, turns: int, *, leave_last_open: bool) -> str | None:
     open_call = None
     for turn in range(turns):
         w.tick(5, 900)
-        w.lines.append(json.dumps(w.entry("user", message={"role": "user", "content": "please fix the tests"})))
+        w.lines.append(w.dump(w.entry("user", message={"role": "user", "content": "please fix the tests"})))
         for _ in range(w.rng.randint(1, 3)):
             calls = w.message(snapshots=w.rng.random() < 0.4)
             for n, call_id in enumerate(calls):

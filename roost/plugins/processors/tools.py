@@ -20,7 +20,10 @@ from roost.plugins.processors import Processor
 from roost.storage import tools as tools_store
 from roost.storage.database import Connection
 
-_MARKS = (b'"tool_use"', b'"is_error"')  # only lines holding one of these can count
+# Only lines holding one of these can count: a call's block type, or a failure's flag as JSON.stringify
+# (Claude Code) or Python's json.dumps writes it. Results without an error (most of a transcript's bytes)
+# are never parsed.
+_MARKS = (b'"tool_use"', b'"is_error":true', b'"is_error": true')
 _MAX = 200  # longest id or tool name kept
 
 
@@ -75,7 +78,7 @@ def parse_line(line: bytes) -> list[tools_store.ToolItem]:
 
 
 def candidate_lines(block: bytes) -> Iterator[bytes]:
-    """The lines of ``block`` that hold one of the marks, each once, in order (no split of the rest)."""
+    """The lines of ``block`` that hold one of the marks, each once, in order (the rest is never split)."""
     nxt = [block.find(m) for m in _MARKS]
     pos = 0
     while True:
@@ -99,7 +102,7 @@ class ToolsProcessor(Processor):
     default_interval_s = 600.0
 
     def extract(self, username: str, lines: bytes) -> list[tools_store.ToolItem]:
-        """Parse only the lines that mention ``"tool_use"`` or ``"is_error"``."""
+        """Parse only the lines that mention ``"tool_use"`` or ``"is_error": true``."""
         found: list[tools_store.ToolItem] = []
         for line in candidate_lines(lines):
             found.extend(parse_line(line))
