@@ -322,7 +322,7 @@ async def run_now(services: Services, processor: Processor, *, actor: str, user:
         try:
             result = await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
         except Exception as exc:
-            error = exc.message if isinstance(exc, RoostError) else type(exc).__name__
+            error = exc.message if isinstance(exc, RoostError) else f"{type(exc).__name__}: {exc}"
             try:
                 await _audit(services, processor, actor, started, {"user": user, "outcome": "failed",
                                                                    "error": error[:500]})

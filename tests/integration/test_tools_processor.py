@@ -8,12 +8,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-from roost.domain.processors import run_processor
+import pytest
+
+from roost.domain.processors import run_now, run_processor
 from roost.plugins.processors import Processor
 from roost.plugins.processors.tools import ToolsProcessor, candidate_lines
 from roost.plugins.processors.usage import UsageProcessor
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
+from roost.storage import audit
 from roost.storage import tools as tools_store
 from roost.storage.database import Database
 from tests.support.tool_transcripts import Truth, append_turn, generate_tree
@@ -156,3 +159,18 @@ def test_candidate_lines_are_each_line_holding_a_mark_once() -> None:
              b'{"c": "tool_use_id", "is_error": false}\n{"is_error":true}\n{"type": "tool_use"}')
     assert list(candidate_lines(block)) == [b'{"type": "tool_use", "x": {"is_error":true}}', b'{"is_error": true}',
                                             b'{"is_error":true}', b'{"type": "tool_use"}']
+
+
+async def test_manual_runs_are_audited_with_their_counts_or_their_error(db: Database, tmp_path: Path) -> None:
+    generate_tree(tmp_path / "sessions", random.Random(2), users=1, sessions=2, turns=2)
+    ok = await run_now(services_for(db, tmp_path / "sessions"), ToolsProcessor(), actor="cli", user="user0")
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(NotADirectoryError):  # the run itself fails (its transcript root is a file)
+        await run_now(services_for(db, tmp_path / "not-a-folder"), ToolsProcessor(), actor="cli")
+
+    rows = [r for r in await audit.list_entries(db) if r["action"] == "processor.run"]
+    assert [(r["actor"], r["target_id"], r["details"]["outcome"]) for r in reversed(rows)] == [
+        ("cli", "tools", "ok"), ("cli", "tools", "failed")]
+    done, failed = rows[1]["details"], rows[0]["details"]
+    assert (done["user"], done["processed"], done["failed"], done["items"]) == ("user0", 2, 0, ok.items)
+    assert failed["error"].startswith("NotADirectoryError") and failed["user"] is None
