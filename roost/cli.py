@@ -1,4 +1,5 @@
-"""The ``roost`` command: serve, migrate, tenancy shortcuts, status, and a device client."""
+"""The ``roost`` command: serve, migrate, tenancy shortcuts, status, and a device client (the processor
+and plugin commands are in ``roost.cli_processors``)."""
 
 from __future__ import annotations
 
@@ -254,83 +255,6 @@ def reseal(database_url: str | None = DatabaseOpt) -> None:
 
 
 @app.command()
-def process(
-    name: str = typer.Argument(..., help="Processor name (see GET /api/admin/session-processors)."),
-    user: str | None = typer.Option(None, "--user", help="Only this user's folder."),
-    session_dir: str | None = typer.Option(None, envvar="ROOST_SESSION_DIR", help="Root of <user>/*.jsonl."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
-    """Run one processor now, with a progress bar over the files (exit 1 if it is already running)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from roost.domain.processors import get_processor, run_now
-    from roost.runtime.services import Services
-
-    settings = _settings(database_url=database_url, session_dir=session_dir)
-
-    async def go(db: Any) -> Any:
-        services = Services.build(settings, db)
-        processor = get_processor(services, name)
-        with Progress(TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=False) as bar:
-            task = bar.add_task("files", total=None)
-            return await run_now(services, processor, user=user,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-
-    result = _with_db(go, settings)
-    table = Table("scanned", "processed", "skipped", "failed", "items", "bytes read")
-    table.add_row(*(str(v) for v in (result.scanned, result.processed, result.skipped, result.failed, result.items,
-                                      result.bytes_read)))
-    console.print(table)
-    if result.failed:
-        raise typer.Exit(2)
-
-
-@app.command()
-def usage(
-    user: str | None = typer.Option(None, "--user", help="Only this user."),
-    day_from: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD (UTC)."),
-    day_to: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (UTC)."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
-    """Token usage per user, day and model, as a table."""
-    import datetime as dt
-
-    from roost.storage import usage as usage_store
-
-    try:
-        first = dt.date.fromisoformat(day_from) if day_from else None
-        last = dt.date.fromisoformat(day_to) if day_to else None
-    except ValueError as exc:
-        _fail(f"--from/--to: {exc}")
-
-    async def go(db: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = await usage_store.totals(db, user=user, day_from=first, day_to=last, limit=1000, cursor=cursor)
-            rows.extend(page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return rows
-
-    rows = _with_db(go, _settings(database_url=database_url))
-    table = Table("day", "user", "model", "input", "output", "cache write", "cache read")
-    for r in rows:
-        table.add_row(r["day"], r["user"], r["model"], *(f"{r[c]:,}" for c in usage_store.COUNTERS))
-    console.print(table)
-
-
-@app.command()
-def plugins() -> None:
-    """List the plugins of every kind: built in and from installed packages' entry points."""
-    from roost.plugins.registry import all_registries
-
-    for registry in all_registries():
-        print(f"{registry.group}: {' '.join(registry.names())}")
-
-
-@app.command()
 def device(
     token: str = typer.Option(..., envvar="ROOST_DEVICE_TOKEN", help="Device token."),
     url: str = typer.Option("http://127.0.0.1:8000", envvar="ROOST_URL", help="Base URL of the server."),
@@ -352,6 +276,9 @@ def device(
         return
     err.print(f"closed by server: {code}")
     sys.exit(0 if code in (1000, 1001) else 1)
+
+
+from roost import cli_processors  # noqa: E402,F401  (registers process, usage, tools, plugins on ``app``)
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ from tests.support.ws import close_code
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 HEARTBEAT_S = 0.2
-# The digest tick, the pruner and each scheduled job (here the built-in usage processor's).
-SINGLETONS = {"digest", "pruner", "session:usage"}
+# The digest tick, the pruner and each scheduled job (here the built-in processors', usage and tools).
+SINGLETONS = {"digest", "pruner", "session:usage", "session:tools"}
 
 
 def cluster_env(workdir: Path) -> dict[str, str]:

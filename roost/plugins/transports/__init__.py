@@ -27,6 +27,20 @@ class Transport(Protocol):
     def send(self, mail: Mail) -> None: ...
 
 
+BUILTIN = ("smtp", "file", "console")
+ENTRY_POINT_GROUP = "roost.transports"
+
+
+def sources() -> dict[str, str]:
+    """Each mail transport's name and where it comes from (``built-in``, or its entry point)."""
+    from roost.plugins.registry import entry_point_source
+
+    found = dict.fromkeys(BUILTIN, "built-in")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, entry_point_source(ep))
+    return dict(sorted(found.items()))
+
+
 def load_transport(settings: Settings) -> Transport:
     """The transport ``ROOST_MAIL_TRANSPORT`` names (``auto``: smtp with an SMTP URL, else console).
 
@@ -50,7 +64,7 @@ def load_transport(settings: Settings) -> Transport:
         from roost.plugins.transports.console import ConsoleTransport
 
         return ConsoleTransport()
-    for ep in entry_points(group="roost.transports"):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()(settings)
     raise NotConfigured(f"unknown mail transport {name!r}: use smtp, file, console or an installed plugin")
