@@ -45,6 +45,7 @@ from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import SocketEvents
 from roost.domain import scouting
 from roost.domain.handoffs import prune_events
+from roost.domain.topics import prune_keys as prune_topic_keys
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -112,7 +113,8 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
     prunes = [*DEFAULT_PRUNES, Prune("scout_proposals_expired", scouting.expire_proposals),
-              Prune("handoff_events", prune_events), ledger_prune(), dead_device_sweep()]
+              Prune("handoff_events", prune_events), ledger_prune(), dead_device_sweep(),
+              Prune("topic_event_keys", prune_topic_keys)]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
