@@ -182,6 +182,7 @@ async def read_notification(notification_id: str) -> dict[str, Any]:
 @validate_response(Watch, 201)
 @documented_errors(400, 401, 413, 503)
 async def create_watch(data: WatchCreate) -> tuple[dict[str, Any], int]:
+    """Watch a topic (watching again renews the watch: it counts as participation)."""
     s = services()
     async with s.db.transaction() as tx:
         try:
@@ -217,8 +218,13 @@ async def delete_watch(data: WatchDelete) -> dict[str, Any]:
 @validate_response(TopicEventResult, 201)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def publish_topic_event(topic: str, data: TopicEventCreate) -> tuple[dict[str, Any], int]:
-    """Notify every active watcher of the topic in the actor's account but the actor (the topic in the
-    path, percent-encoded; the actor takes part in the topic and so watches it)."""
+    """Publish an event on a topic: one notification for each of its other watchers.
+
+    Every active watcher of the topic in the actor's account but the actor is notified, in one
+    transaction; the actor takes part in the topic, and so watches it. The topic is the path's
+    percent-encoded rest (slashes allowed). A repeat with the same ``idempotency_key`` and body
+    answers the first answer; the same key with another body is 409 ``idempotency_key_reused``.
+    """
     if not 1 <= len(topic) <= TOPIC_MAX:  # (a path with NUL never gets here: roost.http.app answers 404)
         raise InvalidInput(f"topic must be 1 to {TOPIC_MAX} characters", code="invalid_topic")
     return await topics.publish_event(services(), topic=topic, **data.model_dump()), 201

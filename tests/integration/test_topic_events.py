@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import trio
 
 from roost.domain.digest.tick import run_tick
 from roost.server import Running
@@ -142,6 +143,24 @@ async def test_a_repeated_idempotency_key_answers_the_first_answer_and_notifies_
     other = await make_account(client, ("yan", "zed"), label="Other")  # keys are per account
     await watch(client, other["zed"])
     assert (await publish(client, {**body, "actor_user_id": other["yan"]["id"]})).json() == {"notified": 1}
+
+
+async def test_concurrent_repeats_of_one_idempotency_key_fan_out_once(client: httpx.AsyncClient) -> None:
+    users = await make_account(client, ("ann", "bob", "cid"))
+    for name in ("bob", "cid"):
+        await watch(client, users[name])
+    body = event(users["ann"], idempotency_key="evt-race")
+    answers: list[httpx.Response] = []
+
+    async def send() -> None:
+        answers.append(await publish(client, body))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(send)
+
+    assert [(r.status_code, r.json()) for r in answers] == [(201, {"notified": 2})] * 6
+    assert len(await inbox(client, users["bob"])) == len(await inbox(client, users["cid"])) == 1
 
 
 async def test_a_personal_direct_topic_event_mails_each_watcher_at_once(

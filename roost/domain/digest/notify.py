@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Sequence
 
+import trio
+
 from roost.domain.digest.render import Renderer
 from roost.runtime.services import Services
 from roost.storage import notifications, outbox, tenancy
 from roost.storage.database import Connection, Row
 
 _renderers: dict[str | None, Renderer] = {}
+RENDER_INLINE = 8  # more mails than this are rendered in a worker thread
 
 
 def renderer(services: Services) -> Renderer:
@@ -31,14 +34,20 @@ async def queue_mails(services: Services, tx: Connection, mails: Sequence[tuple[
                       actor_name: str | None, now: dt.datetime) -> list[str]:
     """In the caller's transaction, queue the e-mail of each (recipient, notification) pair and mark
     the notifications e-mailed (quiet hours respected: such mail is held); returns the outbox ids
-    to ``outbox.wake`` after the commit."""
+    to ``outbox.wake`` after the commit. Many mails (a topic event's) are rendered in a worker
+    thread: 10,000 take about 2 s of CPU, which must not stall the event loop."""
     render = renderer(services).notification
-    messages = []
-    for recipient, row in mails:
-        subject, text, html = render(user=recipient, notification=row, actor_name=actor_name,
-                                     app_url=services.settings.public_url)
-        messages.append({"recipient_user_id": recipient["id"], "to": recipient["email"], "subject": subject,
-                         "text": text, "html": html, "kind": "notification", "user": recipient})
+    app_url = services.settings.public_url
+
+    def compose() -> list[dict[str, Any]]:
+        messages = []
+        for recipient, row in mails:
+            subject, text, html = render(user=recipient, notification=row, actor_name=actor_name, app_url=app_url)
+            messages.append({"recipient_user_id": recipient["id"], "to": recipient["email"], "subject": subject,
+                             "text": text, "html": html, "kind": "notification", "user": recipient})
+        return messages
+
+    messages = compose() if len(mails) <= RENDER_INLINE else await trio.to_thread.run_sync(compose)
     queued = await outbox.enqueue_many(tx, messages, now=now)
     await notifications.mark_emailed(tx, [(q, row["id"]) for q, (_, row) in zip(queued, mails, strict=True)], now)
     return queued
