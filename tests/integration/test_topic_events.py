@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from roost.domain import topics
 from roost.domain.digest.tick import run_tick
 from roost.server import Running
 from tests.support.server import admin_client, running_server
@@ -145,6 +146,20 @@ async def test_a_repeated_idempotency_key_answers_the_first_answer_and_notifies_
     assert (await publish(client, {**body, "actor_user_id": other["yan"]["id"]})).json() == {"notified": 1}
 
 
+async def test_an_idempotency_key_is_forgotten_after_its_retention(client: httpx.AsyncClient, server: Running) -> None:
+    users = await make_account(client, ("ann", "bob"))
+    await watch(client, users["bob"])
+    body = event(users["ann"], idempotency_key="evt-old")
+    assert (await publish(client, body)).json() == {"notified": 1}
+    now = server.services.clock.now()
+
+    assert await topics.prune_keys(server.services, now + topics.KEY_RETENTION - dt.timedelta(minutes=1)) == 0
+    assert await topics.prune_keys(server.services, now + topics.KEY_RETENTION + dt.timedelta(minutes=1)) == 1
+
+    assert (await publish(client, body)).json() == {"notified": 1}  # a new event now
+    assert len(await inbox(client, users["bob"])) == 2
+
+
 async def test_concurrent_repeats_of_one_idempotency_key_fan_out_once(client: httpx.AsyncClient) -> None:
     users = await make_account(client, ("ann", "bob", "cid"))
     for name in ("bob", "cid"):
@@ -189,8 +204,8 @@ async def test_a_personal_direct_topic_event_mails_each_watcher_at_once(
 async def test_watches_are_listed_a_page_at_a_time_and_deleted(client: httpx.AsyncClient) -> None:
     users = await make_account(client, ("ann",))
     ann = users["ann"]
-    topics = ["a/b", "x" * 300, "émoji 🐦", "zeta"]
-    for topic in topics:
+    names = ["a/b", "x" * 300, "émoji 🐦", "zeta"]
+    for topic in names:
         await watch(client, ann, topic)
 
     seen, cursor = [], None
@@ -203,7 +218,7 @@ async def test_watches_are_listed_a_page_at_a_time_and_deleted(client: httpx.Asy
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert sorted(seen) == sorted(topics) and len(seen) == len(topics)
+    assert sorted(seen) == sorted(names) and len(seen) == len(names)
     assert set(page["items"][0]) == {"user_id", "topic", "created_at", "last_participation_at"}
 
     r = await client.request("DELETE", "/api/v1/watches", json={"user_id": ann["id"], "topic": "a/b"})
