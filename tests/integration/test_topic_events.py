@@ -318,3 +318,16 @@ def _nested(depth: int) -> Any:
     for _ in range(depth):
         value = {"a": value}
     return value
+
+
+async def test_the_openapi_document_describes_the_topic_and_watch_operations(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    publish_op = paths["/api/v1/topics/{topic}/events"]["post"]
+    list_op = paths["/api/v1/users/{user_id}/watches"]["get"]
+    delete_op = paths["/api/v1/watches"]["delete"]
+    for op in (publish_op, list_op, delete_op, paths["/api/v1/watches"]["post"]):
+        assert op.get("summary"), op
+    assert {"201", "400", "401", "404", "409", "413"} <= set(publish_op["responses"])
+    assert {"200", "400", "401", "404"} <= set(list_op["responses"])
+    assert {"200", "400", "401", "404"} <= set(delete_op["responses"])
+    assert {p["name"] for p in list_op["parameters"]} >= {"user_id", "limit", "cursor"}
