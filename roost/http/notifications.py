@@ -1,4 +1,4 @@
-"""Notifications, watches and digests (service token), and the one-click unsubscribe link (signed token).
+"""Notifications, watches, topic events and digests (service token), and the one-click unsubscribe link (signed token).
 
 ``GET /unsubscribe?token=`` is what a person opening the link sees: it checks the token and
 shows a page with one button, so link scanners and prefetchers cannot unsubscribe anybody.
