@@ -44,6 +44,7 @@ from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import SocketEvents
 from roost.domain import audit, scouting
 from roost.domain.handoffs import prune_events
+from roost.domain.topics import prune_keys as prune_topic_keys
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -108,6 +109,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
         Prune("handoff_events", prune_events),
         ledger_prune(),
         dead_device_sweep(),
+        Prune("topic_event_keys", prune_topic_keys),
     ]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
