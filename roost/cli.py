@@ -73,7 +73,7 @@ def serve(
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Run pending migrations at start."),
 ) -> None:
     """Serve HTTP and the device WebSocket, and run every actor, until SIGTERM/SIGINT."""
-    from roost.server import run
+    from roost.serve import run
 
     settings = _settings(host=host, port=port, database_url=database_url, migrate_on_start=migrate)
     configure_logging(settings.log_format, settings.log_level)

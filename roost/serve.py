@@ -44,7 +44,7 @@ from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import SocketEvents
 from roost.domain import audit, scouting
 from roost.domain.handoffs import prune_events
-from roost.domain.topics import prune_keys as prune_topic_keys
+from roost.domain.watchers import prune_keys as prune_topic_keys
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
