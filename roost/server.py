@@ -44,6 +44,8 @@ from roost.actors.scout import TOPIC_QUEUED, ScoutActor, expire_prune
 from roost.actors.sessions import session_runners
 from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
+from roost.actors.webhooks import WebhookSender
+from roost.domain.webhooks import prune_deliveries as prune_webhook_deliveries
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -109,7 +111,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
     prunes = [*DEFAULT_PRUNES, expire_prune(), Prune("handoff_events", prune_events), ledger_prune(),
-              dead_device_sweep()]
+              dead_device_sweep(), Prune("webhook_deliveries", prune_webhook_deliveries)]
     runners = session_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
@@ -118,7 +120,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
                   DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
-                  SocketEvents()]
+                  SocketEvents(), WebhookSender()]
 
 
 async def serve(
