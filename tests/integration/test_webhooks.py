@@ -298,3 +298,132 @@ async def test_a_claim_whose_process_died_is_sent_again_after_its_lease(db: Data
     assert got.id == claimed["id"]
     assert json.loads(got.body)["type"] == "digest.sent"
     assert (await repo.counts(db))["delivered"] == 1
+
+
+# -- bad input: a clear 4xx for every kind, never a 500 ---------------------------------------------
+
+
+@pytest.fixture
+async def strict_srv(database_url: str) -> AsyncIterator[Running]:
+    """A server with the default destinations policy (public addresses only)."""
+    async with running_server(database_url) as running:
+        yield running
+
+
+PUBLIC = "https://hooks.example.com/roost"
+NESTED: Any = "x"
+for _ in range(200):
+    NESTED = [NESTED]
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({}, "validation_failed"),
+    ({"account_id": None, "url": PUBLIC, "events": ["handoff.created"]}, "validation_failed"),
+    ({"account_id": 5, "url": PUBLIC, "events": ["handoff.created"]}, "validation_failed"),
+    ({"url": 5, "events": ["handoff.created"]}, "validation_failed"),
+    ({"url": PUBLIC, "events": "handoff.created"}, "validation_failed"),
+    ({"url": PUBLIC, "events": []}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.exploded"]}, "validation_failed"),
+    ({"url": PUBLIC, "events": [{"type": "handoff.created"}]}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "enabled": "yes"}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "description": 7}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "description": "d" * 501}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "secret": "whsec_mine"}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "description": "a\x00b"}, "validation_failed"),
+    ({"url": PUBLIC, "events": ["handoff.created"], "description": NESTED}, "malformed_json"),
+    ({"url": "https://" + "a" * 2000 + ".com/", "events": ["handoff.created"]}, "validation_failed"),
+    ({"url": "ftp://hooks.example.com/", "events": ["handoff.created"]}, "invalid_url"),
+    ({"url": "hooks.example.com/path", "events": ["handoff.created"]}, "invalid_url"),
+    ({"url": "https://user:pw@hooks.example.com/", "events": ["handoff.created"]}, "invalid_url"),
+    ({"url": "https://hooks.example.com:99999/", "events": ["handoff.created"]}, "invalid_url"),
+    ({"url": "https://hooks.example.com/a b", "events": ["handoff.created"]}, "invalid_url"),
+    ({"url": "http://127.0.0.1:8000/hook", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://localhost/hook", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://10.1.2.3/hook", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://192.168.0.1/hook", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://169.254.169.254/latest/meta-data", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://[::1]/hook", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://[fd00:ec2::254]/", "events": ["handoff.created"]}, "destination_not_allowed"),
+    ({"url": "http://100.64.0.1/", "events": ["handoff.created"]}, "destination_not_allowed"),
+])
+async def test_create_refuses_bad_input_with_a_clear_400(strict_srv: Running, body: dict[str, Any],
+                                                         code: str) -> None:
+    async with admin_client(strict_srv.url) as client:
+        if "account_id" not in body and body:
+            body = {"account_id": await _account(client), **body}
+        r = await client.post("/api/v1/webhooks", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == code, r.text
+        assert r.json()["error"]["message"]
+        assert (await client.get("/api/v1/webhooks")).json()["items"] == []
+
+
+async def test_bad_requests_of_every_other_kind(strict_srv: Running) -> None:
+    async with admin_client(strict_srv.url) as client:
+        mine, theirs = await _account(client, "Mine"), await _account(client, "Theirs")
+        r = await client.post("/api/v1/webhooks", json={"account_id": "acc_nope", "url": PUBLIC,
+                                                        "events": ["batch.done"]})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "missing_reference"), r.text
+        ep = await _endpoint(client, mine, PUBLIC, ["batch.done", "batch.done"])
+        assert ep["events"] == ["batch.done"]  # repeats dropped
+        r = await client.post("/api/v1/webhooks", json={"account_id": mine, "url": PUBLIC, "events": ["batch.done"]})
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "already_exists"), r.text
+        await _endpoint(client, theirs, PUBLIC)  # the same URL in another account is fine
+
+        # another account's endpoint is 404 on every route that names one; so is an unknown id
+        base = f"/api/v1/webhooks/{ep['id']}"
+        calls = [("GET", base, None), ("PATCH", base, {"description": "x"}), ("DELETE", base, None),
+                 ("POST", base + "/rotate-secret", None), ("GET", base + "/deliveries", None)]
+        for method, path, body in calls:
+            r = await client.request(method, path, params={"account_id": theirs}, json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found"), (method, path, r.text)
+            r = await client.request(method, path.replace(ep["id"], "wh_nope"), json=body)
+            assert r.status_code == 404, (method, path, r.text)
+        assert (await client.get(base, params={"account_id": mine})).status_code == 200
+
+        for patch in ({"url": None}, {"events": None}, {"enabled": None}, {"account_id": theirs}, {"secret": "x"},
+                      {"events": ["nope"]}, {"url": "http://10.0.0.1/"}, {"url": "gopher://x/"}, {"enabled": 1},
+                      [], "text"):
+            r = await client.patch(base, json=patch)
+            assert r.status_code == 400, (patch, r.text)
+        r = await client.patch(base, content=b"{not json", headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "malformed_json")
+        r = await client.post("/api/v1/webhooks", content=b"url=x")
+        assert r.status_code == 415, r.text
+        r = await client.post("/api/v1/webhooks", json={"account_id": mine, "url": PUBLIC, "events": ["batch.done"],
+                                                        "description": "x" * 2_000_000})
+        assert r.status_code == 413, r.text
+
+        for params in ({"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"cursor": "not a cursor!"},
+                       {"account_id": "a" * 65}, {"account_id": "a\x00"}):
+            r = await client.get("/api/v1/webhooks", params=params)
+            assert r.status_code == 400, (params, r.text)
+        for params in ({"status": "lost"}, {"cursor": "abc"}, {"limit": -1}):
+            r = await client.get(base + "/deliveries", params=params)
+            assert r.status_code == 400, (params, r.text)
+
+        listed = (await client.get("/api/v1/webhooks", params={"account_id": mine, "limit": 1})).json()
+        assert [i["id"] for i in listed["items"]] == [ep["id"]] and listed["next_cursor"] is None
+        everything = (await client.get("/api/v1/webhooks", params={"limit": 1})).json()
+        assert everything["next_cursor"] is not None
+        rest = (await client.get("/api/v1/webhooks", params={"limit": 1, "cursor": everything["next_cursor"]})).json()
+        assert len(rest["items"]) == 1 and rest["items"][0]["id"] != everything["items"][0]["id"]
+
+        r = await client.delete(base)
+        assert r.status_code == 200 and r.json()["id"] == ep["id"]
+        assert (await client.get(base)).status_code == 404
+
+
+async def test_emit_refuses_an_unknown_event_and_a_payload_that_is_not_json(db: Database) -> None:
+    from roost.errors import InvalidInput, TooLarge
+
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    account = await make_account(db, t0)
+    async with db.transaction() as tx:
+        with pytest.raises(InvalidInput):
+            await webhooks.emit(tx, account_id=account, event="handoff.exploded", payload={})
+        with pytest.raises(InvalidInput):
+            await webhooks.emit(tx, account_id=account, event="batch.done", payload={"x": object()})
+        with pytest.raises(TooLarge):
+            await webhooks.emit(tx, account_id=account, event="batch.done", payload={"x": "y" * 300_000})
+        assert await webhooks.emit(tx, account_id=account, event="batch.done", payload={}) == 0
