@@ -174,6 +174,7 @@ class WebhookSender(Actor):
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         s = ctx.services
+        s.queue_probes["webhook_deliveries_open"] = lambda: repo.open_count(s.db)
         with ctx.inbox(topics.WEBHOOKS_QUEUED) as inbox:
             if not s.db.shared:  # one process per file: every claim left is a dead one
                 released = await repo.release_claims(s.db)

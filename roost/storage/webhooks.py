@@ -305,6 +305,11 @@ async def counts(conn: Connection) -> dict[str, int]:
     return out
 
 
+async def open_count(conn: Connection) -> int:
+    """Deliveries not yet delivered or given up (a queue depth for ``/api/admin/status``)."""
+    return int(await conn.fetchval("SELECT COUNT(*) FROM webhook_deliveries WHERE status IN ('pending', 'sending')"))
+
+
 async def prune(conn: Connection, *, older_than: dt.datetime) -> int:
     """Delete delivered and failed deliveries created before ``older_than``; returns how many."""
     return await conn.execute("DELETE FROM webhook_deliveries WHERE status IN ('delivered', 'failed')"

@@ -427,3 +427,27 @@ async def test_emit_refuses_an_unknown_event_and_a_payload_that_is_not_json(db: 
         with pytest.raises(TooLarge):
             await webhooks.emit(tx, account_id=account, event="batch.done", payload={"x": "y" * 300_000})
         assert await webhooks.emit(tx, account_id=account, event="batch.done", payload={}) == 0
+
+
+async def test_the_destination_is_checked_again_at_delivery(db: Database, receiver: Receiver) -> None:
+    """An endpoint saved while its host was allowed is refused at connect time once it is not (as
+    when DNS now answers a private address): a failed attempt, retried, nothing sent."""
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    services = make_services(db, allowed_destinations=LOOPBACK)
+    services.clock = FakeClock(t0)  # type: ignore[assignment]
+    account = await make_account(db, t0)
+    with destinations.installed(destinations.Policy.parse([LOOPBACK])):
+        ep, _ = await webhooks.create_endpoint(services, account_id=account, url=receiver.url + "/h",
+                                               events=["batch.done"], description="", enabled=True)
+    async with db.transaction() as tx:
+        await webhooks.emit(tx, account_id=account, event="batch.done", payload={}, now=t0)
+    with destinations.installed(destinations.Policy()):
+        (row,) = await sender.claim_due(services, 10)
+        async with destinations.http_client(5) as client:
+            outcome = await sender.send_one(services, client, row)
+    assert not outcome.ok and outcome.error.startswith("blocked:")
+    assert receiver.received == []
+    (pending,) = (await webhooks.list_deliveries(services, ep["id"], None, status="pending", limit=5,
+                                                 cursor=None))["items"]
+    assert pending["attempts"] == 1 and pending["last_error"].startswith("blocked:")
+    assert await repo.open_count(db) == 1
