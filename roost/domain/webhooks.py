@@ -31,7 +31,9 @@ when emitted, so every retry sends the same bytes.
 
 Secrets are ``whsec_`` + base64 of 32 random bytes, shown once (create, rotate-secret). They are
 stored sealed (Fernet under an HKDF sub-key of ``ROOST_SECRET_KEYS``, purpose ``PURPOSE``) when a
-secret key is set, else as given (``/api/admin/status`` warns about that, as for scout secrets).
+secret key is set, else as given (the start-up log and ``/api/admin/status`` say secrets are
+unsealed). ``reseal`` re-encrypts them under the first key (and seals plain ones), for ``roost
+reseal`` before an old key is dropped.
 After a rotation the previous secret also signs for ``webhook_rotation_overlap_s`` (both
 signatures, space-separated in ``webhook-signature``, as the specification allows), so a receiver
 can switch without dropping a delivery.
@@ -58,7 +60,7 @@ from roost.runtime.clock import utcnow
 from roost.runtime.destinations import DestinationNotAllowed, check_destination
 from roost.runtime.services import Services
 from roost.storage import webhooks as repo
-from roost.storage.database import Connection, Row
+from roost.storage.database import Connection, Database, Row
 from roost.storage.scout_config import subkey
 
 EVENTS = (
@@ -183,6 +185,29 @@ async def signing_secrets(services: Services, endpoint_id: str, now: dt.datetime
     if row["previous_secret"] and row["previous_secret_until"] and row["previous_secret_until"] > now:
         found.append(box.open(row["previous_secret"]))
     return found
+
+
+async def reseal(db: Database, keys: Sequence[str]) -> tuple[int, list[str]]:
+    """Re-encrypt every endpoint's secrets under the first of ``keys`` (sealing plain ones).
+
+    Returns how many endpoints were rewritten, and the ids of those with a secret no key opens
+    (left as they were: rotate their secret).
+
+    Raises:
+        NotConfigured: no key is given.
+    """
+    if not keys:
+        raise NotConfigured("nothing to seal with: set ROOST_SECRET_KEYS (or ROOST_SECRET_KEY) first")
+    box, changed, failed = SecretBox(keys), 0, []
+    for row in await repo.secrets_to_reseal(db):
+        try:
+            secret = box.seal(box.open(row["secret"]))
+            previous = box.seal(box.open(row["previous_secret"])) if row["previous_secret"] else None
+        except NotConfigured:
+            failed.append(row["id"])
+            continue
+        changed += await repo.store_resealed(db, row["id"], secret=secret, previous=previous, was=row["secret"])
+    return changed, failed
 
 
 # -- endpoints (what the HTTP API calls) -----------------------------------------------------------

@@ -169,6 +169,18 @@ async def stored_secrets(conn: Connection, endpoint_id: str) -> Row:
     return row
 
 
+async def secrets_to_reseal(conn: Connection) -> list[Row]:
+    """Every endpoint's stored secrets (``id``, ``secret``, ``previous_secret``), for ``roost reseal``."""
+    return await conn.fetch("SELECT id, secret, previous_secret FROM webhook_endpoints ORDER BY id")
+
+
+async def store_resealed(conn: Connection, endpoint_id: str, *, secret: str, previous: str | None,
+                         was: str) -> bool:
+    """Replace the stored secrets unless they changed since they were read (``was``: the secret then)."""
+    return bool(await conn.execute("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3"
+                                   " WHERE id = $1 AND secret = $4", endpoint_id, secret, previous, was))
+
+
 # -- the outbox ------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook as Verifier
 
 from roost.actors import webhooks as sender
 from roost.domain import webhooks
+from roost.errors import NotConfigured
 from roost.runtime import destinations
 from roost.server import Running
 from roost.storage import webhooks as repo
@@ -451,3 +452,22 @@ async def test_the_destination_is_checked_again_at_delivery(db: Database, receiv
                                                  cursor=None))["items"]
     assert pending["attempts"] == 1 and pending["last_error"].startswith("blocked:")
     assert await repo.open_count(db) == 1
+
+
+async def test_reseal_moves_secrets_to_the_first_key_and_they_still_sign(db: Database) -> None:
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    plain = make_services(db, secret_key=None)
+    account = await make_account(db, t0)
+    with destinations.installed(destinations.Policy.parse([LOOPBACK])):
+        ep, secret = await webhooks.create_endpoint(plain, account_id=account, url="http://127.0.0.1:9/h",
+                                                    events=["batch.done"], description="", enabled=True)
+    assert (await repo.stored_secrets(db, ep["id"]))["secret"] == "plain:" + secret
+    new_key = "bmV3LXNlY3JldC1rZXktZm9yLXJvb3N0LXRlc3RzLTE="
+    assert await webhooks.reseal(db, [new_key]) == (1, [])
+    stored = (await repo.stored_secrets(db, ep["id"]))["secret"]
+    assert stored.startswith("fernet:") and secret not in stored
+    sealed = make_services(db, secret_key=new_key)
+    assert await webhooks.signing_secrets(sealed, ep["id"], t0) == [secret]
+    other = make_services(db, secret_key=SECRET_KEY)
+    with pytest.raises(NotConfigured, match="not in ROOST_SECRET_KEYS"):
+        await webhooks.signing_secrets(other, ep["id"], t0)
