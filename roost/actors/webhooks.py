@@ -159,6 +159,7 @@ async def send_one(services: Services, client: Any, row: dict[str, Any]) -> Outc
     outcome = await attempt(services, client, row)
     # The receiver may have it: record that even while being cancelled, but not forever (past the
     # deadline the row stays `sending` and is sent again once its lease runs out).
+    mail: list[str] = []
     with trio.CancelScope(shield=True, deadline=shielded_deadline(RECORD_LIMIT_S, RECORD_AFTER_CANCEL_S)):
         mail = await record(services, row, outcome)
     if mail:
