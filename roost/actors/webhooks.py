@@ -182,8 +182,9 @@ class WebhookSender(Actor):
                 if released:
                     ctx.log.warning("webhook deliveries left sending by a stopped process are due again",
                                     count=released)
-            async with destinations.http_client(s.settings.webhook_timeout_s) as client, \
-                    trio.open_nursery() as nursery:
+            # Built in a worker thread: loading the CA bundle for TLS holds the event loop ~50 ms.
+            client = await trio.to_thread.run_sync(destinations.http_client, s.settings.webhook_timeout_s)
+            async with client, trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
                     inbox.take()
