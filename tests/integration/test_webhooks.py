@@ -12,13 +12,13 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 import trio
-from roost.serve import Running
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from roost.actors import webhooks as sender
 from roost.domain import webhooks
 from roost.errors import NotConfigured
 from roost.runtime import destinations
+from roost.serve import Running
 from roost.storage import webhooks as repo
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user
