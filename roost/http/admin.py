@@ -47,6 +47,7 @@ def documented_errors(*codes: int):
 @validate_response(Account, 201)
 @documented_errors(400, 401, 413, 503)
 async def create_account(data: AccountCreate) -> tuple[dict[str, Any], int]:
+    """Create an account."""
     s = services()
     row = await tenancy.create_account(s.db, name=data.name, timezone=data.timezone, now=s.clock.now(), actor=ACTOR)
     return row, 201
@@ -57,6 +58,7 @@ async def create_account(data: AccountCreate) -> tuple[dict[str, Any], int]:
 @validate_response(Account)
 @documented_errors(401, 404, 503)
 async def get_account(account_id: str) -> dict[str, Any]:
+    """Get an account."""
     return await tenancy.get_account(services().db, account_id)
 
 
@@ -66,6 +68,7 @@ async def get_account(account_id: str) -> dict[str, Any]:
 @validate_response(User, 201)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def create_user(data: UserCreate) -> tuple[dict[str, Any], int]:
+    """Create a user in an account (the time zone defaults to the account's)."""
     s = services()
     fields = data.model_dump()
     if fields["timezone"] is None:
@@ -80,6 +83,7 @@ async def create_user(data: UserCreate) -> tuple[dict[str, Any], int]:
 @validate_response(Page[User])
 @documented_errors(400, 401, 404, 503)
 async def list_users(query_args: UserListQuery) -> dict[str, Any]:
+    """List the users of an account, in id order."""
     db = services().db
     await tenancy.get_account(db, query_args.account_id)
     return await tenancy.list_users(db, account_id=query_args.account_id, limit=query_args.limit,
@@ -91,6 +95,7 @@ async def list_users(query_args: UserListQuery) -> dict[str, Any]:
 @validate_response(User)
 @documented_errors(401, 404, 503)
 async def get_user(user_id: str) -> dict[str, Any]:
+    """Get a user."""
     return await tenancy.get_user(services().db, user_id)
 
 
@@ -100,6 +105,7 @@ async def get_user(user_id: str) -> dict[str, Any]:
 @validate_response(User)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
+    """Change a user; deactivating one closes their sockets and ends their devices' queued sends."""
     return await devices.update_user(services(), user_id, data.changes(), actor=ACTOR)
 
 
@@ -109,6 +115,7 @@ async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
 @validate_response(DeviceCreated, 201)
 @documented_errors(400, 401, 404, 413, 503)
 async def create_device(data: DeviceCreate) -> tuple[dict[str, Any], int]:
+    """Create a device for a user; the answer holds its token, shown this once."""
     s = services()
     row, token = await tenancy.create_device(s.db, user_id=data.user_id, name=data.name, now=s.clock.now(),
                                              actor=ACTOR)
@@ -121,6 +128,7 @@ async def create_device(data: DeviceCreate) -> tuple[dict[str, Any], int]:
 @validate_response(Page[Device])
 @documented_errors(400, 401, 404, 503)
 async def list_devices(query_args: DeviceListQuery) -> dict[str, Any]:
+    """List the devices of a user, in id order."""
     db = services().db
     await tenancy.get_user(db, query_args.user_id)
     return await tenancy.list_devices(db, user_id=query_args.user_id, limit=query_args.limit,
@@ -132,6 +140,7 @@ async def list_devices(query_args: DeviceListQuery) -> dict[str, Any]:
 @validate_response(Device)
 @documented_errors(401, 404, 503)
 async def get_device(device_id: str) -> dict[str, Any]:
+    """Get a device (never its token)."""
     return await tenancy.get_device(services().db, device_id)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, g
-from quart_schema import document_response, validate_response
+from quart_schema import document_response, operation_id, validate_response
 
 from roost.http.auth import device_auth
 from roost.http.errors import ErrorBody
@@ -15,6 +15,7 @@ bp = Blueprint("device", __name__, url_prefix="/api/device")
 
 
 @bp.get("/me")
+@operation_id("getDeviceMe")
 @device_auth
 @validate_response(DeviceMe)
 @document_response(ErrorBody, 401)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from quart import Blueprint, g
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import operation_id, validate_querystring, validate_request, validate_response
 
 from roost.domain.dispatch import sending
 from roost.domain.dispatch.sending import MAX_ERROR_CHARS
@@ -23,7 +23,7 @@ from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery, QuietHours, TimeZone
+from roost.http.models import Body, Id, Out, Page, QuietHours, SeqPageQuery, TimeZone
 from roost.storage import dispatch
 
 bp = Blueprint("dispatch", __name__)
@@ -164,14 +164,17 @@ class SendResult(Out):
 
 
 @bp.get("/api/admin/accounts/<account_id>/outreach-settings")
+@operation_id("getDispatchSettings")
 @service_auth
 @validate_response(OutreachSettings)
 @documented_errors(401, 404, 503)
 async def get_settings(account_id: str) -> dict[str, Any]:
+    """Get the account's dispatch settings (limits, quiet hours, paused)."""
     return await dispatch.get_settings(services().db, account_id)
 
 
 @bp.put("/api/admin/accounts/<account_id>/outreach-settings")
+@operation_id("putDispatchSettings")
 @service_auth
 @validate_request(OutreachSettingsPut)
 @validate_response(OutreachSettings)
@@ -198,7 +201,9 @@ def _counts(items: list[dict[str, Any]]) -> dict[str, int]:
 @validate_response(DryRun, 200)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict]:
-    """Store a draft batch (201), or with ``dry_run`` answer what would be sent and store nothing (200).
+    """Create a batch of messages, or preview one with ``dry_run``.
+
+    Store a draft batch (201), or with ``dry_run`` answer what would be sent and store nothing (200).
 
     A retry with the same ``idempotency_key`` answers 201 with the first batch and the header
     ``Idempotent-Replayed: true``; the same key with different content is 409.
@@ -224,15 +229,18 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
 @validate_response(Batch)
 @documented_errors(401, 404, 503)
 async def get_batch(batch_id: str) -> dict[str, Any]:
+    """Get a batch with its item counts."""
     return await dispatch.get_batch(services().db, batch_id)
 
 
 @bp.get("/api/v1/outreach/batches/<batch_id>/items")
+@operation_id("listBatchItems")
 @service_auth
-@validate_querystring(PageQuery)
+@validate_querystring(SeqPageQuery)
 @validate_response(Page[BatchItem])
 @documented_errors(400, 401, 404, 503)
-async def list_items(batch_id: str, query_args: PageQuery) -> dict[str, Any]:
+async def list_items(batch_id: str, query_args: SeqPageQuery) -> dict[str, Any]:
+    """List a batch's items in the order they were given."""
     return await dispatch.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
 
 
@@ -259,6 +267,7 @@ async def pause_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(Batch)
 @documented_errors(401, 404, 409, 503)
 async def resume_batch(batch_id: str) -> dict[str, Any]:
+    """Resume dispatching a paused batch."""
     return await sending.change_batch(services(), batch_id, "resume")
 
 
@@ -277,11 +286,14 @@ PENDING_MAX = 50
 
 
 @bp.get("/api/device/send-queue/pending")
+@operation_id("takePendingSends")
 @device_auth
 @validate_response(SendQueue)
 @documented_errors(401, 503)
 async def pending() -> dict[str, Any]:
-    """Up to 50 items for this device, oldest first, marked dispatched with a lease: first those
+    """Take this device's next sends.
+
+    Up to 50 items for this device, oldest first, marked dispatched with a lease: first those
     whose lease ran out (same ids), then new ones within the account's limits. An item offered
     ``ROOST_DISPATCH_MAX_OFFERS`` times without a result is failed ``no_result`` when its last
     lease runs out, instead of being offered again."""
@@ -291,12 +303,15 @@ async def pending() -> dict[str, Any]:
 
 
 @bp.post("/api/device/send-queue/<item_id>/result")
+@operation_id("postSendResult")
 @device_auth
 @validate_request(SendResultIn)
 @validate_response(SendResult)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def post_result(item_id: str, data: SendResultIn) -> dict[str, Any]:
-    """Record the result; the same result again is a 200 no-op, another device's item 404, an
+    """Record whether the device sent an item.
+
+    Record the result; the same result again is a 200 no-op, another device's item 404, an
     item not dispatched (or with a different result) 409."""
     outcome = await sending.record_result(services(), device_id=g.device["device_id"], item_id=item_id,
                                           status=data.status, error=data.error)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Blueprint
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import operation_id, validate_querystring, validate_request, validate_response
 
 from roost.domain import handoffs
 from roost.http.admin import documented_errors
@@ -100,6 +100,7 @@ async def create_handoff(data: HandoffCreate) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/queue")
+@operation_id("listHandoffQueue")
 @service_auth
 @validate_querystring(QueueQuery)
 @validate_response(Page[HandoffCard])

@@ -192,6 +192,12 @@ class PageQuery(BaseModel):
         return value or None
 
 
+class SeqPageQuery(PageQuery):
+    """A list whose cursor is the last position handed out (digits)."""
+
+    cursor: cursor_type(r"^[0-9]{0,18}$") | None = None  # type: ignore[valid-type]
+
+
 class Page(Out, Generic[T]):
     items: list[T]
     next_cursor: str | None

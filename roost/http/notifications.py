@@ -147,6 +147,7 @@ class Unsubscribed(Out):
 @validate_response(Notification, 201)
 @documented_errors(400, 401, 413, 503)
 async def create_notification(data: NotificationCreate) -> tuple[dict[str, Any], int]:
+    """Create a notification for a user (e-mailed when ``email`` is true)."""
     try:
         row = await notify.create(services(), **data.model_dump())
     except NotFound as exc:
@@ -160,6 +161,7 @@ async def create_notification(data: NotificationCreate) -> tuple[dict[str, Any],
 @validate_response(Page[Notification])
 @documented_errors(400, 401, 404, 503)
 async def list_notifications(user_id: str, query_args: NotificationListQuery) -> dict[str, Any]:
+    """List a user's notifications in the order they were made (``unread``: only unread ones)."""
     db = services().db
     await tenancy.get_user(db, user_id)
     return await notifications.list_for_user(db, user_id, unread=query_args.unread, limit=query_args.limit,
@@ -171,6 +173,7 @@ async def list_notifications(user_id: str, query_args: NotificationListQuery) ->
 @validate_response(Notification)
 @documented_errors(401, 404, 503)
 async def read_notification(notification_id: str) -> dict[str, Any]:
+    """Mark a notification read."""
     s = services()
     async with s.db.transaction() as tx:
         return await notifications.mark_read(tx, notification_id, s.clock.now())

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint, Response
-from quart_schema import document_response, hide, security_scheme
+from quart_schema import document_response, hide, operation_id, security_scheme
 
 from roost import __version__
 from roost.http.auth import service_auth
@@ -141,12 +141,15 @@ async def process_table() -> list[dict[str, Any]]:
 
 
 @bp.get("/api/admin/status")
+@operation_id("getStatus")
 @service_auth
 @document_response(Status)
 @document_response(ErrorBody, 401)
 @document_response(ErrorBody, 503)
 async def status() -> dict[str, Any]:
-    """Actors (state, restarts, last error, last tick), queue depths, connected devices, and every
+    """The state of this process and of every process on the database.
+
+    Actors (state, restarts, last error, last tick), queue depths, connected devices, and every
     process on the database (heartbeat, sockets, singletons it leads; dead after 3 silent beats)."""
     s = services()
     queues = {"socket_outgoing_frames": s.sockets.pending_frames()}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 from quart import Blueprint
-from quart_schema import validate_querystring, validate_response
+from quart_schema import operation_id, validate_querystring, validate_response
 
 from roost.domain import processors as domain
 from roost.errors import InvalidInput
@@ -177,6 +177,7 @@ async def run_session_processor(query_args: ProcessorQuery) -> dict[str, int]:
 @validate_response(ProcessorPage)
 @documented_errors(401, 503)
 async def list_session_processors() -> dict[str, Any]:
+    """List the session processors and the state of each."""
     return {"items": await domain.statuses(services()), "next_cursor": None}
 
 
@@ -190,6 +191,7 @@ async def list_jobs() -> dict[str, Any]:
 
 
 @bp.get("/api/v1/usage")
+@operation_id("listUsage")
 @service_auth
 @validate_querystring(UsageQuery)
 @validate_response(UsagePage)
@@ -210,12 +212,15 @@ def _date(value: str | None) -> dt.date | None:
 
 
 @bp.get("/api/v1/tools")
+@operation_id("listToolCalls")
 @service_auth
 @validate_querystring(ToolsQuery)
 @validate_response(ToolPage)
 @documented_errors(400, 401, 503)
 async def tools(query_args: ToolsQuery) -> dict[str, Any]:
-    """Tool calls and failed calls per user, UTC day and tool (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
+    """Tool calls and failed calls per user, UTC day and tool.
+
+    Tool calls and failed calls per user, UTC day and tool (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
     if query_args.cursor is not None:
         tools_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
     return await tools_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),

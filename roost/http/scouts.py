@@ -183,6 +183,7 @@ async def _view(row: dict[str, Any]) -> dict[str, Any]:
 @validate_response(Scout, 201)
 @documented_errors(400, 401, 404, 413, 503)
 async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
+    """Create a scout for a user; its connector and classifier check their configs."""
     row = await scouting.create_scout(services(), data.user_id, data.model_dump(), actor=ACTOR)
     return await _view(row), 201
 
@@ -192,6 +193,7 @@ async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
 @validate_response(Scout)
 @documented_errors(401, 404, 503)
 async def get_scout(scout_id: str) -> dict[str, Any]:
+    """Get a scout (its config's secrets read ``"***"``)."""
     return await _view(await repo.get_scout(services().db, scout_id))
 
 
@@ -201,6 +203,7 @@ async def get_scout(scout_id: str) -> dict[str, Any]:
 @validate_response(Scout)
 @documented_errors(400, 401, 404, 413, 503)
 async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
+    """Change a scout; a field left out keeps its value."""
     changes = {name: getattr(data, name) for name in data.model_fields_set}
     return await _view(await scouting.change_scout(services(), scout_id, changes, actor=ACTOR))
 
@@ -218,11 +221,14 @@ async def delete_scout(scout_id: str) -> dict[str, Any]:
 
 
 @bp.post("/api/admin/scouts/<scout_id>/run")
+@operation_id("runScout")
 @service_auth
 @validate_response(RunResult)
 @documented_errors(401, 404, 409, 503)
 async def run_now(scout_id: str) -> dict[str, Any]:
-    """Run the scout now and answer what the run did; 409 ``already_running`` while a run of it is
+    """Run the scout now and answer what the run did.
+
+    Run the scout now and answer what the run did; 409 ``already_running`` while a run of it is
     going on anywhere, 409 ``scout_disabled`` when it is disabled."""
     s = services()
     await repo.get_scout(s.db, scout_id)
@@ -236,6 +242,7 @@ async def run_now(scout_id: str) -> dict[str, Any]:
 @validate_response(Page[ScoutItem])
 @documented_errors(400, 401, 404, 503)
 async def list_items(scout_id: str, query_args: ItemQuery) -> dict[str, Any]:
+    """List a scout's items, optionally of one status."""
     db = services().db
     await repo.get_scout(db, scout_id)
     return await repo.list_items(db, scout_id, status=query_args.status, limit=query_args.limit,
@@ -243,6 +250,7 @@ async def list_items(scout_id: str, query_args: ItemQuery) -> dict[str, Any]:
 
 
 @bp.post("/api/v1/scouts/<scout_id>/items")
+@operation_id("pushScoutItems")
 @service_auth
 @validate_request(PushBody)
 @validate_response(PushAccepted, 202)
