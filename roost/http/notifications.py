@@ -33,6 +33,7 @@ unsubscribe_bp = Blueprint("unsubscribe", __name__)
 Kind = Field(min_length=1, max_length=100)
 TOPIC_MAX = 300
 Topic = Field(min_length=1, max_length=TOPIC_MAX)
+CATEGORY_IS_TEXT = {"properties": {"category": {"type": "string"}}}  # the schema's word for _category_is_text
 _WATCH_CURSOR = re.compile(r"^[A-Za-z0-9_-]{0,420}$")
 
 
@@ -41,7 +42,7 @@ class NotificationCreate(Body):
     event_kind: str = Kind
     topic: str = Topic
     actor_user_id: Id | None = None
-    payload: dict[str, Any] = Field(default_factory=dict,
+    payload: dict[str, Any] = Field(default_factory=dict, json_schema_extra=CATEGORY_IS_TEXT,
                                     description="free JSON; `category` (a string) steers e-mail and digests")
     email: bool = Field(False, description="with category personal-direct: e-mailed at once (quiet hours respected)")
 
@@ -86,8 +87,9 @@ class Watch(Out):
 class TopicEventCreate(Body):
     event_kind: str = Kind
     actor_user_id: Id
-    payload: dict[str, Any] = Field(default_factory=dict, description="free JSON (at most 16 KiB, copied to every "
-                                    "watcher); `category` (a string) steers e-mail and digests")
+    payload: dict[str, Any] = Field(default_factory=dict, json_schema_extra=CATEGORY_IS_TEXT,
+                                    description="free JSON (at most 16 KiB, copied to every watcher); `category` "
+                                                "(a string) steers e-mail and digests")
     email: bool = Field(False, description="with category personal-direct: each watcher is e-mailed at once")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200,
                                         description="a repeat with the same key and body answers the first answer "

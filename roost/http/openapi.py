@@ -217,6 +217,10 @@ def refuse_nul(document: dict[str, Any]) -> None:
             roots.append(schemas.get(ref[len(REF_PREFIX):]))
         if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & schema.keys():
             schema["pattern"] = NUL_FREE
+        if schema.get("type") == "object" and schema.get("additionalProperties") is True:
+            # Free JSON (a payload, a config): its keys here; deeper down only a recursive schema could
+            # say it, and client generators do not take those.
+            schema["propertyNames"] = {"pattern": NUL_FREE}
         for key in ("properties", "patternProperties", "$defs"):
             roots += list(schema.get(key, {}).values())
         for key in ("items", "additionalProperties", "anyOf", "allOf", "oneOf", "prefixItems"):

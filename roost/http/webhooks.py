@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
@@ -19,7 +19,7 @@ from roost.domain import webhooks
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
+from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul, cursor_type, only_nullable
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
 
@@ -39,6 +39,8 @@ class WebhookCreate(Body):
 
 
 class WebhookPatch(Body):
+    model_config = ConfigDict(json_schema_extra=only_nullable())
+
     url: Url | None = None
     events: Events | None = None
     description: Description | None = None
@@ -97,6 +99,7 @@ class ListQuery(PageQuery):
 
 
 class DeliveryQuery(PageQuery):
+    cursor: cursor_type(r"^[0-9]{0,64}$") | None = None  # type: ignore[valid-type]
     account_id: Id | None = Field(None, description="when given, an endpoint of another account is 404")
     status: DeliveryStatus | None = None
 

@@ -32,22 +32,29 @@ TIME_LIMIT_S = 400  # a run takes 30-60 s on a quiet machine, more on a busy one
 # cache ("AST constructor recursion depth mismatch", a thread-safety bug), which is not ours.
 WORKERS = 1
 
-# Operations whose schema-valid bodies the server may refuse with 400 for what no JSON Schema can
-# say: a reference to a row that must exist and belong to the same account (``missing_reference``,
-# "not a device of account"), a deactivated user, a plugin's own config rules (checked by the
-# plugin), two fields that must differ (quiet hours' start and end), or an opaque cursor (base64 of
-# JSON) that this endpoint did not hand out. Everything else must take every schema-valid request.
+# Operations whose schema-valid requests the server may refuse with 400 for what no JSON Schema a
+# client generator takes can say: a reference to a row that must exist and belong to the same
+# account (``missing_reference``, "not a device of account"), a deactivated user, a plugin's own
+# config rules (checked by the plugin), text with NUL deep inside free JSON (only a recursive schema
+# could say it), two fields that must differ (quiet hours' start and end), an opaque cursor (base64
+# of JSON) that this endpoint did not hand out, a destination URL's address rules. Each says which.
+# Every other operation must take every schema-valid request.
 REFUSED_BY_MEANING = {
     "POST /api/admin/scouts": "the connector's and classifier's configs are checked by the plugin",
     "PATCH /api/admin/scouts/{scout_id}": "the connector's and classifier's configs are checked by the plugin",
-    "POST /api/v1/handoffs": "created_by must be an active user of the account",
+    "POST /api/v1/handoffs": "created_by must be an active user of the account; no NUL deep in the snapshot",
     "POST /api/v1/handoffs/{handoff_id}/claim": "user_id must be an active user of the handoff's account",
     "POST /api/v1/handoffs/{handoff_id}/cancel": "user_id must be an active user of the handoff's account",
-    "POST /api/v1/notifications": "the recipient and actor must be users",
+    "POST /api/v1/notifications": "the recipient and actor must be users; no NUL deep in the payload",
+    "POST /api/v1/topics/{topic}/events": "the actor must be a user; no NUL deep in the payload",
     "POST /api/v1/watches": "user_id must be a user",
     "POST /api/v1/outreach/batches": "created_by and each item's device_id must belong to the account",
     "PUT /api/admin/accounts/{account_id}/outreach-settings": "quiet hours' start and end must differ",
     "GET /api/v1/usage": "the cursor is base64 of JSON, opaque to a schema",
+    "GET /api/v1/tools": "the cursor is base64 of JSON, opaque to a schema",
+    "GET /api/v1/users/{user_id}/watches": "the cursor is base64 of the last topic, opaque to a schema",
+    "POST /api/v1/webhooks": "the url must name a public http(s) host (the address rules)",
+    "PATCH /api/v1/webhooks/{endpoint_id}": "the url must name a public http(s) host (the address rules)",
 }
 
 @pytest.fixture
