@@ -76,7 +76,7 @@ class Handoff(HandoffCard):
 
 class QueueQuery(PageQuery):
     account_id: Id
-    cursor: cursor_type(r"^([0-9]{1,18}\.[A-Za-z0-9_.=-]+)?$") | None = None  # type: ignore[valid-type]
+    cursor: cursor_type(r"^([0-9]{1,9}\.[A-Za-z0-9_.=-]+)?$") | None = None  # type: ignore[valid-type]
 
 
 class GetQuery(BaseModel):

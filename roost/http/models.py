@@ -195,7 +195,7 @@ class PageQuery(BaseModel):
 class SeqPageQuery(PageQuery):
     """A list whose cursor is the last position handed out (digits)."""
 
-    cursor: cursor_type(r"^[0-9]{0,18}$") | None = None  # type: ignore[valid-type]
+    cursor: cursor_type(r"^[0-9]{0,9}$") | None = None  # type: ignore[valid-type]
 
 
 class Page(Out, Generic[T]):

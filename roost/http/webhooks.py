@@ -99,7 +99,7 @@ class ListQuery(PageQuery):
 
 
 class DeliveryQuery(PageQuery):
-    cursor: cursor_type(r"^[0-9]{0,64}$") | None = None  # type: ignore[valid-type]
+    cursor: cursor_type(r"^[0-9]{0,18}$") | None = None  # type: ignore[valid-type]
     account_id: Id | None = Field(None, description="when given, an endpoint of another account is 404")
     status: DeliveryStatus | None = None
 

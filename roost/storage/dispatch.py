@@ -195,8 +195,9 @@ async def list_items(conn: Connection, batch_id: str, *, limit: int, cursor: str
     await get_batch(conn, batch_id)
     after = -1
     if cursor:
-        # The cursor is the last seq handed out: ASCII digits ("²".isdigit() is true) within a BIGINT.
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        # The cursor is the last seq handed out: ASCII digits ("²".isdigit() is true) within the
+        # INTEGER column (PostgreSQL refuses a larger number; 9 digits always fit).
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 9):
             raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
         after = int(cursor)
     rows = await conn.fetch(

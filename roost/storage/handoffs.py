@@ -173,8 +173,9 @@ def _cursor(cursor: str | None) -> tuple[int, str] | None:
     if cursor is None:
         return None
     rank, _, last_id = cursor.partition(".")
-    # ASCII digits only ("²".isdigit() is true, and int() refuses it) and within a BIGINT.
-    if not (rank.isascii() and rank.isdigit() and len(rank) <= 18) or not last_id:
+    # ASCII digits only ("²".isdigit() is true, and int() refuses it) and within the INTEGER column
+    # (PostgreSQL refuses a larger number; 9 digits always fit).
+    if not (rank.isascii() and rank.isdigit() and len(rank) <= 9) or not last_id:
         raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
     return int(rank), last_id
 

@@ -297,7 +297,8 @@ async def queue_owner_mail(conn: Connection, account_id: str, *, subject: str, t
 async def list_deliveries(conn: Connection, endpoint_id: str, *, status: str | None, limit: int,
                           cursor: str | None) -> dict[str, Any]:
     """A page of the endpoint's deliveries, newest first (the cursor is a seq)."""
-    if cursor is not None and not cursor.isdigit():
+    # ASCII digits ("²".isdigit() is true, and int() refuses it) within the BIGINT column.
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
     before = int(cursor) if cursor else None
     where, args = _filters(("endpoint_id = ", endpoint_id), ("status = ", status), ("seq < ", before))
