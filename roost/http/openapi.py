@@ -18,6 +18,15 @@ What this provider adds to quart-schema's document:
 * A JSON request body is marked required: without one the route answers 400 or 415.
 * Every route that takes a JSON body documents the 415 it answers to a body sent as anything
   else (``RoostRequest.get_json`` raises it for every route alike, so it is added here once).
+* An operation's summary is the first sentence of its route function's docstring (keep it short:
+  what the call does), its description the whole docstring.
+* The shared ``TimeZone`` enum, and ``pattern: ^[^\u0000]*$`` on every request string with no
+  pattern of its own (``Body`` and ``PageQuery`` refuse NUL).
+
+A new route needs no change here: quart-schema models, ``documented_errors`` for its 4xx/5xx, a
+docstring, and in its models the constraints the server checks (``Field`` limits, ``pattern()``
+for a regex a validator applies, ``only_nullable()`` on a PATCH body, ``cursor_type()`` for a
+list's cursor shape). tests/e2e/test_openapi_client.py and test_openapi_fuzz.py check the result.
 """
 
 from __future__ import annotations
