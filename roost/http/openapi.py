@@ -65,6 +65,7 @@ TAG_OF_BLUEPRINT = {
     "processors": "processors",
     "outreach": "dispatch",
     "dispatch": "dispatch",
+    "webhooks": "webhooks",
 }
 TAG_DESCRIPTIONS = {
     "ops": "Probes, status and metrics.",
@@ -75,6 +76,7 @@ TAG_DESCRIPTIONS = {
     "handoffs": "Handoffs to people: park, escalate, claim.",
     "processors": "Session processors, their runs and what they count.",
     "dispatch": "Batches of messages sent through devices.",
+    "webhooks": "Signed webhooks (Standard Webhooks): endpoints, their secrets and deliveries.",
 }
 
 
