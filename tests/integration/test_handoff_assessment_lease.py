@@ -33,7 +33,7 @@ async def _handoff(db: Database) -> str:
     account = await make_account(db, now)
     user = await make_user(db, account, now=now, email="ann@example.com", role="engineer")
     async with db.transaction() as tx:
-        row = await repo.create(tx, account_id=account, subject_ref="ticket-1", intent="park", notes="",
+        row = await repo.create(tx, account_id=account, subject_ref="ticket-1", intent="escalate", notes="",
                                 priority="normal", snapshot={}, created_by=user["id"], assess=True, now=now)
     return row["id"]
 
