@@ -51,19 +51,40 @@ def _filters(first: int, **values: str | None) -> tuple[str, list[Any]]:
     return sql, args
 
 
-async def queue(conn: Connection, account_id: str, *, limit: int, cursor: str | None, team: str | None = None,
-                intent: str | None = None) -> dict[str, Any]:
-    """Open handoffs of an account (of one team, of one intent), urgent first then oldest; keyset-paged
-    on (rank, id)."""
+def queue_statement(account_id: str, *, limit: int, cursor: str | None, team: str | None = None,
+                    intent: str | None = None) -> tuple[str, list[Any]]:
+    """The queue's SELECT and its arguments (the plan test reads them too)."""
     after = _queue_cursor(cursor)
     where, args = _filters(3, team=team, intent=intent)
     if after is not None:
         n = 3 + len(args)
         where += f" AND (priority_rank < ${n} OR (priority_rank = ${n} AND id > ${n + 1}))"
         args += [after[0], after[1]]
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM handoffs WHERE account_id = $1 AND status = 'open'{where}"
-        " ORDER BY priority_rank DESC, id LIMIT $2", account_id, limit + 1, *args)
+    return (f"SELECT {_COLUMNS} FROM handoffs WHERE account_id = $1 AND status = 'open'{where}"
+            " ORDER BY priority_rank DESC, id LIMIT $2", [account_id, limit + 1, *args])
+
+
+def list_statement(account_id: str, *, limit: int, cursor: str | None, state: str | None = None,
+                   team: str | None = None, intent: str | None = None) -> tuple[str, list[Any]]:
+    """The list's SELECT and its arguments (the plan test reads them too)."""
+    where, args = _filters(3, status=state, team=team, intent=intent)
+    if cursor is not None:
+        args.append(_handoff_id(cursor))
+        where += f" AND id < ${2 + len(args)}"
+    return (f"SELECT {_COLUMNS} FROM handoffs WHERE account_id = $1{where} ORDER BY id DESC LIMIT $2",
+            [account_id, limit + 1, *args])
+
+
+async def queue(conn: Connection, account_id: str, *, limit: int, cursor: str | None, team: str | None = None,
+                intent: str | None = None) -> dict[str, Any]:
+    """Open handoffs of an account (of one team, of one intent), urgent first then oldest; keyset-paged
+    on (rank, id).
+
+    Raises:
+        InvalidInput: a cursor this list did not hand out (code ``bad_cursor``).
+    """
+    sql, args = queue_statement(account_id, limit=limit, cursor=cursor, team=team, intent=intent)
+    rows = await conn.fetch(sql, *args)
     items = rows[:limit]
     next_cursor = f"{items[-1]['priority_rank']}.{items[-1]['id']}" if len(rows) > limit and items else None
     return {"items": [card(r) for r in items], "next_cursor": next_cursor}
@@ -72,14 +93,13 @@ async def queue(conn: Connection, account_id: str, *, limit: int, cursor: str | 
 async def list_for_account(conn: Connection, account_id: str, *, limit: int, cursor: str | None,
                            state: str | None = None, team: str | None = None,
                            intent: str | None = None) -> dict[str, Any]:
-    """Every handoff of an account (narrowed by state, team, intent), newest first; keyset-paged on id."""
-    where, args = _filters(3, status=state, team=team, intent=intent)
-    if cursor is not None:
-        args.append(_handoff_id(cursor))
-        where += f" AND id < ${2 + len(args)}"
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM handoffs WHERE account_id = $1{where} ORDER BY id DESC LIMIT $2",
-        account_id, limit + 1, *args)
+    """Every handoff of an account (narrowed by state, team, intent), newest first; keyset-paged on id.
+
+    Raises:
+        InvalidInput: a cursor this list did not hand out (code ``bad_cursor``).
+    """
+    sql, args = list_statement(account_id, limit=limit, cursor=cursor, state=state, team=team, intent=intent)
+    rows = await conn.fetch(sql, *args)
     items = rows[:limit]
     next_cursor = items[-1]["id"] if len(rows) > limit and items else None
     return {"items": [card(r) for r in items], "next_cursor": next_cursor}
