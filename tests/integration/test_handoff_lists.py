@@ -168,3 +168,21 @@ async def test_bad_input_for_every_new_parameter_is_a_4xx_with_the_error_shape(d
         assert r.status_code == 200
         assert (r.json()["name"], r.json()["timezone"], r.json()["assess_parks"]) == ("Renamed", "Europe/Berlin", False)
         assert (await client.patch(acc, json={})).json() == r.json()  # nothing sent, nothing changed
+
+
+async def test_the_openapi_document_describes_the_new_parameters_and_states(database_url: str) -> None:
+    async with running_server(database_url) as server, admin_client(server.url) as client:
+        spec = (await client.get("/openapi.json")).json()
+    listing = spec["paths"]["/api/v1/handoffs"]["get"]
+    queue = spec["paths"]["/api/v1/handoffs/queue"]["get"]
+    patch = spec["paths"]["/api/admin/accounts/{account_id}"]["patch"]
+    for operation in (listing, queue, patch):
+        assert operation.get("summary") or operation.get("description"), operation
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values() if "operationId" in op]
+    assert ids.count(listing["operationId"]) == 1 and ids.count(patch["operationId"]) == 1
+    params = {p["name"]: p for p in listing["parameters"]}
+    assert {"account_id", "state", "team", "intent", "limit", "cursor"} <= set(params)
+    assert {"team", "intent"} <= {p["name"] for p in queue["parameters"]}
+    text = str(spec)
+    for word in ("assess_parks", "assessment_state", "briefing_state", "skipped", "cancelled"):
+        assert word in text, word
