@@ -193,7 +193,10 @@ async def brief_pending(services: Services, assessor: Assessor) -> None:
             row, claimer = await briefings.claim_briefing(
                 services.db, handoff_id, now=services.clock.now(), lease_s=settings.handoff_assessment_lease_s,
                 max_attempts=settings.handoff_assessment_max_attempts)
-            if row is None or claimer is None:
+            if row is None:
+                return
+            if claimer is None:  # attempts spent: marked failed, with an event for the sockets
+                _publish(services, row)
                 return
             ok, text = await run_briefer(assessor, row, claimer, settings.handoff_assessor_timeout_s)
             stored = await briefings.store_briefing(services.db, handoff_id, ok, text, services.clock.now())

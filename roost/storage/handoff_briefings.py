@@ -24,8 +24,9 @@ _FAILED = ("UPDATE handoffs SET briefing_state = 'failed', briefing_lease_until 
 
 async def claim_briefing(db: Database, handoff_id: str, *, now: dt.datetime, lease_s: float,
                          max_attempts: int) -> tuple[Row | None, Row | None]:
-    """Take the handoff's briefing for ``lease_s``. Returns (handoff, claimer), or (None, None) when
-    another process has it, it is not due, or it has just been marked failed (attempts spent)."""
+    """Take the handoff's briefing for ``lease_s``. Returns (handoff, claimer) to write it; (handoff,
+    None) when this claim found ``max_attempts`` spent and marked it failed (with its event); (None,
+    None) when another process has it or it is not due."""
     async with db.transaction() as tx:
         row = await tx.fetchrow(
             "UPDATE handoffs SET briefing_state = 'running', briefing_lease_until = $2,"
@@ -36,8 +37,9 @@ async def claim_briefing(db: Database, handoff_id: str, *, now: dt.datetime, lea
         if row is None:
             return None, None
         if row["briefing_attempts"] > max_attempts:
-            await add_event(tx, "handoff_updated", await tx.fetchrow(_FAILED, handoff_id), now)
-            return None, None
+            failed = await tx.fetchrow(_FAILED, handoff_id)
+            await add_event(tx, "handoff_updated", failed, now)
+            return failed, None
         claimer = await tx.fetchrow("SELECT id, display_name, role, team, timezone FROM users WHERE id = $1",
                                     row["claimed_by"])
         return row, claimer

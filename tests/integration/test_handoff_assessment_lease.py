@@ -143,8 +143,9 @@ async def test_a_briefing_that_kills_its_process_every_time_ends_failed_with_an_
         taken, _ = await briefings.claim_briefing(db, handoff_id, now=now, lease_s=10, max_attempts=2)
         assert taken is not None
         now += dt.timedelta(seconds=11)  # ... and the process died
-    assert await briefings.claim_briefing(db, handoff_id, now=now, lease_s=10, max_attempts=2) == (None, None)
-    failed = await repo.get(db, handoff_id)
+    failed, claimer = await briefings.claim_briefing(db, handoff_id, now=now, lease_s=10, max_attempts=2)
+    assert failed is not None and claimer is None  # the caller publishes the event's wake-up
+    assert failed == await repo.get(db, handoff_id)
     assert (failed["briefing_state"], failed["briefing_lease_until"]) == ("failed", None)
     assert await briefings.pending_briefings(db, now=now + dt.timedelta(days=1)) == []
     last = (await repo.events_after(db, row["account_id"], 0))[-1]
