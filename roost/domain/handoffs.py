@@ -174,6 +174,9 @@ async def assess_pending(services: Services, assessor: Assessor) -> None:
                                               max_attempts=settings.handoff_assessment_max_attempts)
             if row is None:
                 return
+            if row["assessment_state"] == "failed":  # attempts spent: marked failed, with an event
+                _publish(services, row)
+                return
             result = await run_assessor(assessor, row, settings.handoff_assessor_timeout_s)
             await record_assessment(services, row, result)
 

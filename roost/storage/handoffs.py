@@ -282,7 +282,8 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
 
     The claim counts an attempt; a claim that finds ``max_attempts`` spent (every earlier
     assessor died with its process) marks the assessment failed instead (with a
-    ``handoff_updated`` event) and answers None.
+    ``handoff_updated`` event) and answers the failed row: the caller wakes the fan-out, and
+    assesses only a row that is ``running``.
     """
     async with db.transaction() as tx:
         row = await tx.fetchrow(
@@ -295,7 +296,7 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
             failed = await tx.fetchrow("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
                                        " WHERE id = $1 RETURNING *", handoff_id)
             await add_event(tx, "handoff_updated", failed, now)
-            return None
+            return failed
         return row
 
 

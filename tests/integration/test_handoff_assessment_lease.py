@@ -90,9 +90,12 @@ async def test_an_assessment_that_kills_its_process_every_time_ends_failed_after
         assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=1.0, max_attempts=9) is None
         now += dt.timedelta(seconds=settings.handoff_assessment_lease_s)  # ... and the process died
     assert await repo.pending_assessments(db, now=now) == [handoff_id]
-    assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
-                                       max_attempts=settings.handoff_assessment_max_attempts) is None
+    failed = await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
+                                         max_attempts=settings.handoff_assessment_max_attempts)
+    assert failed is not None and failed["assessment_state"] == "failed"  # not to assess: to tell the sockets
     assert (await _state(db, handoff_id))["assessment_state"] == "failed"
+    last = (await repo.events_after(db, failed["account_id"], 0))[-1]
+    assert (last["kind"], last["handoff"]["assessment_state"]) == ("handoff_updated", "failed")
     assert await repo.pending_assessments(db, now=now + dt.timedelta(days=1)) == []
 
 
