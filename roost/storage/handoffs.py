@@ -9,10 +9,11 @@ reads committed rows, so a transaction that rolls back publishes nothing.
 
 Escalation mail, assessment and the claimer's briefing are follow-ups, marked ``pending`` on the
 handoff in the same transaction and done after the commit in transactions of their own
-(``queue_mail``, ``store_assessment``, ``store_briefing``): they can neither fail nor delay the
-handoff, and a crash between the two leaves the mark, which the follow-up actor picks up again.
-Assessments and briefings are claimed with a lease (``claim_followup``), so one process does
-each, and another takes it over once a dead process's lease has run out.
+(``queue_mail``, ``store_assessment``; briefings in ``roost.storage.handoff_briefings``): they
+can neither fail nor delay the handoff, and a crash between the two leaves the mark, which the
+follow-up actor picks up again. Assessments and briefings are claimed with a lease
+(``claim_assessment``, ``claim_briefing``), so one process does each, and another takes it over
+once a dead process's lease has run out. The lists are in ``roost.storage.handoff_lists``.
 
 States of ``assessment_state`` and ``briefing_state``: pending, running, done, failed, skipped.
 """
