@@ -23,8 +23,9 @@
 - ``since`` older than the retention window (its next event was pruned, or is older than
   ``handoff_event_retention_s``), or ahead of the account's counter: ``resync_required {seq}``,
   and the client reloads the queue over HTTP.
-- When the actor stops (a crash, or the drain), sockets still catching up are closed 1013: they
-  register again with their ``since`` once it runs.
+- When the actor crashes, sockets still catching up are closed 1013: they register again with
+  their ``since`` once it runs. In a drain they are left to the server, which closes every socket
+  1001 (going away).
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ class FanOut(Actor):
         """The register hook (the socket's task): post the registration, then catch up."""
         inbox, services = self._inbox, self._services
         if inbox is None or services is None:  # stopped: the socket registers again once it runs
-            sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
+            if services is None or not services.stopping.is_set():  # a drain closes it 1001 itself
+                sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
             return
         reg = _Registration(sock, since, services.settings.ws_outgoing_buffer + 2)  # + _Start and None
         if not inbox.post(reg):
@@ -246,17 +248,23 @@ class FanOut(Actor):
             finally:
                 services.frames.on_register.remove(self._on_register)
                 self._inbox = None
-                self._turn_away(inbox)
+                self._turn_away(inbox, draining=ctx.stopping.is_set())
 
-    def _turn_away(self, inbox: Inbox) -> None:
-        """Stopping: close the sockets not live yet (they register again), so none waits on this actor."""
+    def _turn_away(self, inbox: Inbox, *, draining: bool) -> None:
+        """Stopping: release the sockets not live yet, so none waits on this actor.
+
+        After a crash they are closed 1013 and register again; in a drain the server closes every
+        socket 1001 (going away), which must be what the client sees, so they are only released.
+        """
         for item in inbox.take()[0]:
             if isinstance(item, _Registration):
-                item.sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
+                if not draining:
+                    item.sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
                 item.items.post(None)
         for sid, state in list(self._states.items()):
             if not state.live:
-                state.sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
+                if not draining:
+                    state.sock.close(CLOSE_TRY_AGAIN, "handoff events are paused; register again")
                 if state.registration is not None:
                     state.registration.items.post(None)
                 del self._states[sid]

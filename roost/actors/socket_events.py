@@ -23,7 +23,7 @@ from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.bus import Message
 from roost.runtime.sockets import CLOSE_POLICY
 from roost.runtime.topics import DEVICE_REVOKED, DISPATCH_BATCH_DONE, USER_DEACTIVATED
-from roost.storage import devices, outreach
+from roost.storage import devices, dispatch
 
 
 class SocketEvents(Actor):
@@ -58,7 +58,7 @@ class SocketEvents(Actor):
         s = ctx.services
         for batch_id in message.ids:
             try:
-                batch = await outreach.get_batch(s.db, batch_id)
+                batch = await dispatch.get_batch(s.db, batch_id)
             except NotFound:
                 continue
             except StorageError as exc:  # not replayed (the batch's status says it is done)
