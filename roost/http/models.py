@@ -218,6 +218,8 @@ class AccountCreate(Body):
 
 
 class AccountPatch(Body):
+    model_config = ConfigDict(json_schema_extra=only_nullable())
+
     name: Name | None = None
     timezone: TimeZone | None = None
     assess_parks: bool | None = None
