@@ -138,7 +138,7 @@ class RoostOpenAPIProvider(OpenAPIProvider):
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if model is ErrorBody:
             self._body_ref(model, "serialization")  # so the shared response's schema is generated
-            return ERROR_RESPONSE, {}
+            return dict(ERROR_RESPONSE), {}
         response, _ = super().build_response_object(model, headers_model)
         response["content"]["application/json"]["schema"] = self._body_ref(model, "serialization")
         return response, {}
