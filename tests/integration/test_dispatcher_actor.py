@@ -27,7 +27,7 @@ from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import dispatch, send_queue
+from roost.storage import dispatch, dispatch_lists, send_queue
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import T0, make_batch, setup_account
 
@@ -215,7 +215,7 @@ async def test_a_connected_device_that_never_answers_gets_the_item_max_offers_ti
             wake(services, env["account"])
             await received.wait_for(1, "batch_done")  # the creator's socket hears the batch ended
             nursery.cancel_scope.cancel()
-        items = await dispatch.list_items(services.db, batch["id"], limit=10, cursor=None)
+        items = await dispatch_lists.list_items(services.db, batch["id"], limit=10, cursor=None)
         final = await dispatch.get_batch(services.db, batch["id"])
 
     offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received.requests()]
