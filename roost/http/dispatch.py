@@ -109,7 +109,9 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
 @validate_response(Page[Batch])
 @documented_errors(400, 401, 404, 503)
 async def list_batches(query_args: BatchListQuery) -> dict[str, Any]:
-    """Batches, oldest first, of an account and/or in a status (or all); an unknown account is 404."""
+    """List batches by account and status.
+
+    Oldest first, each with its counts by item status; an unknown account is 404."""
     q = query_args
     return await dispatch_lists.list_batches(services().db, account_id=q.account_id, status=q.status,
                                              limit=q.limit, cursor=q.cursor)
@@ -120,8 +122,10 @@ async def list_batches(query_args: BatchListQuery) -> dict[str, Any]:
 @validate_response(BatchWithNextSend)
 @documented_errors(401, 404, 503)
 async def get_batch(batch_id: str) -> dict[str, Any]:
-    """The batch with its counts by item status and ``next_send``: when its next item may go and
-    why not now (null: one may go now)."""
+    """A batch, with its counts and when its next item may go.
+
+    ``next_send`` says when its next item may go and why not now (``{at, reason}``), or is null
+    when one may go now; it is the decision the dispatcher's claim makes."""
     return await sending.batch_with_next_send(services(), batch_id)
 
 
@@ -131,7 +135,7 @@ async def get_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(Page[BatchItem])
 @documented_errors(400, 401, 404, 503)
 async def list_items(batch_id: str, query_args: PageQuery) -> dict[str, Any]:
-    """The batch's items in order."""
+    """A batch's items, in order."""
     return await dispatch_lists.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
 
 
@@ -179,8 +183,10 @@ async def cancel_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(BatchItem, 201)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def send_message(data: MessageCreate) -> tuple[dict[str, Any], int, dict]:
-    """Send one message without a batch: stored as a one-item batch that is already sending, so it
-    goes through the same limits, claim and results as every batch item. Answers the item (201);
+    """Send one message without a batch.
+
+    Stored as a one-item batch that is already sending, so it goes through the same limits,
+    claim and results as every batch item. Answers the item (201);
     ``batch_id`` reads its progress. From ``device_id``, or from ``user_id``'s most recently seen
     live device (exactly one of them); an unknown one, or one outside ``account_id``, is 404; a
     revoked device, an inactive user or one without a live device 409 ``no_live_device``. A retry
@@ -199,8 +205,10 @@ async def send_message(data: MessageCreate) -> tuple[dict[str, Any], int, dict]:
 @validate_response(Page[BatchItem])
 @documented_errors(400, 401, 404, 503)
 async def device_send_queue(device_id: str, query_args: DeviceQueueQuery) -> dict[str, Any]:
-    """An operator's view of a device's send queue: the items offered to or held by it (any
-    status, or ``status``), in the order it gets them, with offers, lease and times."""
+    """A device's send queue, as an operator sees it.
+
+    The items offered to or held by the device (any status, or ``status``), in the order it gets
+    them, with offers, lease and times."""
     q = query_args
     return await dispatch_lists.device_queue(services().db, device_id, status=q.status, limit=q.limit,
                                              cursor=q.cursor)
