@@ -117,6 +117,22 @@ class Account(Out):
     created_at: dt.datetime
 
 
+class AccountPatch(Body):
+    name: Name | None = None
+    timezone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> AccountPatch:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null (leave it out to keep it)")
+        return self
+
+
+class AccountListQuery(PageQuery):
+    name: Name | None = Field(None, description="only accounts with exactly this name")
+
+
 class UserCreate(Body):
     account_id: Id
     email: Email
