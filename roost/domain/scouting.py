@@ -369,7 +369,8 @@ async def push_items(services: Services, scout_id: str, items: Sequence[repo.New
 
 async def list_scouts(services: Services, *, user_id: str | None, provider: str | None, state: str | None,
                       limit: int, cursor: str | None) -> dict[str, Any]:
-    """A page of scouts, filtered by user, provider and state (``scout_list`` defines the states).
+    """A page of scouts, filtered by user, provider and state (``scout_list`` defines the states),
+    each with its item ``counts``.
 
     Raises:
         NotFound: no such user.
@@ -379,5 +380,7 @@ async def list_scouts(services: Services, *, user_id: str | None, provider: str 
         await tenancy.get_user(services.db, user_id)
     if provider is not None:
         connectors.check(provider)
-    return await scout_list.list_scouts(services.db, user_id=user_id, provider=provider, state=state,
-                                        limit=limit, cursor=cursor)
+    result = await scout_list.list_scouts(services.db, user_id=user_id, provider=provider, state=state,
+                                          limit=limit, cursor=cursor)
+    counts = await scout_list.item_counts_of(services.db, [row["id"] for row in result["items"]])
+    return {**result, "items": [{**row, "counts": counts[row["id"]]} for row in result["items"]]}

@@ -174,7 +174,7 @@ class PushAccepted(Out):
 
 
 async def _view(row: dict[str, Any]) -> dict[str, Any]:
-    counts = await repo.item_counts(services().db, row["id"])
+    counts = row["counts"] if "counts" in row else await repo.item_counts(services().db, row["id"])
     status = scout_list.state_of(row)
     config = row["config"] if isinstance(row["config"], dict) else {}
     insecure = config.get("insecure") is True

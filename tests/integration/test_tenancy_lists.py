@@ -19,7 +19,7 @@ from roost.storage import audit
 from roost.storage import scouts as scout_repo
 from tests.integration.test_ws import registered
 from tests.support.handoffs import handoff_body
-from tests.support.scouting import make_push_scout
+from tests.support.scouting import make_push_scout, push
 from tests.support.server import admin_client, make_device, running_server
 from tests.support.ws import close_code
 
@@ -163,6 +163,11 @@ async def test_scouts_list_filters_by_user_provider_and_state_and_pages(
     b1, b2 = [await make_push_scout(client, bob["user"]["id"], **slow) for _ in range(2)]
     for scout in (a1, a2, a3, b1, b2):
         await wait_first_run(client, scout["id"])
+    await push(client, a1["id"], ["m1", "m2", "win the lottery"])
+    with trio.fail_after(10):  # triaged: 2 queued, the spam discarded
+        while (counts := (await client.get(f"/api/admin/scouts/{a1['id']}")).json()["counts"])["pending"]:
+            await trio.sleep(0.02)
+    assert sum(counts.values()) == 3
     later = server.services.clock.now() + dt.timedelta(days=1)
     await scout_repo.finish_run(server.services.db, a2["id"], now=server.services.clock.now(), next_run_at=later,
                                 paused=False, error="connection refused")
@@ -178,7 +183,9 @@ async def test_scouts_list_filters_by_user_provider_and_state_and_pages(
     assert [s["id"] for p in pages for s in p] == [s["id"] for s in (a1, a2, a3, b1, b2)]
     assert {s["id"]: s["status"] for p in pages for s in p} == {
         a1["id"]: "active", a2["id"]: "failing", a3["id"]: "active", b1["id"]: "paused", b2["id"]: "disabled"}
-    assert all(s["config"] == {} and "counts" in s for p in pages for s in p)
+    assert {s["id"]: s["counts"] for p in pages for s in p} == {
+        a1["id"]: counts, **{s["id"]: dict.fromkeys(counts, 0) for s in (a2, a3, b1, b2)}}
+    assert all(s["config"] == {} for p in pages for s in p)
     assert await ids(user_id=ann["user"]["id"], limit=1) == [a1["id"], a2["id"], a3["id"]]
     assert await ids(provider="push") == await ids()
     assert await ids(provider="imap") == []
