@@ -6,7 +6,7 @@
 
 Fills one account with W+1 users who all watch the topic (and a few other topics each), plus a second
 account whose users watch a topic of the same name, then publishes ``--events`` events by one of the
-users through ``roost.domain.topics.publish_event`` (the function ``POST /api/v1/topics/{topic}/events``
+users through ``roost.domain.watchers.publish_event`` (the function ``POST /api/v1/topics/{topic}/events``
 calls): each writes W notifications in one transaction. Prints each event's time and notified count,
 the rows written, and a PASS/FAIL line: every event written in under 1 s with exactly W notified.
 ``--mail`` also times one personal-direct ``email: true`` event (each watcher's mail rendered and
@@ -28,11 +28,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roost.domain.topics import publish_event  # noqa: E402
+from roost.domain.watchers import publish_event  # noqa: E402
 from roost.runtime.clock import Clock  # noqa: E402
 from roost.runtime.config import Settings  # noqa: E402
 from roost.runtime.services import Services  # noqa: E402
-from roost.server import share_the_gil  # noqa: E402
+from roost.serve import share_the_gil  # noqa: E402
 from roost.storage.database import Database, open_database  # noqa: E402
 from roost.storage.migrator import migrate  # noqa: E402
 

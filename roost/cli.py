@@ -73,7 +73,7 @@ def serve(
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Run pending migrations at start."),
 ) -> None:
     """Serve HTTP and the device WebSocket, and run every actor, until SIGTERM/SIGINT."""
-    from roost.server import run
+    from roost.serve import run
 
     settings = _settings(host=host, port=port, database_url=database_url, migrate_on_start=migrate)
     configure_logging(settings.log_format, settings.log_level)
@@ -235,11 +235,12 @@ def status(
 
 @app.command()
 def reseal(database_url: str | None = DatabaseOpt) -> None:
-    """Re-encrypt every stored scout secret under the first of ROOST_SECRET_KEYS (and seal plaintext ones).
+    """Re-encrypt every stored scout and webhook secret under the first of ROOST_SECRET_KEYS (and seal plaintext ones).
 
     Run it after putting a new key first in ROOST_SECRET_KEYS; once it reports no failures, the old keys
     can be dropped. Safe to run again, and while servers run (one scout per transaction).
     """
+    from roost.domain import webhooks
     from roost.storage.scout_config import SecretBox, reseal_all
 
     settings = _settings(database_url=database_url)
@@ -249,9 +250,14 @@ def reseal(database_url: str | None = DatabaseOpt) -> None:
     box = SecretBox(settings.sealing_keys)
     report = _with_db(lambda db: reseal_all(db, box), settings)
     console.print(f"scouts: {report.scouts}, resealed: {report.changed}, failed: {len(report.failed or [])}")
+    hooks_changed, hooks_failed = _with_db(lambda db: webhooks.reseal(db, settings.sealing_keys), settings)
+    console.print(f"webhooks: resealed: {hooks_changed}, failed: {len(hooks_failed)}")
     if report.failed:
         _fail("these scouts hold a secret that none of ROOST_SECRET_KEYS opens (left unchanged; send their "
               f"secrets again through the API): {', '.join(report.failed)}", code=2)
+    if hooks_failed:
+        _fail("these webhook endpoints hold a secret that none of ROOST_SECRET_KEYS opens (left unchanged; "
+              f"rotate their secret): {', '.join(hooks_failed)}", code=2)
 
 
 @app.command()

@@ -139,7 +139,7 @@ class BusRelay(Actor):
             self._idle = trio.Event()
         self._wake.set()
 
-    async def _send(self, session: DedicatedConnection) -> None:
+    async def _send(self, conn: DedicatedConnection) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -147,7 +147,7 @@ class BusRelay(Actor):
             dropped, self._dropped = self._dropped, set()
             try:
                 for payload in encode_payloads(batch, dropped):
-                    await cluster.notify(session, CHANNEL, payload)
+                    await cluster.notify(conn, CHANNEL, payload)
             except BaseException:
                 # Unknown which went out: the others catch up on these topics once we are back.
                 self._dropped |= dropped | {topic for topic, _ in batch}
@@ -211,9 +211,9 @@ class BusRelay(Actor):
         from roost.storage.dedicated import open_dedicated  # asyncpg: imported on PostgreSQL only
 
         bus = ctx.services.bus
-        async with open_dedicated(ctx.services.db) as session:
-            self._pid = session.pid
-            await session.listen(CHANNEL, self._received)
+        async with open_dedicated(ctx.services.db) as conn:
+            self._pid = conn.pid
+            await conn.listen(CHANNEL, self._received)
             self.connected = True
             if first is not None:
                 first.started()
@@ -225,8 +225,8 @@ class BusRelay(Actor):
             lost: Inbox[None] = Inbox(1)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_post_when_set, session.lost, lost)
-                    nursery.start_soon(self._send, session)
+                    nursery.start_soon(_post_when_set, conn.lost, lost)
+                    nursery.start_soon(self._send, conn)
                     self._wake.set()  # send what was queued while we were away
                     if not await ctx.wait(lost):  # False: the process drains
                         with trio.move_on_after(1):  # a last flush of what the drain published
@@ -234,7 +234,7 @@ class BusRelay(Actor):
                     nursery.cancel_scope.cancel()
             finally:
                 self.connected = False
-            if session.lost.is_set():
+            if conn.lost.is_set():
                 ctx.log.warning("bus listener connection lost")
 
     async def _sweep(self, ctx: ActorContext) -> None:

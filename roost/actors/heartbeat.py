@@ -46,14 +46,14 @@ class Heartbeat(Actor):
 
     def __init__(self, port: Callable[[], int | None] = lambda: None):
         self._port = port
-        self._session: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
+        self._conn: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
 
     @property
     def leadership_pid(self) -> int | None:
         """The server pid of the connection holding the leadership locks (PostgreSQL, once connected)."""
-        return None if self._session is None else self._session.pid
+        return None if self._conn is None else self._conn.pid
 
     async def beat(self, ctx: ActorContext) -> None:
         """One heartbeat (steps 1 to 4 of the module docstring); database errors are logged, not raised."""
@@ -80,18 +80,18 @@ class Heartbeat(Actor):
 
         leadership = ctx.services.leadership
         try:
-            if self._session is None or self._session.lost.is_set():
+            if self._conn is None or self._conn.lost.is_set():
                 await self._drop(ctx)
-                self._session = await connect_dedicated(ctx.services.db)
+                self._conn = await connect_dedicated(ctx.services.db)
                 if self._nursery is not None:
-                    self._nursery.start_soon(self._watch, ctx, self._session)
+                    self._nursery.start_soon(self._watch, ctx, self._conn)
             missing = sorted(leadership.wanted - set(leadership.led()))
             for name in missing:
-                if await cluster.try_lead(self._session, name):
+                if await cluster.try_lead(self._conn, name):
                     leadership.took(name)
                     ctx.log.info("leading", singleton=name)
             if not missing:
-                await cluster.ping(self._session)  # still connected, so still holding them
+                await cluster.ping(self._conn)  # still connected, so still holding them
         except StorageError as exc:  # connect or query failed (asyncpg and socket errors arrive as StorageError)
             ctx.log.error("leadership connection failed; leading nothing until it is back", error=exc.message)
             await self._drop(ctx)
@@ -103,14 +103,14 @@ class Heartbeat(Actor):
         if leadership.led() and leadership.clustered:
             ctx.log.warning("leadership lost", singletons=leadership.led())
         leadership.lose_all()
-        session, self._session = self._session, None
-        if session is not None:
-            await close_dedicated(session)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await close_dedicated(conn)
 
-    async def _watch(self, ctx: ActorContext, session: DedicatedConnection) -> None:
-        """Drop leadership the moment the server ends the session, not at the next beat."""
-        await session.lost.wait()
-        if self._session is session:
+    async def _watch(self, ctx: ActorContext, conn: DedicatedConnection) -> None:
+        """Drop leadership the moment the server ends the connection, not at the next beat."""
+        await conn.lost.wait()
+        if self._conn is conn:
             ctx.services.leadership.lose_all()
             ctx.log.warning("leadership connection lost; the next beat reconnects")
 

@@ -1,7 +1,7 @@
 """Pruner: deletes rows past their time to live, and ends work nobody will finish.
 
 Each prune is a ``Prune``: a name and a domain operation ``(services, now) -> rows touched``
-(``roost/server.py`` lists them). A prune failing with a ``RoostError`` (the database, say) is
+(``roost/serve.py`` lists them). A prune failing with a ``RoostError`` (the database, say) is
 logged and the others still run, so one table's trouble does not keep another from being cleaned.
 Any other error is a bug: it is logged with its traceback, the other prunes still run, and then
 it is raised to the supervisor (restart budget, shown in status). The prunes run every

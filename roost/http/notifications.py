@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from quart import Blueprint, Response
 from quart_schema import hide, validate_querystring, validate_request, validate_response
 
-from roost.domain import topics
+from roost.domain import watchers
 from roost.domain.digest import notify, unsubscribe
 from roost.domain.digest.tick import run_tick
 from roost.errors import InvalidInput, MissingReference, NotFound
@@ -199,7 +199,7 @@ async def create_watch(data: WatchCreate) -> tuple[dict[str, Any], int]:
 @documented_errors(400, 401, 404, 503)
 async def list_watches(user_id: str, query_args: WatchListQuery) -> dict[str, Any]:
     """List the topics a user watches, in topic order."""
-    return await topics.list_watches(services(), user_id, limit=query_args.limit, cursor=query_args.cursor)
+    return await watchers.list_watches(services(), user_id, limit=query_args.limit, cursor=query_args.cursor)
 
 
 @bp.delete("/api/v1/watches")
@@ -209,7 +209,7 @@ async def list_watches(user_id: str, query_args: WatchListQuery) -> dict[str, An
 @documented_errors(400, 401, 404, 413, 503)
 async def delete_watch(data: WatchDelete) -> dict[str, Any]:
     """Stop a user watching a topic; answers the watch as it was (404 if there was none)."""
-    return await topics.unwatch(services(), user_id=data.user_id, topic=data.topic)
+    return await watchers.unwatch(services(), user_id=data.user_id, topic=data.topic)
 
 
 @bp.post("/api/v1/topics/<path:topic>/events")
@@ -227,7 +227,7 @@ async def publish_topic_event(topic: str, data: TopicEventCreate) -> tuple[dict[
     """
     if not 1 <= len(topic) <= TOPIC_MAX:  # (a path with NUL never gets here: roost.http.app answers 404)
         raise InvalidInput(f"topic must be 1 to {TOPIC_MAX} characters", code="invalid_topic")
-    return await topics.publish_event(services(), topic=topic, **data.model_dump()), 201
+    return await watchers.publish_event(services(), topic=topic, **data.model_dump()), 201
 
 
 @bp.post("/api/admin/digest/run")

@@ -12,7 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from roost.actors.mailer import Mailer
-from roost.domain import topics
+from roost.domain import watchers
 from roost.domain.digest import notify
 from roost.domain.digest.tick import run_tick
 from roost.plugins.transports.smtp import SmtpTransport
@@ -102,7 +102,7 @@ async def test_a_failed_mail_of_a_topic_event_unmarks_only_its_own_notification(
     async with db.transaction() as tx:
         for user in (bob, cid):
             await notifications.watch(tx, user_id=user["id"], topic="rfc-7", now=now)
-    result = await topics.publish_event(services, topic="rfc-7", event_kind="mention", actor_user_id=ann["id"],
+    result = await watchers.publish_event(services, topic="rfc-7", event_kind="mention", actor_user_id=ann["id"],
                                         payload=PERSONAL, email=True)
     assert result == {"notified": 2}
     bob_mail = await db.fetchval("SELECT id FROM outbox WHERE recipient_user_id = $1", bob["id"])

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import SERVICE_TOKEN, admin_client, make_device, running_server
 
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")

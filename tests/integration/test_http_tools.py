@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from roost.server import Running
+from roost.serve import Running
 from roost.storage import audit
 from tests.support.server import admin_client, running_server
 from tests.support.tool_transcripts import Truth, generate_tree

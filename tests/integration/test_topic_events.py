@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
-from roost.domain import topics
+from roost.domain import watchers
 from roost.domain.digest.tick import run_tick
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, running_server
 
 TOPIC = "rfc-42"
@@ -153,8 +153,8 @@ async def test_an_idempotency_key_is_forgotten_after_its_retention(client: httpx
     assert (await publish(client, body)).json() == {"notified": 1}
     now = server.services.clock.now()
 
-    assert await topics.prune_keys(server.services, now + topics.KEY_RETENTION - dt.timedelta(minutes=1)) == 0
-    assert await topics.prune_keys(server.services, now + topics.KEY_RETENTION + dt.timedelta(minutes=1)) == 1
+    assert await watchers.prune_keys(server.services, now + watchers.KEY_RETENTION - dt.timedelta(minutes=1)) == 0
+    assert await watchers.prune_keys(server.services, now + watchers.KEY_RETENTION + dt.timedelta(minutes=1)) == 1
 
     assert (await publish(client, body)).json() == {"notified": 1}  # a new event now
     assert len(await inbox(client, users["bob"])) == 2

@@ -21,7 +21,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 from tests.support.ws import close_code
 

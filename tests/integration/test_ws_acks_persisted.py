@@ -19,7 +19,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from roost.server import Running
+from roost.serve import Running
 from roost.storage.database import open_database
 from tests.support.scouting import make_push_scout, push
 from tests.support.server import admin_client, make_device, running_server

@@ -21,7 +21,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from roost.http.socket.transport import INBOX_FRAMES, HypercornIO
-from roost.server import Running
+from roost.serve import Running
 
 TIMEOUT_S = 5
 

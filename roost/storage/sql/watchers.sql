@@ -1,4 +1,4 @@
--- Topic events and watches (roost.storage.topics), by name. The layout is digests.sql's: a header
+-- Topic events and watches (roost.storage.watchers), by name. The layout is digests.sql's: a header
 -- "-- name: <name>" per statement, "(sqlite)" / "(postgresql)" variants side by side.
 
 -- name: fan_out (sqlite)

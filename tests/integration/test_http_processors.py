@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, running_server
 from tests.support.transcripts import generate_session
 

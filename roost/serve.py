@@ -42,9 +42,10 @@ from roost.actors.processors import processor_runners
 from roost.actors.pruner import Prune, Pruner
 from roost.actors.scout import ScoutActor
 from roost.actors.socket_events import SocketEvents
-from roost.domain import audit, scouting
+from roost.actors.webhooks import WebhookSender
+from roost.domain import audit, scouting, webhooks
 from roost.domain.handoffs import prune_events
-from roost.domain.topics import prune_keys as prune_topic_keys
+from roost.domain.watchers import prune_keys as prune_topic_keys
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -110,6 +111,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
         ledger_prune(),
         dead_device_sweep(),
         Prune("topic_event_keys", prune_topic_keys),
+        Prune("webhook_deliveries", webhooks.prune_deliveries),
     ]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
@@ -119,7 +121,7 @@ def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
     return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),
                   DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(),
-                  SocketEvents()]
+                  SocketEvents(), WebhookSender()]
 
 
 async def serve(

@@ -1,7 +1,7 @@
 """Topics and their watchers: the fan-out of a topic event, its idempotency keys, and watch lists.
 
 A topic event becomes one notification per active watcher in one ``INSERT .. SELECT`` (the
-statements are named in ``sql/topics.sql``), so 10,000 watchers cost one statement, not 10,000.
+statements are named in ``sql/watchers.sql``), so 10,000 watchers cost one statement, not 10,000.
 Ids are made in that statement: the time part of a new id (``roost.storage.ids``) and 64 random
 bits per row, so they sort by time like every other notification id and cannot be guessed from a
 sibling's.
@@ -19,7 +19,7 @@ from roost.storage.database import Connection, Row
 from roost.storage.ids import new_id
 from roost.storage.queries import load
 
-_SQL = load("topics")  # roost/storage/sql/topics.sql
+_SQL = load("watchers")  # roost/storage/sql/watchers.sql
 _TIME_PART = 4 + 10  # "ntf_" and the ten characters of a new id that hold its 48 bits of milliseconds
 
 

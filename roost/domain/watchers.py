@@ -5,7 +5,7 @@ part in for ``ROOST_WATCH_DECAY_DAYS`` (``notifications.decay_watches``). A topi
 (``publish_event``) makes, in one transaction:
 
 - one notification for every active watcher of the topic in the actor's account except the actor,
-  in one statement (``roost.storage.topics.fan_out``); these go the way of any notification: a
+  in one statement (``roost.storage.watchers.fan_out``); these go the way of any notification: a
   personal-direct one with ``email`` gets its own mail now (``notify.queue_mails``), the rest wait
   for the digest;
 - the actor's participation: the actor's watch on the topic is renewed, or made. Taking part in a
@@ -28,7 +28,8 @@ from typing import Any
 from roost.domain.digest import notify
 from roost.errors import Conflict, NotFound, TooLarge
 from roost.runtime.services import Services
-from roost.storage import notifications, outbox, tenancy, topics
+from roost.storage import notifications, outbox, tenancy
+from roost.storage import watchers as store
 
 # Each watcher gets its own copy of the payload: 16 KiB to 10,000 watchers is 160 MB already.
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -64,14 +65,14 @@ async def publish_event(services: Services, *, topic: str, event_kind: str, acto
         if idempotency_key is not None:
             fingerprint = _fingerprint(topic=topic, event_kind=event_kind, actor_user_id=actor_user_id,
                                        payload=payload, email=email)
-            key_id, first = await topics.claim_key(tx, account_id=actor["account_id"], key=idempotency_key,
+            key_id, first = await store.claim_key(tx, account_id=actor["account_id"], key=idempotency_key,
                                                    topic=topic, fingerprint=fingerprint, now=now)
             if first is not None:
                 if first["fingerprint"] != fingerprint:
                     raise Conflict("this idempotency_key was used for another event in this account; use a new key "
                                    "for a new event", code="idempotency_key_reused")
                 return {"notified": int(first["notified"])}
-        made = await topics.fan_out(
+        made = await store.fan_out(
             tx, account_id=actor["account_id"], topic=topic, event_kind=event_kind, actor_user_id=actor_user_id,
             payload=payload, category=category if isinstance(category, str) else None, email=email, now=now,
             active_since=now - dt.timedelta(days=services.settings.watch_decay_days), returning=mail_now,
@@ -85,7 +86,7 @@ async def publish_event(services: Services, *, topic: str, event_kind: str, acto
             notified = made
         await notifications.watch(tx, user_id=actor_user_id, topic=topic, now=now)
         if key_id is not None:
-            await topics.settle_key(tx, key_id, notified)
+            await store.settle_key(tx, key_id, notified)
     if queued:
         outbox.wake(services.bus, *queued)
     return {"notified": notified}
@@ -100,7 +101,7 @@ async def list_watches(services: Services, user_id: str, *, limit: int, cursor: 
     """
     db = services.db
     await tenancy.get_user(db, user_id)
-    return await topics.list_watches(db, user_id, limit=limit, cursor=cursor)
+    return await store.list_watches(db, user_id, limit=limit, cursor=cursor)
 
 
 async def unwatch(services: Services, *, user_id: str, topic: str) -> dict[str, Any]:
@@ -111,7 +112,7 @@ async def unwatch(services: Services, *, user_id: str, topic: str) -> dict[str, 
     """
     async with services.db.transaction() as tx:
         await tenancy.get_user(tx, user_id)
-        row = await topics.delete_watch(tx, user_id, topic)
+        row = await store.delete_watch(tx, user_id, topic)
     if row is None:
         raise NotFound(f"user {user_id!r} does not watch this topic", code="no_such_watch")
     return row
@@ -119,4 +120,4 @@ async def unwatch(services: Services, *, user_id: str, topic: str) -> dict[str, 
 
 async def prune_keys(services: Services, now: dt.datetime) -> int:
     """Forget idempotency keys older than ``KEY_RETENTION`` (the pruner's step)."""
-    return await topics.prune_keys(services.db, older_than=now - KEY_RETENTION)
+    return await store.prune_keys(services.db, older_than=now - KEY_RETENTION)
