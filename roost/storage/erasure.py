@@ -14,7 +14,8 @@ out, so it answers 404. What the deletion does to the rows that hang off it (doc
 
 Deleting an account does the above for each of its users and also cancels its open batches (their
 pending items ``cancelled``; items already on a device end when the caller releases the revoked
-devices) and its open handoffs (``handoff_cancelled`` events, ``cancelled_by`` null).
+devices) and its open handoffs (``handoff_cancelled`` events, ``cancelled_by`` null), and deletes its
+webhook endpoints with their deliveries (sent or not: their secrets go with them).
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ async def delete_account(db: Database, account_id: str, *, now: dt.datetime,
         )
         for handoff in sorted(cancelled, key=lambda h: h["id"]):
             await add_event(tx, "handoff_cancelled", handoff, now)
+        await tx.execute("DELETE FROM webhook_deliveries WHERE endpoint_id IN"
+                         " (SELECT id FROM webhook_endpoints WHERE account_id = $1)", account_id)
+        webhooks = await tx.execute("DELETE FROM webhook_endpoints WHERE account_id = $1", account_id)
         await audit.record(tx, at=now, actor=actor, action="account.delete", target_type="account",
-                           target_id=account_id, details={"users": len(user_ids), "handoffs_cancelled": len(cancelled)})
+                           target_id=account_id, details={"users": len(user_ids), "handoffs_cancelled": len(cancelled),
+                                                          "webhooks_deleted": webhooks})
         return row, user_ids

@@ -83,7 +83,7 @@ async def active_user(conn: Connection, user_id: str, account_id: str) -> Row:
 async def create(conn: Connection, *, account_id: str, subject_ref: str, intent: str, notes: str, priority: str,
                  snapshot: Any, created_by: str, assess: bool, now: dt.datetime) -> Row:
     """Insert a handoff and its ``handoff_created`` event, in the caller's transaction."""
-    if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id) is None:
+    if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1 AND deleted_at IS NULL", account_id) is None:
         raise NotFound(f"no account {account_id!r}")
     await active_user(conn, created_by, account_id)
     row = {

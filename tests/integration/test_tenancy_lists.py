@@ -14,9 +14,10 @@ import httpx
 import pytest
 import trio
 
-from roost.server import Running
+from roost.serve import Running
 from roost.storage import audit
 from roost.storage import scouts as scout_repo
+from roost.storage import webhooks as webhook_repo
 from tests.integration.test_ws import registered
 from tests.support.handoffs import handoff_body
 from tests.support.scouting import make_push_scout, push
@@ -31,7 +32,7 @@ pytestmark = [
 
 @pytest.fixture
 async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
+    async with running_server(database_url, allowed_destinations="127.0.0.1") as running:
         yield running
 
 
@@ -296,6 +297,14 @@ async def test_deleting_an_account_cancels_its_open_work_and_closes_every_socket
     assert r.status_code == 201, r.text
     batch = r.json()
     assert (await client.post(f"/api/v1/outreach/batches/{batch['id']}/send")).status_code == 200
+    r = await client.post("/api/v1/webhooks", json={"account_id": aid, "url": "http://127.0.0.1:9/hook",
+                                                    "events": ["handoff.created"]})
+    assert r.status_code == 201, r.text
+    webhook = r.json()
+    db = server.services.db
+    async with db.transaction() as tx:
+        assert await webhook_repo.add_deliveries(tx, account_id=aid, event="handoff.created", body="{}",
+                                                 now=server.services.clock.now()) == 1
 
     async with (registered(server, ann["token"]) as ws_ann, registered(server, bob["token"]) as ws_bob,
                 registered(server, other["token"]) as ws_other):
@@ -328,5 +337,12 @@ async def test_deleting_an_account_cancels_its_open_work_and_closes_every_socket
     items = (await client.get(f"/api/v1/outreach/batches/{batch['id']}/items")).json()["items"]
     assert {i["status"] for i in items} <= {"cancelled", "failed", "sent"}
     assert "account.delete" in await audit_actions(server, aid)
+    assert error_code(await client.get(f"/api/v1/webhooks/{webhook['id']}"), 404) == "not_found"
+    assert await db.fetchval("SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = $1", webhook["id"]) == 0
+    r = await client.post("/api/v1/webhooks", json={"account_id": aid, "url": "http://127.0.0.1:9/hook",
+                                                    "events": ["handoff.created"]})
+    assert error_code(r, 400) == "missing_reference"  # as for an account that never existed
+    r = await client.post("/api/v1/handoffs", json=handoff_body(aid, ann["user"]["id"]))
+    assert error_code(r, 400) == "missing_reference"
     async with admin_client(server.url, token=other["token"]) as device:
         assert (await device.get("/api/device/me")).status_code == 200
