@@ -15,10 +15,18 @@ from roost_api_client import AuthenticatedClient
 from roost_api_client.api.device import get_device_me, post_send_result, take_pending_sends
 from roost_api_client.api.dispatch import create_batch, get_batch, list_batch_items, send_batch
 from roost_api_client.api.scouts import create_scout, list_scout_items, push_scout_items
-from roost_api_client.api.tenancy import create_account, create_device, create_user, get_account, list_users
+from roost_api_client.api.tenancy import (
+    create_account,
+    create_device,
+    create_user,
+    get_account,
+    list_accounts,
+    list_users,
+)
 from roost_api_client.models import (
     Account,
     AccountCreate,
+    AccountPage,
     Batch,
     BatchCreate,
     BatchItemIn,
@@ -58,6 +66,8 @@ def main(url: str, service_token: str) -> None:
     account = ok(create_account.sync_detailed(client=service, body=AccountCreate(
         name="Generated", timezone=TimeZone.EUROPE_BERLIN)), 201, Account)
     assert ok(get_account.sync_detailed(account.id, client=service), 200, Account).timezone == "Europe/Berlin"
+    accounts = ok(list_accounts.sync_detailed(client=service, name="Generated"), 200, AccountPage)
+    assert [a.id for a in accounts.items] == [account.id], accounts
     missing = get_account.sync_detailed("acc_nope", client=service)
     assert missing.status_code == 404 and isinstance(missing.parsed, ErrorBody), missing
     assert missing.parsed.error.code == "not_found", missing.parsed
