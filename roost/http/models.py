@@ -263,7 +263,7 @@ class UserCreate(Body):
 
 
 class UserPatch(Body):
-    model_config = ConfigDict(json_schema_extra=only_nullable("quiet_hours"))
+    model_config = ConfigDict(json_schema_extra=only_nullable("quiet_hours", "team"))
 
     email: Email | None = None
     display_name: Name | None = None

@@ -31,6 +31,7 @@ from roost_api_client.models import (
     BatchCreate,
     BatchItemIn,
     BatchItemPage,
+    BatchWithNextSend,
     DeviceCreate,
     DeviceCreated,
     DeviceMe,
@@ -102,7 +103,7 @@ def main(url: str, service_token: str) -> None:
     assert result.status == "sent"
 
     deadline = time.monotonic() + 10
-    while (final := ok(get_batch.sync_detailed(batch.id, client=service), 200, Batch)).status != "done":
+    while (final := ok(get_batch.sync_detailed(batch.id, client=service), 200, BatchWithNextSend)).status != "done":
         assert time.monotonic() < deadline, final
         time.sleep(0.1)
     assert final.counts.sent == 1, final.counts

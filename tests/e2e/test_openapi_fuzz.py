@@ -53,6 +53,7 @@ REFUSED_BY_MEANING = {
     "POST /api/v1/watches": "user_id must be a user",
     "POST /api/v1/outreach/batches": "created_by and each item's device_id must belong to the account",
     "PUT /api/admin/accounts/{account_id}/outreach-settings": "quiet hours' start and end must differ",
+    "POST /api/v1/outreach/messages": "exactly one of device_id and user_id, of the account",
     "GET /api/v1/usage": "the cursor is base64 of JSON, opaque to a schema",
     "GET /api/v1/tools": "the cursor is base64 of JSON, opaque to a schema",
     "GET /api/v1/users/{user_id}/watches": "the cursor is base64 of the last topic, opaque to a schema",
