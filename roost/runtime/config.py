@@ -15,6 +15,7 @@ from typing import Mapping
 
 from roost.errors import InvalidInput
 from roost.runtime.destinations import Policy
+from roost.runtime.links import Links, links_from, parse_event_labels
 from roost.runtime.schedule import Schedule
 
 SECONDS = 1.0
@@ -84,8 +85,16 @@ class Settings:
     mail_retry_initial_s: float = 30 * SECONDS
     mail_retry_max_s: float = 3600 * SECONDS
     mail_sending_lease_s: float = 600 * SECONDS
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = "http://127.0.0.1:8000"  # roost's own URL: the unsubscribe link only
     templates_dir: str | None = None
+    # Links into the app and event-kind labels (JSON) for mails (issue 19; roost.runtime.links).
+    app_url: str | None = None
+    link_topic: str | None = None
+    link_inbox: str | None = None
+    link_settings: str | None = None
+    link_handoff: str | None = None
+    link_notification: str | None = None
+    event_labels: str | None = None
 
     # Handoffs and live fan-out (issue 7).
     handoff_event_retention_s: float = 24 * 3600 * SECONDS  # replayable window for register {since}
@@ -175,6 +184,10 @@ class Settings:
             InvalidInput: both variables set, an empty entry, or a key under the minimum strength.
         """
         return parse_secret_keys(self.secret_key, self.secret_keys)
+
+    @cached_property
+    def links(self) -> Links:  # parsed once; a bad template is refused at start (InvalidInput)
+        return links_from(self)
 
 
 MIN_SERVICE_TOKEN_CHARS = 32
@@ -371,6 +384,8 @@ def _check(settings: Settings) -> None:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise bad("log_level", f"is not one of {', '.join(sorted(_LOG_LEVELS))}")
+    settings.links  # noqa: B018  (raises InvalidInput naming the link variable)
+    parse_event_labels(settings.event_labels)
     if settings.allowed_destinations.strip():
         try:
             destination_policy(settings)
