@@ -31,7 +31,7 @@ from roost.runtime.actor import ActorContext  # noqa: E402
 from roost.runtime.clock import Clock  # noqa: E402
 from roost.runtime.config import Settings  # noqa: E402
 from roost.runtime.services import Services  # noqa: E402
-from roost.server import share_the_gil  # noqa: E402
+from roost.serve import share_the_gil  # noqa: E402
 from roost.storage import outbox  # noqa: E402
 from roost.storage.database import Database, open_database  # noqa: E402
 from roost.storage.migrator import migrate  # noqa: E402

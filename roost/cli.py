@@ -1,4 +1,5 @@
-"""The ``roost`` command: serve, migrate, tenancy shortcuts, status, and a device client."""
+"""The ``roost`` command: serve, migrate, tenancy shortcuts, status, and a device client (the processor
+and plugin commands are in ``roost.cli_processors``)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def serve(
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Run pending migrations at start."),
 ) -> None:
     """Serve HTTP and the device WebSocket, and run every actor, until SIGTERM/SIGINT."""
-    from roost.server import run
+    from roost.serve import run
 
     settings = _settings(host=host, port=port, database_url=database_url, migrate_on_start=migrate)
     configure_logging(settings.log_format, settings.log_level)
@@ -234,11 +235,12 @@ def status(
 
 @app.command()
 def reseal(database_url: str | None = DatabaseOpt) -> None:
-    """Re-encrypt every stored scout secret under the first of ROOST_SECRET_KEYS (and seal plaintext ones).
+    """Re-encrypt every stored scout and webhook secret under the first of ROOST_SECRET_KEYS (and seal plaintext ones).
 
     Run it after putting a new key first in ROOST_SECRET_KEYS; once it reports no failures, the old keys
     can be dropped. Safe to run again, and while servers run (one scout per transaction).
     """
+    from roost.domain import webhooks
     from roost.storage.scout_config import SecretBox, reseal_all
 
     settings = _settings(database_url=database_url)
@@ -248,86 +250,14 @@ def reseal(database_url: str | None = DatabaseOpt) -> None:
     box = SecretBox(settings.sealing_keys)
     report = _with_db(lambda db: reseal_all(db, box), settings)
     console.print(f"scouts: {report.scouts}, resealed: {report.changed}, failed: {len(report.failed or [])}")
+    hooks_changed, hooks_failed = _with_db(lambda db: webhooks.reseal(db, settings.sealing_keys), settings)
+    console.print(f"webhooks: resealed: {hooks_changed}, failed: {len(hooks_failed)}")
     if report.failed:
         _fail("these scouts hold a secret that none of ROOST_SECRET_KEYS opens (left unchanged; send their "
               f"secrets again through the API): {', '.join(report.failed)}", code=2)
-
-
-@app.command()
-def process(
-    name: str = typer.Argument(..., help="Processor name (see GET /api/admin/session-processors)."),
-    user: str | None = typer.Option(None, "--user", help="Only this user's folder."),
-    session_dir: str | None = typer.Option(None, envvar="ROOST_SESSION_DIR", help="Root of <user>/*.jsonl."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
-    """Run one processor now, with a progress bar over the files (exit 1 if it is already running)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from roost.domain.processors import get_processor, run_now
-    from roost.runtime.services import Services
-
-    settings = _settings(database_url=database_url, session_dir=session_dir)
-
-    async def go(db: Any) -> Any:
-        services = Services.build(settings, db)
-        processor = get_processor(services, name)
-        with Progress(TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=False) as bar:
-            task = bar.add_task("files", total=None)
-            return await run_now(services, processor, user=user,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-
-    result = _with_db(go, settings)
-    table = Table("scanned", "processed", "skipped", "failed", "items", "bytes read")
-    table.add_row(*(str(v) for v in (result.scanned, result.processed, result.skipped, result.failed, result.items,
-                                      result.bytes_read)))
-    console.print(table)
-    if result.failed:
-        raise typer.Exit(2)
-
-
-@app.command()
-def usage(
-    user: str | None = typer.Option(None, "--user", help="Only this user."),
-    day_from: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD (UTC)."),
-    day_to: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (UTC)."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
-    """Token usage per user, day and model, as a table."""
-    import datetime as dt
-
-    from roost.storage import usage as usage_store
-
-    try:
-        first = dt.date.fromisoformat(day_from) if day_from else None
-        last = dt.date.fromisoformat(day_to) if day_to else None
-    except ValueError as exc:
-        _fail(f"--from/--to: {exc}")
-
-    async def go(db: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page = await usage_store.totals(db, user=user, day_from=first, day_to=last, limit=1000, cursor=cursor)
-            rows.extend(page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return rows
-
-    rows = _with_db(go, _settings(database_url=database_url))
-    table = Table("day", "user", "model", "input", "output", "cache write", "cache read")
-    for r in rows:
-        table.add_row(r["day"], r["user"], r["model"], *(f"{r[c]:,}" for c in usage_store.COUNTERS))
-    console.print(table)
-
-
-@app.command()
-def plugins() -> None:
-    """List the plugins of every kind: built in and from installed packages' entry points."""
-    from roost.plugins.registry import all_registries
-
-    for registry in all_registries():
-        print(f"{registry.group}: {' '.join(registry.names())}")
+    if hooks_failed:
+        _fail("these webhook endpoints hold a secret that none of ROOST_SECRET_KEYS opens (left unchanged; "
+              f"rotate their secret): {', '.join(hooks_failed)}", code=2)
 
 
 @app.command()
@@ -352,6 +282,9 @@ def device(
         return
     err.print(f"closed by server: {code}")
     sys.exit(0 if code in (1000, 1001) else 1)
+
+
+from roost import cli_processors  # noqa: E402,F401  (registers process, usage, tools, plugins on ``app``)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures shared by every tier: fresh databases on both backends.
+"""Fixtures shared by every tier: fresh databases on both backends; the tiers' folder check.
 
 ``database_url`` (and the ``db`` fixture over it) is parametrised over ``sqlite`` and
 ``postgres``; the postgres parameter carries ``pytest.mark.postgres``. PostgreSQL is the server
@@ -58,6 +58,19 @@ def _unavailable(reason: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     watchdog.install(config)  # per-test limits that fail one test with its stacks (tests/support/watchdog.py)
+
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers are folders, and the folder is the marker: a test under ``tests/e2e`` (it starts real
+    ``roost serve`` processes) is marked ``e2e``, and no test elsewhere is."""
+    wrong = [item.nodeid for item in items
+             if (item.get_closest_marker("e2e") is not None) != item.path.is_relative_to(E2E)]
+    if wrong:
+        raise pytest.UsageError("the e2e marker and the tests/e2e folder disagree (mark the file, or move it): "
+                                + ", ".join(wrong[:5]))
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------

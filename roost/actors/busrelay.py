@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Iterable
 import trio
 
 from roost.errors import StorageError
-from roost.runtime.actor import Actor, ActorContext, first_of
+from roost.runtime.actor import Actor, ActorContext, Inbox, Readiness
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
+from roost.storage import cluster
 
 if TYPE_CHECKING:
     from roost.storage.dedicated import DedicatedConnection
@@ -138,7 +139,7 @@ class BusRelay(Actor):
             self._idle = trio.Event()
         self._wake.set()
 
-    async def _send(self, session: DedicatedConnection) -> None:
+    async def _send(self, conn: DedicatedConnection) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -146,7 +147,7 @@ class BusRelay(Actor):
             dropped, self._dropped = self._dropped, set()
             try:
                 for payload in encode_payloads(batch, dropped):
-                    await session.fetchval("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                    await cluster.notify(conn, CHANNEL, payload)
             except BaseException:
                 # Unknown which went out: the others catch up on these topics once we are back.
                 self._dropped |= dropped | {topic for topic, _ in batch}
@@ -180,7 +181,7 @@ class BusRelay(Actor):
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep, ctx)
-                status = _Started(task_status)
+                status = Readiness(task_status)
                 try:
                     await self._connected(ctx, status)
                 except* StorageError as group:  # also from the sender task (a group): the connection is lost
@@ -190,7 +191,7 @@ class BusRelay(Actor):
                 backoff = RECONNECT_INITIAL_S
                 while not ctx.stopping.is_set():
                     delay = backoff * random.uniform(0.5, 1.0)
-                    if not await ctx.pause(delay):
+                    if not await ctx.wait(at_most=delay):
                         break
                     try:
                         await self._connected(ctx, None)
@@ -204,15 +205,15 @@ class BusRelay(Actor):
             s.bus.attach(None)
             self.connected = False
 
-    async def _connected(self, ctx: ActorContext, first: _Started | None) -> None:
+    async def _connected(self, ctx: ActorContext, first: Readiness | None) -> None:
         """Listen (and send) until the connection is lost or the process drains; ``first`` is
         the actor's readiness on the first connection, None on a reconnect."""
         from roost.storage.dedicated import open_dedicated  # asyncpg: imported on PostgreSQL only
 
         bus = ctx.services.bus
-        async with open_dedicated(ctx.services.db) as session:
-            self._pid = session.pid
-            await session.listen(CHANNEL, self._received)
+        async with open_dedicated(ctx.services.db) as conn:
+            self._pid = conn.pid
+            await conn.listen(CHANNEL, self._received)
             self.connected = True
             if first is not None:
                 first.started()
@@ -221,34 +222,32 @@ class BusRelay(Actor):
                 ctx.log.info("bus listener reconnected; catching up", topics=sorted(bus.shared))
             # Also on the first connect: whatever was published before we listened is read now.
             bus.overflow(*bus.shared)
+            lost: Inbox[None] = Inbox(1)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._send, session)
+                    nursery.start_soon(_post_when_set, conn.lost, lost)
+                    nursery.start_soon(self._send, conn)
                     self._wake.set()  # send what was queued while we were away
-                    await first_of(session.lost, ctx.stopping)
-                    if ctx.stopping.is_set():
+                    if not await ctx.wait(lost):  # False: the process drains
                         with trio.move_on_after(1):  # a last flush of what the drain published
                             await self._idle.wait()
                     nursery.cancel_scope.cancel()
             finally:
                 self.connected = False
-            if session.lost.is_set():
+            if conn.lost.is_set():
                 ctx.log.warning("bus listener connection lost")
 
     async def _sweep(self, ctx: ActorContext) -> None:
+        """Every ``bus_sweep_s``, tell every shared topic's subscribers to catch up (see the module docstring)."""
         bus, every = ctx.services.bus, ctx.services.settings.bus_sweep_s
-        while await ctx.pause(every):
+
+        async def sweep() -> None:
             bus.overflow(*bus.shared)
-            ctx.tick()
+
+        await ctx.every(every, sweep, first_delay_s=every)
 
 
-class _Started:
-    """The actor's task status, remembering whether it was reported."""
-
-    def __init__(self, inner: trio.TaskStatus[None]):
-        self._inner = inner
-        self.reported = False
-
-    def started(self) -> None:
-        self._inner.started()
-        self.reported = True
+async def _post_when_set(event: trio.Event, inbox: Inbox[None]) -> None:
+    """Post to ``inbox`` once ``event`` is set (a lost connection, as something ``ctx.wait`` wakes on)."""
+    await event.wait()
+    inbox.post(None)

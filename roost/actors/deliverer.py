@@ -1,25 +1,31 @@
 """Deliverer: proposals to the user's open sockets, and their acks back into the database.
 
-- On ``register`` (a register hook) a socket gets its user's ``queued`` and ``delivered``-but-
-  unacked proposals, oldest first, a page at a time with ``await sock.put`` (backpressure, never
-  an overflow), and the queued ones of each page become ``delivered``.
-- Live: the scout publishes the user's id on ``proposal.queued`` (a cluster topic: the bus relay
-  carries it to the process holding the socket); a task per user reads the queued proposals and
-  writes them to every open socket of that user, then marks them delivered. A catch-up message
-  (``overflowed``) looks up in one query which of this process's users have queued proposals.
-  A socket that cannot take a frame within ``SLOW_SOCKET_S`` is closed 1013 and catches up on
-  reconnect.
-- A per-user lock makes a page read + send + mark atomic against the live push, and each
-  socket remembers what it was sent while its replay runs, so one socket never gets the same
-  proposal twice (another registration does get every unacked one again: at-least-once).
-- ``scout_proposal_ack`` frames go into a bounded channel; one writer applies them in batches
-  (one transaction per batch) and answers ``error {code: "not_found"}`` to an ack for a
-  proposal that is not the socket's user's, which changes nothing.
+- One task at a time per user (``_push_user``) does everything that user's sockets get, so
+  nothing is sent twice to one socket and no lock is needed. First it replays each socket of the
+  user that registered since its last run: the ``queued`` and ``delivered``-but-unacked
+  proposals, oldest first, a page at a time with ``await sock.send`` (backpressure, never an
+  overflow), the queued ones of each page becoming ``delivered``. Then it pushes the user's
+  queued proposals to every replayed socket and marks them delivered; a socket that cannot take
+  a frame within ``SLOW_SOCKET_S`` is closed 1013 and catches up on reconnect. Another
+  registration gets every unacked proposal again: at-least-once.
+- Wake-ups come to the actor's inbox: ``PROPOSAL_QUEUED`` (a cluster topic: the scout publishes
+  the user's id, the bus relay carries it to the process holding the socket) and
+  ``DEVICE_REGISTERED`` (published by the register hook, which runs in the socket's task and
+  changes nothing here). A catch-up (the inbox overflowed, or the actor restarted) wakes every
+  user of this process with a queued proposal (one query) or a socket not replayed yet.
+- ``scout_proposal_ack`` frames go into a bounded channel (the socket's reader waits when it is
+  full); one writer applies them in batches (one transaction per batch) and answers
+  ``error {code: "not_found"}`` to an ack for a proposal that is not the socket's user's, which
+  changes nothing. The channel and the frame hooks outlive a restart: an ack read meanwhile waits
+  there for the next run.
+- On a drain the actor stops taking wake-ups, waits until every socket is gone (each handler
+  still handles the frames it had read, ``roost.http.socket.endpoint``), then the writer applies
+  what came and ends.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from operator import attrgetter
 from typing import Any, Iterable
 
 import trio
@@ -30,6 +36,7 @@ from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
+from roost.runtime.topics import DEVICE_REGISTERED, PROPOSAL_QUEUED
 from roost.storage import scouts as repo
 
 PAGE = 500
@@ -41,8 +48,6 @@ ACK_ATTEMPTS = 3
 ACK_RETRY_S = 0.1  # then 0.2 s
 ACK_FINAL_S = 5.0  # the last, shielded write of the acks taken or queued when the writer ends
 FRAME_KIND = "scout_proposal"
-TOPIC_QUEUED = "proposal.queued"
-TOPIC_DEVICE = "device.registered"
 
 
 def proposal_frame(row: dict[str, Any]) -> dict[str, Any]:
@@ -56,18 +61,15 @@ def proposal_frame(row: dict[str, Any]) -> dict[str, Any]:
 class Deliverer(Actor):
     name = "deliverer"
 
-    def __init__(self, services: Services):
-        self.services = services
+    def __init__(self) -> None:
         self._acks_in, self._acks_out = trio.open_memory_channel[tuple[DeviceSocket, str]](ACK_BUFFER)
-        self._replaying: dict[int, set[str]] = {}
-        self._user_locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._busy: set[str] = set()
-        self._again: set[str] = set()
-        services.frames.add("scout_proposal_ack", self._on_ack)
-        services.frames.on_register.append(self._on_register)
-        services.queue_probes["scout_items_pending_or_queued"] = lambda: repo.queue_depth(services.db)
+        self._services: Services | None = None
+        self._busy: set[str] = set()  # users whose push task is running
+        self._again: set[str] = set()  # users woken while it runs: it goes round once more
+        # Sockets are numbered in the order they open; per user, the highest number replayed.
+        self._replayed: dict[str, int] = {}
 
-    # -- frames -------------------------------------------------------------------------------
+    # -- frame hooks (run in the socket's task) -----------------------------------------------
 
     async def _on_ack(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
         pid = frame.get("proposal_id")
@@ -79,76 +81,63 @@ class Deliverer(Actor):
             await self._acks_in.send((sock, pid))  # the writer is behind: backpressure on the reader
 
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
-        s = self.services
-        s.bus.publish(TOPIC_DEVICE, sock.user_id)
-        seen: set[str] = set()
-        self._replaying[sock.id] = seen
-        try:
-            after = ""
-            while sock.close_code is None:
-                async with self._user_locks[sock.user_id]:
-                    rows = await repo.backlog_page(s.db, sock.user_id, now=s.clock.now(), after=after, limit=PAGE)
-                    for row in rows:
-                        if row["id"] not in seen:
-                            seen.add(row["id"])
-                            await sock.put(proposal_frame(row))
-                    await repo.mark_delivered(s.db, [r["id"] for r in rows if r["status"] == "queued"],
-                                              now=s.clock.now())
-                if len(rows) < PAGE:
-                    break
-                after = rows[-1]["id"]
-        finally:
-            del self._replaying[sock.id]
+        assert self._services is not None
+        self._services.bus.publish(DEVICE_REGISTERED, sock.user_id)  # the replay is the actor's
 
     # -- the actor ------------------------------------------------------------------------------
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with ctx.services.bus.subscribe(TOPIC_QUEUED) as sub:
+        s = self._services = ctx.services
+        with ctx.inbox(PROPOSAL_QUEUED, DEVICE_REGISTERED) as inbox:
+            s.frames.add("scout_proposal_ack", self._on_ack)  # the same hooks again after a restart
+            s.frames.add_register_hook(self._on_register)
+            s.queue_probes["scout_items_pending_or_queued"] = lambda: repo.queue_depth(s.db)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_acks, ctx, nursery.cancel_scope)
+                nursery.start_soon(self._write_acks, ctx)
                 task_status.started()
-                while True:
-                    message = await sub.receive()
-                    users: Iterable[str] = message.ids
-                    if message.overflowed:  # catch up: one query finds who of ours has something queued
-                        users = await self._users_with_queued(ctx)
-                    for user_id in users:
-                        if not ctx.services.sockets.for_user(user_id):
-                            continue  # nobody here to push to; the backlog covers it on register
-                        if user_id in self._busy:
-                            self._again.add(user_id)
-                        else:
-                            self._busy.add(user_id)
-                            nursery.start_soon(self._push_user, ctx, user_id)
+                if s.sockets.count:  # registrations while the actor was down (a restart)
+                    self._wake(ctx, nursery, await self._catch_up(ctx))
+                while await ctx.wait(inbox):
+                    messages, overflowed = inbox.take()
+                    users: Iterable[str] = {user_id for m in messages for user_id in m.ids}
+                    if overflowed:
+                        users = {*users, *await self._catch_up(ctx)}
+                    self._wake(ctx, nursery, users)
+                await s.sockets.wait_empty()  # the drain closed them; their last acks are queued
+                self._acks_in.close()  # the writer applies everything queued, then ends
 
-    async def _users_with_queued(self, ctx: ActorContext) -> set[str]:
+    def _wake(self, ctx: ActorContext, nursery: trio.Nursery, users: Iterable[str]) -> None:
+        for user_id in users:
+            if not ctx.services.sockets.for_user(user_id):
+                continue  # nobody here to push to; the backlog covers it on register
+            if user_id in self._busy:
+                self._again.add(user_id)
+            else:
+                self._busy.add(user_id)
+                nursery.start_soon(self._push_user, ctx, user_id)
+
+    async def _catch_up(self, ctx: ActorContext) -> set[str]:
+        """The users of this process with a socket not replayed yet or a queued proposal."""
         s = ctx.services
+        socks = s.sockets.all()
+        users = {sock.user_id for sock in socks if sock.id > self._replayed.get(sock.user_id, 0)}
         try:
-            return await repo.users_with_queued(s.db, sorted({sock.user_id for sock in s.sockets.all()}),
-                                                 now=s.clock.now())
+            return users | await repo.users_with_queued(s.db, sorted({sock.user_id for sock in socks}),
+                                                        now=s.clock.now())
         except StorageError as exc:  # the next wake-up or sweep tries again; a bug reaches the supervisor
             ctx.log.error("catch-up read failed", error=repr(exc))
-            return set()
+            return users
 
     async def _push_user(self, ctx: ActorContext, user_id: str) -> None:
         s = ctx.services
         try:
             while True:
                 self._again.discard(user_id)
-                while True:
-                    socks = s.sockets.for_user(user_id)
-                    if not socks:
-                        break
-                    async with self._user_locks[user_id]:
-                        rows = await repo.queued_for_user(s.db, user_id, now=s.clock.now(), limit=PAGE)
-                        for row in rows:
-                            text = encode(proposal_frame(row))
-                            for sock in socks:
-                                await self._send_live(sock, row["id"], text)
-                        await repo.mark_delivered(s.db, [r["id"] for r in rows], now=s.clock.now())
-                    ctx.tick()
-                    if len(rows) < PAGE:
-                        break
+                replayed = self._replayed.get(user_id, 0)
+                for sock in sorted((x for x in s.sockets.for_user(user_id) if x.id > replayed), key=attrgetter("id")):
+                    self._replayed[user_id] = sock.id
+                    await self._replay(ctx, sock)
+                await self._push_queued(ctx, user_id)
                 if user_id not in self._again:
                     return
         except StorageError as exc:  # the rows stay queued: the next wake-up or registration delivers them
@@ -157,48 +146,66 @@ class Deliverer(Actor):
             ctx.log.error("live push failed", user_id=user_id, error=repr(exc))
         finally:
             self._busy.discard(user_id)
-            if not s.sockets.for_user(user_id) and not self._user_locks[user_id].locked():
-                self._user_locks.pop(user_id, None)
+            if not s.sockets.for_user(user_id):
+                self._replayed.pop(user_id, None)
 
-    async def _send_live(self, sock: DeviceSocket, proposal_id: str, text: str) -> None:
-        seen = self._replaying.get(sock.id)
-        if seen is not None:
-            if proposal_id in seen:
+    async def _replay(self, ctx: ActorContext, sock: DeviceSocket) -> None:
+        """Send one socket its user's queued and delivered-but-unacked proposals, oldest first.
+
+        If the database fails, the socket is closed so that the device registers again and gets
+        its replay then.
+        """
+        s = ctx.services
+        after = ""
+        try:
+            while sock.close_code is None:
+                rows = await repo.backlog_page(s.db, sock.user_id, now=s.clock.now(), after=after, limit=PAGE)
+                for row in rows:
+                    await sock.send(proposal_frame(row))
+                await repo.mark_delivered(s.db, [r["id"] for r in rows if r["status"] == "queued"],
+                                          now=s.clock.now())
+                if len(rows) < PAGE:
+                    return
+                after = rows[-1]["id"]
+        except StorageError:
+            sock.close(CLOSE_TRY_AGAIN, "replay failed")
+            raise
+
+    async def _push_queued(self, ctx: ActorContext, user_id: str) -> None:
+        """Send the user's queued proposals to every replayed socket of the user, a page at a time."""
+        s = ctx.services
+        while True:
+            replayed = self._replayed.get(user_id, 0)
+            socks = [sock for sock in s.sockets.for_user(user_id) if sock.id <= replayed]
+            if not socks:
                 return
-            seen.add(proposal_id)
-        if sock.try_put(text, FRAME_KIND):  # the common case: room in the buffer, no timer needed
-            return
-        with trio.move_on_after(SLOW_SOCKET_S) as scope:
-            await sock.put(text, FRAME_KIND)
-        if scope.cancelled_caught:
-            sock.close(CLOSE_TRY_AGAIN, "slow consumer")
+            rows = await repo.queued_for_user(s.db, user_id, now=s.clock.now(), limit=PAGE)
+            for row in rows:
+                text = encode(proposal_frame(row))
+                for sock in socks:
+                    await sock.send(text, FRAME_KIND, patience_s=SLOW_SOCKET_S)
+            await repo.mark_delivered(s.db, [r["id"] for r in rows], now=s.clock.now())
+            ctx.tick()
+            if len(rows) < PAGE:
+                return
 
-    async def _write_acks(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
-        """Apply acks in batches; on a drain, write what has arrived and then stop the actor.
+    async def _write_acks(self, ctx: ActorContext) -> None:
+        """Apply acks in batches until the channel is closed (the drain: ``run``).
 
-        A drain stops the writer only once no socket is registered: each socket's handler still
-        handles the frames it had read after its socket closed (``roost.http.ws``), and those
-        acks come here. Whatever was taken or is still queued when the writer ends (drained, or
+        Whatever was taken or is still queued when the writer ends (drained, crashed, or
         cancelled at the end of the grace period) is written in a last, shielded transaction
         with a deadline (``ACK_FINAL_S``): an ack the server has read reaches the database.
         """
-        s = ctx.services
         pending: list[tuple[DeviceSocket, str]] = []  # taken from the channel, not yet written
         try:
-            while True:
-                with trio.move_on_after(0.2):
-                    pending.append(await self._acks_out.receive())
-                if pending:
-                    # Let a stream of acks gather for a moment: one transaction per few hundred acks
-                    # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
-                    await trio.sleep(ACK_LINGER_S)
+            async for ack in self._acks_out:
+                pending.append(ack)
+                # Let a stream of acks gather for a moment: one transaction per few hundred acks
+                # instead of per handful. Acks are only redelivery insurance, a few ms late is fine.
+                await trio.sleep(ACK_LINGER_S)
                 self._take_queued(pending, ACK_BATCH)
-                if pending:
-                    await self._apply(ctx, pending)
-                    pending = []  # only now: a batch cut short by a cancel is written below
-                elif ctx.stopping.is_set() and not s.sockets.count:
-                    scope.cancel()
-                    return
+                await self._apply(ctx, pending)
+                pending = []  # only now: a batch cut short by a cancel is written below
         finally:
             # At most ACK_FINAL_S, and at most 1 s past a cancel (the end of a drain's grace period).
             with trio.CancelScope(shield=True, deadline=shielded_deadline(ACK_FINAL_S, 1.0)) as final:
@@ -213,7 +220,7 @@ class Deliverer(Actor):
         while limit is None or len(batch) < limit:
             try:
                 batch.append(self._acks_out.receive_nowait())
-            except trio.WouldBlock:
+            except (trio.WouldBlock, trio.EndOfChannel):
                 break
 
     async def _apply(self, ctx: ActorContext, batch: list[tuple[DeviceSocket, str]]) -> None:
@@ -235,4 +242,4 @@ class Deliverer(Actor):
         ctx.tick()
         for sock, pid in batch:
             if (sock.user_id, pid) in unknown:
-                sock.send(error_frame("not_found", f"no proposal {pid!r}", proposal_id=pid))
+                sock.send_nowait(error_frame("not_found", f"no proposal {pid!r}", proposal_id=pid))

@@ -1,22 +1,26 @@
 """Dispatcher: hands each account's queued messages to its connected devices, within its limits.
 
-Event-driven. It wakes on the bus topic ``outreach`` (ids: account ids; a cluster topic, so a
-batch started in another process wakes this one) — published when a batch starts or resumes, a
-result arrives, the settings change or a device registers (that one locally only) — and
-otherwise sleeps exactly until the earliest instant it computed something may happen (the end
-of a gap, a window, quiet hours, or a lease). There is no polling interval.
+Event-driven, with one inbox over two topics (``roost.runtime.topics``): ``DISPATCH_QUEUED``
+(account ids; a cluster topic, so a batch started in another process wakes this one) —
+published when a batch starts or resumes, the settings change or a device registers (that one
+locally only) — and ``DISPATCH_RESULT`` (device ids, one per recorded result). Otherwise it
+sleeps exactly until the earliest instant it computed something may happen (the end of a gap, a
+window, quiet hours, or a lease). There is no polling interval.
 
 For each woken account it walks the account's devices that hold a socket in this process: first
 it fails, with reason ``no_result``, items already offered ``dispatch_max_offers`` times whose
 last lease ran out (the device never answered; their batch can end), and offers again the other
-items whose lease ran out (same id), then claims new ones through
-``sends.claim`` — the transaction that checks the limits against the ledger and claims —
-while the device has fewer than ``dispatch_window`` unanswered items, and pushes each as
-``send_request {id, to_handle, body}``. A device without a socket drains its items over HTTP
-(``GET /api/device/send-queue/pending``), under the same claim and limits.
+items whose lease ran out (same id) (``roost.domain.dispatch.sending.expire_offers``), then
+claims new ones through ``send_queue.claim`` — the transaction that checks the limits against
+the ledger and claims — while the device has fewer than ``dispatch_window`` unanswered items,
+and pushes each as ``send_request {id, to_handle, body}``. A device without a socket drains its
+items over HTTP (``GET /api/device/send-queue/pending``), under the same claim and limits.
 
-Devices answer ``send_result {id, status, error}``; ``after_result`` wakes the dispatcher (the
-device has room again) and tells the batch's creator ``batch_done`` when it finished a batch.
+Devices answer ``send_result {id, status, error}``. The socket's task queues the result on a
+bounded channel (waiting for room: backpressure on the socket's reader; a result is data, never
+dropped, unlike an inbox hint) and the actor's writer task records what arrived together in one
+transaction; ``after_result`` then publishes ``DISPATCH_RESULT`` (the device has room again) and
+``batch_done`` when it finished a batch.
 """
 
 from __future__ import annotations
@@ -28,44 +32,24 @@ from typing import Any
 import trio
 
 from roost.actors.pruner import Prune
-from roost.actors.socket_events import TOPIC_BATCH_DONE
+from roost.domain.devices import sweep_dead_devices
+from roost.domain.dispatch.sending import MAX_ERROR_CHARS, after_result, expire_offers, prune_ledger
 from roost.errors import InvalidInput, RoostError, StorageError
 from roost.runtime.actor import Actor, ActorContext
+from roost.runtime.bus import Message
 from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import sends
+from roost.runtime.topics import DISPATCH_QUEUED, DISPATCH_RESULT
+from roost.storage import send_queue
 from roost.storage.database import Row
 
-TOPIC = "outreach"
-RESULT_TOPIC = "outreach.result"  # ids: device ids, one per recorded result
-MAX_ERROR_CHARS = 2000
 RESULT_BATCH = 256
 STORAGE_RETRY_S = 5.0  # a database error in an account's look: look again this much later
 
 
 def send_request(item: Row) -> dict[str, Any]:
     return {"type": "send_request", "id": item["id"], "to_handle": item["to_handle"], "body": item["body"]}
-
-
-def wake(services: Services, account_id: str) -> None:
-    """Tell the dispatcher that the account may have something to dispatch."""
-    services.bus.publish(TOPIC, account_id)
-
-
-def batch_done(services: Services, batch: dict[str, Any] | None) -> None:
-    """Tell the sockets of a finished batch's creator, in whichever process they are (``batch_done``,
-    sent by ``SocketEvents``); None or no creator: nothing."""
-    if batch is not None and batch["created_by"]:
-        services.bus.publish(TOPIC_BATCH_DONE, batch["id"])
-
-
-def after_result(services: Services, outcome: sends.ResultOutcome, device_id: str) -> None:
-    """What follows a recorded result: room on the device, and maybe ``batch_done``."""
-    if not outcome.changed:
-        return
-    services.bus.publish(RESULT_TOPIC, device_id)
-    batch_done(services, outcome.done_batch)
 
 
 def parse_result_frame(frame: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -88,134 +72,89 @@ def parse_result_frame(frame: dict[str, Any]) -> tuple[str, str, str | None]:
     return item_id, status, error
 
 
-class _Wakeups:
-    """Accounts woken since the dispatcher last looked (coalesced), and an event to wait on."""
-
-    def __init__(self) -> None:
-        self.accounts: set[str] = set()
-        self.everything = True  # the first pass looks at every connected account
-        self.event = trio.Event()
-
-    def add(self, ids: tuple[str, ...], overflowed: bool) -> None:
-        if overflowed:
-            self.everything = True
-        self.accounts.update(ids)
-        self.event.set()
-
-    def take(self, connected: set[str]) -> set[str]:
-        taken = set(connected) if self.everything else self.accounts & connected
-        self.accounts, self.everything, self.event = set(), False, trio.Event()
-        return taken
-
-
 class Dispatcher(Actor):
     name = "dispatcher"
 
-    def __init__(self, services: Services):
-        self._services = services
+    def __init__(self) -> None:
         # Per device with a socket here: unanswered items as of the last look, and when the
         # earliest lease runs out. Only hints for when to look again; every look reads the database.
         self._outstanding: dict[str, int] = {}
         self._lease_due: dict[str, dt.datetime | None] = {}
-        self._results_send, self._results_receive = trio.open_memory_channel[
-            tuple[DeviceSocket, sends.Result]](RESULT_BATCH * 4)
-        services.frames.add("send_result", self._on_send_result)
-        services.frames.on_register.append(self._on_register)
-        services.queue_probes.setdefault("dispatch_in_flight", lambda: _count_dispatched(services))
+        self._results_send: trio.MemorySendChannel[tuple[DeviceSocket, send_queue.Result]] | None = None
 
-    # -- WebSocket frames ---------------------------------------------------------------------------
+    # -- WebSocket frames (run in the socket's task) ------------------------------------------------
 
     async def _on_send_result(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
         """Queue the result for the writer (waiting for room: backpressure on the socket's reader)."""
         item_id, status, error = parse_result_frame(frame)
-        await self._results_send.send((sock, sends.Result(sock.device_id, item_id, status, error)))
-
-    async def _write_results(self) -> None:
-        """Record results in batches: whatever has arrived together goes in one transaction."""
-        s = self._services
-        while True:
-            queued = [await self._results_receive.receive()]
-            while len(queued) < RESULT_BATCH:
-                try:
-                    queued.append(self._results_receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            try:
-                outcomes = await sends.record_results(s.db, [r for _, r in queued], now=s.clock.now())
-            except StorageError as exc:
-                # Nothing recorded: the items stay dispatched and are offered again after their lease.
-                for sock, r in queued:
-                    sock.send(error_frame(exc.code, "the result was not recorded; send it again", id=r.item_id))
-                continue
-            for (sock, r), outcome in zip(queued, outcomes, strict=True):
-                if isinstance(outcome, RoostError):
-                    sock.send(error_frame(outcome.code, outcome.message, id=r.item_id))
-                else:
-                    after_result(s, outcome, sock.device_id)
+        assert self._results_send is not None, "registered only while the dispatcher runs"
+        await self._results_send.send((sock, send_queue.Result(sock.device_id, item_id, status, error)))
 
     async def _on_register(self, sock: DeviceSocket, since: int | None) -> None:
         """A device connected: give it back what it holds without a result, then wake the dispatcher."""
         s = self._services
-        items = await sends.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
-                                    lease_s=s.settings.dispatch_lease_s, only_expired=False,
-                                    max_offers=s.settings.dispatch_max_offers)
+        items = await send_queue.reoffer(s.db, device_id=sock.device_id, now=s.clock.now(),
+                                         lease_s=s.settings.dispatch_lease_s, only_expired=False,
+                                         max_offers=s.settings.dispatch_max_offers)
         for item in items:
-            await sock.put(send_request(item))
-        s.bus.deliver(TOPIC, (sock.account_id,))  # only this process holds the socket: no NOTIFY
+            await sock.send(send_request(item))
+        s.bus.deliver(DISPATCH_QUEUED, (sock.account_id,))  # only this process holds the socket: no NOTIFY
 
     # -- the loop -----------------------------------------------------------------------------------
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        s = ctx.services
-        wakeups = _Wakeups()
+        s = self._services = ctx.services
+        self._results_send, results = trio.open_memory_channel[tuple[DeviceSocket, send_queue.Result]](
+            RESULT_BATCH * 4)
         due: dict[str, dt.datetime] = {}
-        with s.bus.subscribe(TOPIC) as sub, s.bus.subscribe(RESULT_TOPIC) as results:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._listen, sub, wakeups)
-                nursery.start_soon(self._listen_results, results, wakeups)
-                nursery.start_soon(self._write_results)
-                nursery.start_soon(self._stop_on_drain, ctx, wakeups)
-                task_status.started()
-                while not ctx.stopping.is_set():
-                    connected = {sock.account_id for sock in s.sockets.all()}
-                    accounts = wakeups.take(connected)
-                    now = s.clock.now()
-                    accounts.update(a for a, at in due.items() if at <= now)
-                    for account_id in accounts:
-                        try:
-                            next_at = await self.dispatch_account(ctx, account_id)
-                        except StorageError as exc:  # its items stay as they were: look again soon
-                            next_at = s.clock.now() + dt.timedelta(seconds=STORAGE_RETRY_S)
-                            ctx.log.error("dispatch failed; retrying", account_id=account_id, error=exc.message,
-                                          retry_in_s=STORAGE_RETRY_S)
-                        if next_at is None:
-                            due.pop(account_id, None)
-                        else:
-                            due[account_id] = next_at
-                    for account_id in [a for a in due if a not in connected]:
-                        del due[account_id]  # its devices left; a register wakes it again
-                    ctx.tick()
-                    delay = math.inf
-                    if due:
-                        delay = max(0.0, (min(due.values()) - s.clock.now()).total_seconds())
-                    with trio.move_on_after(delay):
-                        await wakeups.event.wait()
-                nursery.cancel_scope.cancel()
+        everything = True  # the first pass looks at every connected account
+        with ctx.inbox(DISPATCH_QUEUED, DISPATCH_RESULT) as inbox:
+            s.frames.add("send_result", self._on_send_result)
+            s.frames.add_register_hook(self._on_register)
+            s.queue_probes.setdefault("dispatch_in_flight", lambda: send_queue.count_dispatched(s.db))
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_results, results)
+                    task_status.started()
+                    while True:
+                        messages, overflowed = inbox.take()
+                        connected = {sock.account_id for sock in s.sockets.all()}
+                        accounts = set(connected) if everything or overflowed else self._woken(messages) & connected
+                        everything = False
+                        now = s.clock.now()
+                        accounts.update(a for a, at in due.items() if at <= now)
+                        for account_id in accounts:
+                            next_at = await self._look(ctx, account_id)
+                            if next_at is None:
+                                due.pop(account_id, None)
+                            else:
+                                due[account_id] = next_at
+                        for account_id in [a for a in due if a not in connected]:
+                            del due[account_id]  # its devices left; a register wakes it again
+                        ctx.tick()
+                        delay = math.inf
+                        if due:
+                            delay = max(0.0, (min(due.values()) - s.clock.now()).total_seconds())
+                        if not await ctx.wait(inbox, at_most=delay):
+                            break
+                    nursery.cancel_scope.cancel()
+            finally:
+                s.frames.handlers.pop("send_result", None)
+                s.frames.on_register.remove(self._on_register)
+                self._results_send = None
 
-    async def _listen(self, sub: Any, wakeups: _Wakeups) -> None:
-        while True:
-            message = await sub.receive()
-            wakeups.add(message.ids, message.overflowed)
+    def _woken(self, messages: list[Message]) -> set[str]:
+        """The accounts the inbox's messages ask to look at.
 
-    async def _listen_results(self, sub: Any, wakeups: _Wakeups) -> None:
-        """Results free room on their device; look again once half its window is free, so one look
-        claims many items instead of one look per result."""
+        A result frees room on its device; the account is looked at again once half the device's
+        window is free, so one look claims many items instead of one look per result.
+        """
         s = self._services
         low_water = s.settings.dispatch_window // 2
-        while True:
-            message = await sub.receive()
-            if message.overflowed:
-                wakeups.add((), True)
+        accounts: set[str] = set()
+        for message in messages:
+            if message.topic == DISPATCH_QUEUED:
+                accounts.update(message.ids)
                 continue
             for device_id in message.ids:
                 left = self._outstanding.get(device_id, 0) - 1
@@ -223,11 +162,41 @@ class Dispatcher(Actor):
                 if left <= low_water:
                     socks = s.sockets.for_device(device_id)
                     if socks:
-                        wakeups.add((socks[0].account_id,), False)
+                        accounts.add(socks[0].account_id)
+        return accounts
 
-    async def _stop_on_drain(self, ctx: ActorContext, wakeups: _Wakeups) -> None:
-        await ctx.stopping.wait()
-        wakeups.event.set()
+    async def _look(self, ctx: ActorContext, account_id: str) -> dt.datetime | None:
+        """``dispatch_account``, with a database error logged and the account looked at again soon."""
+        try:
+            return await self.dispatch_account(ctx, account_id)
+        except StorageError as exc:  # its items stay as they were: look again soon
+            ctx.log.error("dispatch failed; retrying", account_id=account_id, error=exc.message,
+                          retry_in_s=STORAGE_RETRY_S)
+            return ctx.services.clock.now() + dt.timedelta(seconds=STORAGE_RETRY_S)
+
+    async def _write_results(self, results: trio.MemoryReceiveChannel[tuple[DeviceSocket, send_queue.Result]]
+                             ) -> None:
+        """Record results in batches: whatever has arrived together goes in one transaction."""
+        s = self._services
+        while True:
+            queued = [await results.receive()]
+            while len(queued) < RESULT_BATCH:
+                try:
+                    queued.append(results.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                outcomes = await send_queue.record_results(s.db, [r for _, r in queued], now=s.clock.now())
+            except StorageError as exc:
+                # Nothing recorded: the items stay dispatched and are offered again after their lease.
+                for sock, r in queued:
+                    sock.send_nowait(error_frame(exc.code, "the result was not recorded; send it again", id=r.item_id))
+                continue
+            for (sock, r), outcome in zip(queued, outcomes, strict=True):
+                if isinstance(outcome, RoostError):
+                    sock.send_nowait(error_frame(outcome.code, outcome.message, id=r.item_id))
+                else:
+                    after_result(s, outcome, sock.device_id)
 
     async def dispatch_account(self, ctx: ActorContext, account_id: str) -> dt.datetime | None:
         """Offer and claim for every device of the account connected here; returns the next instant
@@ -238,16 +207,11 @@ class Dispatcher(Actor):
         for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
             lease_due = self._lease_due.get(device_id, s.clock.now())
             if lease_due is not None and lease_due <= s.clock.now():
-                for batch in await sends.fail_unanswered(s.db, now=s.clock.now(), device_id=device_id,
-                                                         max_offers=s.settings.dispatch_max_offers):
-                    batch_done(s, batch)
-                expired = await sends.reoffer(s.db, device_id=device_id, now=s.clock.now(), lease_s=lease_s,
-                                              only_expired=True, max_offers=s.settings.dispatch_max_offers)
-                self._offer(s, device_id, expired)
-            in_flight = await sends.in_flight(s.db, device_id)
+                self._offer(s, device_id, await expire_offers(s, device_id))
+            in_flight = await send_queue.in_flight(s.db, device_id)
             while s.sockets.for_device(device_id) and in_flight < window:
-                claim = await sends.claim(s.db, account_id=account_id, device_id=device_id,
-                                          max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
+                claim = await send_queue.claim(s.db, account_id=account_id, device_id=device_id,
+                                               max_items=window - in_flight, now=s.clock.now(), lease_s=lease_s)
                 self._offer(s, device_id, claim.items)
                 in_flight += len(claim.items)
                 if claim.next_at is not None:
@@ -255,7 +219,7 @@ class Dispatcher(Actor):
                 if not claim.more:
                     break
             self._outstanding[device_id] = in_flight
-            lease = self._lease_due[device_id] = await sends.next_lease_expiry(s.db, device_id)
+            lease = self._lease_due[device_id] = await send_queue.next_lease_expiry(s.db, device_id)
             if lease is not None:
                 candidates.append(lease)
         return min(candidates) if candidates else None
@@ -267,37 +231,11 @@ class Dispatcher(Actor):
             s.sockets.send_to_device(device_id, send_request(item))
 
 
-async def release_dead_devices(services: Services, *, device_id: str | None = None,
-                               user_id: str | None = None) -> int:
-    """End the open items of revoked devices / inactive users and tell creators of finished batches."""
-    finished = await sends.release_dead_devices(services.db, now=services.clock.now(), device_id=device_id,
-                                                user_id=user_id)
-    for batch in finished:
-        batch_done(services, batch)
-    return len(finished)
-
-
 def dead_device_sweep() -> Prune:
-    """For the pruner: the catch-all for :func:`release_dead_devices` (e.g. after a crash), and for
-    items that used up their offers on a device that went away and never came back (``no_result``)."""
-
-    async def run(services: Services, now: dt.datetime) -> int:
-        unanswered = await sends.fail_unanswered(services.db, now=now, max_offers=services.settings.dispatch_max_offers)
-        for batch in unanswered:
-            batch_done(services, batch)
-        return await release_dead_devices(services) + len(unanswered)
-
-    return Prune("outreach_dead_devices", run)
+    """For the pruner: ``roost.domain.devices.sweep_dead_devices``."""
+    return Prune("dispatch_dead_devices", sweep_dead_devices)
 
 
 def ledger_prune() -> Prune:
-    """For the pruner: ledger rows older than two days (the limits look back one)."""
-
-    async def run(services: Services, now: dt.datetime) -> int:
-        return await sends.prune_ledger(services.db, older_than=now - dt.timedelta(days=2))
-
-    return Prune("outreach_dispatches", run)
-
-
-async def _count_dispatched(services: Services) -> int:
-    return int(await services.db.fetchval("SELECT COUNT(*) FROM outreach_items WHERE status = 'dispatched'"))
+    """For the pruner: ``roost.domain.dispatch.sending.prune_ledger``."""
+    return Prune("dispatch_ledger", prune_ledger)

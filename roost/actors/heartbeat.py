@@ -25,13 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from roost.errors import StorageError
 from roost.runtime.actor import Actor, ActorContext
-from roost.storage import processes
+from roost.storage import cluster, processes
 
 if TYPE_CHECKING:
     from roost.storage.dedicated import DedicatedConnection
@@ -40,28 +41,22 @@ PRUNE_AFTER_BEATS = 10
 STOP_CLEANUP_S = 3.0  # closing the leadership connection and removing the process row, at most
 
 
-def leader_key(name: str) -> int:
-    """The advisory-lock key of a leadership (distinct from the job lock of the same name)."""
-    from roost.storage.postgres import lock_key  # asyncpg: imported on PostgreSQL only
-
-    return lock_key(f"leader:{name}")
-
-
 class Heartbeat(Actor):
     name = "heartbeat"
 
     def __init__(self, port: Callable[[], int | None] = lambda: None):
         self._port = port
-        self._session: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
+        self._conn: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
 
     @property
     def leadership_pid(self) -> int | None:
         """The server pid of the connection holding the leadership locks (PostgreSQL, once connected)."""
-        return None if self._session is None else self._session.pid
+        return None if self._conn is None else self._conn.pid
 
     async def beat(self, ctx: ActorContext) -> None:
+        """One heartbeat (steps 1 to 4 of the module docstring); database errors are logged, not raised."""
         s = ctx.services
         if s.leadership.clustered:
             await self._lead(ctx)
@@ -79,25 +74,24 @@ class Heartbeat(Actor):
                                    now=trio.current_time(), wall=s.clock.now())
         except StorageError as exc:  # the devices stay marked: the next beat writes them
             ctx.log.error("device activity not written", error=exc.message)
-        ctx.tick()
 
     async def _lead(self, ctx: ActorContext) -> None:
         from roost.storage.dedicated import connect_dedicated
 
         leadership = ctx.services.leadership
         try:
-            if self._session is None or self._session.lost.is_set():
+            if self._conn is None or self._conn.lost.is_set():
                 await self._drop(ctx)
-                self._session = await connect_dedicated(ctx.services.db)
+                self._conn = await connect_dedicated(ctx.services.db)
                 if self._nursery is not None:
-                    self._nursery.start_soon(self._watch, ctx, self._session)
+                    self._nursery.start_soon(self._watch, ctx, self._conn)
             missing = sorted(leadership.wanted - set(leadership.led()))
             for name in missing:
-                if await self._session.fetchval("SELECT pg_try_advisory_lock($1)", leader_key(name)):
+                if await cluster.try_lead(self._conn, name):
                     leadership.took(name)
                     ctx.log.info("leading", singleton=name)
             if not missing:
-                await self._session.fetchval("SELECT 1")  # still connected, so still holding them
+                await cluster.ping(self._conn)  # still connected, so still holding them
         except StorageError as exc:  # connect or query failed (asyncpg and socket errors arrive as StorageError)
             ctx.log.error("leadership connection failed; leading nothing until it is back", error=exc.message)
             await self._drop(ctx)
@@ -109,14 +103,14 @@ class Heartbeat(Actor):
         if leadership.led() and leadership.clustered:
             ctx.log.warning("leadership lost", singletons=leadership.led())
         leadership.lose_all()
-        session, self._session = self._session, None
-        if session is not None:
-            await close_dedicated(session)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await close_dedicated(conn)
 
-    async def _watch(self, ctx: ActorContext, session: DedicatedConnection) -> None:
-        """Drop leadership the moment the server ends the session, not at the next beat."""
-        await session.lost.wait()
-        if self._session is session:
+    async def _watch(self, ctx: ActorContext, conn: DedicatedConnection) -> None:
+        """Drop leadership the moment the server ends the connection, not at the next beat."""
+        await conn.lost.wait()
+        if self._conn is conn:
             ctx.services.leadership.lose_all()
             ctx.log.warning("leadership connection lost; the next beat reconnects")
 
@@ -128,10 +122,11 @@ class Heartbeat(Actor):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.beat(ctx)
+                await self.beat(ctx)  # the row exists (and leadership is tried) before we report ready
+                ctx.tick()
                 task_status.started()
-                while await ctx.pause(s.settings.heartbeat_s):
-                    await self.beat(ctx)
+                await ctx.every(lambda: s.settings.heartbeat_s, partial(self.beat, ctx),
+                                first_delay_s=s.settings.heartbeat_s)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None

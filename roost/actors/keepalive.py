@@ -32,11 +32,11 @@ class Keepalive(Actor):
         ping = {"type": "ping"}
         due: list[DeviceSocket] = []  # this interval's sockets not pinged yet
         per_slice = 0
-        task_status.started()
-        for step in itertools.count(1):
-            if not await ctx.pause(interval / slices):
-                return
-            if step % slices == 0:  # a new interval (the first one interval in): every socket open now, once
+        steps = itertools.count(1)
+
+        async def ping_slice() -> None:
+            nonlocal due, per_slice
+            if next(steps) % slices == 0:  # a new interval (the first one interval in): every socket open now, once
                 due = sockets.all()
                 due.reverse()
                 per_slice = math.ceil(len(due) / slices)
@@ -50,7 +50,9 @@ class Keepalive(Actor):
                     sock.close(CLOSE_GOING_AWAY, "no answer to ping")
                     dead += 1
                 else:
-                    sock.send(ping)
+                    sock.send_nowait(ping)
             if dead:
                 ctx.log.info("dropped silent sockets", count=dead)
-            ctx.tick()
+
+        task_status.started()
+        await ctx.every(interval / slices, ping_slice, first_delay_s=interval / slices)

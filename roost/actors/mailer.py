@@ -7,7 +7,9 @@ after the transport returns; the one gap between them (the server accepted, the 
 before the commit) is closed by reclaiming rows left in ``sending``, which are sent again with the
 same Message-ID. Where one process serves the database (SQLite; ``db.shared`` is False), every row
 left in ``sending`` at start is such a row; otherwise a row is reclaimed when its claim is older
-than ``ROOST_MAIL_SENDING_LEASE_S``.
+than ``ROOST_MAIL_SENDING_LEASE_S``. A row that fails for good is marked so in one transaction with
+the notification it e-mailed, which is then no longer marked e-mailed and goes to the next digest
+(``outbox.mark_failed``).
 
 A drain claims up to ``CLAIM_BATCH`` rows and ``CONCURRENT_SENDS`` workers send them, each in a
 worker thread that sends for up to ``SEND_SLICE_S`` (one SMTP message, or a hundred files) before

@@ -1,16 +1,19 @@
-"""Pruner: deletes rows past their time to live (the audit log now; jobs add their own tables).
+"""Pruner: deletes rows past their time to live, and ends work nobody will finish.
 
-Each prune is a ``Prune`` with a name and a coroutine; a prune failing with a ``RoostError``
-(the database, say) is logged and the others still run, so one table's trouble does not keep
-another from being cleaned. Any other error is a bug: it is logged with its traceback, the other
-prunes still run, and then it is raised to the supervisor (restart budget, shown in status).
-With several processes only the leader of ``pruner`` prunes (``roost.runtime.leadership``).
+Each prune is a ``Prune``: a name and a domain operation ``(services, now) -> rows touched``
+(``roost/serve.py`` lists them). A prune failing with a ``RoostError`` (the database, say) is
+logged and the others still run, so one table's trouble does not keep another from being cleaned.
+Any other error is a bug: it is logged with its traceback, the other prunes still run, and then
+it is raised to the supervisor (restart budget, shown in status). The prunes run every
+``prune_interval_s``, and with several processes only in the leader of ``pruner``
+(``ctx.every(..., leader=...)``, ``roost.runtime.leadership``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 from typing import Awaitable, Callable
 
 import trio
@@ -18,7 +21,6 @@ import trio
 from roost.errors import RoostError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.services import Services
-from roost.storage import audit
 
 
 @dataclass(frozen=True)
@@ -27,19 +29,11 @@ class Prune:
     run: Callable[[Services, dt.datetime], Awaitable[int]]
 
 
-async def _prune_audit(services: Services, now: dt.datetime) -> int:
-    cutoff = now - dt.timedelta(days=services.settings.audit_retention_days)
-    return await audit.prune(services.db, older_than=cutoff)
-
-
-DEFAULT_PRUNES = [Prune("audit_log", _prune_audit)]
-
-
 class Pruner(Actor):
     name = "pruner"
 
-    def __init__(self, prunes: list[Prune] | None = None):
-        self.prunes = list(DEFAULT_PRUNES if prunes is None else prunes)
+    def __init__(self, prunes: list[Prune]):
+        self.prunes = list(prunes)
 
     async def prune_once(self, ctx: ActorContext) -> dict[str, int]:
         now = ctx.services.clock.now()
@@ -60,10 +54,5 @@ class Pruner(Actor):
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        interval = ctx.services.settings.prune_interval_s
-        while True:
-            if ctx.services.leadership.leads(self.name):  # a singleton: one process prunes
-                await self.prune_once(ctx)
-            ctx.tick()
-            if not await ctx.pause(interval):
-                return
+        # A singleton: with several processes only the leader of ``pruner`` prunes.
+        await ctx.every(ctx.services.settings.prune_interval_s, partial(self.prune_once, ctx), leader=self.name)

@@ -28,6 +28,7 @@ from roost.plugins.processors import Processor, load_processors
 from roost.runtime.jobs import Job, JobFn, job_board, tracked
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
+from roost.storage import audit
 from roost.storage import transcripts as state_store
 
 log = get_logger()
@@ -301,9 +302,13 @@ async def _store(services: Services, processor: Processor, outcomes: list[transc
         await state_store.save(tx, processor.name, [(o.entry.key, o.state) for o in outcomes if o.state], now)
 
 
-async def run_now(services: Services, processor: Processor, *, user: str | None = None,
+async def run_now(services: Services, processor: Processor, *, actor: str, user: str | None = None,
                   progress: Progress | None = None) -> RunResult:
-    """A manual run (HTTP or CLI), recorded on the job board like a scheduled one.
+    """A manual run (HTTP or CLI), recorded on the job board like a scheduled one, and in the audit log.
+
+    ``actor`` is who asked (``service`` inside an API request, recorded as ``service:<token name>``;
+    ``cli``). The audit row (action ``processor.run``) is written when the run ends, with its counts,
+    or with its error if it failed.
 
     Raises:
         AlreadyRunning: a scheduled or manual run of this processor is going on (not recorded as a run).
@@ -313,7 +318,27 @@ async def run_now(services: Services, processor: Processor, *, user: str | None 
     if name not in board.jobs:
         board.register(dataclasses.replace(processor_job(services, processor, _never), actor=None))
     async with services.locks.hold(lock_name(processor.name)):
-        return await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
+        started = services.clock.now()
+        try:
+            result = await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
+        except Exception as exc:
+            error = exc.message if isinstance(exc, RoostError) else f"{type(exc).__name__}: {exc}"
+            try:
+                await _audit(services, processor, actor, started, {"user": user, "outcome": "failed",
+                                                                   "error": error[:500]})
+            except RoostError as audit_exc:  # the run's own error is the one to raise
+                log.error("manual run not audited", processor=processor.name, error=audit_exc.message)
+            raise
+        await _audit(services, processor, actor, started, {"user": user, "outcome": "ok", **result.counts(),
+                                                           "items": result.items})
+        return result
+
+
+async def _audit(services: Services, processor: Processor, actor: str, at: dt.datetime,
+                 details: dict[str, Any]) -> None:
+    async with services.db.transaction() as tx:
+        await audit.record(tx, at=at, actor=actor, action="processor.run", target_type="processor",
+                           target_id=processor.name, details=details)
 
 
 async def _never(services: Services) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
-from roost.actors.dispatcher import release_dead_devices
-from roost.actors.socket_events import TOPIC_DEACTIVATED, TOPIC_REVOKED
+from roost.domain import devices
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
@@ -25,7 +24,6 @@ from roost.http.models import (
     UserListQuery,
     UserPatch,
 )
-from roost.runtime.sockets import CLOSE_POLICY
 from roost.storage import tenancy
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -102,14 +100,7 @@ async def get_user(user_id: str) -> dict[str, Any]:
 @validate_response(User)
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
-    s = services()
-    row = await tenancy.update_user(s.db, user_id, data.changes(), now=s.clock.now(), actor=ACTOR)
-    if not row["active"]:
-        for sock in s.sockets.for_user(user_id):
-            sock.close(CLOSE_POLICY, "user deactivated")
-        s.bus.publish(TOPIC_DEACTIVATED, user_id)  # and the user's sockets in other processes
-        await release_dead_devices(s, user_id=user_id)
-    return row
+    return await devices.update_user(services(), user_id, data.changes(), actor=ACTOR)
 
 
 @bp.post("/devices")
@@ -150,9 +141,4 @@ async def get_device(device_id: str) -> dict[str, Any]:
 @documented_errors(401, 404, 503)
 async def revoke_device(device_id: str) -> dict[str, Any]:
     """Revoke the device, close its live sockets with 1008 and end its queued sends."""
-    s = services()
-    row = await tenancy.revoke_device(s.db, device_id, now=s.clock.now(), actor=ACTOR)
-    s.sockets.close_device(device_id, CLOSE_POLICY, "device revoked")
-    s.bus.publish(TOPIC_REVOKED, device_id)  # and its sockets in other processes
-    await release_dead_devices(s, device_id=device_id)
-    return row
+    return await devices.revoke_device(services(), device_id, actor=ACTOR)

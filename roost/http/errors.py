@@ -24,6 +24,8 @@ from roost.runtime.logging import get_logger
 
 log = get_logger()
 
+# The one table of statuses; a class answers its nearest listed ancestor's (500 when none is).
+# ``roost.errors`` draws them in its tree, and tests/unit/test_errors.py checks the two agree.
 STATUS: dict[type[errors.RoostError], int] = {
     errors.InvalidInput: 400,
     errors.Unauthenticated: 401,

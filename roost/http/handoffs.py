@@ -1,8 +1,8 @@
 """Handoffs (service token): park or escalate, get, claim, cancel, and the account's queue.
 
-Each write commits the handoff change and its event together; only after the commit does the
-handler publish wake-ups (the fan-out for sockets, the follow-ups for mail and assessment), so
-the answer never waits on a socket, a mail server or a model.
+The writes are ``roost.domain.handoffs``: each commits the handoff change and its event together
+and only then publishes the wake-ups (the fan-out for sockets, the follow-ups for mail and
+assessment), so the answer never waits on a socket, a mail server or a model.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from pydantic import BaseModel, Field, model_validator
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from roost.actors import handoff_followups
-from roost.errors import MissingReference, NotFound, TooLarge
+from roost.domain import handoffs
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
-from roost.plugins.assessors import registry as assessors
 from roost.storage import handoffs as repo
 
 bp = Blueprint("handoffs", __name__, url_prefix="/api/v1/handoffs")
@@ -88,13 +86,6 @@ async def _full(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "notifications": await repo.notifications(services().db, row["id"])}
 
 
-def _published(row: dict[str, Any], *, followups: bool = False) -> None:
-    s = services()
-    s.bus.publish(repo.TOPIC, row["account_id"])
-    if followups:
-        s.bus.publish(handoff_followups.TOPIC, row["id"])
-
-
 @bp.post("")
 @service_auth
 @validate_request(HandoffCreate)
@@ -102,17 +93,7 @@ def _published(row: dict[str, Any], *, followups: bool = False) -> None:
 @documented_errors(400, 401, 413, 503)
 async def create_handoff(data: HandoffCreate) -> tuple[dict[str, Any], int]:
     """Park or escalate; escalations e-mail the account's owners, admins and engineers after the commit."""
-    s = services()
-    if repo.snapshot_size(data.snapshot) > repo.SNAPSHOT_MAX_BYTES:
-        raise TooLarge(f"the snapshot is over {repo.SNAPSHOT_MAX_BYTES} bytes as JSON", code="snapshot_too_large")
-    assess = assessors.create(s.settings.handoff_assessor).enabled
-    try:
-        async with s.db.transaction() as tx:
-            row = await repo.create(tx, **data.model_dump(), assess=assess, now=s.clock.now())
-    except NotFound as exc:
-        raise MissingReference(exc.message) from exc
-    _published(row, followups=row["mail_state"] == "pending" or assess)
-    return await _full(row), 201
+    return await _full(await handoffs.create(services(), **data.model_dump())), 201
 
 
 @bp.get("/queue")
@@ -142,11 +123,7 @@ async def get_handoff(handoff_id: str, query_args: GetQuery) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def claim_handoff(handoff_id: str, data: HandoffAct) -> dict[str, Any]:
     """Exactly one claim wins; the others get 409 naming who holds it. Re-claiming your own is a no-op."""
-    s = services()
-    row, changed = await repo.claim(s.db, handoff_id, data.user_id, s.clock.now())
-    if changed:
-        _published(row)
-    return await _full(row)
+    return await _full(await handoffs.claim(services(), handoff_id, data.user_id))
 
 
 @bp.post("/<handoff_id>/cancel")
@@ -156,9 +133,5 @@ async def claim_handoff(handoff_id: str, data: HandoffAct) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def cancel_handoff(handoff_id: str, data: HandoffAct) -> dict[str, Any]:
     """Cancel an open handoff (409 once claimed); cancelling a cancelled one is a no-op."""
-    s = services()
-    row, changed = await repo.cancel(s.db, handoff_id, data.user_id, s.clock.now())
-    if changed:
-        _published(row)
-    return await _full(row)
+    return await _full(await handoffs.cancel(services(), handoff_id, data.user_id))
 

@@ -1,4 +1,4 @@
-"""Notifications, watches and digests (service token), and the one-click unsubscribe link (signed token).
+"""Notifications, watches, topic events and digests (service token), and the one-click unsubscribe link (signed token).
 
 ``GET /unsubscribe?token=`` is what a person opening the link sees: it checks the token and
 shows a page with one button, so link scanners and prefetchers cannot unsubscribe anybody.
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from quart import Blueprint, Response
 from quart_schema import hide, validate_querystring, validate_request, validate_response
 
+from roost.domain import watchers
 from roost.domain.digest import notify, unsubscribe
 from roost.domain.digest.tick import run_tick
 from roost.errors import InvalidInput, MissingReference, NotFound
@@ -29,7 +31,9 @@ bp = Blueprint("notifications", __name__)
 unsubscribe_bp = Blueprint("unsubscribe", __name__)
 
 Kind = Field(min_length=1, max_length=100)
-Topic = Field(min_length=1, max_length=300)
+TOPIC_MAX = 300
+Topic = Field(min_length=1, max_length=TOPIC_MAX)
+_WATCH_CURSOR = re.compile(r"^[A-Za-z0-9_-]{0,420}$")
 
 
 class NotificationCreate(Body):
@@ -77,6 +81,43 @@ class Watch(Out):
     topic: str
     created_at: dt.datetime
     last_participation_at: dt.datetime
+
+
+class TopicEventCreate(Body):
+    event_kind: str = Kind
+    actor_user_id: Id
+    payload: dict[str, Any] = Field(default_factory=dict, description="free JSON (at most 16 KiB, copied to every "
+                                    "watcher); `category` (a string) steers e-mail and digests")
+    email: bool = Field(False, description="with category personal-direct: each watcher is e-mailed at once")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200,
+                                        description="a repeat with the same key and body answers the first answer "
+                                                    "and notifies nobody again; with another body: 409")
+
+    @field_validator("payload")
+    @classmethod
+    def _category_is_text(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return NotificationCreate._category_is_text(value)
+
+
+class TopicEventResult(Out):
+    notified: int = Field(description="notifications made: the topic's active watchers in the actor's account, "
+                                      "the actor left out")
+
+
+class WatchListQuery(PageQuery):
+    cursor: str | None = Field(None, max_length=420, description="next_cursor of the previous page")
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_shape(cls, value: str | None) -> str | None:  # a topic (up to 300 characters), base64url
+        if value is not None and not _WATCH_CURSOR.match(value):
+            raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
+        return value or None
+
+
+class WatchDelete(Body):
+    user_id: Id
+    topic: str = Topic
 
 
 class DigestRun(Out):
@@ -141,6 +182,7 @@ async def read_notification(notification_id: str) -> dict[str, Any]:
 @validate_response(Watch, 201)
 @documented_errors(400, 401, 413, 503)
 async def create_watch(data: WatchCreate) -> tuple[dict[str, Any], int]:
+    """Watch a topic (watching again renews the watch: it counts as participation)."""
     s = services()
     async with s.db.transaction() as tx:
         try:
@@ -148,6 +190,44 @@ async def create_watch(data: WatchCreate) -> tuple[dict[str, Any], int]:
         except NotFound as exc:
             raise MissingReference(exc.message) from exc
         return await notifications.watch(tx, user_id=data.user_id, topic=data.topic, now=s.clock.now()), 201
+
+
+@bp.get("/api/v1/users/<user_id>/watches")
+@service_auth
+@validate_querystring(WatchListQuery)
+@validate_response(Page[Watch])
+@documented_errors(400, 401, 404, 503)
+async def list_watches(user_id: str, query_args: WatchListQuery) -> dict[str, Any]:
+    """List the topics a user watches, in topic order."""
+    return await watchers.list_watches(services(), user_id, limit=query_args.limit, cursor=query_args.cursor)
+
+
+@bp.delete("/api/v1/watches")
+@service_auth
+@validate_request(WatchDelete)
+@validate_response(Watch)
+@documented_errors(400, 401, 404, 413, 503)
+async def delete_watch(data: WatchDelete) -> dict[str, Any]:
+    """Stop a user watching a topic; answers the watch as it was (404 if there was none)."""
+    return await watchers.unwatch(services(), user_id=data.user_id, topic=data.topic)
+
+
+@bp.post("/api/v1/topics/<path:topic>/events")
+@service_auth
+@validate_request(TopicEventCreate)
+@validate_response(TopicEventResult, 201)
+@documented_errors(400, 401, 404, 409, 413, 503)
+async def publish_topic_event(topic: str, data: TopicEventCreate) -> tuple[dict[str, Any], int]:
+    """Publish an event on a topic: one notification for each of its other watchers.
+
+    Every active watcher of the topic in the actor's account but the actor is notified, in one
+    transaction; the actor takes part in the topic, and so watches it. The topic is the path's
+    percent-encoded rest (slashes allowed). A repeat with the same ``idempotency_key`` and body
+    answers the first answer; the same key with another body is 409 ``idempotency_key_reused``.
+    """
+    if not 1 <= len(topic) <= TOPIC_MAX:  # (a path with NUL never gets here: roost.http.app answers 404)
+        raise InvalidInput(f"topic must be 1 to {TOPIC_MAX} characters", code="invalid_topic")
+    return await watchers.publish_event(services(), topic=topic, **data.model_dump()), 201
 
 
 @bp.post("/api/admin/digest/run")

@@ -1,4 +1,4 @@
-"""Processors, the job board, and token usage (service token)."""
+"""Processors, the job board, token usage and tool calls (service token)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.models import Out, PageQuery, _refuse_nul
 from roost.runtime.jobs import job_board
+from roost.storage import tools as tools_store
 from roost.storage import usage as usage_store
+from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 bp = Blueprint("processors", __name__)
 
@@ -83,7 +85,8 @@ def _day(value: str) -> str:
 
 
 # A string, not dt.date: pydantic would also take "0" (the epoch) for a date, which the spec does not allow.
-Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD"),
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day, YYYY-MM-DD",
+                           json_schema_extra={"format": "date"}),
                 AfterValidator(_day)]
 
 
@@ -99,6 +102,40 @@ class UsageQuery(PageQuery):
         if self.from_ is not None and self.to is not None and self.from_ > self.to:
             raise ValueError("from is after to")
         return self
+
+
+class ToolsQuery(BaseModel):
+    """The tool counts' filters. Its cursor is longer than other lists' (it carries a user and a tool name)."""
+
+    user: str | None = Field(None, min_length=1, max_length=200, description="a transcript folder's user name")
+    from_: Day | None = Field(None, alias="from")
+    to: Day | None = None
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(None, min_length=1, max_length=1200, pattern=r"^[A-Za-z0-9_-]+$",
+                               description="next_cursor of the previous page")
+
+    model_config = {"populate_by_name": True}
+
+    refuse_nul = model_validator(mode="before")(_refuse_nul)
+
+    @model_validator(mode="after")
+    def _range(self) -> ToolsQuery:
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError("from is after to")
+        return self
+
+
+class ToolRow(Out):
+    user: str
+    day: str = Field(description="UTC day of the calls, YYYY-MM-DD")
+    tool: str
+    calls: int = Field(description="tool calls (tool_use blocks), each once")
+    failed: int = Field(description="of those calls, how many got a tool_result with is_error: true")
+
+
+class ToolPage(Out):
+    items: list[ToolRow]
+    next_cursor: str | None
 
 
 class UsageRow(Out):
@@ -126,10 +163,13 @@ class UsagePage(Out):
 @validate_response(RunCounts)
 @documented_errors(400, 401, 404, 409, 503)
 async def run_session_processor(query_args: ProcessorQuery) -> dict[str, int]:
-    """Run a processor now; 409 while a scheduled or manual run of it is going on (in any process)."""
+    """Run a processor now; 409 while a scheduled or manual run of it is going on (in any process).
+
+    The run is recorded in the audit log (action ``processor.run``) under the service token's name.
+    """
     s = services()
     processor = domain.get_processor(s, query_args.processor)
-    return (await domain.run_now(s, processor)).counts()
+    return (await domain.run_now(s, processor, actor="service")).counts()
 
 
 @bp.get("/api/admin/session-processors")
@@ -167,3 +207,16 @@ async def usage(query_args: UsageQuery) -> dict[str, Any]:
 
 def _date(value: str | None) -> dt.date | None:
     return dt.date.fromisoformat(value) if value is not None else None
+
+
+@bp.get("/api/v1/tools")
+@service_auth
+@validate_querystring(ToolsQuery)
+@validate_response(ToolPage)
+@documented_errors(400, 401, 503)
+async def tools(query_args: ToolsQuery) -> dict[str, Any]:
+    """Tool calls and failed calls per user, UTC day and tool (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
+    if query_args.cursor is not None:
+        tools_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
+    return await tools_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
+                                    day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)

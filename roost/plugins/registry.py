@@ -13,7 +13,7 @@ that a built-in already has is refused so a package cannot silently replace one.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Callable, Generic, TypeVar
 
 from roost.errors import InvalidInput
@@ -29,6 +29,7 @@ class Registry(Generic[T]):
         self.group = group
         self.kind = kind
         self._factories: dict[str, Callable[[], T]] = {}
+        self._sources: dict[str, str] = {}  # name -> where it comes from (``roost plugins`` shows it)
         self._loaded = False
         REGISTRIES.append(self)
 
@@ -36,6 +37,8 @@ class Registry(Generic[T]):
         if name in self._factories:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._factories[name] = factory
+        module = getattr(factory, "__module__", "") or ""
+        self._sources[name] = "built-in" if module.split(".")[0] == "roost" else f"registered by {module}"
 
     def _load_entry_points(self) -> None:
         if self._loaded:
@@ -47,12 +50,18 @@ class Registry(Generic[T]):
                 continue
             try:
                 self._factories[ep.name] = ep.load()
+                self._sources[ep.name] = entry_point_source(ep)
             except Exception as exc:  # a broken plugin must not stop the others
                 log.error("plugin failed to load", group=self.group, name=ep.name, error=repr(exc))
 
     def names(self) -> list[str]:
         self._load_entry_points()
         return sorted(self._factories)
+
+    def sources(self) -> dict[str, str]:
+        """Each plugin's name and where it comes from: ``built-in`` or its entry point and package."""
+        self._load_entry_points()
+        return dict(sorted(self._sources.items()))
 
     def create(self, name: str) -> T:
         """A new instance of the plugin ``name``.
@@ -74,6 +83,13 @@ class Registry(Generic[T]):
             raise InvalidInput(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}",
                                code=f"unknown_{self.kind}")
         return name
+
+
+def entry_point_source(ep: EntryPoint) -> str:
+    """Where a plugin loaded from ``ep`` comes from, for a person: the entry point and its package."""
+    dist = getattr(ep, "dist", None)
+    package = f" (package {dist.name} {dist.version})" if dist is not None else ""
+    return f"entry point {ep.group}: {ep.value}{package}"
 
 
 def all_registries() -> list[Registry]:

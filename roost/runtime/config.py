@@ -126,6 +126,21 @@ class Settings:
     # (self-hosted mail and LLM servers). Empty: only public addresses (roost.runtime.destinations).
     allowed_destinations: str = ""
 
+    # Webhooks (issue 19, roost.actors.webhooks): each attempt's time limit; how many endpoints are
+    # sent to at once; a delivery's retries (exponential, jittered, from initial to max) go on for
+    # at least retry_window, then it is given up; an endpoint failing that long is disabled; a claim's
+    # lease (longer than the timeout); how long a rotated-out secret still signs; and how long
+    # delivered and given-up deliveries are kept.
+    webhook_timeout_s: float = 10 * SECONDS
+    webhook_concurrency: int = 16
+    webhook_retry_initial_s: float = 5 * SECONDS
+    webhook_retry_max_s: float = 3600 * SECONDS
+    webhook_retry_window_s: float = 24 * 3600 * SECONDS
+    webhook_disable_after_s: float = 3 * 24 * 3600 * SECONDS
+    webhook_lease_s: float = 60 * SECONDS
+    webhook_rotation_overlap_s: float = 24 * 3600 * SECONDS
+    webhook_retention_days: int = 30
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
@@ -282,6 +297,8 @@ _POSITIVE = frozenset({
     "handoff_event_retention_s", "handoff_poll_s", "handoff_assessor_timeout_s",
     "dispatch_lease_s", "dispatch_window", "heartbeat_s", "bus_sweep_s",
     "handoff_assessment_lease_s", "handoff_assessment_max_attempts", "dispatch_max_offers",
+    "webhook_timeout_s", "webhook_concurrency", "webhook_retry_initial_s", "webhook_retry_max_s",
+    "webhook_lease_s", "webhook_retention_days",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
@@ -380,6 +397,8 @@ def _check(settings: Settings) -> None:
         raise bad("restart_initial_backoff_s", "is over ROOST_RESTART_MAX_BACKOFF_S")
     if settings.handoff_assessment_lease_s <= settings.handoff_assessor_timeout_s:
         raise bad("handoff_assessment_lease_s", "must be longer than ROOST_HANDOFF_ASSESSOR_TIMEOUT_S")
+    if settings.webhook_lease_s <= settings.webhook_timeout_s:
+        raise bad("webhook_lease_s", "must be longer than ROOST_WEBHOOK_TIMEOUT_S")
     if settings.log_format not in _LOG_FORMATS:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:

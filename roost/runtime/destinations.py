@@ -30,16 +30,14 @@ from typing import Any, Iterable, Iterator
 
 import trio
 
+from roost.errors import DestinationNotAllowed, RemoteError, RoostError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SETTING = "ROOST_ALLOWED_DESTINATIONS"
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-
-
-class DestinationNotAllowed(Exception):
-    """The host resolves only to addresses the policy refuses (the message says why and how to allow)."""
 
 
 def refusal(address: IPAddress) -> str | None:
@@ -265,19 +263,6 @@ def http_client(timeout: float | None, policy: Policy | None = None) -> Any:
 # What a server answers is not echoed into ``last_error`` (it reaches the API): the kind and our own
 # words about it are. The detail stays in the log.
 
-KINDS = ("blocked", "refused", "unreachable", "timeout", "tls", "auth", "bad_answer", "insecure")
-
-
-class RemoteError(Exception):
-    """A remote side failed in a known way; ``str()`` is ``"<kind>: <our message>"``."""
-
-    def __init__(self, kind: str, message: str):
-        assert kind in KINDS, kind
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-
-
 def _chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
     """``exc`` and what caused it (``__cause__``, ``__context__``, exception groups' members)."""
     found: list[BaseException] = []
@@ -325,8 +310,6 @@ def describe_error(exc: BaseException) -> str:
 
     Another exception's text may hold what a server said, so only its type is kept.
     """
-    from roost.errors import RoostError
-
     if isinstance(exc, RemoteError):
         return str(exc)
     if isinstance(exc, DestinationNotAllowed):

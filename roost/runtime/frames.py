@@ -66,27 +66,36 @@ async def _pong(sock: DeviceSocket, frame: dict[str, Any]) -> None:
 
 
 async def _ping(sock: DeviceSocket, frame: dict[str, Any]) -> None:
-    sock.send({"type": "pong"})
+    sock.send_nowait({"type": "pong"})
 
 
 class FrameRouter:
-    """Handlers by frame type, and hooks run when a socket registers."""
+    """Handlers by frame type, and hooks run when a socket registers.
+
+    Actors add theirs in ``run``; adding the same handler or hook again (the actor restarted) is
+    a no-op, so they stay in place across a restart.
+    """
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {"pong": _pong, "ping": _ping}
         self.on_register: list[RegisterHook] = []
 
     def add(self, frame_type: str, handler: Handler) -> None:
-        if frame_type in self.handlers:
+        """Handle ``frame_type`` with ``handler``; ValueError if another handler has it."""
+        if self.handlers.setdefault(frame_type, handler) != handler:
             raise ValueError(f"frame type {frame_type!r} already has a handler")
-        self.handlers[frame_type] = handler
+
+    def add_register_hook(self, hook: RegisterHook) -> None:
+        """Run ``hook`` in each socket's task once it has registered (after ``hello_ok``)."""
+        if hook not in self.on_register:
+            self.on_register.append(hook)
 
     async def dispatch(self, sock: DeviceSocket, frame: dict[str, Any]) -> None:
         handler = self.handlers.get(frame["type"])
         if handler is None:
-            sock.send(error_frame("unknown_type", f"unknown frame type {frame['type']!r}"))
+            sock.send_nowait(error_frame("unknown_type", f"unknown frame type {frame['type']!r}"))
             return
         try:
             await handler(sock, frame)
         except InvalidInput as exc:
-            sock.send(error_frame(exc.code, exc.message))
+            sock.send_nowait(error_frame(exc.code, exc.message))

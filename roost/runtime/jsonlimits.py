@@ -14,15 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+from roost.errors import TooDeep
+
 MAX_DEPTH = 32  # levels inside one top-level field; the body or frame itself is one more
-
-
-class TooDeep(ValueError):
-    """JSON nested deeper than allowed; ``where`` names the top-level field (or ``body``)."""
-
-    def __init__(self, where: str, limit: int):
-        super().__init__(f"{where}: JSON nested deeper than {limit} levels")
-        self.where = where
 
 
 def loads(text: str | bytes, *, limit: int = MAX_DEPTH) -> Any:

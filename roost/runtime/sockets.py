@@ -1,10 +1,11 @@
 """Socket registry: which device sockets are open in this process, and a way to send to them.
 
-Each open socket has one bounded outbox. Senders never wait: a frame that does not fit closes
-that socket (code 1013, "slow consumer") instead of letting memory grow, and the device catches
-up on reconnect from what the database still holds. Frames are encoded once per send, however
-many sockets they go to; under Hypercorn they are written by the sender itself, beneath ASGI,
-whenever nothing is queued ahead of them (``roost.http.wsdirect``).
+Each open socket has one bounded outbox, filled by ``DeviceSocket.send_nowait`` (never waits: a
+frame that does not fit closes that socket 1013, "slow consumer", instead of letting memory grow,
+and the device catches up on reconnect from what the database still holds) or ``send`` (waits
+for room). Frames are encoded once per send, however many sockets they go to; under Hypercorn a
+``send_nowait`` frame is written by the sender itself, beneath ASGI, whenever nothing is queued
+ahead of it (``roost.http.socket.transport``).
 
 An idle socket should cost little memory (the bar is 2,000 of them at no more than 40 KiB each,
 most of which Hypercorn and Quart take): the outbox is a list rather than a trio memory channel
@@ -17,9 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import trio
 
@@ -37,21 +39,29 @@ CLOSE_TRY_AGAIN = 1013
 _ids = itertools.count(1)
 
 
-class DirectWrite(Protocol):
-    """Writes frames beneath the ASGI layer when it can (``roost.http.wsdirect``)."""
+class Transport(Protocol):
+    """How a socket's frames reach the wire (``roost.http.socket.transport``).
+
+    ``write_nowait`` writes one frame at once from the sender's task when it can: ``b""`` when
+    all of it went, the unwritten rest (bytes), or None when nothing was written (queue it).
+    ``write`` writes queued frames in order; a ``bytes`` item, the rest of a frame
+    ``write_nowait`` began, only ever comes first.
+    """
+
+    writes_directly: bool
 
     def write_nowait(self, text: str) -> bytes | None: ...
 
-    async def write_rest(self, data: bytes) -> None: ...
+    async def write(self, items: list[str | bytes]) -> None: ...
 
 
 class Outbox:
     """A bounded FIFO of encoded frames: the part of a trio memory channel a socket needs.
 
     ``send_nowait`` raises ``trio.WouldBlock`` when full and ``trio.ClosedResourceError`` once
-    closed; ``receive_nowait`` raises ``trio.WouldBlock`` when empty and ``trio.EndOfChannel``
-    once closed and drained; ``send``/``receive`` wait for room/a frame, and ``async for``
-    reads until closed. Waiting uses one ParkingLot made on first use (only replays wait).
+    closed; ``send``/``receive`` wait for room/a frame (``receive`` raises ``trio.EndOfChannel``
+    once closed and drained), and ``async for`` reads until closed; the writer ``take_all``s.
+    Waiting uses one ParkingLot made on first use (only replays wait).
     """
 
     __slots__ = ("_items", "_max", "_closed", "_lot")
@@ -99,23 +109,14 @@ class Outbox:
             self._changed()
         return items
 
-    def receive_nowait(self) -> str | bytes:
-        if self._items:
-            text = self._items.pop(0)
-            self._changed()
-            return text
-        if self._closed:
-            raise trio.EndOfChannel
-        raise trio.WouldBlock
-
     async def receive(self) -> str | bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            try:
-                text = self.receive_nowait()
-                break
-            except trio.WouldBlock:
-                await self._wait()
+        while not self._items:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._wait()
+        text = self._items.pop(0)
+        self._changed()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return text
 
@@ -134,11 +135,28 @@ class Outbox:
 
 
 class DeviceSocket:
-    """One open, registered device socket; the WebSocket handler owns its lifetime."""
+    """One open, registered device socket; the WebSocket handler owns its lifetime.
+
+    Frames are queued the way trio's channels take them, in two ways only:
+
+    - ``send_nowait(frame)`` never waits. True when the frame was queued (or written at once);
+      False when it was not: the socket is closing (the device catches up on reconnect), or its
+      buffer was full, and then the socket has been closed 1013 "slow consumer" (a sender never
+      waits on one peer, and memory never grows). Used for one frame to many sockets and for
+      answers; when the socket is idle and the server allows it, the frame is written by the
+      sender itself (no task, no queue).
+    - ``await send(frame)`` waits for room, for a stream of frames from one task (replays, the
+      live proposals): they are queued, so a burst goes out in one write. ``patience_s`` bounds
+      the wait: a socket that has had no room for that long is closed 1013. A frame for a
+      closing socket is dropped at once.
+
+    ``frame`` is a dict, or a frame encoded already (one encoding for many sockets) with its
+    ``kind`` (the frame type, for the sent-frames metric).
+    """
 
     __slots__ = (
         "id", "device_id", "user_id", "account_id", "outbox", "scope", "close_code", "close_reason",
-        "last_heard", "_registry", "_nursery", "_send", "_send_many", "_writing", "_direct",
+        "last_heard", "_registry", "_nursery", "_io", "_writing",
     )
 
     def __init__(self, registry: SocketRegistry, device_id: str, user_id: str, account_id: str, buffer: int):
@@ -153,145 +171,68 @@ class DeviceSocket:
         self.last_heard = trio.current_time()
         self._registry = registry
         self._nursery: trio.Nursery | None = None
-        self._send: Callable[[str], Awaitable[object]] | None = None
-        self._send_many: Callable[[list[str]], Awaitable[object]] | None = None
+        self._io: Transport | None = None
         self._writing = False
-        self._direct: DirectWrite | None = None
 
-    # The outbox under the names of the memory channel it replaces (writer side, reader side).
-    @property
-    def send_channel(self) -> Outbox:
-        return self.outbox
-
-    @property
-    def receive_channel(self) -> Outbox:
-        return self.outbox
-
-    def attach(self, nursery: trio.Nursery, send: Callable[[str], Awaitable[object]],
-               send_many: Callable[[list[str]], Awaitable[object]] | None = None,
-               direct: DirectWrite | None = None) -> None:
-        """Hand the socket to its handler's nursery.
+    def attach(self, nursery: trio.Nursery, io: Transport) -> None:
+        """Hand the socket to its handler's nursery and transport.
 
         From now on ``close()`` cancels the nursery (at once if the socket was closed already),
-        and whenever frames are queued and no writer is running, a writer task that passes them
-        to ``send`` in order is started in it; it ends when the outbox is empty. With
-        ``send_many`` the writer passes everything queued at once instead (one transport write
-        for a burst of frames: see ``roost.http.ws_transport``). With ``direct``, a frame offered
-        while nothing is queued or being written is written at once by the sender (no task, no
-        queue: see ``roost.http.wsdirect``), and only what does not fit goes through the outbox.
+        and whenever frames are queued and no writer is running, a writer task that passes
+        everything queued to ``io.write`` is started in it; it ends when the outbox is empty.
         """
         self.scope = nursery.cancel_scope
         if self.close_code is not None:
             self.scope.cancel()
         self._nursery = nursery
-        self._send = send
-        self._send_many = send_many
-        self._direct = direct
+        self._io = io
         self._kick()
 
     @property
     def writes_directly(self) -> bool:
-        """Whether frames to this socket are written beneath the ASGI layer (``attach``'s ``direct``)."""
-        return self._direct is not None
+        """Whether frames to this socket are written beneath the ASGI layer (see ``Transport``)."""
+        return self._io is not None and self._io.writes_directly
 
     def detach(self) -> None:
         """The handler's nursery is done: start no more writer tasks, write nothing more directly."""
         self._nursery = None
-        self._send = None
-        self._send_many = None
-        self._direct = None
+        self._io = None
 
-    def _enqueue(self, text: str) -> None:
-        """Write ``text`` directly if nothing is ahead of it, else queue it (``send_nowait``'s errors)."""
-        if self._direct is not None and not self._writing and not self.outbox:
-            rest = self._direct.write_nowait(text)
-            if rest == b"":
-                return
-            if rest is not None:  # the rest of that frame: first in the (empty) outbox, for the writer
-                self.outbox.send_nowait(rest)
-                return
-        self.outbox.send_nowait(text)
-
-    def _kick(self) -> None:
-        if self._nursery is not None and not self._writing and self.outbox:
-            self._writing = True
-            try:
-                self._nursery.start_soon(self._write_queued, self._send, self._send_many)
-            except RuntimeError:  # the nursery has closed: nothing more will be written
-                self.detach()
-                self._writing = False
-
-    async def _write_queued(self, send: Callable[[str], Awaitable[object]],
-                            send_many: Callable[[list[str]], Awaitable[object]] | None) -> None:
-        direct = self._direct
-        try:
-            while True:
-                if send_many is None:
-                    try:
-                        items: list[str | bytes] = [self.outbox.receive_nowait()]
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        return
-                else:
-                    items = self.outbox.take_all()
-                    if not items:
-                        return
-                texts: list[str] = []
-                for item in items:
-                    if isinstance(item, bytes):  # the rest of a frame a direct write began: first
-                        assert direct is not None and not texts  # only at the head of the queue
-                        await direct.write_rest(item)
-                    else:
-                        texts.append(item)
-                if send_many is not None:
-                    if texts:
-                        await send_many(texts)
-                else:
-                    for text in texts:
-                        await send(text)
-        finally:
-            self._writing = False
-
-    def offer(self, text: str, kind: str = "frame") -> bool:
-        """Queue an encoded frame without waiting; close the socket if its buffer is full.
-
-        The broadcast path (one frame to many sockets): written directly when the socket is idle
-        and the server allows it (``attach``'s ``direct``), so a fan-out starts no task per socket.
-        """
+    def send_nowait(self, frame: dict[str, Any] | str, kind: str | None = None) -> bool:
+        """Queue a frame without waiting; False if it was not (closing, or full: then closed 1013)."""
         if self.close_code is not None:
             return False
+        if isinstance(frame, dict):
+            kind = kind or str(frame.get("type", "frame"))
+            frame = encode(frame)
+        io = self._io
         try:
-            self._enqueue(text)
+            if io is not None and not self._writing and not self.outbox:
+                rest = io.write_nowait(frame)  # nothing ahead of it: straight to the wire if it can
+                if rest is None:
+                    self.outbox.send_nowait(frame)
+                elif rest:  # the rest of that frame: first in the (empty) outbox, for the writer
+                    self.outbox.send_nowait(rest)
+            else:
+                self.outbox.send_nowait(frame)
         except trio.WouldBlock:
             self._registry.metrics.ws_closed_slow.inc()
             log.warning("closing slow consumer", device_id=self.device_id, socket=self.id)
             self.close(CLOSE_TRY_AGAIN, "slow consumer")
             return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except trio.ClosedResourceError:
             return False
-        self._registry.frames_out(kind).inc()
+        self._registry.frames_out(kind or "frame").inc()
         self._kick()
         return True
 
-    def try_put(self, text: str, kind: str = "frame") -> bool:
-        """Queue an encoded frame if there is room; False (socket left open) when the buffer is full."""
-        if self.close_code is not None:
-            return True  # nothing more goes to a closing socket; it catches up on reconnect
-        try:
-            # Queued, not written directly: a stream of these (the deliverer's proposals) goes out
-            # in one write per burst from the writer task; a direct write would be one per frame.
-            self.outbox.send_nowait(text)
-        except trio.WouldBlock:
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return True
-        self._registry.frames_out(kind).inc()
-        self._kick()
-        return True
+    async def send(self, frame: dict[str, Any] | str, kind: str | None = None, *,
+                   patience_s: float = math.inf) -> None:
+        """Queue a frame, waiting for room; close the socket 1013 if none comes within ``patience_s``.
 
-    async def put(self, frame: dict[str, Any] | str, kind: str | None = None) -> None:
-        """Queue a frame, waiting for room: for replays, which must not overflow the buffer.
-
-        ``frame`` may come encoded already (one encoding for many sockets); pass its ``kind``.
+        Queued, never written directly: a stream of these goes out in one write per burst from
+        the writer task. With room, it returns without a checkpoint (no scheduling round trip
+        per frame).
         """
         if self.close_code is not None:
             return
@@ -300,16 +241,33 @@ class DeviceSocket:
             frame = encode(frame)
         try:
             try:
-                self.outbox.send_nowait(frame)  # room: no scheduling round trip per frame (queued: see try_put)
+                self.outbox.send_nowait(frame)
             except trio.WouldBlock:
-                await self.outbox.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+                with trio.move_on_after(patience_s) as waited:
+                    await self.outbox.send(frame)
+                if waited.cancelled_caught:
+                    self.close(CLOSE_TRY_AGAIN, "slow consumer")
+                    return
+        except trio.ClosedResourceError:
             return
         self._registry.frames_out(kind or "frame").inc()
         self._kick()
 
-    def send(self, frame: dict[str, Any]) -> bool:
-        return self.offer(encode(frame), str(frame.get("type", "frame")))
+    def _kick(self) -> None:
+        if self._nursery is not None and not self._writing and self.outbox:
+            self._writing = True
+            try:
+                self._nursery.start_soon(self._write_queued, self._io)
+            except RuntimeError:  # the nursery has closed: nothing more will be written
+                self.detach()
+                self._writing = False
+
+    async def _write_queued(self, io: Transport) -> None:
+        try:
+            while items := self.outbox.take_all():
+                await io.write(items)
+        finally:
+            self._writing = False
 
     def close(self, code: int, reason: str) -> None:
         """Ask the handler to close with ``code``; the first reason given wins."""
@@ -338,6 +296,7 @@ class SocketRegistry:
         self._by_user: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._by_account: dict[str, set[DeviceSocket]] = defaultdict(set)
         self._handshakes: set[trio.CancelScope] = set()
+        self._emptied = trio.lowlevel.ParkingLot()
         self._frames_out: dict[str, Any] = {}  # frame type -> its counter (``labels`` is slow per frame)
 
     def frames_out(self, kind: str) -> Any:
@@ -383,6 +342,13 @@ class SocketRegistry:
                     del index[key]
         sock.outbox.close()
         self.metrics.connected_devices.set(self.count)
+        if not self._by_device:
+            self._emptied.unpark_all()
+
+    async def wait_empty(self) -> None:
+        """Wait until no socket is registered (in a drain: every handler has ended)."""
+        while self._by_device:
+            await self._emptied.park()
 
     @property
     def count(self) -> int:
@@ -408,7 +374,7 @@ class SocketRegistry:
         """Send one frame to many sockets, encoding it once; returns how many took it."""
         text = encode(frame)
         kind = str(frame.get("type", "frame"))
-        return sum(1 for s in sockets if s.offer(text, kind))
+        return sum(1 for s in sockets if s.send_nowait(text, kind))
 
     def send_to_device(self, device_id: str, frame: dict[str, Any]) -> int:
         return self.broadcast(self.for_device(device_id), frame)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
-from roost.errors import unwrap_group
+from roost.errors import ActorReturned, unwrap_group
 from roost.runtime.actor import Actor, ActorContext, Readiness, first_of
 from roost.runtime.health import ActorState
 from roost.runtime.logging import bind, get_logger
@@ -55,10 +55,6 @@ class RestartPolicy:
     def from_settings(cls, services: Services) -> RestartPolicy:
         s = services.settings
         return cls(s.restart_initial_backoff_s, s.restart_max_backoff_s, s.restart_budget, s.restart_window_s)
-
-
-class ActorReturned(RuntimeError):
-    """An actor's run() returned while the process was not stopping."""
 
 
 class Supervisor:

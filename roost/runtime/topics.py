@@ -30,3 +30,6 @@ DISPATCH_RESULT = "dispatch.result"  # ids: device ids, one per recorded send re
 DISPATCH_BATCH_DONE = "dispatch.batch_done"  # ids: batch ids that finished
 
 CLUSTER = (PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USER_DEACTIVATED, DISPATCH_BATCH_DONE)
+
+# -- added by webhooks
+WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: claim the endpoints' heads)

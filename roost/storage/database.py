@@ -112,10 +112,3 @@ def sqlite_path(url: str) -> str:
     if path.startswith("/"):
         path = path[1:]
     return path or "roost.db"
-
-
-def in_list(dialect: Dialect | str, placeholder: str) -> str:
-    """Deprecated spelling of ``conn.dialect.in_list(placeholder)``, kept while callers move."""
-    if isinstance(dialect, str):
-        dialect = Dialect(dialect)
-    return dialect.in_list(placeholder)

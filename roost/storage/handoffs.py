@@ -24,7 +24,6 @@ from roost.storage import outbox
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
-TOPIC = "handoff_events"  # bus topic; ids are account ids with new committed events
 SNAPSHOT_MAX_BYTES = 64 * 1024
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 NOTIFY_ROLES = ("owner", "admin", "engineer")

@@ -1,10 +1,11 @@
 """Numbered migrations, recorded in ``schema_version``.
 
-Files live in ``roost/storage/migrations/`` as ``NNNN_name.<dialect>.sql`` (or
-``NNNN_name.sql`` when the SQL is the same on both). Each pending step runs in its own
-transaction together with the row that records it, so a crash leaves either the whole step or
-none of it; a second migrator waits (PostgreSQL advisory lock, SQLite's write lock) and then
-finds nothing left to do. Running ``migrate`` twice changes nothing the second time.
+Files live in ``roost/storage/migrations/`` as ``NNNN_name.sqlite.sql`` and
+``NNNN_name.postgres.sql`` side by side (or ``NNNN_name.sql`` when the SQL is the same on both).
+Each pending step runs in its own transaction together with the row that records it, so a crash
+leaves either the whole step or none of it; a second migrator waits (PostgreSQL advisory lock,
+SQLite's write lock) and then finds nothing left to do. Running ``migrate`` twice changes nothing
+the second time.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Migration:
 
 
 def available(dialect: Dialect) -> list[Migration]:
-    """Every migration shipped for ``dialect``, in order."""
+    """Every migration shipped for ``dialect`` (``db.dialect``), in order."""
     wanted = dialect.pick(sqlite="sqlite", postgresql="postgres")
     found: dict[int, Migration] = {}
     for entry in resources.files("roost.storage.migrations").iterdir():

@@ -7,7 +7,7 @@ column predicates on both backends (no JSON operators in the hot query).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Sequence
 
 from roost.errors import NotFound
 from roost.storage.database import Connection, Row
@@ -38,8 +38,31 @@ async def insert(conn: Connection, *, recipient_user_id: str, event_kind: str, t
     return notification_id
 
 
-async def mark_emailed(conn: Connection, notification_id: str, now: dt.datetime) -> None:
-    await conn.execute("UPDATE notifications SET email_sent_at = $2 WHERE id = $1", notification_id, now)
+async def mark_emailed(conn: Connection, mails: Sequence[tuple[str, str]], now: dt.datetime) -> None:
+    """Mark notifications e-mailed by the outbox messages just queued for them, in the caller's
+    transaction: ``mails`` is (outbox id, notification id) pairs. The link is kept so a message that
+    fails for good un-marks its notification (``mail_failed``)."""
+    if not mails:
+        return
+    outbox_ids, notification_ids = [m[0] for m in mails], [m[1] for m in mails]
+    await conn.execute(f"UPDATE notifications SET email_sent_at = $1 WHERE id {conn.dialect.in_list('$2')}",
+                       now, notification_ids)
+    if conn.dialect.postgresql:
+        await conn.execute("INSERT INTO notification_mails (outbox_id, notification_id)"
+                           " SELECT * FROM unnest($1::text[], $2::text[])", outbox_ids, notification_ids)
+    else:
+        await conn.execute_many("INSERT INTO notification_mails (outbox_id, notification_id) VALUES ($1, $2)",
+                                list(mails))
+
+
+async def mail_failed(conn: Connection, outbox_id: str) -> int:
+    """In the transaction that marks outbox row ``outbox_id`` failed for good: its notification (if it
+    e-mails one) is no longer e-mailed, and no longer kept out of digests as personal-direct (the
+    ``category`` column is what digests exclude by; the payload keeps its category), so the next
+    digest carries it. Returns how many notifications changed (0 or 1)."""
+    return await conn.execute(
+        "UPDATE notifications SET email_sent_at = NULL, category = NULL"
+        " WHERE id = (SELECT notification_id FROM notification_mails WHERE outbox_id = $1)", outbox_id)
 
 
 async def get(conn: Connection, notification_id: str) -> Row:
@@ -83,3 +106,14 @@ async def watch(conn: Connection, *, user_id: str, topic: str, now: dt.datetime)
 async def decay_watches(conn: Connection, *, older_than: dt.datetime) -> int:
     """Drop watches nobody has taken part in since ``older_than``; returns how many."""
     return await conn.execute("DELETE FROM watches WHERE last_participation_at < $1", older_than)
+
+
+async def with_recipients(conn: Connection, notification_ids: Sequence[str]) -> list[tuple[Row, Row]]:
+    """(recipient user row, notification row) for each of ``notification_ids``, in id order."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM notifications WHERE id {conn.dialect.in_list('$1')} ORDER BY id",
+                            list(notification_ids))
+    users = await conn.fetch(
+        "SELECT * FROM users WHERE id IN (SELECT recipient_user_id FROM notifications"
+        f" WHERE id {conn.dialect.in_list('$1')})", list(notification_ids))
+    by_id = {u["id"]: u for u in users}
+    return [(by_id[r["recipient_user_id"]], r) for r in rows]

@@ -7,6 +7,7 @@ Life of a row::
                                         │
                                         ├─ transient error ──► queued again, later (backoff)
                                         └─ permanent error, or out of attempts ──► failed
+                                           (a notification it e-mailed is no longer marked e-mailed)
 
 Callers queue mail with ``enqueue`` inside their own transaction, then, after the commit,
 ``wake(bus, id)`` so a mailer picks it up at once. The Message-ID is fixed when the row is
@@ -27,6 +28,7 @@ from roost.errors import NotFound
 from roost.runtime.bus import Bus
 from roost.runtime.clock import utcnow
 from roost.runtime.topics import MAIL_QUEUED
+from roost.storage import notifications
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
@@ -166,10 +168,16 @@ async def mark_retry(db: Database, outbox_id: str, *, retry_at: dt.datetime, err
 
 
 async def mark_failed(db: Database, outbox_id: str, *, error: str, claimed_by: str) -> bool:
-    return bool(await db.execute(
-        "UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1 AND status = 'sending' AND claimed_by = $3",
-        outbox_id, error[:2000], claimed_by,
-    ))
+    """Record that the row failed for good; in the same transaction, a notification it e-mailed is no
+    longer marked e-mailed (``notifications.mail_failed``), so the next digest carries it."""
+    async with db.transaction() as tx:
+        failed = bool(await tx.execute(
+            "UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1 AND status = 'sending'"
+            " AND claimed_by = $3", outbox_id, error[:2000], claimed_by,
+        ))
+        if failed:
+            await notifications.mail_failed(tx, outbox_id)
+    return failed
 
 
 async def reclaim_stale(db: Database, *, claimed_before: dt.datetime, now: dt.datetime) -> int:

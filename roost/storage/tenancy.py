@@ -15,7 +15,7 @@ from typing import Any
 
 from roost.errors import InvalidInput, NotFound
 from roost.storage import audit, digests
-from roost.storage.database import Connection, Database, Row, in_list
+from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.pagination import page
 
@@ -184,5 +184,5 @@ async def touch_device(conn: Connection, device_id: str, now: dt.datetime) -> No
 async def touch_devices(db: Database, device_ids: list[str], now: dt.datetime) -> None:
     """``last_seen_at = now`` for many devices in one statement (never moving it back)."""
     await db.execute(
-        f"UPDATE devices SET last_seen_at = $2 WHERE id {in_list(db.dialect, '$1')}"
+        f"UPDATE devices SET last_seen_at = $2 WHERE id {db.dialect.in_list('$1')}"
         " AND (last_seen_at IS NULL OR last_seen_at < $2)", device_ids, now)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.outreach import answering_device, start_batch
+from tests.support.dispatch import answering_device, start_batch
 from tests.support.server import ServerProcess, admin_client, make_device
 
 pytestmark = [pytest.mark.e2e]

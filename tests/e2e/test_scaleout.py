@@ -23,8 +23,8 @@ from roost.client import handshake, ws_url_from_http
 from roost.storage.database import open_database
 from roost.storage.postgres import lock_key
 from tests.support.cluster import AckingDevice, Cluster, status, wait_for
+from tests.support.dispatch import answering_device, start_batch
 from tests.support.handoffs import handoff_body, make_account, make_user, open_inboxes, settle
-from tests.support.outreach import answering_device, start_batch
 from tests.support.pg import PgServer
 from tests.support.scouting import make_push_scout, push
 from tests.support.server import ServerProcess, admin_client, make_device
@@ -33,8 +33,8 @@ from tests.support.ws import close_code
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 HEARTBEAT_S = 0.2
-# The digest tick, the pruner and each scheduled job (here the built-in usage processor's).
-SINGLETONS = {"digest", "pruner", "session:usage"}
+# The digest tick, the pruner and each scheduled job (here the built-in processors', usage and tools).
+SINGLETONS = {"digest", "pruner", "session:usage", "session:tools"}
 
 
 def cluster_env(workdir: Path) -> dict[str, str]:

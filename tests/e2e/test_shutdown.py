@@ -151,7 +151,7 @@ STUCK_SERVE = textwrap.dedent("""
     from roost.runtime.logging import configure_logging
     from roost.runtime.services import Services
     from roost.runtime.supervisor import Supervisor
-    from roost.server import _StopWatch, _watch_signals
+    from roost.serve import _StopWatch, _watch_signals
     from roost.storage.database import open_database
 
     class Stuck(Actor):

@@ -6,7 +6,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 
 

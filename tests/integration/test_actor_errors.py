@@ -14,8 +14,8 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from roost.actors.handoff_followups import TOPIC as FOLLOWUPS
 from roost.errors import StorageError
+from roost.runtime.topics import HANDOFF_FOLLOWUPS as FOLLOWUPS
 from roost.storage import handoffs
 from tests.support.server import admin_client, running_server
 

@@ -19,21 +19,22 @@ from typing import Any, AsyncIterator
 import trio
 from trio.testing import MockClock
 
-from roost.actors.dispatcher import Dispatcher, wake
+from roost.actors.dispatcher import Dispatcher
 from roost.actors.socket_events import SocketEvents
+from roost.domain.dispatch.sending import wake
 from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import outreach, sends
+from roost.storage import dispatch, send_queue
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import T0, make_batch, setup_account
 
 
 class CountingDispatcher(Dispatcher):
-    def __init__(self, services: Services):
-        super().__init__(services)
+    def __init__(self) -> None:
+        super().__init__()
         self.passes: list[dt.datetime] = []
         self.finished = 0
         self._finished_event = trio.Event()
@@ -56,7 +57,7 @@ class CountingDispatcher(Dispatcher):
 async def runtime(url: str, clock: Clock, **settings: Any) -> AsyncIterator[tuple[Services, CountingDispatcher]]:
     async with open_database(url) as db:
         services = Services.build(Settings(database_url=url, **settings), db, clock)
-        dispatcher = CountingDispatcher(services)
+        dispatcher = CountingDispatcher()
         services.health.add(dispatcher.name)
         services.health.add(SocketEvents.name)
         async with trio.open_nursery() as nursery:
@@ -89,7 +90,7 @@ class Received(list):
 
 async def device(services: Services, dispatcher: Dispatcher, sock: DeviceSocket, received: Received,
                  *, answer: bool = True) -> None:
-    async for text in sock.receive_channel:
+    async for text in sock.outbox:
         frame = json.loads(text)
         at = services.clock.now()  # before answering: the answer's database call may let the clock jump
         if answer and frame["type"] == "send_request":
@@ -104,7 +105,7 @@ async def test_1000_items_at_max_10_per_minute_go_out_exactly_10_each_minute_wit
     received = Received()
     async with runtime(sqlite_url, clock) as (services, dispatcher):
         env = await setup_account(services.db)
-        await outreach.put_settings(services.db, env["account"], {"max_per_minute": 10}, now=T0)
+        await dispatch.put_settings(services.db, env["account"], {"max_per_minute": 10}, now=T0)
         sock = services.sockets.open(env["devices"][0], env["user"], env["account"])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(device, services, dispatcher, sock, received)
@@ -112,8 +113,8 @@ async def test_1000_items_at_max_10_per_minute_go_out_exactly_10_each_minute_wit
             wake(services, env["account"])
             await received.wait_for(1, "batch_done")
             nursery.cancel_scope.cancel()
-        assert (await outreach.get_batch(services.db, batch["id"]))["status"] == "done"
-        ledger = await sends.ledger(services.db, env["account"])
+        assert (await dispatch.get_batch(services.db, batch["id"]))["status"] == "done"
+        ledger = await send_queue.ledger(services.db, env["account"])
 
     per_minute = Counter(int((at - T0).total_seconds() // 60) for at in ledger)
     assert len(ledger) == 1000 and set(per_minute.values()) == {10} and sorted(per_minute) == list(range(100))
@@ -129,7 +130,7 @@ async def test_restart_in_the_middle_keeps_the_windows(autojump_clock: MockClock
     received = Received()
     async with runtime(sqlite_url, clock) as (services, dispatcher):
         env = await setup_account(services.db)
-        await outreach.put_settings(services.db, env["account"], {"max_per_minute": 10, "min_gap_seconds": 2},
+        await dispatch.put_settings(services.db, env["account"], {"max_per_minute": 10, "min_gap_seconds": 2},
                                     now=T0)
         await make_batch(services.db, env, 100)
         sock = services.sockets.open(env["devices"][0], env["user"], env["account"])
@@ -145,7 +146,7 @@ async def test_restart_in_the_middle_keeps_the_windows(autojump_clock: MockClock
             wake(services, env["account"])
             await received.wait_for(50)
             nursery.cancel_scope.cancel()
-        ledger = await sends.ledger(services.db, env["account"])
+        ledger = await send_queue.ledger(services.db, env["account"])
 
     per_minute = Counter(int((at - T0).total_seconds() // 60) for at in ledger)
     assert set(per_minute.values()) == {10} and sorted(per_minute) == [0, 1, 2, 3, 4]
@@ -166,7 +167,7 @@ async def test_an_unanswered_item_is_offered_again_with_the_same_id_when_its_lea
             wake(services, env["account"])
             await received.wait_for(3)
             nursery.cancel_scope.cancel()
-        count = await sends.dispatch_count(services.db, env["account"])
+        count = await send_queue.dispatch_count(services.db, env["account"])
 
     offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received]
     assert [t for t, _ in offers] == [0, 300, 600]
@@ -179,7 +180,7 @@ async def test_a_settings_change_wakes_the_dispatcher_at_once(autojump_clock: Mo
     received = Received()
     async with runtime(sqlite_url, clock) as (services, dispatcher):
         env = await setup_account(services.db)
-        await outreach.put_settings(services.db, env["account"], {"paused": True}, now=T0)
+        await dispatch.put_settings(services.db, env["account"], {"paused": True}, now=T0)
         await make_batch(services.db, env, 3)
         sock = services.sockets.open(env["devices"][0], env["user"], env["account"])
         async with trio.open_nursery() as nursery:
@@ -188,7 +189,7 @@ async def test_a_settings_change_wakes_the_dispatcher_at_once(autojump_clock: Mo
             await dispatcher.wait_finished(1)  # the paused look is over: the dispatcher now sleeps without a deadline
             await trio.sleep(3600)
             assert received == []
-            await outreach.put_settings(services.db, env["account"], {"paused": False}, now=clock.now())
+            await dispatch.put_settings(services.db, env["account"], {"paused": False}, now=clock.now())
             wake(services, env["account"])
             await received.wait_for(3)
             nursery.cancel_scope.cancel()
@@ -214,8 +215,8 @@ async def test_a_connected_device_that_never_answers_gets_the_item_max_offers_ti
             wake(services, env["account"])
             await received.wait_for(1, "batch_done")  # the creator's socket hears the batch ended
             nursery.cancel_scope.cancel()
-        items = await outreach.list_items(services.db, batch["id"], limit=10, cursor=None)
-        final = await outreach.get_batch(services.db, batch["id"])
+        items = await dispatch.list_items(services.db, batch["id"], limit=10, cursor=None)
+        final = await dispatch.get_batch(services.db, batch["id"])
 
     offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received.requests()]
     assert [t for t, _ in offers] == [0, 300, 600, 900, 1200]

@@ -16,7 +16,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from roost.http.app import METRIC_METHODS, metric_method
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 from tests.support.ws import close_code
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import trio
 
-from roost.actors.handoff_followups import HandoffFollowups
+from roost.domain import handoffs
 from roost.plugins.assessors import Assessor
-from roost.runtime.actor import ActorContext
 from roost.runtime.clock import Clock, utcnow
 from roost.storage import handoffs as repo
 from roost.storage.database import Database
@@ -47,8 +46,7 @@ async def _state(db: Database, handoff_id: str) -> dict[str, Any]:
 async def _assess(db: Database, assessor: Assessor, clock: Clock) -> None:
     services = make_services(db)
     services.clock = clock
-    actor = HandoffFollowups(assessor)
-    await actor.assess_pending(services, ActorContext(actor.name, services), assessor)
+    await handoffs.assess_pending(services, assessor)
 
 
 async def test_an_assessment_left_running_by_a_killed_process_is_assessed_again_after_its_lease(

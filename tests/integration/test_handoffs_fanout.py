@@ -10,6 +10,7 @@ import trio
 
 from roost.plugins.assessors import Assessor
 from roost.plugins.assessors import registry as assessors
+from roost.runtime.topics import HANDOFF_EVENTS, HANDOFF_FOLLOWUPS
 from roost.storage import handoffs as repo
 from tests.support.handoffs import handoff_body, make_account, make_user, open_inboxes, settle
 from tests.support.server import admin_client, running_server
@@ -178,8 +179,8 @@ async def test_a_failure_after_the_insert_publishes_nothing_and_mails_nobody(dat
                                             now=services.clock.now())
                     raise Boom  # after the handoff and its event were inserted
             # Even a stray wake-up (a buggy caller publishing anyway) finds nothing committed.
-            services.bus.publish(repo.TOPIC, a["id"])
-            services.bus.publish("handoff.followups", row["id"])
+            services.bus.publish(HANDOFF_EVENTS, a["id"])
+            services.bus.publish(HANDOFF_FOLLOWUPS, row["id"])
             await trio.sleep(0.5)  # several fan-out polls
             assert all(inbox.frames == [] for inbox in inboxes)
             db = services.db

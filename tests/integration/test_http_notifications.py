@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from roost.server import Running
+from roost.serve import Running
 from roost.storage import outbox, tenancy
 from tests.support.server import SECRET_KEY, admin_client, running_server
 

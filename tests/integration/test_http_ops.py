@@ -16,7 +16,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from roost.runtime.health import ActorState
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from roost.server import Running
+from roost.serve import Running
 from roost.storage import audit
 from tests.support.server import SERVICE_TOKEN, admin_client, make_device, running_server
 from tests.support.ws import close_code

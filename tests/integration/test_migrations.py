@@ -44,12 +44,30 @@ async def test_migrating_a_template_clone_applies_nothing(db: Database) -> None:
     await check_current(db)
 
 
+async def schema(db: Database) -> list[dict]:
+    """The tables, columns and indexes of the database, as the backend's catalog lists them."""
+    return await db.fetch(db.dialect.pick(
+        sqlite="SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
+        postgresql="SELECT c.relkind::text AS kind, c.relname AS name, a.attname AS col,"
+                   " format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null"
+                   " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                   " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+                   " WHERE n.nspname = current_schema() ORDER BY kind, name, col",
+    ))
+
+
 async def test_rerunning_every_step_script_changes_nothing(db: Database) -> None:
     """Each step is itself idempotent (IF NOT EXISTS), so a half-recorded step can be re-run."""
+    await add_account(db)
+    before = await schema(db), await versions(db)
+    assert len(before[0]) > 20  # every table, column and index is compared
+
     for step in available(db.dialect):
         async with db.transaction() as tx:
             await db.run_script(tx, step.sql)
 
+    assert (await schema(db), await versions(db)) == before
+    assert await db.fetchval("SELECT name FROM accounts WHERE id = $1", "acc_1") == "Acme"
     await check_current(db)
 
 
@@ -99,7 +117,9 @@ async def test_check_current_raises_when_a_step_is_missing(db: Database) -> None
 
 
 async def test_check_current_passes_on_a_migrated_database(db: Database) -> None:
-    await check_current(db)
+    assert [v for v, _ in await versions(db)] == [m.version for m in available(db.dialect)]
+
+    await check_current(db)  # raises SchemaError otherwise
 
 
 # -- the tenancy schema keeps its constraints ------------------------------------------------
@@ -147,6 +167,8 @@ async def test_user_with_a_known_role_is_accepted(db: Database, role: str) -> No
     await add_account(db)
     await add_user(db, "usr_1", role=role)
 
+    assert await db.fetchval("SELECT role FROM users WHERE id = $1", "usr_1") == role
+
 
 async def test_user_with_an_unknown_role_is_refused(db: Database) -> None:
     await add_account(db)
@@ -181,6 +203,9 @@ async def test_same_email_in_two_accounts_is_allowed(db: Database) -> None:
 
     await add_user(db, "usr_1", account_id="acc_1", email="same@example.com")
     await add_user(db, "usr_2", account_id="acc_2", email="same@example.com")
+
+    rows = await db.fetch("SELECT id, account_id FROM users WHERE email = $1 ORDER BY id", "same@example.com")
+    assert rows == [{"id": "usr_1", "account_id": "acc_1"}, {"id": "usr_2", "account_id": "acc_2"}]
 
 
 async def test_user_of_a_missing_account_is_refused(db: Database) -> None:

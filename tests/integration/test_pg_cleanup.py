@@ -103,11 +103,16 @@ async def test_queries_cancelled_at_random_moments_never_leave_a_release_waiting
                     await conn.execute("SELECT pg_sleep($1)", rng.uniform(0, 0.02))
             await trio.lowlevel.checkpoint()
 
+    rounds: list[float] = []
     for _ in range(25):
+        began = trio.current_time()
         with trio.move_on_after(rng.uniform(0.05, 0.4)):
             async with open_postgres(pg_url, pool_size=4) as db, trio.open_nursery() as nursery:
                 for _ in range(8):
                     nursery.start_soon(worker, db)
+        rounds.append(trio.current_time() - began)
+
+    assert len(rounds) == 25 and max(rounds) < 0.4 + BOUND_S  # each round's cancel and cleanup ended in time
 
 
 @pytest.mark.timeout(60)

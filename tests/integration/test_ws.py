@@ -21,7 +21,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 from tests.support.ws import close_code
 
@@ -626,7 +626,7 @@ async def test_a_close_after_frames_a_slow_reader_has_not_read_arrives_after_the
         assert sock.writes_directly
         await trio.sleep(0.1)
         for n in range(frames):
-            sock.send({"type": "test", "n": n, "pad": "x" * size})
+            sock.send_nowait({"type": "test", "n": n, "pad": "x" * size})
         sock.close(1013, "slow consumer")
         texts, code = await frames_until_close(next_event)
     assert code == 1013

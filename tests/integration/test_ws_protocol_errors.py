@@ -25,7 +25,7 @@ from websockets.sync.client import connect as websockets_connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from roost.server import Running
+from roost.serve import Running
 
 pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning")]
 

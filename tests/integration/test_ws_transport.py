@@ -1,4 +1,4 @@
-"""The device socket's batched I/O under Hypercorn (``roost.http.ws_transport``).
+"""The device socket's batched I/O under Hypercorn (``roost.http.socket.transport``).
 
 Frames a client writes in one TCP write arrive in one read and are handed to the handler as a
 list; frames queued for a socket go out in one write. These tests pin that each frame is still
@@ -20,8 +20,8 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from roost.http.ws_transport import INBOX_FRAMES, HypercornIO
-from roost.server import Running
+from roost.http.socket.transport import INBOX_FRAMES, HypercornIO
+from roost.serve import Running
 
 TIMEOUT_S = 5
 
@@ -115,10 +115,10 @@ async def test_the_server_writes_and_reads_through_hypercorns_stream(server: Run
     (sock,) = server.services.sockets.all()
     # The batched writer and the direct inbox, not the per-frame fallback (which a Hypercorn
     # upgrade that changed what they rely on would select).
-    io = sock._send_many.__self__
+    io = sock._io
     assert type(io) is HypercornIO
     assert io._stream.app_put.__self__ is io
     # And a queued burst reaches the client whole, in order.
     for i in range(100):
-        sock.send({"type": "test", "n": i})
+        sock.send_nowait({"type": "test", "n": i})
     assert [f["n"] for f in await raw.read_frames(100)] == list(range(100))

@@ -12,9 +12,8 @@ from typing import Any
 
 import trio
 
-from roost.actors.handoff_followups import HandoffFollowups
+from roost.domain import handoffs
 from roost.plugins.assessors import Assessor
-from roost.runtime.actor import ActorContext
 from roost.storage.database import open_database
 from tests.support.digest import make_services
 
@@ -31,8 +30,7 @@ class DieWhileAssessing(Assessor):
 async def main(url: str) -> None:
     async with open_database(url) as db:
         services = make_services(db)
-        actor = HandoffFollowups(DieWhileAssessing())
-        await actor.assess_pending(services, ActorContext(actor.name, services), actor.assessor)
+        await handoffs.assess_pending(services, DieWhileAssessing())
 
 
 if __name__ == "__main__":

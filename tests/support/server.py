@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from roost.runtime.config import Settings
-from roost.server import Running, serve
+from roost.serve import Running, serve
 
 SERVICE_TOKEN = "test-service-token-for-roost-tests-only"  # meets the 32-character minimum
 # A Fernet key (url-safe base64 of 32 bytes): what `roost` asks operators to generate for ROOST_SECRET_KEY(S).

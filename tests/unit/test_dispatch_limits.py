@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from roost.dispatch.limits import Policy, WindowUse, decide, in_quiet_hours, quiet_end_after
+from roost.domain.dispatch.limits import Policy, WindowUse, decide, in_quiet_hours, quiet_end_after
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

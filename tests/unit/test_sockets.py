@@ -29,12 +29,7 @@ def sample(registry: SocketRegistry, name: str, labels: dict[str, str] | None = 
 
 
 def drain(sock: DeviceSocket) -> list[str]:
-    out: list[str] = []
-    while True:
-        try:
-            out.append(sock.receive_channel.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
+    return sock.outbox.take_all()  # type: ignore[return-value]  # no partial frames without a transport
 
 
 async def test_open_indexes_a_socket_by_device_user_and_account(autojump_clock: MockClock):
@@ -119,17 +114,17 @@ async def test_full_buffer_closes_that_socket_1013_slow_consumer_without_blockin
     assert [json.loads(t)["n"] for t in drain(slow)] == [0, 1, 2]
     assert fast.close_code is None and not fast.scope.cancel_called
     assert sample(reg, "roost_ws_slow_consumers_closed_total") == 1
-    assert not slow.send({"type": "tick"}) and drain(slow) == []
+    assert not slow.send_nowait({"type": "tick"}) and drain(slow) == []
 
 
 async def test_offer_and_broadcast_are_synchronous_so_a_sender_can_never_wait(autojump_clock: MockClock):
     reg = SocketRegistry(buffer=1, metrics=Metrics())
     sock = reg.open("dev", "user", "acct")
     # Plain functions, not coroutines: there is no way for them to wait on a peer.
-    for fn in (sock.offer, sock.send, reg.broadcast, reg.send_to_device, reg.send_to_user, reg.send_to_account):
+    for fn in (sock.send_nowait, reg.broadcast, reg.send_to_device, reg.send_to_user, reg.send_to_account):
         assert not inspect.iscoroutinefunction(fn)
-    assert sock.offer(encode({"type": "a"}), "a") is True
-    assert sock.offer(encode({"type": "b"}), "b") is False
+    assert sock.send_nowait(encode({"type": "a"}), "a") is True
+    assert sock.send_nowait(encode({"type": "b"}), "b") is False
     assert sock.close_code == CLOSE_TRY_AGAIN
 
 
@@ -139,7 +134,7 @@ async def test_first_close_reason_wins(autojump_clock: MockClock):
     sock.close(CLOSE_POLICY, "device revoked")
     sock.close(CLOSE_TRY_AGAIN, "slow consumer")
     assert (sock.close_code, sock.close_reason) == (CLOSE_POLICY, "device revoked")
-    assert sock.send({"type": "x"}) is False  # nothing is queued to a closing socket
+    assert sock.send_nowait({"type": "x"}) is False  # nothing is queued to a closing socket
     assert drain(sock) == []
 
 
@@ -195,17 +190,17 @@ async def test_remove_cleans_every_index_and_the_connected_gauge(autojump_clock:
 
     reg.remove(a1)  # removing twice is harmless
     assert reg.count == 0 and sample(reg, "roost_connected_sockets") == 0
-    assert a1.send({"type": "late"}) is False  # a removed socket takes nothing
+    assert a1.send_nowait({"type": "late"}) is False  # a removed socket takes nothing
     assert reg.send_to_account("acct-1", {"type": "late"}) == 0
 
 
 async def test_remove_ends_the_writer_after_what_was_already_queued(autojump_clock: MockClock):
     reg = SocketRegistry(buffer=8, metrics=Metrics())
     sock = reg.open("dev", "user", "acct")
-    sock.send({"type": "a"})
-    sock.send({"type": "b"})
+    sock.send_nowait({"type": "a"})
+    sock.send_nowait({"type": "b"})
     reg.remove(sock)
-    received = [json.loads(t)["type"] async for t in sock.receive_channel]
+    received = [json.loads(t)["type"] async for t in sock.outbox]
     assert received == ["a", "b"]  # the writer loop sees EndOfChannel after the backlog
 
 
@@ -226,12 +221,15 @@ def test_encode_is_compact_json_with_iso_utc_times():
     assert text == '{"type":"batch_done","at":"2026-03-02T08:00:00Z","n":1,"ref":"a/b"}'
 
 
-class FakeDirect:
-    """A direct writer whose socket takes ``room`` bytes at once, then nothing until ``write_rest``."""
+class FakeTransport:
+    """A transport whose socket takes ``room`` bytes at once, then nothing until ``write``."""
 
-    def __init__(self, room: int):
+    writes_directly = True
+
+    def __init__(self, room: int, sent: list[str]):
         self.room = room
         self.wire = bytearray()
+        self.sent = sent  # the text frames that took the queued path
         self.busy = False  # as if the server itself were mid-write: nothing goes direct
 
     def write_nowait(self, text: str) -> bytes | None:
@@ -243,9 +241,14 @@ class FakeDirect:
         self.wire += data[:n]
         return data[n:]
 
-    async def write_rest(self, data: bytes) -> None:
-        await trio.sleep(1)  # waiting for the peer to read
-        self.wire += data
+    async def write(self, items: list[str | bytes]) -> None:
+        for item in items:
+            if isinstance(item, bytes):  # the rest of a frame begun directly
+                await trio.sleep(1)  # waiting for the peer to read
+                self.wire += item
+            else:
+                self.sent.append(item)
+                self.wire += item.encode()
 
 
 async def test_a_direct_socket_writes_at_once_and_a_partial_frame_finishes_before_the_next(
@@ -253,26 +256,22 @@ async def test_a_direct_socket_writes_at_once_and_a_partial_frame_finishes_befor
 ):
     reg = SocketRegistry(buffer=8, metrics=Metrics())
     sock = reg.open("dev", "user", "acct")
-    direct = FakeDirect(room=30)
     sent: list[str] = []
-
-    async def asgi_send(text: str) -> None:
-        sent.append(text)
-        direct.wire += text.encode()
+    direct = FakeTransport(room=30, sent=sent)
 
     async with trio.open_nursery() as nursery:
-        sock.attach(nursery, asgi_send, direct=direct)
+        sock.attach(nursery, direct)
         assert sock.writes_directly
-        assert sock.send({"type": "a"}) and len(sock.outbox) == 0  # written by the sender, no task
-        assert sock.send({"type": "bbbbbbbbbbbbbbbbbbbb"})  # only part of it fits
-        assert sock.send({"type": "c"})  # queued behind the rest of b, not written ahead of it
+        assert sock.send_nowait({"type": "a"}) and len(sock.outbox) == 0  # written by the sender, no task
+        assert sock.send_nowait({"type": "bbbbbbbbbbbbbbbbbbbb"})  # only part of it fits
+        assert sock.send_nowait({"type": "c"})  # queued behind the rest of b, not written ahead of it
         assert len(sock.outbox) == 2
         await trio.sleep(2)
         assert len(sock.outbox) == 0
         direct.room = 100
-        assert sock.send({"type": "d"}) and len(sock.outbox) == 0  # direct again once drained
+        assert sock.send_nowait({"type": "d"}) and len(sock.outbox) == 0  # direct again once drained
         direct.busy = True
-        assert sock.send({"type": "e"})  # the server was busy: the ASGI path, in order
+        assert sock.send_nowait({"type": "e"})  # the server was busy: the ASGI path, in order
         await trio.sleep(1)
         sock.detach()
         nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 import trio
 
+from roost.errors import TriageUnavailable
 from roost.plugins.connectors import Content
 from roost.plugins.registry import Registry
 
@@ -29,16 +30,6 @@ class Verdict:
     reason: str
     category: str = "inbox"
     payload: dict[str, Any] | None = field(default=None)
-
-
-class TriageUnavailable(Exception):
-    """The classifier could not decide now; the item is retried later.
-
-    Its message is shown in the item's ``last_error``: the classifier's own words, never text
-    from the remote side (``roost.runtime.destinations.classify_error`` gives the kind).
-    """
-
-    safe_to_show = True
 
 
 # A classifier's CPU work runs in a worker thread under this budget; over it, the item is retried

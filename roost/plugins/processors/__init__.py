@@ -10,7 +10,7 @@ The contract is small. A processor has a ``name`` (lower-case letters, digits, `
   transcript's new state, so items and state commit together. Because a transcript rewritten or truncated
   is processed again from the start, ``store`` must be idempotent (upsert, never blind insert).
 
-Built-in processors are listed in ``BUILTIN``; others are loaded from the
+Built-in processors (``usage`` and ``tools``) are returned by ``builtin()``; others are loaded from the
 ``roost.session_processors`` entry point group (each entry names a class or an instance; the
 group keeps its published name). ``SessionProcessor`` is the name the README gave plugins before
 this class was called ``Processor``; both name the same class.
@@ -54,16 +54,28 @@ def iter_lines(block: bytes) -> Iterator[bytes]:
 
 
 def builtin() -> list[Processor]:
+    from roost.plugins.processors.tools import ToolsProcessor
     from roost.plugins.processors.usage import UsageProcessor
 
-    return [UsageProcessor()]
+    return [UsageProcessor(), ToolsProcessor()]
 
 
 def load_processors(*, with_entry_points: bool = True) -> dict[str, Processor]:
     """Every available processor by name: built-ins first, then entry points (a clashing name is skipped)."""
-    found: dict[str, Processor] = {}
+    return {name: proc for name, (proc, _) in _discover(with_entry_points).items()}
+
+
+def sources() -> dict[str, str]:
+    """Each available processor's name and where it comes from (``built-in``, or its entry point)."""
+    return {name: source for name, (_, source) in sorted(_discover(True).items())}
+
+
+def _discover(with_entry_points: bool) -> dict[str, tuple[Processor, str]]:
+    from roost.plugins.registry import entry_point_source
+
+    found: dict[str, tuple[Processor, str]] = {}
     for proc in builtin():
-        found[proc.name] = proc
+        found[proc.name] = (proc, "built-in")
     if with_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
@@ -78,5 +90,5 @@ def load_processors(*, with_entry_points: bool = True) -> dict[str, Processor]:
             if proc.name in found:
                 log.warning("processor name already taken; plugin skipped", name=proc.name)
                 continue
-            found[proc.name] = proc
+            found[proc.name] = (proc, entry_point_source(ep))
     return found

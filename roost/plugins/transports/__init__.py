@@ -16,27 +16,29 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from roost.errors import NotConfigured
+from roost.errors import NotConfigured, PermanentError, TransientError, TransportError  # noqa: F401 (transports raise these)
 from roost.plugins.transports.message import Mail
 from roost.runtime.config import Settings
-
-
-class TransportError(Exception):
-    """A send failed; ``str(exc)`` says why."""
-
-
-class TransientError(TransportError):
-    """Worth retrying later."""
-
-
-class PermanentError(TransportError):
-    """Retrying will not help."""
 
 
 class Transport(Protocol):
     name: str
 
     def send(self, mail: Mail) -> None: ...
+
+
+BUILTIN = ("smtp", "file", "console")
+ENTRY_POINT_GROUP = "roost.transports"
+
+
+def sources() -> dict[str, str]:
+    """Each mail transport's name and where it comes from (``built-in``, or its entry point)."""
+    from roost.plugins.registry import entry_point_source
+
+    found = dict.fromkeys(BUILTIN, "built-in")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, entry_point_source(ep))
+    return dict(sorted(found.items()))
 
 
 def load_transport(settings: Settings) -> Transport:
@@ -62,7 +64,7 @@ def load_transport(settings: Settings) -> Transport:
         from roost.plugins.transports.console import ConsoleTransport
 
         return ConsoleTransport()
-    for ep in entry_points(group="roost.transports"):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()(settings)
     raise NotConfigured(f"unknown mail transport {name!r}: use smtp, file, console or an installed plugin")

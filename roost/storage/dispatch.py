@@ -1,7 +1,8 @@
 """Dispatch storage, the app's side: per-account settings, batches and their items.
 
-Sending them (the claim under the limits, leases, the ledger, device results) is
-``roost.storage.sends``.
+Sending them (the claim under the limits, leases, the ledger, device results) is the device's
+send queue, ``roost.storage.send_queue``. The tables keep their ``outreach_`` names (the
+``/outreach`` API's).
 
 Item states: ``pending → dispatched → sent | failed``, or ``skipped | cancelled``.
 Batch states: ``draft → sending (⇄ paused) → done``, or ``cancelled``.
@@ -233,8 +234,9 @@ async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.date
         Conflict: the action does not apply to the batch's status (e.g. resuming a done batch).
     """
     async with db.transaction() as tx:
-        row = await tx.fetchrow(f"SELECT status, open_items FROM outreach_batches WHERE id = $1{db.for_update()}",
-                                batch_id)
+        row = await tx.fetchrow(
+            f"SELECT status, open_items FROM outreach_batches WHERE id = $1{tx.dialect.for_update()}", batch_id
+        )
         if row is None:
             raise NotFound(f"no batch {batch_id!r}")
         allowed = _TRANSITIONS[action]

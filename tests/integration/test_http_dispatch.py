@@ -15,7 +15,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from roost.client import handshake, ws_url_from_http
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
 
 

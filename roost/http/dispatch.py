@@ -1,4 +1,5 @@
-"""Dispatch over HTTP: an account's outreach settings (admin), batches (app), the device's send queue.
+"""Dispatch over HTTP (the ``/outreach`` API): an account's settings (admin), batches (app), the
+device's send queue.
 
 Service token: ``GET|PUT /api/admin/accounts/{id}/outreach-settings``, ``POST
 /api/v1/outreach/batches`` (a draft, or ``dry_run``), ``GET /api/v1/outreach/batches/{id}``
@@ -16,15 +17,16 @@ from pydantic import Field, model_validator
 from quart import Blueprint, g
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from roost.actors.dispatcher import MAX_ERROR_CHARS, after_result, batch_done, wake
+from roost.domain.dispatch import sending
+from roost.domain.dispatch.sending import MAX_ERROR_CHARS
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
 from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery, QuietHours, TimeZone
-from roost.storage import outreach, sends
+from roost.storage import dispatch
 
-bp = Blueprint("outreach", __name__)
+bp = Blueprint("dispatch", __name__)
 
 Limit = Annotated[int, Field(gt=0, le=10_000_000, description="a positive number, or null for no limit")]
 MAX_BATCH_ITEMS = 10_000
@@ -166,7 +168,7 @@ class SendResult(Out):
 @validate_response(OutreachSettings)
 @documented_errors(401, 404, 503)
 async def get_settings(account_id: str) -> dict[str, Any]:
-    return await outreach.get_settings(services().db, account_id)
+    return await dispatch.get_settings(services().db, account_id)
 
 
 @bp.put("/api/admin/accounts/<account_id>/outreach-settings")
@@ -176,17 +178,14 @@ async def get_settings(account_id: str) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 413, 503)
 async def put_settings(account_id: str, data: OutreachSettingsPut) -> dict[str, Any]:
     """Replace the account's dispatch settings; a field left out takes its default."""
-    s = services()
-    row = await outreach.put_settings(s.db, account_id, data.model_dump(), now=s.clock.now())
-    wake(s, account_id)
-    return row
+    return await sending.put_settings(services(), account_id, data.model_dump())
 
 
 # -- batches ---------------------------------------------------------------------------------------
 
 
 def _counts(items: list[dict[str, Any]]) -> dict[str, int]:
-    counts = dict.fromkeys(outreach.ITEM_STATUSES, 0)
+    counts = dict.fromkeys(dispatch.ITEM_STATUSES, 0)
     for item in items:
         counts[item["status"]] += 1
     return counts
@@ -212,9 +211,9 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
             raise InvalidInput(f"items.{index}.body: at most {MAX_BODY_CHARS:,} characters", code="body_too_long")
     items = [i.model_dump() for i in data.items]
     if data.dry_run:
-        resolved = await outreach.resolve_items(s.db, data.account_id, data.created_by, items)
+        resolved = await dispatch.resolve_items(s.db, data.account_id, data.created_by, items)
         return {"dry_run": True, "account_id": data.account_id, "items": resolved, "counts": _counts(resolved)}, 200
-    batch, created = await outreach.create_batch(s.db, account_id=data.account_id, created_by=data.created_by,
+    batch, created = await dispatch.create_batch(s.db, account_id=data.account_id, created_by=data.created_by,
                                                  idempotency_key=data.idempotency_key, items=items,
                                                  now=s.clock.now())
     return batch, 201, {"Idempotent-Replayed": "false" if created else "true"}
@@ -225,7 +224,7 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
 @validate_response(Batch)
 @documented_errors(401, 404, 503)
 async def get_batch(batch_id: str) -> dict[str, Any]:
-    return await outreach.get_batch(services().db, batch_id)
+    return await dispatch.get_batch(services().db, batch_id)
 
 
 @bp.get("/api/v1/outreach/batches/<batch_id>/items")
@@ -234,18 +233,7 @@ async def get_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(Page[BatchItem])
 @documented_errors(400, 401, 404, 503)
 async def list_items(batch_id: str, query_args: PageQuery) -> dict[str, Any]:
-    return await outreach.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
-
-
-async def _change(batch_id: str, action: str) -> dict[str, Any]:
-    s = services()
-    change = await outreach.change_batch(s.db, batch_id, action, now=s.clock.now())
-    batch = change.batch
-    if change.changed and action in ("send", "resume"):
-        wake(s, batch["account_id"])
-    if change.done:
-        batch_done(s, batch)
-    return batch
+    return await dispatch.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
 
 
 @bp.post("/api/v1/outreach/batches/<batch_id>/send")
@@ -254,7 +242,7 @@ async def _change(batch_id: str, action: str) -> dict[str, Any]:
 @documented_errors(401, 404, 409, 503)
 async def send_batch(batch_id: str) -> dict[str, Any]:
     """Start sending a draft (again on a sending, paused or done batch: a no-op)."""
-    return await _change(batch_id, "send")
+    return await sending.change_batch(services(), batch_id, "send")
 
 
 @bp.post("/api/v1/outreach/batches/<batch_id>/pause")
@@ -263,7 +251,7 @@ async def send_batch(batch_id: str) -> dict[str, Any]:
 @documented_errors(401, 404, 409, 503)
 async def pause_batch(batch_id: str) -> dict[str, Any]:
     """Stop dispatching this batch's items; dispatched ones still finish."""
-    return await _change(batch_id, "pause")
+    return await sending.change_batch(services(), batch_id, "pause")
 
 
 @bp.post("/api/v1/outreach/batches/<batch_id>/resume")
@@ -271,7 +259,7 @@ async def pause_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(Batch)
 @documented_errors(401, 404, 409, 503)
 async def resume_batch(batch_id: str) -> dict[str, Any]:
-    return await _change(batch_id, "resume")
+    return await sending.change_batch(services(), batch_id, "resume")
 
 
 @bp.post("/api/v1/outreach/batches/<batch_id>/cancel")
@@ -280,7 +268,7 @@ async def resume_batch(batch_id: str) -> dict[str, Any]:
 @documented_errors(401, 404, 409, 503)
 async def cancel_batch(batch_id: str) -> dict[str, Any]:
     """Queued items become cancelled; dispatched ones finish."""
-    return await _change(batch_id, "cancel")
+    return await sending.change_batch(services(), batch_id, "cancel")
 
 
 # -- the device's send queue -----------------------------------------------------------------------
@@ -297,17 +285,9 @@ async def pending() -> dict[str, Any]:
     whose lease ran out (same ids), then new ones within the account's limits. An item offered
     ``ROOST_DISPATCH_MAX_OFFERS`` times without a result is failed ``no_result`` when its last
     lease runs out, instead of being offered again."""
-    s = services()
     device = g.device
-    lease_s = s.settings.dispatch_lease_s
-    for batch in await sends.fail_unanswered(s.db, now=s.clock.now(), device_id=device["device_id"],
-                                             max_offers=s.settings.dispatch_max_offers):
-        batch_done(s, batch)
-    items = await sends.reoffer(s.db, device_id=device["device_id"], now=s.clock.now(), lease_s=lease_s,
-                                   only_expired=True, max_offers=s.settings.dispatch_max_offers, limit=PENDING_MAX)
-    claim = await sends.claim(s.db, account_id=device["account_id"], device_id=device["device_id"],
-                                 max_items=PENDING_MAX - len(items), now=s.clock.now(), lease_s=lease_s)
-    return {"items": items + claim.items, "retry_at": claim.next_at}
+    return await sending.pull(services(), account_id=device["account_id"], device_id=device["device_id"],
+                              limit=PENDING_MAX)
 
 
 @bp.post("/api/device/send-queue/<item_id>/result")
@@ -318,9 +298,7 @@ async def pending() -> dict[str, Any]:
 async def post_result(item_id: str, data: SendResultIn) -> dict[str, Any]:
     """Record the result; the same result again is a 200 no-op, another device's item 404, an
     item not dispatched (or with a different result) 409."""
-    s = services()
-    outcome = await sends.record_result(s.db, device_id=g.device["device_id"], item_id=item_id,
-                                           status=data.status, error=data.error, now=s.clock.now())
-    after_result(s, outcome, g.device["device_id"])
+    outcome = await sending.record_result(services(), device_id=g.device["device_id"], item_id=item_id,
+                                          status=data.status, error=data.error)
     item = outcome.item
     return {"id": item["id"], "status": item["status"], "error": item["error"], "result_at": item["result_at"]}

@@ -1,4 +1,9 @@
-"""WebSocket protocol errors fail the connection at once (RFC 6455 section 7.1.7).
+"""roost's own Hypercorn WebSocket stream: protocol errors fail the connection at once (RFC 6455
+section 7.1.7), and compression is declined.
+
+Hypercorn has no setting for either, so ``serving`` puts ``RoostWSStream`` in place of Hypercorn's
+HTTP/1.1 WebSocket stream while roost's server runs and puts Hypercorn's back when it stops
+(another Hypercorn server in the process, before or after, gets Hypercorn's own).
 
 Hypercorn 0.18 (over wsproto) handles an oversize message, invalid UTF-8 or another protocol
 error in ways that leave a standard client hanging:
@@ -11,7 +16,7 @@ error in ways that leave a standard client hanging:
   timeout (seen: no close within 10 s for 200 KB to 16 MiB frames).
 - Invalid UTF-8 (1007) or a malformed frame (1002): it closes TCP without sending any close frame.
 
-``FailFastWSStream`` replaces Hypercorn's stream for HTTP/1.1 WebSockets (``install``). It checks
+``RoostWSStream`` checks
 each frame's declared length as soon as the header is parsed, so an oversize frame is refused
 before its payload is read, and on any protocol error it *fails the connection*: the close frame
 with its code, then FIN at once (the peer reads the close and then end-of-stream, without waiting
@@ -24,17 +29,26 @@ has not read yet (the "lingering close" every HTTP server does).
 The limit is Hypercorn's ``websocket_max_message_size`` (``ROOST_WS_MAX_FRAME_BYTES``): a frame
 whose payload is longer than that many bytes, or a fragmented message whose parts add up to more,
 closes with 1009.
+
+Compression (permessage-deflate) is declined: browsers always offer it and Hypercorn always
+accepts; wsproto then keeps a zlib compressor and decompressor for the life of each socket
+(context takeover), about 100 KiB of RSS per idle socket: 500 idle device sockets measured 145 KiB
+each with the offer, 43 KiB without, against a bar of 40 KiB. Device frames are small JSON, so
+compression buys little. A declined offer is ordinary negotiation: the client goes on without it,
+and every frame on a roost socket is a plain one (which ``roost.http.socket.transport`` relies on).
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import trio
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import Data, StreamClosed
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
+from hypercorn.trio.tcp_server import TCPServer
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.frame_protocol import CloseReason
@@ -46,10 +60,16 @@ _REASONS = {CloseReason.MESSAGE_TOO_BIG: "message too big",
             CloseReason.INVALID_FRAME_PAYLOAD_DATA: "invalid frame payload data"}
 
 
-class FailFastWSStream(WSStream):
-    """Hypercorn's WebSocket stream, failing the connection on a protocol error (see the module doc)."""
+class RoostWSStream(WSStream):
+    """Hypercorn's WebSocket stream, failing the connection on a protocol error and declining
+    compression (see the module doc)."""
 
     _failed = False
+
+    async def app_send(self, message: dict[str, Any] | None) -> None:
+        if message is not None and message["type"] == "websocket.accept":
+            self.handshake.extensions = None  # the client's offers, unanswered: no compression
+        await super().app_send(message)
 
     async def handle(self, event: Any) -> None:
         if self._failed and isinstance(event, Data):
@@ -98,7 +118,8 @@ class FailFastWSStream(WSStream):
         try:
             with trio.move_on_after(CLOSE_SEND_S):
                 await self._send_wsproto_event(CloseConnection(code=code, reason=_REASONS.get(code, "protocol error")))
-            stream = _socket_stream(self)
+            tcp = tcp_server(self)
+            stream = tcp.stream if tcp is not None else None
             if stream is not None:
                 try:
                     stream.socket.shutdown(socket.SHUT_WR)  # FIN right after the close frame
@@ -124,16 +145,35 @@ class FailFastWSStream(WSStream):
                 await self.send(StreamClosed(stream_id=self.stream_id))
 
 
-def _socket_stream(ws: WSStream) -> trio.SocketStream | None:
-    """The trio TCP stream under a Hypercorn HTTP/1.1 WebSocket stream, or None (TLS, another layout)."""
+def tcp_server(ws: WSStream) -> Any:
+    """Hypercorn's trio TCP server under an HTTP/1.1 WebSocket stream, if it serves plain TCP.
+
+    None under TLS (an ``SSLStream``), or with a Hypercorn laid out otherwise than this was
+    written against: then nothing may be written beneath it.
+    """
     try:
         tcp = ws.send.__self__.send.__self__  # WSStream -> H11Protocol.stream_send -> TCPServer.protocol_send
     except AttributeError:
         return None
-    stream = getattr(tcp, "stream", None)
-    return stream if isinstance(stream, trio.SocketStream) else None
+    if not isinstance(tcp, TCPServer) or not isinstance(getattr(tcp, "stream", None), trio.SocketStream) \
+            or not isinstance(getattr(tcp, "send_lock", None), trio.Lock):
+        return None
+    return tcp
 
 
-def install() -> None:
-    """Serve HTTP/1.1 WebSockets with ``FailFastWSStream`` (Hypercorn has no setting for this)."""
-    hypercorn_h11.WSStream = FailFastWSStream  # type: ignore[misc]
+_serving = 0  # roost servers running in this process (tests run several)
+
+
+@contextmanager
+def serving() -> Iterator[None]:
+    """Serve HTTP/1.1 WebSockets with ``RoostWSStream`` while inside; Hypercorn's own after."""
+    global _serving
+    if _serving == 0:
+        hypercorn_h11.WSStream = RoostWSStream  # type: ignore[misc]
+    _serving += 1
+    try:
+        yield
+    finally:
+        _serving -= 1
+        if _serving == 0:
+            hypercorn_h11.WSStream = WSStream  # type: ignore[misc]

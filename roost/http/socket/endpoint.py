@@ -1,15 +1,16 @@
-"""The device WebSocket ``/ws/device``.
+"""The device WebSocket endpoint ``/ws/device``.
 
 Handshake, all within ``ws_hello_timeout_s``: the device authenticates with an
 ``Authorization: Bearer`` header or a first ``device_hello {token}`` frame, then sends
 ``register`` (optionally ``{since: seq}``); the server answers ``hello_ok`` and only then adds
 the socket to the registry. Afterwards the handler's own task reads frames and dispatches them,
 and a writer task, started only while the socket's outbox holds frames, writes them out (so an
-idle socket costs one task less: see ``roost.runtime.sockets``). The keepalive actor pings; a
+idle socket costs one task less: see ``roost.runtime.sockets``); frames go through the socket's
+transport (``roost.http.socket.transport``). The keepalive actor pings; a
 peer that stays silent is dropped. When the socket ends, whichever side ends it, the frames the
 server had already read are still handled (``_handle_the_rest``), so an ack that was read is
 persisted. Oversize frames (1009), invalid UTF-8 (1007) and bad framing (1002) fail the
-connection beneath the app (``roost.http.wsfail``); bad or revoked tokens close 1008. The socket
+connection beneath the app (``roost.http.socket.stream``); bad or revoked tokens close 1008. The socket
 is accepted before any close, so the close code reaches the client.
 """
 
@@ -24,8 +25,7 @@ from werkzeug.datastructures import Headers
 from roost.errors import InvalidInput
 from roost.http.auth import bearer_token
 from roost.http.context import services
-from roost.http.ws_transport import SocketIO, open_socket_io
-from roost.http.wsdirect import direct_writer
+from roost.http.socket.transport import SocketIO, open_socket_io
 from roost.runtime.deadlines import shielded_deadline
 from roost.runtime.frames import error_frame, parse
 from roost.runtime.logging import bind, get_logger
@@ -111,10 +111,10 @@ async def _handle(sock: DeviceSocket, pending: list[str | bytes]) -> None:
         try:
             frame = parse(pending[0])
         except InvalidInput as exc:
-            sock.send(error_frame(exc.code, exc.message))
+            sock.send_nowait(error_frame(exc.code, exc.message))
         else:
             if frame["type"] in ("device_hello", "register"):
-                sock.send(error_frame("already_registered", "this socket has already registered"))
+                sock.send_nowait(error_frame("already_registered", "this socket has already registered"))
             else:
                 await router.dispatch(sock, frame)
         del pending[0]  # a list, not a deque: an idle socket keeps this (56 bytes, not 600)
@@ -150,7 +150,7 @@ async def _after_register(sock: DeviceSocket, since: int | None) -> None:
     if not await tenancy.device_is_live(s.db, sock.device_id):
         sock.close(CLOSE_POLICY, "device revoked")
         return
-    for hook in s.frames.on_register:
+    for hook in tuple(s.frames.on_register):  # an actor may remove its hook meanwhile
         await hook(sock, since)
 
 
@@ -206,16 +206,14 @@ async def device_socket() -> None:
         _drop_request_headers()
         pending: list[str | bytes] = []  # frames read and not yet handled
         try:
-            sock.send({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
+            sock.send_nowait({"type": "hello_ok", "device_id": sock.device_id, "user_id": sock.user_id,
                        "server_time": s.clock.now().isoformat().replace("+00:00", "Z")})
             async with trio.open_nursery() as nursery:
                 # close() cancels this nursery; queued frames start a writer task in it. That may
-                # happen from any task (whoever queues a frame), so the writer gets the websocket
-                # object's own send, not the context-local proxy's. Where the server is the one
-                # ``roost.http.wsdirect`` knows (Hypercorn over TCP), a frame offered to an idle
-                # socket is written at once beneath ASGI, and a burst of queued frames goes out in
-                # one write (``roost.http.ws_transport``).
-                sock.attach(nursery, ws.send, io.send_many, direct_writer(ws._send))
+                # happen from any task (whoever queues a frame), so the writer goes through ``io``
+                # (the websocket object's own send, not the context-local proxy's, on the portable
+                # path; beneath ASGI on roost's Hypercorn: ``roost.http.socket.transport``).
+                sock.attach(nursery, io)
                 nursery.start_soon(_after_register, sock, since)
                 await _read_loop(sock, io, pending)
         finally:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from roost.server import Running
+from roost.serve import Running
 from tests.support.server import admin_client, running_server
 from tests.support.transcripts import generate_session
 
@@ -91,9 +91,9 @@ async def test_jobs_and_processors_show_status_and_late(server: Running, client:
     assert job["last_duration_s"] >= 0 and job["last_error"] is None
 
     procs = (await client.get("/api/admin/session-processors")).json()["items"]
-    assert [p["name"] for p in procs] == ["usage"]
-    assert procs[0]["files"] == 2 and procs[0]["items_extracted"] > 0
-    assert procs[0]["last_result"]["processed"] == 2
+    assert [p["name"] for p in procs] == ["tools", "usage"]
+    assert procs[1]["files"] == 2 and procs[1]["items_extracted"] > 0
+    assert procs[1]["last_result"]["processed"] == 2
 
     # Make the last success look old: late in /readyz, /api/admin/status and the processor list.
     from roost.runtime.jobs import job_board
@@ -104,7 +104,7 @@ async def test_jobs_and_processors_show_status_and_late(server: Running, client:
     assert ready["late"] == ["session:usage"]
     actors = {a["name"]: a for a in (await client.get("/api/admin/status")).json()["actors"]}
     assert actors["session:usage"]["late"] is True and actors["pruner"]["late"] is False
-    assert (await client.get("/api/admin/session-processors")).json()["items"][0]["late"] is True
+    assert (await client.get("/api/admin/session-processors")).json()["items"][1]["late"] is True
 
 
 async def test_usage_lists_totals_filters_and_pages(client: httpx.AsyncClient) -> None:
@@ -153,6 +153,7 @@ async def test_a_processor_on_a_cron_expression_waits_for_its_time_and_shows_it(
         next_run = dt.datetime.fromisoformat(job["next_run_at"])
         assert (next_run.hour, next_run.minute) == (3, 0) and next_run > running.services.clock.now()
         procs = (await c.get("/api/admin/session-processors")).json()["items"]
-        assert procs[0]["cron"] == "0 3 * * *" and procs[0]["interval_s"] is None and procs[0]["late"] is False
+        usage = next(p for p in procs if p["name"] == "usage")
+        assert usage["cron"] == "0 3 * * *" and usage["interval_s"] is None and usage["late"] is False
         ran = await c.post("/api/admin/run-session-processor", params={"processor": "usage"})
         assert ran.status_code == 200 and ran.json()["processed"] == 2  # a manual run needs no schedule

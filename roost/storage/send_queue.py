@@ -1,12 +1,13 @@
-"""Dispatch storage, the sending side: the claim under the limits, leases, the ledger, results.
+"""The device's send queue (dispatch storage, the sending side): the claim under the limits,
+leases, the ledger, results.
 
 The claim (``claim``) is the heart: in one transaction it locks the account's settings row (the
 account's dispatch state: PostgreSQL ``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises
-every writer anyway), reads the ledger, asks ``roost.dispatch.limits.decide`` how many may go
+every writer anyway), reads the ledger, asks ``roost.domain.dispatch.limits.decide`` how many may go
 now, claims that many pending items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), marks them
 dispatched with a lease and writes one ledger row each. Every process and every device of the
 account goes through that lock, so the limits are global per account and survive restarts.
-Batches and settings are ``roost.storage.outreach``.
+Batches and settings are ``roost.storage.dispatch``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.dispatch.limits import Decision, Policy, WindowUse, decide
+from roost.domain.dispatch.limits import Decision, Policy, WindowUse, decide
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.storage.database import Connection, Database, Row
-from roost.storage.outreach import ITEM_COLUMNS, close_items, settings_view
+from roost.storage.dispatch import ITEM_COLUMNS, close_items, settings_view
 
 # -- devices that can no longer send ---------------------------------------------------------------
 
@@ -113,7 +114,7 @@ async def claim(db: Database, *, account_id: str, device_id: str, max_items: int
     async with db.transaction() as tx:
         state = await tx.fetchrow(
             "SELECT s.*, a.timezone AS account_timezone FROM outreach_settings s JOIN accounts a ON a.id = s.account_id"
-            f" WHERE s.account_id = $1{db.for_update(of='s')}",
+            f" WHERE s.account_id = $1{tx.dialect.for_update(of='s')}",
             account_id,
         )
         if state is None:
@@ -126,7 +127,7 @@ async def claim(db: Database, *, account_id: str, device_id: str, max_items: int
         rows = await tx.fetch(
             f"SELECT {ITEM_COLUMNS} FROM outreach_items i JOIN outreach_batches b ON b.id = i.batch_id"
             " WHERE i.device_id = $1 AND i.status = 'pending' AND b.status = 'sending' AND i.account_id = $2"
-            f" ORDER BY i.batch_id, i.seq LIMIT $3{db.for_update(skip_locked=True, of='i')}",
+            f" ORDER BY i.batch_id, i.seq LIMIT $3{tx.dialect.for_update(skip_locked=True, of='i')}",
             device_id, account_id, wanted,
         )
         if rows:
@@ -157,7 +158,7 @@ async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: fl
     async with db.transaction() as tx:
         rows = await tx.fetch(
             f"SELECT {ITEM_COLUMNS} FROM outreach_items i WHERE i.device_id = $1 AND i.status = 'dispatched' {where}"
-            f" ORDER BY i.dispatched_at, i.batch_id, i.seq LIMIT $2{db.for_update(skip_locked=True)}",
+            f" ORDER BY i.dispatched_at, i.batch_id, i.seq LIMIT $2{tx.dialect.for_update(skip_locked=True)}",
             *args,
         )
         if rows:
@@ -219,6 +220,11 @@ async def dispatch_count(conn: Connection, account_id: str, *, since: dt.datetim
 async def prune_ledger(conn: Connection, *, older_than: dt.datetime) -> int:
     """Drop ledger rows no window can see any more (the longest window is a day)."""
     return await conn.execute("DELETE FROM outreach_dispatches WHERE at < $1", older_than)
+
+
+async def count_dispatched(conn: Connection) -> int:
+    """Items dispatched and not answered yet, over every device (the ``dispatch_in_flight`` probe)."""
+    return int(await conn.fetchval("SELECT COUNT(*) FROM outreach_items WHERE status = 'dispatched'"))
 
 
 async def ledger(conn: Connection, account_id: str) -> list[dt.datetime]:

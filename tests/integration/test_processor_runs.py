@@ -179,7 +179,7 @@ async def test_lock_gives_409_while_held_and_is_released_after_an_exception(db: 
 
     async with s.locks.hold("processor:lines"):
         with pytest.raises(AlreadyRunning):
-            await run_now(s, proc)
+            await run_now(s, proc, actor="cli")
 
     class Exploding(LineCounter):
         async def store(self, conn: Any, username: str, items: list[Any]) -> None:
@@ -198,10 +198,10 @@ async def test_lock_gives_409_while_held_and_is_released_after_an_exception(db: 
     runner_module.state_store.fingerprints = crash  # type: ignore[assignment]
     try:
         with pytest.raises(RuntimeError):
-            await run_now(s, proc)
+            await run_now(s, proc, actor="cli")
     finally:
         runner_module.state_store.fingerprints = original  # type: ignore[assignment]
-    ok = await run_now(s, proc)  # the lock was released by the crash
+    ok = await run_now(s, proc, actor="cli")  # the lock was released by the crash
     assert ok.processed == 1
 
 
@@ -283,7 +283,7 @@ async def test_a_manual_run_racing_a_scheduled_run_gets_409_and_runs_once_it_end
         with trio.fail_after(10):
             await storing.wait()  # the scheduled run (due at start) is inside its transaction
         with pytest.raises(AlreadyRunning):
-            await run_now(s, proc)
+            await run_now(s, proc, actor="cli")
         release.set()
         status = job_board(s).jobs[job_name("lines")]
         with trio.fail_after(10):  # the scheduled run's end is recorded on the board
@@ -292,6 +292,6 @@ async def test_a_manual_run_racing_a_scheduled_run_gets_409_and_runs_once_it_end
                     break
                 await trio.sleep(0.01)
         assert status.last_status == "ok" and status.runs == 1 and status.last_result["processed"] == 1
-        again = await run_now(s, proc)  # the lock is free again: the manual run runs (and finds nothing new)
+        again = await run_now(s, proc, actor="cli")  # the lock is free again: the manual run runs, finds nothing new
         assert (again.processed, again.skipped) == (0, 1) and status.runs == 2
         s.stopping.set()

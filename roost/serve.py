@@ -32,19 +32,20 @@ import trio
 from roost.actors.busrelay import BusRelay
 from roost.actors.deliverer import Deliverer
 from roost.actors.digest import DigestActor
-from roost.actors.dispatcher import TOPIC as OUTREACH_TOPIC
 from roost.actors.dispatcher import Dispatcher, dead_device_sweep, ledger_prune
-from roost.actors.fanout import FanOut, prune_events
+from roost.actors.fanout import FanOut
 from roost.actors.handoff_followups import HandoffFollowups
 from roost.actors.heartbeat import Heartbeat
 from roost.actors.keepalive import Keepalive
 from roost.actors.mailer import Mailer
 from roost.actors.processors import processor_runners
-from roost.actors.pruner import DEFAULT_PRUNES, Prune, Pruner
+from roost.actors.pruner import Prune, Pruner
 from roost.actors.scout import ScoutActor
-from roost.actors.socket_events import TOPICS as SOCKET_TOPICS
 from roost.actors.socket_events import SocketEvents
-from roost.domain import scouting
+from roost.actors.webhooks import WebhookSender
+from roost.domain import audit, scouting, webhooks
+from roost.domain.handoffs import prune_events
+from roost.domain.watchers import prune_keys as prune_topic_keys
 from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
@@ -56,8 +57,7 @@ from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
-from roost.runtime.topics import PROPOSAL_QUEUED
-from roost.storage import handoffs as handoffs_repo
+from roost.runtime.topics import CLUSTER
 from roost.storage.database import open_database, sqlite_path
 from roost.storage.migrator import check_current, migrate
 
@@ -101,26 +101,27 @@ def single_process_lock(settings: Settings) -> Iterator[None]:
         os.close(fd)
 
 
-# Topics whose wake-ups cross processes (PostgreSQL): what a socket held by another process must
-# hear, or must be done to it. The others (scout runs, mail, follow-ups, dispatch results) are
-# claimed by whichever process is woken, so the process that produced them is enough.
-CLUSTER_TOPICS = (PROPOSAL_QUEUED, handoffs_repo.TOPIC, OUTREACH_TOPIC, *SOCKET_TOPICS)
-
-
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:
     app = create_app(services)
     http = HttpServer(app, f"{services.settings.host}:{services.settings.port}")
-    prunes = [*DEFAULT_PRUNES, Prune("scout_proposals_expired", scouting.expire_proposals),
-              Prune("handoff_events", prune_events), ledger_prune(), dead_device_sweep()]
+    prunes = [  # what the pruner deletes or ends: one step per concern, each a domain operation
+        Prune("audit_log", audit.prune),
+        Prune("scout_proposals_expired", scouting.expire_proposals),
+        Prune("handoff_events", prune_events),
+        ledger_prune(),
+        dead_device_sweep(),
+        Prune("topic_event_keys", prune_topic_keys),
+        Prune("webhook_deliveries", webhooks.prune_deliveries),
+    ]
     runners = processor_runners(services)
     singletons = [DigestActor.name, Pruner.name, *(r.name for r in runners)]
     services.leadership.want(*singletons)
-    services.bus.share(*CLUSTER_TOPICS)
+    services.bus.share(*CLUSTER)  # their wake-ups cross processes (PostgreSQL: the bus relay)
     relay = [BusRelay(services)] if services.db.shared else []
     heartbeat = Heartbeat(lambda: http.port if http.binds else None)
-    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(services),
-                  DigestActor(), Mailer(), FanOut(services), HandoffFollowups(), *runners, Dispatcher(services),
-                  SocketEvents()]
+    return http, [*relay, http, heartbeat, Keepalive(), Pruner(prunes), ScoutActor(), Deliverer(),
+                  DigestActor(), Mailer(), FanOut(), HandoffFollowups(), *runners, Dispatcher(),
+                  SocketEvents(), WebhookSender()]
 
 
 async def serve(

@@ -1,0 +1,150 @@
+"""Handoffs: park or escalate, claim, cancel, and what follows the commit (socket events, mail, assessment).
+
+Each write commits the handoff change and its event together (``roost.storage.handoffs``); only
+after the commit does it publish the wake-ups: the account id on ``HANDOFF_EVENTS`` (the fan-out
+pushes the new events to the account's sockets, in every process) and, for a new handoff with
+mail or an assessment to do, the handoff id on ``HANDOFF_FOLLOWUPS``. So an answer never waits
+on a socket, a mail server or a model, and a rollback publishes nothing.
+
+The follow-ups (``queue_escalation_mail``, ``assess_pending``) are run by the follow-up actor, in
+transactions of their own: each reads what is marked pending, so a lost wake-up or a crash in
+between is picked up by the next pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import trio
+
+from roost.errors import MissingReference, NotFound, StorageError, TooLarge
+from roost.plugins.assessors import Assessor, run_assessor
+from roost.plugins.assessors import registry as assessors
+from roost.runtime.logging import get_logger
+from roost.runtime.services import Services
+from roost.runtime.topics import HANDOFF_EVENTS, HANDOFF_FOLLOWUPS
+from roost.storage import handoffs as repo
+from roost.storage import outbox
+from roost.storage.database import Row
+
+CONCURRENT_ASSESSMENTS = 4
+log = get_logger()
+
+
+def _publish(services: Services, row: Row, *, followups: bool = False) -> None:
+    services.bus.publish(HANDOFF_EVENTS, row["account_id"])
+    if followups:
+        services.bus.publish(HANDOFF_FOLLOWUPS, row["id"])
+
+
+async def create(services: Services, *, account_id: str, subject_ref: str, intent: str, notes: str,
+                 priority: str, snapshot: Any, created_by: str) -> Row:
+    """Park or escalate: the handoff and its ``handoff_created`` event, then the wake-ups.
+
+    An escalation is marked for mail, and every handoff for an assessment when an assessor is
+    configured; both are done after the commit by the follow-up actor.
+
+    Raises:
+        TooLarge: the snapshot is over ``SNAPSHOT_MAX_BYTES`` as JSON (code ``snapshot_too_large``).
+        MissingReference: no such account, or ``created_by`` is not one of its users.
+        InvalidInput: ``created_by`` is deactivated (code ``user_inactive``).
+    """
+    if repo.snapshot_size(snapshot) > repo.SNAPSHOT_MAX_BYTES:
+        raise TooLarge(f"the snapshot is over {repo.SNAPSHOT_MAX_BYTES} bytes as JSON", code="snapshot_too_large")
+    assess = assessors.create(services.settings.handoff_assessor).enabled
+    try:
+        async with services.db.transaction() as tx:
+            row = await repo.create(tx, account_id=account_id, subject_ref=subject_ref, intent=intent, notes=notes,
+                                    priority=priority, snapshot=snapshot, created_by=created_by, assess=assess,
+                                    now=services.clock.now())
+    except NotFound as exc:
+        raise MissingReference(exc.message) from exc
+    _publish(services, row, followups=row["mail_state"] == "pending" or assess)
+    return row
+
+
+async def claim(services: Services, handoff_id: str, user_id: str) -> Row:
+    """Claim an open handoff for ``user_id`` (exactly one claim wins); see ``roost.storage.handoffs.claim``.
+
+    Raises:
+        NotFound: no such handoff, or ``user_id`` is of another account.
+        Conflict: someone else holds it, or it was cancelled.
+    """
+    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now())
+    if changed:
+        _publish(services, row)
+    return row
+
+
+async def cancel(services: Services, handoff_id: str, user_id: str) -> Row:
+    """Cancel an open handoff; cancelling a cancelled one changes nothing.
+
+    Raises:
+        NotFound: no such handoff, or ``user_id`` is of another account.
+        Conflict: it is claimed.
+    """
+    row, changed = await repo.cancel(services.db, handoff_id, user_id, services.clock.now())
+    if changed:
+        _publish(services, row)
+    return row
+
+
+async def record_assessment(services: Services, row: Row, assessment: dict[str, Any] | None) -> None:
+    """Store an assessor's answer for a claimed assessment (``handoff_updated`` when it is stored)."""
+    stored = await repo.store_assessment(services.db, row["id"], assessment, services.clock.now())
+    if stored is not None:
+        _publish(services, stored)
+
+
+# -- follow-ups after the commit (the follow-up actor runs these) -------------------------------
+
+
+async def queue_escalation_mail(services: Services) -> int:
+    """Queue the mail of every escalation marked pending (each once, whichever process gets there first).
+
+    A database error on one handoff is logged and leaves its mark for the next pass. Returns the
+    number of mails queued.
+    """
+    queued = 0
+    for handoff_id in await repo.pending_mail(services.db):
+        try:
+            ids = await repo.queue_mail(services.db, handoff_id, public_url=services.settings.public_url,
+                                        now=services.clock.now())
+        except StorageError as exc:  # logged; the mark stays and the next pass tries again
+            log.error("escalation mail not queued", handoff_id=handoff_id, error=exc.message)
+            continue
+        if ids:
+            outbox.wake(services.bus, *ids)
+            queued += len(ids)
+    return queued
+
+
+async def assess_pending(services: Services, assessor: Assessor) -> None:
+    """Assess every handoff pending (or whose lease ran out), ``CONCURRENT_ASSESSMENTS`` at a time.
+
+    Each is claimed with a lease first (``handoff_assessment_lease_s``, at most
+    ``handoff_assessment_max_attempts`` claims), so a handoff is assessed by one process at a time
+    and again only once a dead one's lease ran out.
+    """
+    limiter = trio.CapacityLimiter(CONCURRENT_ASSESSMENTS)
+    settings = services.settings
+
+    async def one(handoff_id: str) -> None:
+        async with limiter:
+            row = await repo.claim_assessment(services.db, handoff_id, now=services.clock.now(),
+                                              lease_s=settings.handoff_assessment_lease_s,
+                                              max_attempts=settings.handoff_assessment_max_attempts)
+            if row is None:
+                return
+            result = await run_assessor(assessor, row, settings.handoff_assessor_timeout_s)
+            await record_assessment(services, row, result)
+
+    async with trio.open_nursery() as nursery:
+        for handoff_id in await repo.pending_assessments(services.db, now=services.clock.now()):
+            nursery.start_soon(one, handoff_id)
+
+
+async def prune_events(services: Services, now: dt.datetime) -> int:
+    """The pruner step: events older than the replay window (``handoff_event_retention_s``)."""
+    return await repo.prune_events(services.db, now - dt.timedelta(seconds=services.settings.handoff_event_retention_s))

@@ -1,0 +1,118 @@
+"""A personal-direct notification whose mail fails for good goes to the next digest instead (a real
+SMTP server, aiosmtpd, refusing the message; SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from typing import Iterator
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from roost.actors.mailer import Mailer
+from roost.domain import watchers
+from roost.domain.digest import notify
+from roost.domain.digest.tick import run_tick
+from roost.plugins.transports.smtp import SmtpTransport
+from roost.storage import digests, notifications, outbox
+from roost.storage.database import Database
+from tests.support.digest import make_account, make_services, make_user
+from tests.support.server import free_port
+
+PERSONAL = {"category": "personal-direct", "text": "you were mentioned"}
+
+
+class Refuser:
+    """An aiosmtpd handler that answers each DATA with the next queued reply (250 when none is left)."""
+
+    def __init__(self) -> None:
+        self.replies: list[str] = []
+        self.accepted = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+        with self.lock:
+            if self.replies:
+                return self.replies.pop(0)
+            self.accepted += 1
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Refuser, int]]:
+    handler, port = Refuser(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+async def test_a_personal_direct_mail_refused_for_good_is_in_the_next_digest(db: Database, smtp) -> None:
+    server, port = smtp
+    services = make_services(db, mail_from="roost <noreply@example.com>")
+    now = services.clock.now()
+    acc = await make_account(db, now)
+    ann = await make_user(db, acc, now=now, email="ann@example.com")
+    mailed = await notify.create(services, recipient_user_id=ann["id"], event_kind="mention", topic="rfc-7",
+                                 actor_user_id=None, payload=PERSONAL, email=True)
+    assert mailed["email_sent_at"] is not None
+    server.replies.append("550 no such mailbox")
+
+    done = await Mailer().drain(services, SmtpTransport("127.0.0.1", port))
+
+    assert done["failed"] == 1
+    [mail] = await db.fetch("SELECT * FROM outbox WHERE recipient_user_id = $1", ann["id"])
+    assert mail["status"] == "failed"
+    after = await notifications.get(db, mailed["id"])
+    assert after["email_sent_at"] is None and after["payload"] == PERSONAL
+    counters = await run_tick(services, now=now + dt.timedelta(days=1, minutes=1))
+    assert counters["digests"] == 1 and counters["notifications"] == 1
+    [record] = await digests.list_for_user(db, ann["id"])
+    assert record["notification_ids"] == [mailed["id"]]
+
+
+async def test_a_mail_sent_after_a_retry_stays_e_mailed_and_out_of_the_digest(db: Database, smtp) -> None:
+    server, port = smtp
+    services = make_services(db, mail_from="roost <noreply@example.com>", mail_retry_initial_s=0.0)
+    now = services.clock.now()
+    acc = await make_account(db, now)
+    ann = await make_user(db, acc, now=now, email="ann@example.com")
+    mailed = await notify.create(services, recipient_user_id=ann["id"], event_kind="mention", topic="rfc-7",
+                                 actor_user_id=None, payload=PERSONAL, email=True)
+    server.replies.append("451 try again later")
+
+    done = await Mailer().drain(services, SmtpTransport("127.0.0.1", port))  # the retry is due at once
+
+    assert done == {"sent": 1, "queued": 1, "failed": 0} and server.accepted == 1
+    assert (await notifications.get(db, mailed["id"]))["email_sent_at"] is not None
+    counters = await run_tick(services, now=now + dt.timedelta(days=1, minutes=1))
+    assert counters["notifications"] == 0
+
+
+async def test_a_failed_mail_of_a_topic_event_unmarks_only_its_own_notification(db: Database, smtp) -> None:
+    server, port = smtp
+    services = make_services(db, mail_from="roost <noreply@example.com>")
+    now = services.clock.now()
+    acc = await make_account(db, now)
+    ann, bob, cid = [await make_user(db, acc, now=now, email=f"{n}@example.com") for n in ("ann", "bob", "cid")]
+    async with db.transaction() as tx:
+        for user in (bob, cid):
+            await notifications.watch(tx, user_id=user["id"], topic="rfc-7", now=now)
+    result = await watchers.publish_event(services, topic="rfc-7", event_kind="mention", actor_user_id=ann["id"],
+                                        payload=PERSONAL, email=True)
+    assert result == {"notified": 2}
+    bob_mail = await db.fetchval("SELECT id FROM outbox WHERE recipient_user_id = $1", bob["id"])
+    await db.execute("UPDATE outbox SET next_attempt_at = $1 WHERE id <> $2",
+                     now + dt.timedelta(hours=1), bob_mail)  # bob's goes first, alone
+    server.replies.append("554 rejected")
+
+    assert (await Mailer().drain(services, SmtpTransport("127.0.0.1", port)))["failed"] == 1
+
+    [bob_n] = (await notifications.list_for_user(db, bob["id"], unread=False, limit=10, cursor=None))["items"]
+    [cid_n] = (await notifications.list_for_user(db, cid["id"], unread=False, limit=10, cursor=None))["items"]
+    assert bob_n["email_sent_at"] is None and cid_n["email_sent_at"] is not None
+    assert (await outbox.get(db, bob_mail))["status"] == "failed"
