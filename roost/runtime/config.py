@@ -15,7 +15,7 @@ from typing import Mapping
 
 from roost.errors import InvalidInput
 from roost.runtime.destinations import Policy
-from roost.runtime.links import Links, links_from, parse_event_labels
+from roost.runtime.links import check_mail_settings, link_templates
 from roost.runtime.schedule import Schedule
 
 SECONDS = 1.0
@@ -87,13 +87,9 @@ class Settings:
     mail_sending_lease_s: float = 600 * SECONDS
     public_url: str = "http://127.0.0.1:8000"  # roost's own URL: the unsubscribe link only
     templates_dir: str | None = None
-    # Links into the app and event-kind labels (JSON) for mails (issue 19; roost.runtime.links).
+    # Mails' links into the app (ROOST_APP_URL, ROOST_LINK_<PAGE> by page) and event-kind labels (JSON).
     app_url: str | None = None
-    link_topic: str | None = None
-    link_inbox: str | None = None
-    link_settings: str | None = None
-    link_handoff: str | None = None
-    link_notification: str | None = None
+    link_templates: Mapping[str, str] = field(default_factory=dict, hash=False)
     event_labels: str | None = None
 
     # Handoffs and live fan-out (issue 7).
@@ -168,6 +164,8 @@ class Settings:
         crons = _processor_crons(env)
         if crons:
             values["processor_crons"] = crons
+        if link_templates(env):
+            values["link_templates"] = link_templates(env)
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         _check(settings)
@@ -199,10 +197,6 @@ class Settings:
             InvalidInput: both variables set, an empty entry, or a key under the minimum strength.
         """
         return parse_secret_keys(self.secret_key, self.secret_keys)
-
-    @cached_property
-    def links(self) -> Links:  # parsed once; a bad template is refused at start (InvalidInput)
-        return links_from(self)
 
 
 MIN_SERVICE_TOKEN_CHARS = 32
@@ -403,8 +397,7 @@ def _check(settings: Settings) -> None:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise bad("log_level", f"is not one of {', '.join(sorted(_LOG_LEVELS))}")
-    settings.links  # noqa: B018  (raises InvalidInput naming the link variable)
-    parse_event_labels(settings.event_labels)
+    check_mail_settings(settings)  # names the ROOST_LINK_* / ROOST_APP_URL / ROOST_EVENT_LABELS at fault
     if settings.allowed_destinations.strip():
         try:
             destination_policy(settings)

@@ -145,7 +145,8 @@ class Links:
         templates = templates or {}
         unknown = set(templates) - set(PAGES)
         if unknown:
-            raise _bad(f"no link page {sorted(unknown)[0]!r}; pages: {', '.join(PAGES)}")
+            raise _bad(f"ROOST_LINK_{sorted(unknown)[0].upper()} names no page; the pages are "
+                       + ", ".join(f"ROOST_LINK_{p.upper()}" for p in PAGES))
         base = (app_url or "").strip()
         if base:
             url = urlsplit(base)
@@ -192,12 +193,29 @@ class Links:
 
 
 def links_from(settings: Any) -> Links:
-    """The ``Links`` of a ``Settings`` (``app_url`` and ``link_<page>`` fields).
+    """The ``Links`` of a ``Settings`` (its ``app_url`` and ``link_templates``).
 
     Raises:
         InvalidInput: see ``Links``.
     """
-    return Links(settings.app_url, {page: getattr(settings, f"link_{page}") for page in PAGES})
+    return Links(settings.app_url, settings.link_templates)
+
+
+def link_templates(env: Mapping[str, str]) -> dict[str, str]:
+    """Every ``ROOST_LINK_<PAGE>`` variable that is set, by page (``{"handoff": "https://..."}``);
+    a page that does not exist (``ROOST_LINK_TOPICS``) is passed on, for ``Links`` to refuse by name."""
+    return {key[len("ROOST_LINK_"):].lower(): value for key, value in env.items()
+            if key.startswith("ROOST_LINK_") and value.strip()}
+
+
+def check_mail_settings(settings: Any) -> None:
+    """Refuse, at start, link templates and event labels that cannot work.
+
+    Raises:
+        InvalidInput: naming the variable and what is wrong (see ``Links``, ``parse_event_labels``).
+    """
+    links_from(settings)
+    parse_event_labels(settings.event_labels)
 
 
 def parse_event_labels(raw: str | None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 
 from roost.domain.digest.formats import label, local_time
-from roost.runtime.links import Links, parse_event_labels
+from roost.runtime.links import Links, links_from, parse_event_labels
 
 SAMPLES_PER_KIND = 3
 
@@ -253,7 +253,7 @@ def renderer_for(settings: Any) -> Renderer:
     """The ``Renderer`` of a ``Settings`` (``templates_dir``, ``links``, ``event_labels``), built once."""
     hit = _renderers.get(id(settings))
     if hit is None or hit[0] is not settings:
-        hit = (settings, Renderer(settings.templates_dir, links=settings.links,
+        hit = (settings, Renderer(settings.templates_dir, links=links_from(settings),
                                   labels=parse_event_labels(settings.event_labels)))
         if len(_renderers) > 64:  # tests build many settings; a process has one
             _renderers.clear()
