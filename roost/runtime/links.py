@@ -1,18 +1,16 @@
-"""Links into the app: the URLs mails point at, from ``ROOST_APP_URL`` and ``ROOST_LINK_*`` templates.
+"""Links into the app: the URLs mails point at, from ``ROOST_APP_URL`` and ``ROOST_LINK_*`` templates
+(and ``ROOST_EVENT_LABELS``, the app's names for event kinds, checked at start beside them).
 
 Mail links go to the app's pages, never to roost's own URL (``ROOST_PUBLIC_URL``, which serves
-only the unsubscribe link). Each page has a template with ``{placeholder}`` fields:
+only the unsubscribe link). Each page has a template with ``{placeholder}`` fields; unset, it
+defaults to a path under ``ROOST_APP_URL``:
 
-========================  ================================  ==================================
-setting                   placeholders                      default (from ``ROOST_APP_URL``)
-========================  ================================  ==================================
-``ROOST_LINK_TOPIC``      ``{topic}``, ``{user_id}``        ``<app>/topics/{topic}``
-``ROOST_LINK_INBOX``      ``{user_id}``                     ``<app>/inbox``
-``ROOST_LINK_SETTINGS``   ``{user_id}``                     ``<app>/settings/notifications``
-``ROOST_LINK_HANDOFF``    ``{handoff_id}``, ``{account_id}``  ``<app>/handoffs/{handoff_id}``
-``ROOST_LINK_NOTIFICATION`` ``{notification_id}``,
-                          ``{topic}``, ``{user_id}``        ``<app>/notifications/{notification_id}``
-========================  ================================  ==================================
+* ``ROOST_LINK_TOPIC``: ``{topic}``, ``{user_id}``; default ``<app>/topics/{topic}``
+* ``ROOST_LINK_INBOX``: ``{user_id}``; default ``<app>/inbox``
+* ``ROOST_LINK_SETTINGS``: ``{user_id}``; default ``<app>/settings/notifications``
+* ``ROOST_LINK_HANDOFF``: ``{handoff_id}``, ``{account_id}``; default ``<app>/handoffs/{handoff_id}``
+* ``ROOST_LINK_NOTIFICATION``: ``{notification_id}``, ``{topic}``, ``{user_id}``; default
+  ``<app>/notifications/{notification_id}``
 
 A template set on its own works without ``ROOST_APP_URL``; a page with neither has no link (the
 mails then leave it out rather than point somewhere that has no page). Every value is
@@ -24,6 +22,7 @@ configuration error (``InvalidInput``, code ``bad_link_setting``).
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from typing import Any, Callable, Mapping
@@ -224,8 +223,6 @@ def parse_event_labels(raw: str | None) -> dict[str, str]:
     Raises:
         InvalidInput: not a JSON object of non-empty strings (each at most 200 characters).
     """
-    import json
-
     if not raw or not raw.strip():
         return {}
     try:
@@ -240,9 +237,3 @@ def parse_event_labels(raw: str | None) -> dict[str, str]:
             raise _bad(f"ROOST_EVENT_LABELS: the label of {kind[:80]!r} must be a non-empty string "
                             "of at most 200 characters")
     return {k: v.strip() for k, v in value.items()}
-
-
-def default_label(event_kind: str) -> str:
-    """``comment_added`` -> "Comment added" (the label of a kind the app gave none for)."""
-    text = event_kind.replace("_", " ").replace("-", " ").replace(".", " ").strip()
-    return (text[:1].upper() + text[1:]) if text else event_kind

@@ -10,9 +10,14 @@ import datetime as dt
 from typing import Mapping
 
 from roost.domain.digest.slots import zone
-from roost.runtime.links import default_label
 
 _default_labels: dict[str, str] = {}
+
+
+def default_label(event_kind: str) -> str:
+    """``comment_added`` -> "Comment added" (the label of a kind the app gave none for)."""
+    text = event_kind.replace("_", " ").replace("-", " ").replace(".", " ").strip()
+    return (text[:1].upper() + text[1:]) if text else event_kind
 
 
 def label(event_kind: str, labels: Mapping[str, str]) -> str:
