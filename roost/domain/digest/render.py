@@ -33,9 +33,14 @@ SAMPLES_PER_KIND = 3
 class KindGroup:
     event_kind: str
     count: int = 0
-    unread: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""  # how the app names the kind (set by ``Renderer.digest``)
+    items: list[Any] = field(default_factory=list, repr=False)  # every item of the kind, oldest first
+
+    @property
+    def unread(self) -> int:
+        """How many of the kind's items are unread (counted when asked: a digest's items all are)."""
+        return [i["read_at"] for i in self.items].count(None)
 
 
 @dataclass
@@ -54,7 +59,7 @@ def group_items(items: Iterable[Any], *, sample: Callable[[Any], Any] = lambda i
                 watched: frozenset[str] | set[str] = frozenset()) -> list[TopicGroup]:
     """Topics the reader watches first (``watched``), then the others, each part most active
     first; within a topic, event kinds by count (ties by name). Each kind keeps its newest few
-    items as samples (passed through ``sample``) and counts those still unread.
+    items as samples (passed through ``sample``), and all of them for ``unread``.
     ``items``: mappings with topic, event_kind and read_at, oldest first."""
     buckets: dict[tuple[str, str], list[Any]] = {}
     for item in items:  # once per notification of a tick: kept to the bare minimum
@@ -66,8 +71,7 @@ def group_items(items: Iterable[Any], *, sample: Callable[[Any], Any] = lambda i
             bucket.append(item)
     topics: dict[str, list[KindGroup]] = {}
     for (topic, kind), bucket in buckets.items():
-        group = KindGroup(kind, len(bucket), [i["read_at"] for i in bucket].count(None),
-                          [sample(i) for i in bucket[:-SAMPLES_PER_KIND - 1:-1]])
+        group = KindGroup(kind, len(bucket), [sample(i) for i in bucket[:-SAMPLES_PER_KIND - 1:-1]], items=bucket)
         topics.setdefault(topic, []).append(group)
     out = []
     for topic, groups in topics.items():
