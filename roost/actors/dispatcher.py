@@ -21,6 +21,11 @@ bounded channel (waiting for room: backpressure on the socket's reader; a result
 dropped, unlike an inbox hint) and the actor's writer task records what arrived together in one
 transaction; ``after_result`` then publishes ``DISPATCH_RESULT`` (the device has room again) and
 ``batch_done`` when it finished a batch.
+
+When the limits let nothing go, it logs why it waits (``dispatch waiting``: account, reason as
+``roost.domain.dispatch.limits`` names it, until when): one line per account's look, and at most
+one a ``WAIT_LOG_EVERY_S`` per account for the same reason (an account kept waiting by a gap
+would log at every dispatch otherwise); a new reason is logged at once.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from roost.storage.database import Row
 
 RESULT_BATCH = 256
 STORAGE_RETRY_S = 5.0  # a database error in an account's look: look again this much later
+WAIT_LOG_EVERY_S = 60.0  # the same wait reason of an account is logged at most this often
 
 
 def send_request(item: Row) -> dict[str, Any]:
@@ -81,6 +87,7 @@ class Dispatcher(Actor):
         self._outstanding: dict[str, int] = {}
         self._lease_due: dict[str, dt.datetime | None] = {}
         self._results_send: trio.MemorySendChannel[tuple[DeviceSocket, send_queue.Result]] | None = None
+        self._waits_logged: dict[str, tuple[str, dt.datetime]] = {}  # account -> (reason, when) last logged
 
     # -- WebSocket frames (run in the socket's task) ------------------------------------------------
 
@@ -131,6 +138,8 @@ class Dispatcher(Actor):
                                 due[account_id] = next_at
                         for account_id in [a for a in due if a not in connected]:
                             del due[account_id]  # its devices left; a register wakes it again
+                        for account_id in [a for a in self._waits_logged if a not in connected]:
+                            del self._waits_logged[account_id]
                         ctx.tick()
                         delay = math.inf
                         if due:
@@ -204,6 +213,7 @@ class Dispatcher(Actor):
         s = ctx.services
         lease_s, window = s.settings.dispatch_lease_s, s.settings.dispatch_window
         candidates: list[dt.datetime] = []
+        wait: send_queue.Claim | None = None  # a claim that let nothing go, and why
         for device_id in sorted({sock.device_id for sock in s.sockets.for_account(account_id)}):
             lease_due = self._lease_due.get(device_id, s.clock.now())
             if lease_due is not None and lease_due <= s.clock.now():
@@ -216,13 +226,28 @@ class Dispatcher(Actor):
                 in_flight += len(claim.items)
                 if claim.next_at is not None:
                     candidates.append(claim.next_at)
+                if claim.reason is not None:
+                    wait = claim
                 if not claim.more:
                     break
             self._outstanding[device_id] = in_flight
             lease = self._lease_due[device_id] = await send_queue.next_lease_expiry(s.db, device_id)
             if lease is not None:
                 candidates.append(lease)
+        if wait is not None:
+            self._log_wait(ctx, account_id, wait)
         return min(candidates) if candidates else None
+
+    def _log_wait(self, ctx: ActorContext, account_id: str, wait: send_queue.Claim) -> None:
+        """``dispatch waiting``, rate-limited per account and reason (see the module docstring)."""
+        assert wait.reason is not None
+        now = ctx.services.clock.now()
+        last = self._waits_logged.get(account_id)
+        if last is not None and last[0] == wait.reason and (now - last[1]).total_seconds() < WAIT_LOG_EVERY_S:
+            return
+        self._waits_logged[account_id] = (wait.reason, now)
+        ctx.log.info("dispatch waiting", account_id=account_id, reason=wait.reason,
+                     until=wait.next_at.isoformat() if wait.next_at else None)
 
     def _offer(self, s: Services, device_id: str, items: list[Row]) -> None:
         # A socket that closes in between loses nothing: the item stays dispatched and is offered

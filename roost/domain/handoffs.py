@@ -1,14 +1,19 @@
-"""Handoffs: park or escalate, claim, cancel, and what follows the commit (socket events, mail, assessment).
+"""Handoffs: park or escalate, claim, cancel, list, and what follows the commit (socket events, mail,
+assessment, the claimer's briefing).
 
 Each write commits the handoff change and its event together (``roost.storage.handoffs``); only
 after the commit does it publish the wake-ups: the account id on ``HANDOFF_EVENTS`` (the fan-out
-pushes the new events to the account's sockets, in every process) and, for a new handoff with
-mail or an assessment to do, the handoff id on ``HANDOFF_FOLLOWUPS``. So an answer never waits
-on a socket, a mail server or a model, and a rollback publishes nothing.
+pushes the new events to the account's sockets, in every process) and, for a handoff with mail,
+an assessment or a briefing to do, the handoff id on ``HANDOFF_FOLLOWUPS``. So an answer never
+waits on a socket, a mail server or a model, and a rollback publishes nothing.
 
-The follow-ups (``queue_escalation_mail``, ``assess_pending``) are run by the follow-up actor, in
-transactions of their own: each reads what is marked pending, so a lost wake-up or a crash in
-between is picked up by the next pass.
+An escalation is assessed when an assessor is configured; a park only when its account's
+``assess_parks`` is set (else its ``assessment_state`` is ``skipped``). A claim is briefed when
+the assessor writes briefings (``writes_briefings``).
+
+The follow-ups (``queue_escalation_mail``, ``assess_pending``, ``brief_pending``) are run by the
+follow-up actor, in transactions of their own: each reads what is marked pending, so a lost
+wake-up or a crash in between is picked up by the next pass.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import trio
 
 from roost.domain import handoff_mail
 from roost.errors import MissingReference, NotFound, StorageError, TooLarge
-from roost.plugins.assessors import Assessor, run_assessor
+from roost.plugins.assessors import Assessor, run_assessor, run_briefer, writes_briefings
 from roost.plugins.assessors import registry as assessors
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.topics import HANDOFF_EVENTS, HANDOFF_FOLLOWUPS
+from roost.storage import handoff_briefings as briefings
+from roost.storage import handoff_lists as lists
 from roost.storage import handoffs as repo
-from roost.storage import outbox
+from roost.storage import outbox, tenancy
 from roost.storage.database import Row
 
 CONCURRENT_ASSESSMENTS = 4
@@ -40,11 +47,12 @@ def _publish(services: Services, row: Row, *, followups: bool = False) -> None:
 
 
 async def create(services: Services, *, account_id: str, subject_ref: str, intent: str, notes: str,
-                 priority: str, snapshot: Any, created_by: str) -> Row:
+                 priority: str, snapshot: Any, created_by: str, team: Any = repo.KEEP_TEAM) -> Row:
     """Park or escalate: the handoff and its ``handoff_created`` event, then the wake-ups.
 
-    An escalation is marked for mail, and every handoff for an assessment when an assessor is
-    configured; both are done after the commit by the follow-up actor.
+    An escalation is marked for mail and, when an assessor is configured, for an assessment; a
+    park for an assessment only when the account's ``assess_parks`` is set. Both are done after
+    the commit by the follow-up actor. ``team`` left out is the creator's team; None is none.
 
     Raises:
         TooLarge: the snapshot is over ``SNAPSHOT_MAX_BYTES`` as JSON (code ``snapshot_too_large``).
@@ -58,23 +66,27 @@ async def create(services: Services, *, account_id: str, subject_ref: str, inten
         async with services.db.transaction() as tx:
             row = await repo.create(tx, account_id=account_id, subject_ref=subject_ref, intent=intent, notes=notes,
                                     priority=priority, snapshot=snapshot, created_by=created_by, assess=assess,
-                                    now=services.clock.now())
+                                    now=services.clock.now(), team=team)
     except NotFound as exc:
         raise MissingReference(exc.message) from exc
-    _publish(services, row, followups=row["mail_state"] == "pending" or assess)
+    _publish(services, row, followups=row["mail_state"] == "pending" or row["assessment_state"] == "pending")
     return row
 
 
 async def claim(services: Services, handoff_id: str, user_id: str) -> Row:
     """Claim an open handoff for ``user_id`` (exactly one claim wins); see ``roost.storage.handoffs.claim``.
 
+    When the assessor writes briefings, the claimer's is marked pending with the claim and written
+    after the commit by the follow-up actor (``brief_pending``); the claim never waits for it.
+
     Raises:
         NotFound: no such handoff, or ``user_id`` is of another account.
         Conflict: someone else holds it, or it was cancelled.
     """
-    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now())
+    brief = writes_briefings(assessors.create(services.settings.handoff_assessor))
+    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now(), brief=brief)
     if changed:
-        _publish(services, row)
+        _publish(services, row, followups=row["briefing_state"] == "pending")
     return row
 
 
@@ -91,8 +103,33 @@ async def cancel(services: Services, handoff_id: str, user_id: str) -> Row:
     return row
 
 
+async def queue(services: Services, account_id: str, *, limit: int, cursor: str | None, team: str | None = None,
+                intent: str | None = None) -> dict[str, Any]:
+    """The account's open handoffs (of a team, of an intent), urgent first then oldest.
+
+    Raises:
+        NotFound: no such account.
+        InvalidInput: a cursor this list did not hand out (code ``bad_cursor``).
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await lists.queue(services.db, account_id, limit=limit, cursor=cursor, team=team, intent=intent)
+
+
+async def list_handoffs(services: Services, account_id: str, *, limit: int, cursor: str | None,
+                        state: str | None = None, team: str | None = None, intent: str | None = None) -> dict[str, Any]:
+    """Every handoff of the account (in a state, of a team, of an intent), newest first.
+
+    Raises:
+        NotFound: no such account.
+        InvalidInput: a cursor this list did not hand out (code ``bad_cursor``).
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await lists.list_for_account(services.db, account_id, limit=limit, cursor=cursor, state=state,
+                                        team=team, intent=intent)
+
+
 async def record_assessment(services: Services, row: Row, assessment: dict[str, Any] | None) -> None:
-    """Store an assessor's answer for a claimed assessment (``handoff_updated`` when it is stored)."""
+    """Store an assessor's answer (None: failed) for a claimed assessment, with ``handoff_updated``."""
     stored = await repo.store_assessment(services.db, row["id"], assessment, services.clock.now())
     if stored is not None:
         _publish(services, stored)
@@ -149,11 +186,40 @@ async def assess_pending(services: Services, assessor: Assessor) -> None:
                                               max_attempts=settings.handoff_assessment_max_attempts)
             if row is None:
                 return
+            if row["assessment_state"] == "failed":  # attempts spent: marked failed, with an event
+                _publish(services, row)
+                return
             result = await run_assessor(assessor, row, settings.handoff_assessor_timeout_s)
             await record_assessment(services, row, result)
 
     async with trio.open_nursery() as nursery:
         for handoff_id in await repo.pending_assessments(services.db, now=services.clock.now()):
+            nursery.start_soon(one, handoff_id)
+
+
+async def brief_pending(services: Services, assessor: Assessor) -> None:
+    """Write every briefing pending (or whose lease ran out), ``CONCURRENT_ASSESSMENTS`` at a time,
+    with the assessments' timeout (``handoff_assessor_timeout_s``), lease and attempts."""
+    limiter = trio.CapacityLimiter(CONCURRENT_ASSESSMENTS)
+    settings = services.settings
+
+    async def one(handoff_id: str) -> None:
+        async with limiter:
+            row, claimer = await briefings.claim_briefing(
+                services.db, handoff_id, now=services.clock.now(), lease_s=settings.handoff_assessment_lease_s,
+                max_attempts=settings.handoff_assessment_max_attempts)
+            if row is None:
+                return
+            if claimer is None:  # attempts spent: marked failed, with an event for the sockets
+                _publish(services, row)
+                return
+            ok, text = await run_briefer(assessor, row, claimer, settings.handoff_assessor_timeout_s)
+            stored = await briefings.store_briefing(services.db, handoff_id, ok, text, services.clock.now())
+            if stored is not None:
+                _publish(services, stored)
+
+    async with trio.open_nursery() as nursery:
+        for handoff_id in await briefings.pending_briefings(services.db, now=services.clock.now()):
             nursery.start_soon(one, handoff_id)
 
 

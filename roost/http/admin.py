@@ -14,6 +14,7 @@ from roost.http.errors import ErrorBody
 from roost.http.models import (
     Account,
     AccountCreate,
+    AccountPatch,
     Device,
     DeviceCreate,
     DeviceCreated,
@@ -48,7 +49,8 @@ def documented_errors(*codes: int):
 @documented_errors(400, 401, 413, 503)
 async def create_account(data: AccountCreate) -> tuple[dict[str, Any], int]:
     s = services()
-    row = await tenancy.create_account(s.db, name=data.name, timezone=data.timezone, now=s.clock.now(), actor=ACTOR)
+    row = await tenancy.create_account(s.db, name=data.name, timezone=data.timezone, now=s.clock.now(), actor=ACTOR,
+                                       assess_parks=data.assess_parks)
     return row, 201
 
 
@@ -58,6 +60,17 @@ async def create_account(data: AccountCreate) -> tuple[dict[str, Any], int]:
 @documented_errors(401, 404, 503)
 async def get_account(account_id: str) -> dict[str, Any]:
     return await tenancy.get_account(services().db, account_id)
+
+
+@bp.patch("/accounts/<account_id>")
+@service_auth
+@validate_request(AccountPatch)
+@validate_response(Account)
+@documented_errors(400, 401, 404, 413, 503)
+async def patch_account(account_id: str, data: AccountPatch) -> dict[str, Any]:
+    """Change an account's name, time zone or settings (``assess_parks``); fields left out are kept."""
+    s = services()
+    return await tenancy.update_account(s.db, account_id, data.changes(), now=s.clock.now(), actor=ACTOR)
 
 
 @bp.post("/users")

@@ -1,164 +1,48 @@
 """Dispatch over HTTP (the ``/outreach`` API): an account's settings (admin), batches (app), the
 device's send queue.
 
-Service token: ``GET|PUT /api/admin/accounts/{id}/outreach-settings``, ``POST
-/api/v1/outreach/batches`` (a draft, or ``dry_run``), ``GET /api/v1/outreach/batches/{id}``
-(counts by status), ``.../items``, ``POST .../{id}/send|pause|resume|cancel``.
-Device token: ``GET /api/device/send-queue/pending`` and ``POST
-/api/device/send-queue/{id}/result``.
+Service token: ``GET|PUT /api/admin/accounts/{id}/outreach-settings``, ``GET
+/api/admin/devices/{id}/send-queue`` (an operator's view of a device's queue), ``POST|GET
+/api/v1/outreach/batches`` (a draft, or ``dry_run``; the list by account and status), ``GET
+/api/v1/outreach/batches/{id}`` (counts by status, ``next_send``), ``.../items``, ``POST
+.../{id}/send|pause|resume|cancel``, ``POST /api/v1/outreach/messages`` (one message without a
+batch). Device token: ``GET /api/device/send-queue/pending`` and ``POST
+/api/device/send-queue/{id}/result``. The models are ``roost.http.dispatch_models``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
 from quart import Blueprint, g
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from roost.domain.dispatch import sending
-from roost.domain.dispatch.sending import MAX_ERROR_CHARS
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import device_auth, service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery, QuietHours, TimeZone
-from roost.storage import dispatch
+from roost.http.dispatch_models import (
+    MAX_BATCH_ITEMS,
+    MAX_BODY_CHARS,
+    Batch,
+    BatchCreate,
+    BatchItem,
+    BatchListQuery,
+    BatchWithNextSend,
+    DeviceQueueQuery,
+    DryRun,
+    MessageCreate,
+    OutreachSettings,
+    OutreachSettingsPut,
+    SendQueue,
+    SendResult,
+    SendResultIn,
+)
+from roost.http.models import Page, PageQuery
+from roost.storage import dispatch, dispatch_lists
 
 bp = Blueprint("dispatch", __name__)
-
-Limit = Annotated[int, Field(gt=0, le=10_000_000, description="a positive number, or null for no limit")]
-MAX_BATCH_ITEMS = 10_000
-MAX_BODY_CHARS = 10_000
-ItemStatus = Literal["pending", "dispatched", "sent", "failed", "skipped", "cancelled"]
-BatchStatus = Literal["draft", "sending", "paused", "done", "cancelled"]
-
-
-class OutreachQuietHours(QuietHours):
-    @model_validator(mode="after")
-    def _not_empty(self) -> OutreachQuietHours:
-        if self.start == self.end:
-            raise ValueError("quiet_hours start and end are equal; send null for no quiet hours")
-        return self
-
-
-class OutreachSettingsPut(Body):
-    paused: bool = False
-    quiet_hours: OutreachQuietHours | None = Field(None, description="local times; start > end crosses midnight")
-    timezone: TimeZone | None = Field(None, description="IANA zone of the quiet hours; null: the account's")
-    max_per_minute: Limit | None = None
-    max_per_hour: Limit | None = None
-    max_per_day: Limit | None = None
-    min_gap_seconds: float = Field(0.0, ge=0, le=86_400, allow_inf_nan=False)
-
-
-class OutreachSettings(Out):
-    account_id: str
-    paused: bool
-    quiet_hours: dict[str, str] | None
-    timezone: str
-    max_per_minute: int | None
-    max_per_hour: int | None
-    max_per_day: int | None
-    min_gap_seconds: float
-    updated_at: dt.datetime | None
-
-
-class BatchItemIn(Body):
-    to_handle: str = Field(min_length=1, max_length=320)
-    body: str = Field(min_length=1, description=f"at most {MAX_BODY_CHARS:,} characters")
-    device_id: Id | None = Field(None, description="default: the creator's (or account's) most recently seen device")
-
-
-class BatchCreate(Body):
-    account_id: Id
-    # The caps are checked in the handler (400), not as schema maxItems/maxLength: a body over
-    # them is usually also over the request size limit, and 413 is not what a schema violation answers.
-    items: list[BatchItemIn] = Field(min_length=1, description=f"at most {MAX_BATCH_ITEMS:,} items")
-    dry_run: bool = False
-    created_by: Id | None = Field(None, description="the user who gets batch_done")
-    idempotency_key: str | None = Field(
-        None, min_length=1, max_length=200,
-        description="unique per account: a retry with the same key returns the first batch instead of a new one",
-    )
-
-
-class BatchCounts(Out):
-    pending: int
-    dispatched: int
-    sent: int
-    failed: int
-    skipped: int
-    cancelled: int
-
-
-class Batch(Out):
-    id: str
-    account_id: str
-    created_by: str | None
-    idempotency_key: str | None
-    status: BatchStatus
-    total_items: int
-    counts: BatchCounts
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-
-
-class DryRunItem(Out):
-    seq: int
-    to_handle: str
-    body: str
-    device_id: str | None
-    status: Literal["pending", "skipped"]
-    reason: str | None
-
-
-class DryRun(Out):
-    dry_run: bool
-    account_id: str
-    items: list[DryRunItem]
-    counts: BatchCounts
-
-
-class BatchItem(Out):
-    id: str
-    batch_id: str
-    seq: int
-    device_id: str | None
-    to_handle: str
-    body: str
-    status: ItemStatus
-    reason: str | None
-    offers: int
-    dispatched_at: dt.datetime | None
-    result_at: dt.datetime | None
-
-
-class SendQueueItem(Out):
-    id: str = Field(description="stable: the device's idempotency key")
-    batch_id: str
-    to_handle: str
-    body: str
-
-
-class SendQueue(Out):
-    items: list[SendQueueItem]
-    retry_at: dt.datetime | None = Field(description="when nothing may go now, the earliest instant something may")
-
-
-class SendResultIn(Body):
-    status: Literal["sent", "failed"]
-    error: str | None = Field(None, max_length=MAX_ERROR_CHARS)
-
-
-class SendResult(Out):
-    id: str
-    status: Literal["sent", "failed"]
-    error: str | None
-    result_at: dt.datetime | None
-
 
 # -- settings --------------------------------------------------------------------------------------
 
@@ -219,12 +103,30 @@ async def create_batch(data: BatchCreate) -> tuple[dict[str, Any], int] | tuple[
     return batch, 201, {"Idempotent-Replayed": "false" if created else "true"}
 
 
+@bp.get("/api/v1/outreach/batches")
+@service_auth
+@validate_querystring(BatchListQuery)
+@validate_response(Page[Batch])
+@documented_errors(400, 401, 404, 503)
+async def list_batches(query_args: BatchListQuery) -> dict[str, Any]:
+    """List batches by account and status.
+
+    Oldest first, each with its counts by item status; an unknown account is 404."""
+    q = query_args
+    return await dispatch_lists.list_batches(services().db, account_id=q.account_id, status=q.status,
+                                             limit=q.limit, cursor=q.cursor)
+
+
 @bp.get("/api/v1/outreach/batches/<batch_id>")
 @service_auth
-@validate_response(Batch)
+@validate_response(BatchWithNextSend)
 @documented_errors(401, 404, 503)
 async def get_batch(batch_id: str) -> dict[str, Any]:
-    return await dispatch.get_batch(services().db, batch_id)
+    """A batch, with its counts and when its next item may go.
+
+    ``next_send`` says when its next item may go and why not now (``{at, reason}``), or is null
+    when one may go now; it is the decision the dispatcher's claim makes."""
+    return await sending.batch_with_next_send(services(), batch_id)
 
 
 @bp.get("/api/v1/outreach/batches/<batch_id>/items")
@@ -233,7 +135,8 @@ async def get_batch(batch_id: str) -> dict[str, Any]:
 @validate_response(Page[BatchItem])
 @documented_errors(400, 401, 404, 503)
 async def list_items(batch_id: str, query_args: PageQuery) -> dict[str, Any]:
-    return await dispatch.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
+    """A batch's items, in order."""
+    return await dispatch_lists.list_items(services().db, batch_id, limit=query_args.limit, cursor=query_args.cursor)
 
 
 @bp.post("/api/v1/outreach/batches/<batch_id>/send")
@@ -269,6 +172,46 @@ async def resume_batch(batch_id: str) -> dict[str, Any]:
 async def cancel_batch(batch_id: str) -> dict[str, Any]:
     """Queued items become cancelled; dispatched ones finish."""
     return await sending.change_batch(services(), batch_id, "cancel")
+
+
+# -- one message, and a device's queue for operators -----------------------------------------------
+
+
+@bp.post("/api/v1/outreach/messages")
+@service_auth
+@validate_request(MessageCreate)
+@validate_response(BatchItem, 201)
+@documented_errors(400, 401, 404, 409, 413, 503)
+async def send_message(data: MessageCreate) -> tuple[dict[str, Any], int, dict]:
+    """Send one message without a batch.
+
+    Stored as a one-item batch that is already sending, so it goes through the same limits,
+    claim and results as every batch item. Answers the item (201);
+    ``batch_id`` reads its progress. From ``device_id``, or from ``user_id``'s most recently seen
+    live device (exactly one of them); an unknown one, or one outside ``account_id``, is 404; a
+    revoked device, an inactive user or one without a live device 409 ``no_live_device``. A retry
+    with the same ``idempotency_key`` answers the first item with ``Idempotent-Replayed: true``."""
+    if len(data.body) > MAX_BODY_CHARS:
+        raise InvalidInput(f"body: at most {MAX_BODY_CHARS:,} characters", code="body_too_long")
+    item, created = await sending.send_message(services(), device_id=data.device_id, user_id=data.user_id,
+                                               account_id=data.account_id, to_handle=data.to_handle,
+                                               body=data.body, idempotency_key=data.idempotency_key)
+    return item, 201, {"Idempotent-Replayed": "false" if created else "true"}
+
+
+@bp.get("/api/admin/devices/<device_id>/send-queue")
+@service_auth
+@validate_querystring(DeviceQueueQuery)
+@validate_response(Page[BatchItem])
+@documented_errors(400, 401, 404, 503)
+async def device_send_queue(device_id: str, query_args: DeviceQueueQuery) -> dict[str, Any]:
+    """A device's send queue, as an operator sees it.
+
+    The items offered to or held by the device (any status, or ``status``), in the order it gets
+    them, with offers, lease and times."""
+    q = query_args
+    return await dispatch_lists.device_queue(services().db, device_id, status=q.status, limit=q.limit,
+                                             cursor=q.cursor)
 
 
 # -- the device's send queue -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Handoffs (service token): park or escalate, get, claim, cancel, and the account's queue.
+"""Handoffs (service token): park or escalate, get, claim, cancel, the account's open queue and the
+list of all its handoffs (each by team and intent; the list by state too).
 
 The writes are ``roost.domain.handoffs``: each commits the handoff change and its event together
 and only then publishes the wake-ups (the fan-out for sockets, the follow-ups for mail and
@@ -18,7 +19,7 @@ from roost.domain import handoffs
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
-from roost.http.models import Body, Id, Out, Page, PageQuery, _refuse_nul
+from roost.http.models import Body, Id, Out, Page, PageQuery, Team, _refuse_nul
 from roost.storage import handoffs as repo
 
 bp = Blueprint("handoffs", __name__, url_prefix="/api/v1/handoffs")
@@ -26,6 +27,7 @@ bp = Blueprint("handoffs", __name__, url_prefix="/api/v1/handoffs")
 Intent = Literal["park", "escalate"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["open", "claimed", "cancelled"]
+FollowupState = Literal["pending", "running", "done", "failed", "skipped"]
 
 
 class HandoffCreate(Body):
@@ -36,6 +38,11 @@ class HandoffCreate(Body):
     priority: Priority = "normal"
     snapshot: dict[str, Any] = Field(default_factory=dict, description="free JSON, at most 64 KiB encoded")
     created_by: Id
+    team: Team | None = Field(None, description="left out: the creator's team; null: no team")
+
+    def fields(self) -> dict[str, Any]:
+        """The create's arguments; ``team`` only when the client sent it (else the creator's)."""
+        return self.model_dump(exclude=None if "team" in self.model_fields_set else {"team"})
 
 
 class HandoffAct(Body):
@@ -53,6 +60,7 @@ class HandoffCard(Out):
 
     id: str
     account_id: str
+    team: str | None
     subject_ref: str
     intent: Intent
     notes: str
@@ -65,6 +73,10 @@ class HandoffCard(Out):
     cancelled_at: dt.datetime | None
     status: Status
     assessment: dict[str, Any] | None
+    assessment_state: FollowupState = Field(description="skipped: no assessor, or a park where the account "
+                                                        "does not assess parks")
+    briefing: str | None = Field(description="the claimer's briefing, written after the claim")
+    briefing_state: FollowupState = Field(description="skipped: not claimed, or the assessor writes none")
 
 
 class Handoff(HandoffCard):
@@ -74,6 +86,12 @@ class Handoff(HandoffCard):
 
 class QueueQuery(PageQuery):
     account_id: Id
+    team: Team | None = None
+    intent: Intent | None = None
+
+
+class ListQuery(QueueQuery):
+    state: Status | None = None
 
 
 class GetQuery(BaseModel):
@@ -93,17 +111,31 @@ async def _full(row: dict[str, Any]) -> dict[str, Any]:
 @documented_errors(400, 401, 413, 503)
 async def create_handoff(data: HandoffCreate) -> tuple[dict[str, Any], int]:
     """Park or escalate; escalations e-mail the account's owners, admins and engineers after the commit."""
-    return await _full(await handoffs.create(services(), **data.model_dump())), 201
+    return await _full(await handoffs.create(services(), **data.fields())), 201
+
+
+@bp.get("")
+@service_auth
+@validate_querystring(ListQuery)
+@validate_response(Page[HandoffCard])
+@documented_errors(400, 401, 404, 503)
+async def list_handoffs(query_args: ListQuery) -> dict[str, Any]:
+    """Every handoff of the account, newest first; narrowed by state, team and intent."""
+    q = query_args
+    return await handoffs.list_handoffs(services(), q.account_id, limit=q.limit, cursor=q.cursor, state=q.state,
+                                        team=q.team, intent=q.intent)
 
 
 @bp.get("/queue")
 @service_auth
 @validate_querystring(QueueQuery)
 @validate_response(Page[HandoffCard])
-@documented_errors(400, 401, 503)
+@documented_errors(400, 401, 404, 503)
 async def handoff_queue(query_args: QueueQuery) -> dict[str, Any]:
-    """Open handoffs of the account, urgent first, then oldest."""
-    return await repo.queue(services().db, query_args.account_id, limit=query_args.limit, cursor=query_args.cursor)
+    """Open handoffs of the account (of one team, of one intent), urgent first, then oldest."""
+    q = query_args
+    return await handoffs.queue(services(), q.account_id, limit=q.limit, cursor=q.cursor, team=q.team,
+                                intent=q.intent)
 
 
 @bp.get("/<handoff_id>")

@@ -105,15 +105,37 @@ class QuietHours(Body):
     end: LocalTime
 
 
+Team = Annotated[str, Field(min_length=1, max_length=200, description="an app's team name")]
+
+
 class AccountCreate(Body):
     name: Name
     timezone: TimeZone = "UTC"
+    assess_parks: bool = Field(False, description="assess parked handoffs too (escalations always are)")
+
+
+class AccountPatch(Body):
+    name: Name | None = None
+    timezone: TimeZone | None = None
+    assess_parks: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> AccountPatch:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null (leave it out to keep it)")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the client sent."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class Account(Out):
     id: str
     name: str
     timezone: str
+    assess_parks: bool
     created_at: dt.datetime
 
 
@@ -128,6 +150,7 @@ class UserCreate(Body):
     digest_time: LocalTime = "08:00"
     digest_weekday: Weekday = "monday"
     quiet_hours: QuietHours | None = None
+    team: Team | None = None
 
 
 class UserPatch(Body):
@@ -140,11 +163,12 @@ class UserPatch(Body):
     digest_time: LocalTime | None = None
     digest_weekday: Weekday | None = None
     quiet_hours: QuietHours | None = Field(None, description="null clears quiet hours")
+    team: Team | None = Field(None, description="null takes the user out of their team")
 
     @model_validator(mode="after")
     def _only_quiet_hours_nullable(self) -> UserPatch:
         for name in self.model_fields_set:
-            if getattr(self, name) is None and name != "quiet_hours":
+            if getattr(self, name) is None and name not in ("quiet_hours", "team"):
                 raise ValueError(f"{name} cannot be null (leave it out to keep it)")
         return self
 
@@ -169,6 +193,7 @@ class User(Out):
     digest_time: str
     digest_weekday: Weekday
     quiet_hours: dict[str, str] | None
+    team: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -4,8 +4,14 @@ Sending them (the claim under the limits, leases, the ledger, device results) is
 send queue, ``roost.storage.send_queue``. The tables keep their ``outreach_`` names (the
 ``/outreach`` API's).
 
-Item states: ``pending → dispatched → sent | failed``, or ``skipped | cancelled``.
-Batch states: ``draft → sending (⇄ paused) → done``, or ``cancelled``.
+Item states: ``pending → dispatched → sent | failed``, or ``skipped | cancelled``. Every write
+that changes an item sets its ``updated_at`` (here and in ``send_queue``), in the statement that
+changes it.
+Batch states: ``draft → sending (⇄ paused) → done``, or ``cancelled``. A single message
+(``create_message``) is a one-item batch created already sending, so it goes through the same
+claim, limits, results and ``batch_done`` as every batch item.
+
+The lists (batches, a batch's items, a device's queue) are ``roost.storage.dispatch_lists``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from roost.errors import Conflict, InvalidInput, NotFound
 from roost.storage import tenancy
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
-from roost.storage.pagination import page
 
 ITEM_STATUSES = ("pending", "dispatched", "sent", "failed", "skipped", "cancelled")
 SETTINGS_FIELDS = ("paused", "quiet_hours", "timezone", "max_per_minute", "max_per_hour", "max_per_day",
                    "min_gap_seconds")
-ITEM_COLUMNS = "i.id, i.batch_id, i.device_id, i.to_handle, i.body"
+# What a claim or re-offer hands a device; both set updated_at to their own time in Python (the
+# row's value is the one before their UPDATE), which also spares a timestamp conversion per item.
+ITEM_COLUMNS = "i.id, i.batch_id, i.device_id, i.to_handle, i.body, i.created_at"
+BATCH_STATUSES = ("draft", "sending", "paused", "done", "cancelled")
+ITEM_VIEW = ("id, batch_id, account_id, seq, device_id, to_handle, body, status, reason, offers, dispatched_at,"
+             " lease_until, result_at, created_at, updated_at")
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -144,35 +154,83 @@ async def create_batch(db: Database, *, account_id: str, created_by: str | None,
     Raises:
         Conflict: the key was used before for a different batch.
     """
-    digest = _request_hash(created_by, items)
-    batch_id = new_id("obt")
     async with db.transaction() as tx:
         resolved = await resolve_items(tx, account_id, created_by, items)
-        open_items = sum(1 for i in resolved if i["status"] == "pending")
-        inserted = await tx.execute(
-            "INSERT INTO outreach_batches (id, account_id, created_by, idempotency_key, request_hash, status,"
-            " open_items, total_items, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'draft', $6, $7, $8, $8)"
-            " ON CONFLICT (account_id, idempotency_key) DO NOTHING",
-            batch_id, account_id, created_by, idempotency_key, digest, open_items, len(resolved), now,
+        batch_id, created = await _insert_batch(tx, account_id, created_by, idempotency_key, items, resolved,
+                                                status="draft", now=now)
+        return await get_batch(tx, batch_id), created
+
+
+async def _insert_batch(tx: Connection, account_id: str, created_by: str | None, idempotency_key: str | None,
+                        items: list[dict[str, Any]], resolved: list[dict[str, Any]], *, status: str,
+                        now: dt.datetime) -> tuple[str, bool]:
+    """Insert the batch and its resolved items (or find the one a reused key made); (batch id, created)."""
+    digest = _request_hash(created_by, items)
+    batch_id = new_id("obt")
+    open_items = sum(1 for i in resolved if i["status"] == "pending")
+    inserted = await tx.execute(
+        "INSERT INTO outreach_batches (id, account_id, created_by, idempotency_key, request_hash, status,"
+        " open_items, total_items, created_at, updated_at, started_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) ON CONFLICT (account_id, idempotency_key) DO NOTHING",
+        batch_id, account_id, created_by, idempotency_key, digest, status, open_items, len(resolved), now,
+        None if status == "draft" else now,
+    )
+    if not inserted:
+        existing = await tx.fetchrow(
+            "SELECT id, request_hash FROM outreach_batches WHERE account_id = $1 AND idempotency_key = $2",
+            account_id, idempotency_key,
         )
-        if not inserted:
-            existing = await tx.fetchrow(
-                "SELECT id, request_hash FROM outreach_batches WHERE account_id = $1 AND idempotency_key = $2",
-                account_id, idempotency_key,
-            )
-            assert existing is not None
-            if existing["request_hash"] != digest:
-                raise Conflict("idempotency_key was already used for a different batch",
-                               code="idempotency_key_reused")
-            return await get_batch(tx, existing["id"]), False
-        await _ensure_state(tx, account_id, now)
-        await tx.execute_many(
-            "INSERT INTO outreach_items (id, batch_id, account_id, seq, device_id, to_handle, body, status, reason,"
-            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [(new_id("oit"), batch_id, account_id, i["seq"], i["device_id"], i["to_handle"], i["body"], i["status"],
-              i["reason"], now) for i in resolved],
-        )
-        return await get_batch(tx, batch_id), True
+        assert existing is not None
+        if existing["request_hash"] != digest:
+            raise Conflict("idempotency_key was already used for a different batch or message",
+                           code="idempotency_key_reused")
+        return existing["id"], False
+    await _ensure_state(tx, account_id, now)
+    await tx.execute_many(
+        "INSERT INTO outreach_items (id, batch_id, account_id, seq, device_id, to_handle, body, status, reason,"
+        " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        [(new_id("oit"), batch_id, account_id, i["seq"], i["device_id"], i["to_handle"], i["body"], i["status"],
+          i["reason"], now) for i in resolved],
+    )
+    return batch_id, True
+
+
+async def create_message(db: Database, *, device_id: str | None, user_id: str | None, account_id: str | None,
+                         to_handle: str, body: str, idempotency_key: str | None,
+                         now: dt.datetime) -> tuple[dict[str, Any], bool]:
+    """One message without a batch: a one-item batch created already ``sending``, in one
+    transaction; returns (item, created). The account is the device's or the user's; the batch's
+    ``created_by`` is the user the message goes out as (the device's, or ``user_id``), whose
+    sockets hear ``batch_done``. With ``user_id`` the device is that user's most recently seen
+    live one, as for a batch item without a device.
+
+    Raises:
+        NotFound: no such device or user, or not of ``account_id`` when that is given.
+        Conflict: ``no_live_device``: the device is revoked, the user inactive, or the user has
+            no live device; ``idempotency_key_reused``.
+    """
+    async with db.transaction() as tx:
+        if device_id is not None:
+            sender = await tx.fetchrow("SELECT u.id, u.account_id, u.active FROM devices d"
+                                       " JOIN users u ON u.id = d.user_id WHERE d.id = $1", device_id)
+            what = f"device {device_id!r}"
+        else:
+            sender = await tx.fetchrow("SELECT id, account_id, active FROM users WHERE id = $1", user_id)
+            what = f"user {user_id!r}"
+        if sender is None or (account_id is not None and sender["account_id"] != account_id):
+            raise NotFound(f"no {what}" + (f" in account {account_id!r}" if account_id else ""))
+        if not sender["active"]:
+            raise Conflict(f"the user of {what} is inactive", code="no_live_device")
+        items = [{"to_handle": to_handle, "body": body, "device_id": device_id}]
+        (resolved,) = await resolve_items(tx, sender["account_id"], sender["id"], items)
+        if resolved["status"] != "pending":
+            raise Conflict(f"{what}: {resolved['reason']}", code="no_live_device")
+        batch_id, created = await _insert_batch(tx, sender["account_id"], sender["id"], idempotency_key, items,
+                                                [resolved], status="sending", now=now)
+        item = await tx.fetchrow(f"SELECT {ITEM_VIEW} FROM outreach_items WHERE batch_id = $1 ORDER BY seq LIMIT 1",
+                                 batch_id)
+        assert item is not None
+        return item, created
 
 
 async def get_batch(conn: Connection, batch_id: str) -> dict[str, Any]:
@@ -189,25 +247,6 @@ async def get_batch(conn: Connection, batch_id: str) -> dict[str, Any]:
         "counts": counts, "created_at": row["created_at"], "started_at": row["started_at"],
         "finished_at": row["finished_at"],
     }
-
-
-async def list_items(conn: Connection, batch_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    await get_batch(conn, batch_id)
-    after = -1
-    if cursor:
-        # The cursor is the last seq handed out: ASCII digits ("²".isdigit() is true) within a BIGINT.
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-            raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
-        after = int(cursor)
-    rows = await conn.fetch(
-        "SELECT id, batch_id, seq, device_id, to_handle, body, status, reason, offers, dispatched_at, result_at"
-        " FROM outreach_items WHERE batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        batch_id, after, limit + 1,
-    )
-    result = page(rows, limit, key="seq")
-    if result["next_cursor"] is not None:
-        result["next_cursor"] = str(result["next_cursor"])
-    return result
 
 
 @dataclass
@@ -248,7 +287,7 @@ async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.date
         open_items = row["open_items"]
         if action == "cancel":
             cancelled = await tx.execute(
-                "UPDATE outreach_items SET status = 'cancelled', result_at = $2"
+                "UPDATE outreach_items SET status = 'cancelled', result_at = $2, updated_at = $2"
                 " WHERE batch_id = $1 AND status = 'pending'",
                 batch_id, now,
             )

@@ -7,10 +7,15 @@ transaction; the row stays locked until the transaction ends, so an account's ev
 ``seq`` order, without gaps (a rollback gives its number back). The fan-out actor only ever
 reads committed rows, so a transaction that rolls back publishes nothing.
 
-Escalation mail and assessment are follow-ups, marked ``pending`` on the handoff in the same
-transaction and done after the commit in transactions of their own (the mail in
-``roost.storage.handoff_mail``, ``store_assessment``): they can neither fail nor delay the handoff,
-and a crash between the two leaves the mark, which the follow-up actor picks up again.
+Escalation mail, assessment and the claimer's briefing are follow-ups, marked ``pending`` on the
+handoff in the same transaction and done after the commit in transactions of their own (the
+mail in ``roost.storage.handoff_mail``, ``store_assessment``; briefings in
+``roost.storage.handoff_briefings``): they can neither fail nor delay the handoff, and a crash
+between the two leaves the mark, which the follow-up actor picks up again. Assessments and
+briefings are claimed with a lease (``claim_assessment``, ``claim_briefing``), so one process does
+each, and another takes it over once a dead process's lease has run out. The lists are in ``roost.storage.handoff_lists``.
+
+States of ``assessment_state`` and ``briefing_state``: pending, running, done, failed, skipped.
 """
 
 from __future__ import annotations
@@ -27,9 +32,14 @@ SNAPSHOT_MAX_BYTES = 64 * 1024
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 NOTIFY_ROLES = ("owner", "admin", "engineer")
 _PUBLIC = (
-    "id", "account_id", "subject_ref", "intent", "notes", "priority", "created_by", "created_at",
-    "claimed_by", "claimed_at", "cancelled_by", "cancelled_at", "status", "assessment",
+    "id", "account_id", "team", "subject_ref", "intent", "notes", "priority", "created_by", "created_at",
+    "claimed_by", "claimed_at", "cancelled_by", "cancelled_at", "status", "assessment", "assessment_state",
+    "briefing", "briefing_state",
 )
+_CARD_COLUMNS = ", ".join((*_PUBLIC, "priority_rank"))
+STATES = ("open", "claimed", "cancelled")
+INTENTS = ("park", "escalate")
+BRIEFING_MAX_CHARS = 8000
 
 
 def snapshot_size(snapshot: Any) -> int:
@@ -71,7 +81,7 @@ async def active_user(conn: Connection, user_id: str, account_id: str) -> Row:
         NotFound: no such user in this account.
         InvalidInput: the user is deactivated (code ``user_inactive``).
     """
-    row = await conn.fetchrow("SELECT id, account_id, active FROM users WHERE id = $1", user_id)
+    row = await conn.fetchrow("SELECT id, account_id, active, team FROM users WHERE id = $1", user_id)
     if row is None or row["account_id"] != account_id:
         raise NotFound(f"no user {user_id!r} in this handoff's account")
     if not row["active"]:
@@ -79,25 +89,36 @@ async def active_user(conn: Connection, user_id: str, account_id: str) -> Row:
     return row
 
 
+KEEP_TEAM: Any = object()  # ``team`` left out of ``create``: the creator's team
+
+
 async def create(conn: Connection, *, account_id: str, subject_ref: str, intent: str, notes: str, priority: str,
-                 snapshot: Any, created_by: str, assess: bool, now: dt.datetime) -> Row:
-    """Insert a handoff and its ``handoff_created`` event, in the caller's transaction."""
-    if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id) is None:
+                 snapshot: Any, created_by: str, assess: bool, now: dt.datetime, team: Any = KEEP_TEAM) -> Row:
+    """Insert a handoff and its ``handoff_created`` event, in the caller's transaction.
+
+    ``assess`` says an assessor is configured: an escalation is then marked for assessment, a
+    park only when its account's ``assess_parks`` is set; otherwise the assessment is
+    ``skipped``. ``team`` defaults to the creator's team; None is no team.
+    """
+    account = await conn.fetchrow("SELECT assess_parks FROM accounts WHERE id = $1", account_id)
+    if account is None:
         raise NotFound(f"no account {account_id!r}")
-    await active_user(conn, created_by, account_id)
+    creator = await active_user(conn, created_by, account_id)
+    assessed = assess and (intent == "escalate" or bool(account["assess_parks"]))
     row = {
-        "id": new_id("hnd"), "account_id": account_id, "subject_ref": subject_ref, "intent": intent, "notes": notes,
+        "id": new_id("hnd"), "account_id": account_id, "team": creator["team"] if team is KEEP_TEAM else team,
+        "subject_ref": subject_ref, "intent": intent, "notes": notes,
         "priority": priority, "priority_rank": PRIORITY_RANK[priority], "snapshot": snapshot,
         "created_by": created_by, "created_at": now, "claimed_by": None, "claimed_at": None,
         "cancelled_by": None, "cancelled_at": None, "status": "open", "assessment": None,
-        "assessment_state": "pending" if assess else "none",
+        "assessment_state": "pending" if assessed else "skipped", "briefing": None, "briefing_state": "skipped",
         "mail_state": "pending" if intent == "escalate" else "none",
     }
     await conn.execute(
-        "INSERT INTO handoffs (id, account_id, subject_ref, intent, notes, priority, priority_rank, snapshot,"
-        " created_by, created_at, status, assessment_state, mail_state)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12)",
-        row["id"], account_id, subject_ref, intent, notes, priority, row["priority_rank"], snapshot,
+        "INSERT INTO handoffs (id, account_id, team, subject_ref, intent, notes, priority, priority_rank, snapshot,"
+        " created_by, created_at, status, assessment_state, mail_state, briefing_state)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, 'skipped')",
+        row["id"], account_id, row["team"], subject_ref, intent, notes, priority, row["priority_rank"], snapshot,
         created_by, now, row["assessment_state"], row["mail_state"],
     )
     await add_event(conn, "handoff_created", row, now)
@@ -120,10 +141,12 @@ def _held(row: Row) -> Conflict:
                              "claimed_at": _jsonable({"t": row["claimed_at"]})["t"]})
 
 
-async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime) -> tuple[Row, bool]:
+async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime, *,
+                brief: bool = False) -> tuple[Row, bool]:
     """Claim an open handoff for ``user_id``: one conditional UPDATE, so exactly one claim wins.
 
-    Returns (row, changed); re-claiming your own claim changes nothing.
+    ``brief`` (the assessor writes briefings) marks the claimer's briefing pending, in the same
+    transaction. Returns (row, changed); re-claiming your own claim changes nothing.
 
     Raises:
         NotFound: no such handoff, or ``user_id`` is of another account.
@@ -133,8 +156,9 @@ async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime) -
         row = await get(tx, handoff_id)
         await active_user(tx, user_id, row["account_id"])
         updated = await tx.fetchrow(
-            "UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = $3"
+            "UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = $3, briefing_state = $4"
             " WHERE id = $1 AND status = 'open' RETURNING *", handoff_id, user_id, now,
+            "pending" if brief else "skipped",
         )
         if updated is not None:
             await add_event(tx, "handoff_claimed", updated, now)
@@ -166,35 +190,6 @@ async def cancel(db: Database, handoff_id: str, user_id: str, now: dt.datetime) 
     if row["status"] == "cancelled":
         return row, False
     raise _held(row)
-
-
-def _cursor(cursor: str | None) -> tuple[int, str] | None:
-    if cursor is None:
-        return None
-    rank, _, last_id = cursor.partition(".")
-    # ASCII digits only ("²".isdigit() is true, and int() refuses it) and within a BIGINT.
-    if not (rank.isascii() and rank.isdigit() and len(rank) <= 18) or not last_id:
-        raise InvalidInput("cursor is not one this endpoint handed out", code="bad_cursor")
-    return int(rank), last_id
-
-
-async def queue(conn: Connection, account_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    """Open handoffs of an account, urgent first then oldest; keyset-paged on (rank, id)."""
-    after = _cursor(cursor)
-    columns = "id, account_id, subject_ref, intent, notes, priority, priority_rank, created_by, created_at," \
-              " claimed_by, claimed_at, cancelled_by, cancelled_at, status, assessment"
-    if after is None:
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM handoffs WHERE account_id = $1 AND status = 'open'"
-            " ORDER BY priority_rank DESC, id LIMIT $2", account_id, limit + 1)
-    else:
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM handoffs WHERE account_id = $1 AND status = 'open'"
-            " AND (priority_rank < $3 OR (priority_rank = $3 AND id > $4))"
-            " ORDER BY priority_rank DESC, id LIMIT $2", account_id, limit + 1, after[0], after[1])
-    items = rows[:limit]
-    next_cursor = f"{items[-1]['priority_rank']}.{items[-1]['id']}" if len(rows) > limit and items else None
-    return {"items": items, "next_cursor": next_cursor}
 
 
 async def notifications(conn: Connection, handoff_id: str) -> list[dict[str, Any]]:
@@ -254,7 +249,9 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
     out (its process died while assessing). None when another process has it, or it is not due.
 
     The claim counts an attempt; a claim that finds ``max_attempts`` spent (every earlier
-    assessor died with its process) marks the assessment failed instead and answers None.
+    assessor died with its process) marks the assessment failed instead (with a
+    ``handoff_updated`` event) and answers the failed row: the caller wakes the fan-out, and
+    assesses only a row that is ``running``.
     """
     async with db.transaction() as tx:
         row = await tx.fetchrow(
@@ -264,9 +261,10 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
             " OR (assessment_state = 'running' AND assessment_lease_until <= $3))"
             " RETURNING *", handoff_id, now + dt.timedelta(seconds=lease_s), now)
         if row is not None and row["assessment_attempts"] > max_attempts:
-            await tx.execute("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
-                             " WHERE id = $1", handoff_id)
-            return None
+            failed = await tx.fetchrow("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
+                                       " WHERE id = $1 RETURNING *", handoff_id)
+            await add_event(tx, "handoff_updated", failed, now)
+            return failed
         return row
 
 
@@ -282,20 +280,21 @@ async def pending_assessments(conn: Connection, *, now: dt.datetime, limit: int 
 
 async def store_assessment(db: Database, handoff_id: str, assessment: dict[str, Any] | None,
                            now: dt.datetime) -> Row | None:
-    """Record an assessor's result with a ``handoff_updated`` event; None marks it failed (no event).
+    """Record an assessor's result with a ``handoff_updated`` event; None marks it failed (an event too,
+    so a socket showing "assessing" learns the state). Returns the row changed, or None.
 
     Only a running assessment is stored: when a slow assessor outlived its lease and another
     process assessed the handoff meanwhile, the first result written wins and this one is dropped.
     """
     async with db.transaction() as tx:
         if assessment is None:
-            await tx.execute("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
-                             " WHERE id = $1 AND assessment_state = 'running'", handoff_id)
-            return None
-        row = await tx.fetchrow(
-            "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL"
-            " WHERE id = $1 AND assessment_state = 'running' RETURNING *",
-            handoff_id, assessment)
+            row = await tx.fetchrow("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
+                                    " WHERE id = $1 AND assessment_state = 'running' RETURNING *", handoff_id)
+        else:
+            row = await tx.fetchrow(
+                "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL"
+                " WHERE id = $1 AND assessment_state = 'running' RETURNING *",
+                handoff_id, assessment)
         if row is not None:
             await add_event(tx, "handoff_updated", row, now)
         return row

@@ -7,6 +7,8 @@ every writer anyway), reads the ledger, asks ``roost.domain.dispatch.limits.deci
 now, claims that many pending items (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), marks them
 dispatched with a lease and writes one ledger row each. Every process and every device of the
 account goes through that lock, so the limits are global per account and survive restarts.
+``decision`` is the same read without the lock (a batch's ``next_send``). Every write that
+changes an item also sets its ``updated_at``, in the same statement.
 Batches and settings are ``roost.storage.dispatch``.
 """
 
@@ -49,7 +51,7 @@ async def release_dead_devices(db: Database, *, now: dt.datetime, device_id: str
             "UPDATE outreach_items SET"
             " reason = CASE status WHEN 'pending' THEN $1 ELSE $2 END,"
             " status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'failed' END,"
-            " result_at = $3, lease_until = NULL"
+            " result_at = $3, updated_at = $3, lease_until = NULL"
             " WHERE status IN ('pending', 'dispatched') AND device_id IN (SELECT d.id FROM devices d"
             f" JOIN users u ON u.id = d.user_id WHERE (d.revoked_at IS NOT NULL OR NOT u.active){scope})"
             " RETURNING batch_id",
@@ -80,6 +82,7 @@ class Claim:
     items: list[Row] = field(default_factory=list)
     next_at: dt.datetime | None = None  # when nothing may go now: the earliest instant something may
     more: bool = False  # the claim took as many as it asked for: call again
+    reason: str | None = None  # when nothing may go now: why (``limits.decide``'s reason)
 
 
 async def _decision(conn: Connection, account_id: str, policy: Policy, now: dt.datetime) -> Decision:
@@ -106,24 +109,38 @@ async def _decision(conn: Connection, account_id: str, policy: Policy, now: dt.d
     return decide(now, policy, uses, last_at)
 
 
+async def _policy(conn: Connection, account_id: str, *, lock: bool) -> Policy | None:
+    """The account's effective policy from its settings row (None: no row yet), locking the row
+    (the account's dispatch state) for a claim."""
+    state = await conn.fetchrow(
+        "SELECT s.*, a.timezone AS account_timezone FROM outreach_settings s JOIN accounts a ON a.id = s.account_id"
+        f" WHERE s.account_id = $1{conn.dialect.for_update(of='s') if lock else ''}",
+        account_id,
+    )
+    if state is None:
+        return None
+    return Policy.from_settings(settings_view(state, {"id": account_id, "timezone": state["account_timezone"]}))
+
+
+async def decision(conn: Connection, account_id: str, now: dt.datetime) -> Decision:
+    """What a claim at ``now`` would decide for the account's limits, without claiming (or locking)."""
+    policy = await _policy(conn, account_id, lock=False)
+    return await _decision(conn, account_id, policy or Policy(), now)
+
+
 async def claim(db: Database, *, account_id: str, device_id: str, max_items: int, now: dt.datetime,
                 lease_s: float) -> Claim:
     """Dispatch up to ``max_items`` of the device's pending items, within the account's limits."""
     if max_items <= 0:
         return Claim()
     async with db.transaction() as tx:
-        state = await tx.fetchrow(
-            "SELECT s.*, a.timezone AS account_timezone FROM outreach_settings s JOIN accounts a ON a.id = s.account_id"
-            f" WHERE s.account_id = $1{tx.dialect.for_update(of='s')}",
-            account_id,
-        )
-        if state is None:
+        policy = await _policy(tx, account_id, lock=True)
+        if policy is None:
             return Claim()
-        policy = Policy.from_settings(settings_view(state, {"id": account_id, "timezone": state["account_timezone"]}))
-        decision = await _decision(tx, account_id, policy, now)
-        wanted = min(decision.allowed, max_items)
+        decided = await _decision(tx, account_id, policy, now)
+        wanted = min(decided.allowed, max_items)
         if wanted <= 0:
-            return Claim(next_at=decision.next_at)
+            return Claim(next_at=decided.next_at, reason=decided.reason)
         rows = await tx.fetch(
             f"SELECT {ITEM_COLUMNS} FROM outreach_items i JOIN outreach_batches b ON b.id = i.batch_id"
             " WHERE i.device_id = $1 AND i.status = 'pending' AND b.status = 'sending' AND i.account_id = $2"
@@ -133,10 +150,12 @@ async def claim(db: Database, *, account_id: str, device_id: str, max_items: int
         if rows:
             lease_until = now + dt.timedelta(seconds=lease_s)
             await tx.execute_many(
-                "UPDATE outreach_items SET status = 'dispatched', dispatched_at = $2, lease_until = $3, offers = 1"
-                " WHERE id = $1",
+                "UPDATE outreach_items SET status = 'dispatched', dispatched_at = $2, updated_at = $2,"
+                " lease_until = $3, offers = 1 WHERE id = $1",
                 [(r["id"], now, lease_until) for r in rows],
             )
+            for r in rows:
+                r["updated_at"] = now
             await tx.execute_many(
                 "INSERT INTO outreach_dispatches (item_id, account_id, device_id, at) VALUES ($1, $2, $3, $4)",
                 [(r["id"], account_id, device_id, now) for r in rows],
@@ -163,10 +182,12 @@ async def reoffer(db: Database, *, device_id: str, now: dt.datetime, lease_s: fl
         )
         if rows:
             await tx.execute_many(
-                "UPDATE outreach_items SET lease_until = $2, offers = offers + 1"
+                "UPDATE outreach_items SET lease_until = $2, updated_at = $3, offers = offers + 1"
                 " WHERE id = $1 AND status = 'dispatched'",
-                [(r["id"], now + dt.timedelta(seconds=lease_s)) for r in rows],
+                [(r["id"], now + dt.timedelta(seconds=lease_s), now) for r in rows],
             )
+            for r in rows:
+                r["updated_at"] = now
         return rows
 
 
@@ -187,8 +208,9 @@ async def fail_unanswered(db: Database, *, now: dt.datetime, max_offers: int,
     finished: list[dict[str, Any]] = []
     async with db.transaction() as tx:
         rows = await tx.fetch(
-            "UPDATE outreach_items SET status = 'failed', reason = $1, result_at = $2, lease_until = NULL"
-            f" WHERE status = 'dispatched' AND offers >= $3 AND lease_until <= $2{scope} RETURNING batch_id",
+            "UPDATE outreach_items SET status = 'failed', reason = $1, result_at = $2, updated_at = $2,"
+            f" lease_until = NULL WHERE status = 'dispatched' AND offers >= $3 AND lease_until <= $2{scope}"
+            " RETURNING batch_id",
             *args,
         )
         finished.extend(await close_ended(tx, [r["batch_id"] for r in rows], now=now))
@@ -285,8 +307,8 @@ async def record_results(db: Database, results: list[Result], *, now: dt.datetim
         for r in results:
             error = r.error if r.status == "failed" else None
             row = await tx.fetchrow(
-                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, lease_until = NULL"
-                " WHERE id = $1 AND device_id = $2 AND status = 'dispatched'"
+                "UPDATE outreach_items SET status = $3, reason = $4, result_at = $5, updated_at = $5,"
+                " lease_until = NULL WHERE id = $1 AND device_id = $2 AND status = 'dispatched'"
                 " RETURNING id, batch_id, account_id, status, reason AS error, result_at",
                 r.item_id, r.device_id, r.status, error, now,
             )

@@ -21,8 +21,10 @@ from roost.storage.pagination import page
 
 USER_FIELDS = (
     "email", "display_name", "timezone", "role", "active",
-    "digest_cadence", "digest_time", "digest_weekday", "quiet_hours",
+    "digest_cadence", "digest_time", "digest_weekday", "quiet_hours", "team",
 )
+USER_DEFAULTS = {"team": None}
+ACCOUNT_FIELDS = ("name", "timezone", "assess_parks")
 _DEVICE_COLUMNS = "id, user_id, name, created_at, last_seen_at, revoked_at"
 
 
@@ -34,12 +36,13 @@ def new_device_token() -> str:
     return "rdt_" + secrets.token_urlsafe(32)
 
 
-async def create_account(db: Database, *, name: str, timezone: str, now: dt.datetime, actor: str) -> Row:
-    row = {"id": new_id("acc"), "name": name, "timezone": timezone, "created_at": now}
+async def create_account(db: Database, *, name: str, timezone: str, now: dt.datetime, actor: str,
+                         assess_parks: bool = False) -> Row:
+    row = {"id": new_id("acc"), "name": name, "timezone": timezone, "assess_parks": assess_parks, "created_at": now}
     async with db.transaction() as tx:
         await tx.execute(
-            "INSERT INTO accounts (id, name, timezone, created_at) VALUES ($1, $2, $3, $4)",
-            row["id"], name, timezone, now,
+            "INSERT INTO accounts (id, name, timezone, assess_parks, created_at) VALUES ($1, $2, $3, $4, $5)",
+            row["id"], name, timezone, assess_parks, now,
         )
         await audit.record(tx, at=now, actor=actor, action="account.create", target_type="account",
                            target_id=row["id"], details={"name": name})
@@ -53,15 +56,37 @@ async def get_account(conn: Connection, account_id: str) -> Row:
     return row
 
 
+async def update_account(db: Database, account_id: str, changes: dict[str, Any], *, now: dt.datetime,
+                         actor: str) -> Row:
+    """Apply a partial update of an account's settings; only keys in ACCOUNT_FIELDS may change.
+
+    Raises:
+        NotFound: no such account.
+        InvalidInput: a key that is not a setting.
+    """
+    unknown = set(changes) - set(ACCOUNT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"cannot change {sorted(unknown)}")
+    async with db.transaction() as tx:
+        await get_account(tx, account_id)
+        if changes:
+            # Column names come from ACCOUNT_FIELDS, never from the request: safe to format in.
+            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
+            await tx.execute(f"UPDATE accounts SET {sets} WHERE id = $1", account_id, *changes.values())
+            await audit.record(tx, at=now, actor=actor, action="account.update", target_type="account",
+                               target_id=account_id, details={"fields": sorted(changes)})
+        return await get_account(tx, account_id)
+
+
 async def create_user(db: Database, *, account_id: str, fields: dict[str, Any], now: dt.datetime, actor: str) -> Row:
     user_id = new_id("usr")
-    values = {k: fields[k] for k in USER_FIELDS}
+    values = {k: fields[k] if k in fields else USER_DEFAULTS[k] for k in USER_FIELDS}
     async with db.transaction() as tx:
         await get_account(tx, account_id)
         await tx.execute(
             "INSERT INTO users (id, account_id, email, display_name, timezone, role, active, digest_cadence,"
-            " digest_time, digest_weekday, quiet_hours, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+            " digest_time, digest_weekday, quiet_hours, team, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
             user_id, account_id, *values.values(), now,
         )
         await audit.record(tx, at=now, actor=actor, action="user.create", target_type="user",

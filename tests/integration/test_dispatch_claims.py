@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from roost.errors import Conflict, InvalidInput, NotFound
-from roost.storage import dispatch, send_queue, tenancy
+from roost.storage import dispatch, dispatch_lists, send_queue, tenancy
 from roost.storage.database import Database, open_database
 
 UTC = dt.UTC
@@ -225,7 +225,7 @@ async def test_results_are_idempotent_and_checked(db: Database) -> None:
     mine, other = env["devices"]
     items = (await send_queue.claim(db, account_id=env["account"], device_id=mine, max_items=2, now=T0,
                                   lease_s=LEASE)).items
-    pending_id = (await dispatch.list_items(db, (await dispatch.get_batch(db, items[0]["batch_id"]))["id"],
+    pending_id = (await dispatch_lists.list_items(db, (await dispatch.get_batch(db, items[0]["batch_id"]))["id"],
                                             limit=10, cursor=None))["items"][2]["id"]
 
     first = await send_queue.record_result(db, device_id=mine, item_id=items[0]["id"], status="failed", error="nope",
@@ -309,7 +309,7 @@ async def test_an_item_never_answered_is_offered_max_offers_times_then_failed_no
     # 5 offers, one lease apart; when the fifth lease ran out the item failed and the batch ended.
     assert offers == [T0 + dt.timedelta(seconds=LEASE * i) for i in range(5)]
     assert now == T0 + dt.timedelta(seconds=LEASE * 5)
-    item = (await dispatch.list_items(db, batch["id"], limit=10, cursor=None))["items"][0]
+    item = (await dispatch_lists.list_items(db, batch["id"], limit=10, cursor=None))["items"][0]
     assert (item["status"], item["reason"], item["offers"]) == ("failed", "no_result", 5)
     done = await dispatch.get_batch(db, batch["id"])
     assert done["status"] == "done" and done["counts"]["failed"] == 1
@@ -334,5 +334,5 @@ async def test_a_result_before_the_last_lease_ends_keeps_the_item_and_the_sweep_
     assert await send_queue.fail_unanswered(db, now=now + dt.timedelta(seconds=LEASE - 1), max_offers=3) == []
     [batch] = await send_queue.fail_unanswered(db, now=now + dt.timedelta(seconds=LEASE), max_offers=3)
     statuses = {i["id"]: (i["status"], i["reason"]) for i in
-                (await dispatch.list_items(db, batch["id"], limit=10, cursor=None))["items"]}
+                (await dispatch_lists.list_items(db, batch["id"], limit=10, cursor=None))["items"]}
     assert statuses == {answered: ("sent", None), silent: ("failed", "no_result")}

@@ -16,6 +16,7 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
+import structlog
 import trio
 from trio.testing import MockClock
 
@@ -27,7 +28,7 @@ from roost.runtime.clock import Clock
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.runtime.sockets import DeviceSocket
-from roost.storage import dispatch, send_queue
+from roost.storage import dispatch, dispatch_lists, send_queue
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import T0, make_batch, setup_account
 
@@ -215,7 +216,7 @@ async def test_a_connected_device_that_never_answers_gets_the_item_max_offers_ti
             wake(services, env["account"])
             await received.wait_for(1, "batch_done")  # the creator's socket hears the batch ended
             nursery.cancel_scope.cancel()
-        items = await dispatch.list_items(services.db, batch["id"], limit=10, cursor=None)
+        items = await dispatch_lists.list_items(services.db, batch["id"], limit=10, cursor=None)
         final = await dispatch.get_batch(services.db, batch["id"])
 
     offers = [(round((at - T0).total_seconds()), f["id"]) for at, f in received.requests()]
@@ -225,3 +226,33 @@ async def test_a_connected_device_that_never_answers_gets_the_item_max_offers_ti
     assert done[0] == 1500 and done[1]["batch"]["id"] == batch["id"]
     assert (items["items"][0]["status"], items["items"][0]["reason"]) == ("failed", "no_result")
     assert final["status"] == "done"
+
+
+async def test_the_dispatcher_logs_why_an_account_waits_once_a_minute_per_reason_and_a_new_reason_at_once(
+    autojump_clock: MockClock, sqlite_url: str
+) -> None:
+    clock = Clock(wall_start=T0)
+    received = Received()
+    with structlog.testing.capture_logs() as logs:
+        async with runtime(sqlite_url, clock) as (services, dispatcher):
+            env = await setup_account(services.db)
+            await dispatch.put_settings(services.db, env["account"], {"min_gap_seconds": 1}, now=T0)
+            await make_batch(services.db, env, 100)
+            sock = services.sockets.open(env["devices"][0], env["user"], env["account"])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(device, services, dispatcher, sock, received)
+                wake(services, env["account"])
+                await received.wait_for(90)  # ~89 s of one-a-second dispatches, each followed by a wait
+                await dispatch.put_settings(services.db, env["account"], {"paused": True}, now=clock.now())
+                wake(services, env["account"])
+                while not any(e.get("reason") == "paused" for e in logs):
+                    await dispatcher.wait_finished(dispatcher.finished + 1)
+                nursery.cancel_scope.cancel()
+
+    waits = [e for e in logs if e["event"] == "dispatch waiting"]
+    assert [(w["account_id"], w["reason"]) for w in waits] == [
+        (env["account"], "min_gap"), (env["account"], "min_gap"), (env["account"], "paused")]
+    first, second = (dt.datetime.fromisoformat(w["until"]) for w in waits[:2])
+    assert first - T0 < dt.timedelta(seconds=1.1)  # the gap after the first dispatch
+    assert dt.timedelta(seconds=60) <= second - first < dt.timedelta(seconds=62)
+    assert waits[2]["until"] is None and waits[2]["log_level"] == "info"

@@ -1,5 +1,6 @@
 """An assessment whose process died while it ran is assessed again once its lease has run out
-(both backends; the death is a real subprocess killed with SIGKILL mid-assessment)."""
+(both backends; the death is a real subprocess killed with SIGKILL mid-assessment); the claimer's
+briefing is held to the same lease and attempts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import trio
 from roost.domain import handoffs
 from roost.plugins.assessors import Assessor
 from roost.runtime.clock import Clock, utcnow
+from roost.storage import handoff_briefings as briefings
 from roost.storage import handoffs as repo
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user
@@ -33,7 +35,7 @@ async def _handoff(db: Database) -> str:
     account = await make_account(db, now)
     user = await make_user(db, account, now=now, email="ann@example.com", role="engineer")
     async with db.transaction() as tx:
-        row = await repo.create(tx, account_id=account, subject_ref="ticket-1", intent="park", notes="",
+        row = await repo.create(tx, account_id=account, subject_ref="ticket-1", intent="escalate", notes="",
                                 priority="normal", snapshot={}, created_by=user["id"], assess=True, now=now)
     return row["id"]
 
@@ -88,9 +90,12 @@ async def test_an_assessment_that_kills_its_process_every_time_ends_failed_after
         assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=1.0, max_attempts=9) is None
         now += dt.timedelta(seconds=settings.handoff_assessment_lease_s)  # ... and the process died
     assert await repo.pending_assessments(db, now=now) == [handoff_id]
-    assert await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
-                                       max_attempts=settings.handoff_assessment_max_attempts) is None
+    failed = await repo.claim_assessment(db, handoff_id, now=now, lease_s=settings.handoff_assessment_lease_s,
+                                         max_attempts=settings.handoff_assessment_max_attempts)
+    assert failed is not None and failed["assessment_state"] == "failed"  # not to assess: to tell the sockets
     assert (await _state(db, handoff_id))["assessment_state"] == "failed"
+    last = (await repo.events_after(db, failed["account_id"], 0))[-1]
+    assert (last["kind"], last["handoff"]["assessment_state"]) == ("handoff_updated", "failed")
     assert await repo.pending_assessments(db, now=now + dt.timedelta(days=1)) == []
 
 
@@ -106,3 +111,45 @@ async def test_a_slow_assessor_that_outlived_its_lease_does_not_overwrite_the_re
     assert await repo.store_assessment(db, handoff_id, {"by": "second"}, later) is not None
     assert await repo.store_assessment(db, handoff_id, {"by": "first, late"}, later) is None
     assert (await _state(db, handoff_id))["assessment"] == {"by": "second"}
+
+
+async def test_a_briefing_has_the_assessments_lease_attempts_and_first_result_wins(db: Database) -> None:
+    handoff_id = await _handoff(db)
+    row = await repo.get(db, handoff_id)
+    now = utcnow()
+    claimed, _ = await repo.claim(db, handoff_id, row["created_by"], now, brief=True)
+    assert claimed["briefing_state"] == "pending"
+    assert await briefings.pending_briefings(db, now=now) == [handoff_id]
+    first, claimer = await briefings.claim_briefing(db, handoff_id, now=now, lease_s=120, max_attempts=2)
+    assert first is not None and claimer["id"] == row["created_by"] and first["briefing_attempts"] == 1
+    assert await briefings.claim_briefing(db, handoff_id, now=now, lease_s=120, max_attempts=2) == (None, None)
+    assert await briefings.pending_briefings(db, now=now) == []
+    later = now + dt.timedelta(seconds=121)  # the first writer's process died, or is slow
+    assert await briefings.pending_briefings(db, now=later) == [handoff_id]
+    second, _ = await briefings.claim_briefing(db, handoff_id, now=later, lease_s=120, max_attempts=2)
+    assert second is not None and second["briefing_attempts"] == 2
+    assert (await briefings.store_briefing(db, handoff_id, True, "second", later))["briefing"] == "second"
+    assert await briefings.store_briefing(db, handoff_id, True, "first, late", later) is None
+    assert await briefings.store_briefing(db, handoff_id, False, None, later) is None
+    done = await repo.get(db, handoff_id)
+    assert (done["briefing_state"], done["briefing"], done["briefing_lease_until"]) == ("done", "second", None)
+    kinds = [(e["kind"], e["handoff"]["briefing_state"]) for e in await repo.events_after(db, row["account_id"], 0)]
+    assert kinds == [("handoff_created", "skipped"), ("handoff_claimed", "pending"), ("handoff_updated", "done")]
+
+
+async def test_a_briefing_that_kills_its_process_every_time_ends_failed_with_an_event(db: Database) -> None:
+    handoff_id = await _handoff(db)
+    row = await repo.get(db, handoff_id)
+    now = utcnow()
+    await repo.claim(db, handoff_id, row["created_by"], now, brief=True)
+    for _ in range(2):
+        taken, _ = await briefings.claim_briefing(db, handoff_id, now=now, lease_s=10, max_attempts=2)
+        assert taken is not None
+        now += dt.timedelta(seconds=11)  # ... and the process died
+    failed, claimer = await briefings.claim_briefing(db, handoff_id, now=now, lease_s=10, max_attempts=2)
+    assert failed is not None and claimer is None  # the caller publishes the event's wake-up
+    assert failed == await repo.get(db, handoff_id)
+    assert (failed["briefing_state"], failed["briefing_lease_until"]) == ("failed", None)
+    assert await briefings.pending_briefings(db, now=now + dt.timedelta(days=1)) == []
+    last = (await repo.events_after(db, row["account_id"], 0))[-1]
+    assert (last["kind"], last["handoff"]["briefing_state"]) == ("handoff_updated", "failed")

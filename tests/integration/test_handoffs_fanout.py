@@ -230,17 +230,20 @@ async def test_an_assessment_is_stored_and_pushed_as_handoff_updated_after_the_c
             nursery.cancel_scope.cancel()
 
 
-async def test_an_assessor_timeout_leaves_the_handoff_as_it_is(database_url: str) -> None:
+async def test_an_assessor_timeout_leaves_the_handoff_as_it_is_but_for_its_failed_state(database_url: str) -> None:
     async with running_server(database_url, handoff_assessor="test_stuck", handoff_assessor_timeout_s=0.2) as server, \
             admin_client(server.url) as client:
         a = await make_account(client, "A")
         ann = await make_user(client, a, "ann@example.com", role="engineer")
         with trio.fail_after(5):
-            r = await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"]))
+            r = await client.post("/api/v1/handoffs", json=handoff_body(a["id"], ann["id"], intent="escalate"))
         assert r.status_code == 201
         db = server.services.db
         with trio.fail_after(10):
             while await db.fetchval("SELECT assessment_state FROM handoffs WHERE id = $1", r.json()["id"]) != "failed":
                 await trio.sleep(0.05)
-        assert (await client.get(f"/api/v1/handoffs/{r.json()['id']}")).json()["assessment"] is None
-        assert [e["kind"] for e in await repo.events_after(db, a["id"], 0)] == ["handoff_created"]
+        got = (await client.get(f"/api/v1/handoffs/{r.json()['id']}")).json()
+        assert (got["assessment"], got["assessment_state"]) == (None, "failed")
+        events = await repo.events_after(db, a["id"], 0)
+        assert [e["kind"] for e in events] == ["handoff_created", "handoff_updated"]
+        assert [e["handoff"]["assessment_state"] for e in events] == ["pending", "failed"]

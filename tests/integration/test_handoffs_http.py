@@ -181,4 +181,4 @@ async def test_bad_input_on_every_endpoint(database_url: str) -> None:
         r = await client.get("/api/v1/handoffs/queue", params={"account_id": a["id"], "cursor": "garbage"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_cursor"
         r = await client.get("/api/v1/handoffs/queue", params={"account_id": "acc_nope"})
-        assert r.status_code == 200 and r.json()["items"] == []
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

@@ -80,8 +80,8 @@ async def test_create_account_answers_201_with_the_stored_account(client: httpx.
 
     assert r.status_code == 201, r.text
     created = r.json()
-    assert set(created) == {"id", "name", "timezone", "created_at"}
-    assert (created["name"], created["timezone"]) == ("Acme", "America/New_York")
+    assert set(created) == {"id", "name", "timezone", "assess_parks", "created_at"}
+    assert (created["name"], created["timezone"], created["assess_parks"]) == ("Acme", "America/New_York", False)
     parse_time(created["created_at"])
     fetched = await client.get(f"/api/admin/accounts/{created['id']}")
     assert fetched.status_code == 200

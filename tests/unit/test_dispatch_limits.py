@@ -1,11 +1,23 @@
-"""The pure dispatch math: windows, gap, quiet hours (midnight, DST), pause."""
+"""The pure dispatch math: windows, gap, quiet hours (midnight, DST), pause; the reason of each
+wait and a batch's next_send."""
 
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
 
-from roost.domain.dispatch.limits import Policy, WindowUse, decide, in_quiet_hours, quiet_end_after
+import pytest
+
+from roost.domain.dispatch.limits import (
+    Decision,
+    NextSend,
+    Policy,
+    WindowUse,
+    decide,
+    in_quiet_hours,
+    next_send,
+    quiet_end_after,
+)
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -111,3 +123,63 @@ def test_quiet_hours_within_one_day() -> None:
     assert in_quiet_hours(noon_berlin, policy)
     assert quiet_end_after(noon_berlin, policy) == dt.datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
     assert not in_quiet_hours(dt.datetime(2024, 5, 1, 11, 0, tzinfo=UTC), policy)
+
+
+# -- reasons and next_send -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("window_s", "field", "reason"), [
+    (60, "max_per_minute", "window:minute"),
+    (3600, "max_per_hour", "window:hour"),
+    (86400, "max_per_day", "window:day"),
+])
+def test_a_full_window_names_itself_as_the_reason(window_s: int, field: str, reason: str) -> None:
+    lth = T0 - dt.timedelta(seconds=10)
+    decision = decide(T0, Policy(**{field: 3}), [WindowUse(window_s, 3, 3, lth)], None)
+    assert (decision.allowed, decision.next_at, decision.reason) == (0, lth + dt.timedelta(seconds=window_s), reason)
+
+
+def test_each_wait_names_its_reason_and_an_allowing_decision_none() -> None:
+    assert decide(T0, Policy(), [], None).reason is None
+    assert decide(T0, Policy(paused=True, max_per_minute=1), [WindowUse(60, 1, 1, T0)], None).reason == "paused"
+    assert decide(T0, Policy(min_gap_seconds=5), [], T0 - dt.timedelta(seconds=1)).reason == "min_gap"
+    at_2330 = dt.datetime(2024, 5, 1, 23, 30, tzinfo=NY).astimezone(UTC)
+    assert decide(at_2330, quiet("22:00", "07:00"), [], None).reason == "quiet_hours"
+
+
+def test_the_reason_is_the_latest_blocker_and_the_longer_window_on_a_tie() -> None:
+    uses = [WindowUse(60, 1, 1, T0 - dt.timedelta(seconds=10)), WindowUse(3600, 5, 5, T0 - dt.timedelta(seconds=600))]
+    assert decide(T0, Policy(max_per_minute=1, max_per_hour=5), uses, None).reason == "window:hour"
+    gap = decide(T0, Policy(max_per_minute=1, min_gap_seconds=300), uses[:1], T0 - dt.timedelta(seconds=10))
+    assert (gap.reason, gap.next_at) == ("min_gap", T0 + dt.timedelta(seconds=290))
+    tie = [WindowUse(60, 1, 1, T0 - dt.timedelta(seconds=10)), WindowUse(3600, 2, 2, T0 - dt.timedelta(seconds=3550))]
+    assert decide(T0, Policy(max_per_minute=1, max_per_hour=2), tie, None).reason == "window:hour"
+
+
+def test_a_window_that_frees_up_inside_quiet_hours_gives_quiet_hours_as_the_reason() -> None:
+    policy = quiet("22:00", "07:00", max_per_day=1)
+    last = dt.datetime(2024, 5, 1, 23, 0, tzinfo=NY).astimezone(UTC) - dt.timedelta(days=1)
+    now = dt.datetime(2024, 5, 1, 21, 0, tzinfo=NY).astimezone(UTC)
+    decision = decide(now, policy, [WindowUse(86400, 1, 1, last)], None)
+    assert (decision.reason, decision.next_at) == ("quiet_hours", dt.datetime(2024, 5, 2, 11, 0, tzinfo=UTC))
+
+
+ALLOW = Decision(5)
+WAIT = Decision(0, T0 + dt.timedelta(seconds=42), "window:minute")
+
+
+@pytest.mark.parametrize(("status", "pending", "decision", "connected", "expected"), [
+    ("draft", 3, ALLOW, True, NextSend(None, "draft")),
+    ("done", 0, ALLOW, True, NextSend(None, "nothing_pending")),
+    ("cancelled", 0, ALLOW, True, NextSend(None, "nothing_pending")),
+    ("sending", 0, ALLOW, True, NextSend(None, "nothing_pending")),  # every item with a device already
+    ("paused", 3, WAIT, True, NextSend(None, "batch_paused")),
+    ("sending", 3, WAIT, False, NextSend(WAIT.next_at, "window:minute")),
+    ("sending", 3, Decision(0, None, "paused"), True, NextSend(None, "paused")),
+    ("sending", 3, ALLOW, False, NextSend(None, "no_device_connected")),
+    ("sending", 3, ALLOW, True, None),
+])
+def test_next_send_checks_the_batch_then_the_limits_then_the_devices(
+    status: str, pending: int, decision: Decision, connected: bool, expected: NextSend | None
+) -> None:
+    assert next_send(status, pending, decision, connected) == expected

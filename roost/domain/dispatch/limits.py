@@ -14,6 +14,12 @@ Rules (all of them hold at once):
   window ``[x, x + W)`` ever holds more than ``L``;
 * minimum gap ``g``: the next dispatch is at least ``g`` seconds after the last one, so with a
   gap only one goes out per decision.
+
+A decision that allows nothing names its reason (``PAUSED``, ``QUIET_HOURS``, ``MIN_GAP``,
+``window:minute|hour|day``): the constraint that sets ``next_at``. The claim transaction
+(``roost.storage.send_queue.claim``, the dispatcher's and a polling device's decision) and a
+batch's ``next_send`` in the API (``next_send`` below) both come from ``decide``, so they never
+disagree.
 """
 
 from __future__ import annotations
@@ -30,6 +36,19 @@ LIMIT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("max_per_day", 86400),
 )
 UNLIMITED = 1 << 30
+
+# Why nothing may go now (a Decision's and a batch's next_send reason).
+PAUSED = "paused"  # the account's dispatch settings say paused
+QUIET_HOURS = "quiet_hours"
+MIN_GAP = "min_gap"
+WINDOW_REASONS = {60: "window:minute", 3600: "window:hour", 86400: "window:day"}
+# Only a batch's next_send: its own state, not the account's limits.
+BATCH_PAUSED = "batch_paused"
+DRAFT = "draft"
+NOTHING_PENDING = "nothing_pending"  # finished, cancelled, or every item already handed to a device
+NO_DEVICE_CONNECTED = "no_device_connected"
+NEXT_SEND_REASONS = (PAUSED, QUIET_HOURS, MIN_GAP, *WINDOW_REASONS.values(), BATCH_PAUSED, DRAFT, NOTHING_PENDING,
+                     NO_DEVICE_CONNECTED)
 
 
 def parse_hhmm(value: str) -> dt.time:
@@ -93,10 +112,12 @@ class WindowUse:
 @dataclass(frozen=True)
 class Decision:
     """``allowed`` dispatches may happen now; if none, ``next_at`` is the earliest instant one may
-    (None: not until something changes, e.g. the account is unpaused)."""
+    (None: not until something changes, e.g. the account is unpaused) and ``reason`` the
+    constraint that sets it."""
 
     allowed: int
     next_at: dt.datetime | None = None
+    reason: str | None = None
 
 
 def in_quiet_hours(when: dt.datetime, policy: Policy) -> bool:
@@ -163,23 +184,57 @@ def _offset_changes(start: dt.datetime, zone: zoneinfo.ZoneInfo, *, hours: int) 
 def decide(now: dt.datetime, policy: Policy, uses: list[WindowUse], last_at: dt.datetime | None) -> Decision:
     """How many dispatches may happen at ``now``, or when the next one may."""
     if policy.paused:
-        return Decision(0, None)
+        return Decision(0, None, PAUSED)
     if in_quiet_hours(now, policy):
-        return Decision(0, quiet_end_after(now, policy))
-    blockers: list[dt.datetime] = []
+        return Decision(0, quiet_end_after(now, policy), QUIET_HOURS)
+    blockers: list[tuple[dt.datetime, int, str]] = []  # (until, rank on a tie: the longer window, reason)
     gap = dt.timedelta(seconds=policy.min_gap_seconds)
     if policy.min_gap_seconds > 0 and last_at is not None and now < last_at + gap:
-        blockers.append(last_at + gap)
+        blockers.append((last_at + gap, 0, MIN_GAP))
     allowed = UNLIMITED
     for use in uses:
         if use.count >= use.limit:
             assert use.lth_recent is not None, "a full window needs its limit-th most recent dispatch"
-            blockers.append(use.lth_recent + dt.timedelta(seconds=use.window_s))
+            blockers.append((use.lth_recent + dt.timedelta(seconds=use.window_s), use.window_s,
+                             WINDOW_REASONS.get(use.window_s, f"window:{use.window_s}s")))
         else:
             allowed = min(allowed, use.limit - use.count)
     if blockers:
-        # Each constraint, once met, stays met until the next dispatch, so the latest blocker wins.
-        return Decision(0, quiet_end_after(max(blockers), policy))
+        # Each constraint, once met, stays met until the next dispatch, so the latest blocker wins
+        # (the longer window on a tie); quiet hours win when it falls inside them.
+        latest, _, reason = max(blockers)
+        at = quiet_end_after(latest, policy)
+        return Decision(0, at, reason if at == latest else QUIET_HOURS)
     if policy.min_gap_seconds > 0:
         allowed = min(allowed, 1)
     return Decision(allowed, None)
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """When a batch's next item may go (None: not until something changes) and why not now."""
+
+    at: dt.datetime | None
+    reason: str
+
+
+def next_send(batch_status: str, pending: int, decision: Decision, device_connected: bool) -> NextSend | None:
+    """A batch's ``next_send``: None when one of its items may go now.
+
+    In this order: a draft (``DRAFT``) or a batch with nothing pending (finished, cancelled, or
+    every item with a device already: ``NOTHING_PENDING``); the batch paused (``BATCH_PAUSED``);
+    the account's limits, with ``decision`` from ``decide`` (the same decision a claim makes);
+    no device of its pending items connected (``NO_DEVICE_CONNECTED``).
+    """
+    if batch_status == "draft":
+        return NextSend(None, DRAFT)
+    if batch_status not in ("sending", "paused") or pending == 0:
+        return NextSend(None, NOTHING_PENDING)
+    if batch_status == "paused":
+        return NextSend(None, BATCH_PAUSED)
+    if decision.allowed <= 0:
+        assert decision.reason is not None, "a decision that allows nothing names its reason"
+        return NextSend(decision.next_at, decision.reason)
+    if not device_connected:
+        return NextSend(None, NO_DEVICE_CONNECTED)
+    return None

@@ -6,6 +6,10 @@ account; a cluster topic, so a batch started in another process wakes this one),
 ``DISPATCH_RESULT`` (device ids: the device has room again; this process only) and
 ``DISPATCH_BATCH_DONE`` (batch ids: the creator's sockets hear ``batch_done``, in whichever
 process holds them).
+
+Also the reads that combine rows with this process's state: a batch with its ``next_send`` (the
+limits' ``decide``, through the same ``send_queue.decision`` a claim makes, and whether a device
+of its pending items is connected), and a single message sent (a one-item batch, already sending).
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from roost.domain.dispatch import limits
+from roost.runtime.activity import WRITE_EVERY_S
 from roost.runtime.services import Services
 from roost.runtime.topics import DISPATCH_BATCH_DONE, DISPATCH_QUEUED, DISPATCH_RESULT
-from roost.storage import dispatch, send_queue
+from roost.storage import dispatch, dispatch_lists, send_queue
 from roost.storage.database import Row
 
 MAX_ERROR_CHARS = 2000  # a device's error text on a failed send
 LEDGER_KEEP = dt.timedelta(days=2)  # the limits look back one day
+# A device counts as connected with a socket in this process, or seen (``last_seen_at``, written at
+# most once a minute while it holds a socket anywhere or calls the device API) within this long.
+CONNECTED_WITHIN = dt.timedelta(seconds=2 * WRITE_EVERY_S)
 
 
 def wake(services: Services, account_id: str) -> None:
@@ -58,6 +67,42 @@ async def change_batch(services: Services, batch_id: str, action: str) -> dict[s
         wake(services, batch["account_id"])
     if change.done:
         batch_done(services, batch)
+    return batch
+
+
+async def send_message(services: Services, *, device_id: str | None, user_id: str | None,
+                       account_id: str | None, to_handle: str, body: str,
+                       idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+    """One message without a batch (``roost.storage.dispatch.create_message``, which says what it
+    raises): a one-item batch created sending, so the dispatcher is woken as for a batch's send.
+    Returns (item, created)."""
+    item, created = await dispatch.create_message(services.db, device_id=device_id, user_id=user_id,
+                                                  account_id=account_id, to_handle=to_handle, body=body,
+                                                  idempotency_key=idempotency_key, now=services.clock.now())
+    if created:
+        wake(services, item["account_id"])
+    return item, created
+
+
+async def batch_with_next_send(services: Services, batch_id: str) -> dict[str, Any]:
+    """The batch (``dispatch.get_batch``) with ``next_send``: None when an item may go now, else
+    ``{at, reason}`` (``limits.next_send``).
+
+    Raises:
+        NotFound: no such batch.
+    """
+    s = services
+    batch = await dispatch.get_batch(s.db, batch_id)
+    now, pending = s.clock.now(), batch["counts"]["pending"]
+    decided, connected = limits.Decision(limits.UNLIMITED), True
+    if batch["status"] == "sending" and pending:
+        decided = await send_queue.decision(s.db, batch["account_id"], now)
+        if decided.allowed > 0:
+            connected = any(s.sockets.for_device(d["id"]) or (d["last_seen_at"] is not None
+                                                              and d["last_seen_at"] >= now - CONNECTED_WITHIN)
+                            for d in await dispatch_lists.pending_devices(s.db, batch_id))
+    found = limits.next_send(batch["status"], pending, decided, connected)
+    batch["next_send"] = None if found is None else {"at": found.at, "reason": found.reason}
     return batch
 
 

@@ -1,4 +1,4 @@
-"""The default assessor: none. Handoffs are not marked for assessment at all."""
+"""The default assessor: none. Handoffs are not marked for assessment, nor claims for a briefing."""
 
 from __future__ import annotations
 
@@ -12,4 +12,7 @@ class NoAssessor(Assessor):
     enabled = False
 
     async def assess(self, handoff: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    async def brief(self, handoff: dict[str, Any], claimer: dict[str, Any]) -> str | None:
         return None
