@@ -13,7 +13,8 @@ mail in ``roost.storage.handoff_mail``, ``store_assessment``; briefings in
 ``roost.storage.handoff_briefings``): they can neither fail nor delay the handoff, and a crash
 between the two leaves the mark, which the follow-up actor picks up again. Assessments and
 briefings are claimed with a lease (``claim_assessment``, ``claim_briefing``), so one process does
-each, and another takes it over once a dead process's lease has run out. The lists are in ``roost.storage.handoff_lists``.
+each, and another takes it over once a dead process's lease has run out. The lists are in
+``roost.storage.handoff_lists``.
 
 States of ``assessment_state`` and ``briefing_state``: pending, running, done, failed, skipped.
 """
