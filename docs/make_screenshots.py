@@ -76,6 +76,7 @@ def screenshot(html_file: Path, png: Path) -> None:
         raise SystemExit("chromium not found: apt-get install -y --no-install-recommends chromium")
     with tempfile.TemporaryDirectory() as profile:
         args = [chromium, "--headless", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+                "--run-all-compositor-stages-before-draw", "--virtual-time-budget=5000",  # paint all before the shot
                 f"--screenshot={png}", "--window-size=700,900", html_file.as_uri()]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # chromium refuses to run as root with its sandbox
