@@ -40,6 +40,7 @@ from roost.runtime.destinations import DestinationNotAllowed, check_destination,
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_CHANGED, SCOUT_ITEMS
+from roost.storage import scout_list, tenancy
 from roost.storage import scouts as repo
 from roost.storage.database import Row
 from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merge_redacted
@@ -364,3 +365,22 @@ async def push_items(services: Services, scout_id: str, items: Sequence[repo.New
         raise Conflict(f"scout {scout_id} is disabled", code="scout_disabled")
     await repo.push_items(services.db, scout, items, now=services.clock.now())
     services.bus.publish(SCOUT_ITEMS, scout_id)
+
+
+async def list_scouts(services: Services, *, user_id: str | None, provider: str | None, state: str | None,
+                      limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of scouts, filtered by user, provider and state (``scout_list`` defines the states),
+    each with its item ``counts``.
+
+    Raises:
+        NotFound: no such user.
+        InvalidInput: no connector is named ``provider`` (code ``unknown_connector``).
+    """
+    if user_id is not None:
+        await tenancy.get_user(services.db, user_id)
+    if provider is not None:
+        connectors.check(provider)
+    result = await scout_list.list_scouts(services.db, user_id=user_id, provider=provider, state=state,
+                                          limit=limit, cursor=cursor)
+    counts = await scout_list.item_counts_of(services.db, [row["id"] for row in result["items"]])
+    return {**result, "items": [{**row, "counts": counts[row["id"]]} for row in result["items"]]}

@@ -8,12 +8,14 @@ from quart import Blueprint
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from roost.domain import devices
+from roost.domain import tenancy as tenancy_ops
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.errors import ErrorBody
 from roost.http.models import (
     Account,
     AccountCreate,
+    AccountListQuery,
     AccountPatch,
     Device,
     DeviceCreate,
@@ -62,15 +64,38 @@ async def get_account(account_id: str) -> dict[str, Any]:
     return await tenancy.get_account(services().db, account_id)
 
 
+@bp.get("/accounts")
+@service_auth
+@validate_querystring(AccountListQuery)
+@validate_response(Page[Account])
+@documented_errors(400, 401, 503)
+async def list_accounts(query_args: AccountListQuery) -> dict[str, Any]:
+    """List accounts (oldest first), optionally only those with exactly the given name."""
+    return await tenancy.list_accounts(services().db, name=query_args.name, limit=query_args.limit,
+                                       cursor=query_args.cursor)
+
+
 @bp.patch("/accounts/<account_id>")
 @service_auth
 @validate_request(AccountPatch)
 @validate_response(Account)
 @documented_errors(400, 401, 404, 413, 503)
 async def patch_account(account_id: str, data: AccountPatch) -> dict[str, Any]:
-    """Change an account's name, time zone or settings (``assess_parks``); fields left out are kept."""
-    s = services()
-    return await tenancy.update_account(s.db, account_id, data.changes(), now=s.clock.now(), actor=ACTOR)
+    """Change an account's name, time zone or ``assess_parks`` (audited as ``account.update``); fields left
+    out are kept."""
+    changes = data.changes()
+    return await tenancy_ops.update_account(services(), account_id, changes, actor=ACTOR)
+
+
+@bp.delete("/accounts/<account_id>")
+@service_auth
+@validate_response(Account)
+@documented_errors(401, 404, 503)
+async def delete_account(account_id: str) -> dict[str, Any]:
+    """Delete the account and all its users (see docs/tenancy.md): their devices are revoked and
+    their live sockets closed with 1008, open batches and handoffs cancelled; answers the account
+    as it was. It then answers 404 everywhere."""
+    return await tenancy_ops.delete_account(services(), account_id, actor=ACTOR)
 
 
 @bp.post("/users")
@@ -114,6 +139,16 @@ async def get_user(user_id: str) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 409, 413, 503)
 async def patch_user(user_id: str, data: UserPatch) -> dict[str, Any]:
     return await devices.update_user(services(), user_id, data.changes(), actor=ACTOR)
+
+
+@bp.delete("/users/<user_id>")
+@service_auth
+@validate_response(User)
+@documented_errors(401, 404, 503)
+async def delete_user(user_id: str) -> dict[str, Any]:
+    """Delete the user (see docs/tenancy.md): personal data erased, devices revoked and live sockets
+    closed with 1008, scouts, notifications and watches deleted; answers the user as it was."""
+    return await tenancy_ops.delete_user(services(), user_id, actor=ACTOR)
 
 
 @bp.post("/devices")

@@ -139,6 +139,10 @@ class Account(Out):
     created_at: dt.datetime
 
 
+class AccountListQuery(PageQuery):
+    name: Name | None = Field(None, description="only accounts with exactly this name")
+
+
 class UserCreate(Body):
     account_id: Id
     email: Email

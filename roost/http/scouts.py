@@ -27,6 +27,7 @@ from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
 from roost.http.context import services
 from roost.http.models import Body, Id, Out, Page, PageQuery
+from roost.storage import scout_list
 from roost.storage import scouts as repo
 from roost.storage.scout_config import redact
 
@@ -87,7 +88,9 @@ class Scout(Out):
     device_inactivity_pause_days: int | None
     ttl_days: int
     max_failures: int
-    status: Literal["active", "paused", "disabled"]
+    status: Literal["active", "paused", "failing", "disabled"] = Field(
+        description="disabled: enabled is false; paused: no device of its user seen lately; failing: its last"
+                    " run ended with an error (last_error); active: otherwise")
     insecure: bool = Field(description="the connector logs in without TLS (its config says insecure: true)")
     last_run_at: dt.datetime | None
     next_run_at: dt.datetime | None
@@ -128,6 +131,13 @@ class ItemQuery(PageQuery):
     status: ItemStatus | None = None
 
 
+class ScoutListQuery(PageQuery):
+    user_id: Id | None = None
+    provider: PluginName | None = Field(None, description="a connector's name (400 unknown_connector if none has it)")
+    state: Literal["active", "paused", "failing", "disabled"] | None = Field(
+        None, description="the scouts whose status is this")
+
+
 class RunResult(Out):
     scout_id: str
     paused: bool
@@ -164,8 +174,8 @@ class PushAccepted(Out):
 
 
 async def _view(row: dict[str, Any]) -> dict[str, Any]:
-    counts = await repo.item_counts(services().db, row["id"])
-    status = "disabled" if not row["enabled"] else ("paused" if row["paused"] else "active")
+    counts = row["counts"] if "counts" in row else await repo.item_counts(services().db, row["id"])
+    status = scout_list.state_of(row)
     config = row["config"] if isinstance(row["config"], dict) else {}
     insecure = config.get("insecure") is True
     return {**row, "config": redact(row["config"]), "classifier_config": redact(row["classifier_config"]),
@@ -180,6 +190,19 @@ async def _view(row: dict[str, Any]) -> dict[str, Any]:
 async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
     row = await scouting.create_scout(services(), data.user_id, data.model_dump(), actor=ACTOR)
     return await _view(row), 201
+
+
+@bp.get("/api/admin/scouts")
+@service_auth
+@validate_querystring(ScoutListQuery)
+@validate_response(Page[Scout])
+@documented_errors(400, 401, 404, 503)
+async def list_scouts(query_args: ScoutListQuery) -> dict[str, Any]:
+    """List scouts (oldest first), filtered by user, provider and/or state (404 for an unknown user)."""
+    q = query_args
+    result = await scouting.list_scouts(services(), user_id=q.user_id, provider=q.provider, state=q.state,
+                                        limit=q.limit, cursor=q.cursor)
+    return {**result, "items": [await _view(row) for row in result["items"]]}
 
 
 @bp.get("/api/admin/scouts/<scout_id>")

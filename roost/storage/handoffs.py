@@ -101,7 +101,8 @@ async def create(conn: Connection, *, account_id: str, subject_ref: str, intent:
     park only when its account's ``assess_parks`` is set; otherwise the assessment is
     ``skipped``. ``team`` defaults to the creator's team; None is no team.
     """
-    account = await conn.fetchrow("SELECT assess_parks FROM accounts WHERE id = $1", account_id)
+    account = await conn.fetchrow("SELECT assess_parks FROM accounts WHERE id = $1 AND deleted_at IS NULL",
+                                  account_id)
     if account is None:
         raise NotFound(f"no account {account_id!r}")
     creator = await active_user(conn, created_by, account_id)

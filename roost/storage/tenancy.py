@@ -1,5 +1,8 @@
 """Accounts, users and devices.
 
+A deleted account or user (``deleted_at`` set, see ``roost/storage/erasure.py``) is left out of
+every read here: it answers 404 like one that never existed.
+
 Device tokens are shown once, at creation; only their SHA-256 is stored (a token carries 256
 random bits, so a slow hash adds nothing), and a presented token is looked up by its hash and
 compared with ``hmac.compare_digest``.
@@ -25,6 +28,8 @@ USER_FIELDS = (
 )
 USER_DEFAULTS = {"team": None}
 ACCOUNT_FIELDS = ("name", "timezone", "assess_parks")
+ACCOUNT_COLUMNS = "id, name, timezone, assess_parks, created_at"
+USER_COLUMNS = "id, account_id, " + ", ".join(USER_FIELDS) + ", created_at, updated_at"
 _DEVICE_COLUMNS = "id, user_id, name, created_at, last_seen_at, revoked_at"
 
 
@@ -50,19 +55,35 @@ async def create_account(db: Database, *, name: str, timezone: str, now: dt.date
 
 
 async def get_account(conn: Connection, account_id: str) -> Row:
-    row = await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
+    row = await conn.fetchrow(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 AND deleted_at IS NULL",
+                              account_id)
     if row is None:
         raise NotFound(f"no account {account_id!r}")
     return row
 
 
+async def list_accounts(conn: Connection, *, name: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    """Live accounts in id (creation) order, all or those named exactly ``name``."""
+    if name is None:
+        rows = await conn.fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 AND deleted_at IS NULL ORDER BY id LIMIT $2",
+            cursor or "", limit + 1,
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 AND id > $2 AND deleted_at IS NULL"
+            " ORDER BY id LIMIT $3", name, cursor or "", limit + 1,
+        )
+    return page(rows, limit)
+
+
 async def update_account(db: Database, account_id: str, changes: dict[str, Any], *, now: dt.datetime,
                          actor: str) -> Row:
-    """Apply a partial update of an account's settings; only keys in ACCOUNT_FIELDS may change.
+    """Apply a partial update of ``name``, ``timezone`` or ``assess_parks`` (audited as ``account.update``).
 
     Raises:
-        NotFound: no such account.
-        InvalidInput: a key that is not a setting.
+        InvalidInput: a key that is not in ACCOUNT_FIELDS.
+        NotFound: no such (live) account.
     """
     unknown = set(changes) - set(ACCOUNT_FIELDS)
     if unknown:
@@ -96,7 +117,7 @@ async def create_user(db: Database, *, account_id: str, fields: dict[str, Any], 
 
 
 async def get_user(conn: Connection, user_id: str) -> Row:
-    row = await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    row = await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id)
     if row is None:
         raise NotFound(f"no user {user_id!r}")
     return row
@@ -127,7 +148,8 @@ async def update_user(db: Database, user_id: str, changes: dict[str, Any], *, no
 
 async def list_users(conn: Connection, *, account_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     rows = await conn.fetch(
-        "SELECT * FROM users WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        f"SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id > $2 AND deleted_at IS NULL"
+        " ORDER BY id LIMIT $3",
         account_id, cursor or "", limit + 1,
     )
     return page(rows, limit)

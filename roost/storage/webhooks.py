@@ -53,7 +53,7 @@ async def create_endpoint(conn: Connection, *, account_id: str, url: str, events
         Conflict: the account has ``MAX_ENDPOINTS_PER_ACCOUNT`` endpoints already.
         AlreadyExists: the account has an endpoint with this URL.
     """
-    if await conn.fetchval("SELECT id FROM accounts WHERE id = $1", account_id) is None:
+    if await conn.fetchval("SELECT id FROM accounts WHERE id = $1 AND deleted_at IS NULL", account_id) is None:
         raise NotFound(f"no account {account_id!r}")
     count = await conn.fetchval("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = $1", account_id)
     if int(count) >= MAX_ENDPOINTS_PER_ACCOUNT:
