@@ -272,11 +272,19 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
 
 async def pending_assessments(conn: Connection, *, now: dt.datetime, limit: int = 100) -> list[str]:
     """Handoffs to assess: pending ones, and running ones whose lease ran out."""
+    return await pending_leased(conn, "assessment", now=now, limit=limit)
+
+
+async def pending_leased(conn: Connection, work: str, *, now: dt.datetime, limit: int = 100) -> list[str]:
+    """Handoffs whose ``work`` (``assessment`` or ``briefing``, a follow-up claimed with a lease) is
+    due: pending ones, and running ones whose lease ran out."""
+    if work not in ("assessment", "briefing"):  # the column names are formatted in: a fixed set only
+        raise ValueError(f"no leased follow-up {work!r}")
     pending = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE assessment_state = 'pending' ORDER BY id LIMIT $1", limit)]
+        f"SELECT id FROM handoffs WHERE {work}_state = 'pending' ORDER BY id LIMIT $1", limit)]
     orphaned = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE assessment_state = 'running' AND assessment_lease_until <= $1"
-        " ORDER BY assessment_lease_until LIMIT $2", now, limit)]
+        f"SELECT id FROM handoffs WHERE {work}_state = 'running' AND {work}_lease_until <= $1"
+        f" ORDER BY {work}_lease_until LIMIT $2", now, limit)]
     return pending + orphaned
 
 
