@@ -84,42 +84,42 @@ def _all_pages(totals: Any, **filters: Any) -> Any:
     return go
 
 
+UserOpt = typer.Option(None, "--user", help="Only this user.")
+FromOpt = typer.Option(None, "--from", help="First day, YYYY-MM-DD (UTC).")
+ToOpt = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (UTC).")
+
+
+def _print_totals(totals: Any, header: tuple[str, ...], cells: Any, *, user: str | None, day_from: str | None,
+                  day_to: str | None, database_url: str | None) -> None:
+    """Every page of a processor's totals (``totals``: its storage function) as one table."""
+    first, last = _days(day_from, day_to)
+    rows = _with_db(_all_pages(totals, user=user, day_from=first, day_to=last), _settings(database_url=database_url))
+    table = Table(*header)
+    for r in rows:
+        table.add_row(*cells(r))
+    console.print(table)
+
+
 @app.command()
-def usage(
-    user: str | None = typer.Option(None, "--user", help="Only this user."),
-    day_from: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD (UTC)."),
-    day_to: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (UTC)."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
+def usage(user: str | None = UserOpt, day_from: str | None = FromOpt, day_to: str | None = ToOpt,
+          database_url: str | None = DatabaseOpt) -> None:
     """Token usage per user, day and model, as a table."""
     from roost.storage import usage as usage_store
 
-    first, last = _days(day_from, day_to)
-    rows = _with_db(_all_pages(usage_store.totals, user=user, day_from=first, day_to=last),
-                    _settings(database_url=database_url))
-    table = Table("day", "user", "model", "input", "output", "cache write", "cache read")
-    for r in rows:
-        table.add_row(r["day"], r["user"], r["model"], *(f"{r[c]:,}" for c in usage_store.COUNTERS))
-    console.print(table)
+    _print_totals(usage_store.totals, ("day", "user", "model", "input", "output", "cache write", "cache read"),
+                  lambda r: (r["day"], r["user"], r["model"], *(f"{r[c]:,}" for c in usage_store.COUNTERS)),
+                  user=user, day_from=day_from, day_to=day_to, database_url=database_url)
 
 
 @app.command()
-def tools(
-    user: str | None = typer.Option(None, "--user", help="Only this user."),
-    day_from: str | None = typer.Option(None, "--from", help="First day, YYYY-MM-DD (UTC)."),
-    day_to: str | None = typer.Option(None, "--to", help="Last day, YYYY-MM-DD (UTC)."),
-    database_url: str | None = DatabaseOpt,
-) -> None:
+def tools(user: str | None = UserOpt, day_from: str | None = FromOpt, day_to: str | None = ToOpt,
+          database_url: str | None = DatabaseOpt) -> None:
     """Tool calls and failed calls per user, day and tool (the ``tools`` processor's counts), as a table."""
     from roost.storage import tools as tools_store
 
-    first, last = _days(day_from, day_to)
-    rows = _with_db(_all_pages(tools_store.totals, user=user, day_from=first, day_to=last),
-                    _settings(database_url=database_url))
-    table = Table("day", "user", "tool", "calls", "failed")
-    for r in rows:
-        table.add_row(r["day"], r["user"], r["tool"], f"{r['calls']:,}", f"{r['failed']:,}")
-    console.print(table)
+    _print_totals(tools_store.totals, ("day", "user", "tool", "calls", "failed"),
+                  lambda r: (r["day"], r["user"], r["tool"], f"{r['calls']:,}", f"{r['failed']:,}"),
+                  user=user, day_from=day_from, day_to=day_to, database_url=database_url)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from roost.domain import handoff_mail
 from roost.errors import MissingReference, NotFound, StorageError, TooLarge
 from roost.plugins.assessors import Assessor, run_assessor, run_briefer, writes_briefings
 from roost.plugins.assessors import registry as assessors
@@ -132,6 +133,18 @@ async def record_assessment(services: Services, row: Row, assessment: dict[str, 
     stored = await repo.store_assessment(services.db, row["id"], assessment, services.clock.now())
     if stored is not None:
         _publish(services, stored)
+        await _mail_assessment(services, stored["id"])
+
+
+async def _mail_assessment(services: Services, handoff_id: str) -> None:
+    """Mail a stored assessment of an escalation to those its mail went to (``roost.domain.handoff_mail``)."""
+    try:
+        ids = await handoff_mail.queue_assessment(services, handoff_id)
+    except StorageError as exc:  # the assessment is stored and pushed; only its mail is lost
+        log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+        return
+    if ids:
+        outbox.wake(services.bus, *ids)
 
 
 # -- follow-ups after the commit (the follow-up actor runs these) -------------------------------
@@ -146,8 +159,7 @@ async def queue_escalation_mail(services: Services) -> int:
     queued = 0
     for handoff_id in await repo.pending_mail(services.db):
         try:
-            ids = await repo.queue_mail(services.db, handoff_id, public_url=services.settings.public_url,
-                                        now=services.clock.now())
+            ids = await handoff_mail.queue_escalation(services, handoff_id)
         except StorageError as exc:  # logged; the mark stays and the next pass tries again
             log.error("escalation mail not queued", handoff_id=handoff_id, error=exc.message)
             continue

@@ -198,17 +198,7 @@ async def list_jobs() -> dict[str, Any]:
 @documented_errors(400, 401, 503)
 async def usage(query_args: UsageQuery) -> dict[str, Any]:
     """Token totals per user, UTC day and model (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
-    if query_args.cursor is not None:
-        usage_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
-    try:
-        return await usage_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
-                                        day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
-    except OverflowError as exc:
-        raise InvalidInput(str(exc)) from exc
-
-
-def _date(value: str | None) -> dt.date | None:
-    return dt.date.fromisoformat(value) if value is not None else None
+    return await _totals(usage_store, query_args)
 
 
 @bp.get("/api/v1/tools")
@@ -220,8 +210,20 @@ def _date(value: str | None) -> dt.date | None:
 async def tools(query_args: ToolsQuery) -> dict[str, Any]:
     """Tool calls and failed calls per user, UTC day and tool.
 
-    Tool calls and failed calls per user, UTC day and tool (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
+    ``from``/``to`` are inclusive days, YYYY-MM-DD."""
+    return await _totals(tools_store, query_args)
+
+
+async def _totals(store: Any, query_args: Any) -> dict[str, Any]:
+    """One page of a processor's totals (``store``: its storage module) for the query's user and days."""
     if query_args.cursor is not None:
-        tools_store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
-    return await tools_store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
-                                    day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
+        store.decode_cursor(query_args.cursor)  # a bad cursor is a 400, before touching the database
+    try:
+        return await store.totals(services().db, user=query_args.user, day_from=_date(query_args.from_),
+                                  day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
+    except OverflowError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _date(value: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value is not None else None

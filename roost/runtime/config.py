@@ -15,6 +15,7 @@ from typing import Mapping
 
 from roost.errors import InvalidInput
 from roost.runtime.destinations import Policy
+from roost.runtime.links import check_mail_settings, link_templates
 from roost.runtime.schedule import Schedule
 from roost.runtime.secrets import parse_secret_keys, parse_service_tokens
 
@@ -85,8 +86,12 @@ class Settings:
     mail_retry_initial_s: float = 30 * SECONDS
     mail_retry_max_s: float = 3600 * SECONDS
     mail_sending_lease_s: float = 600 * SECONDS
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = "http://127.0.0.1:8000"  # roost's own URL: the unsubscribe link only
     templates_dir: str | None = None
+    # Mails' links into the app (ROOST_APP_URL, ROOST_LINK_<PAGE> by page) and event-kind labels (JSON).
+    app_url: str | None = None
+    link_templates: Mapping[str, str] = field(default_factory=dict, hash=False)
+    event_labels: str | None = None
 
     # Handoffs and live fan-out (issue 7).
     handoff_event_retention_s: float = 24 * 3600 * SECONDS  # replayable window for register {since}
@@ -160,6 +165,8 @@ class Settings:
         crons = _processor_crons(env)
         if crons:
             values["processor_crons"] = crons
+        if link_templates(env):
+            values["link_templates"] = link_templates(env)
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
         _check(settings)
@@ -306,6 +313,7 @@ def _check(settings: Settings) -> None:
         raise bad("log_format", f"is not one of {', '.join(sorted(_LOG_FORMATS))}")
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise bad("log_level", f"is not one of {', '.join(sorted(_LOG_LEVELS))}")
+    check_mail_settings(settings)  # names the ROOST_LINK_* / ROOST_APP_URL / ROOST_EVENT_LABELS at fault
     if settings.allowed_destinations.strip():
         try:
             destination_policy(settings)

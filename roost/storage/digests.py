@@ -20,6 +20,7 @@ from roost.storage.ids import new_id
 from roost.storage.notifications import PERSONAL_DIRECT
 from roost.storage.queries import load
 
+UNREAD_COUNT_CAP = 1000  # a digest says "1000+ unread" past this: counting a huge inbox is not worth a tick
 DIGEST_FIELDS = frozenset({"digest_cadence", "digest_time", "digest_weekday", "timezone"})
 _SQL = load("digests")  # roost/storage/sql/digests.sql
 
@@ -38,10 +39,19 @@ async def reschedule(conn: Connection, user_id: str, now: dt.datetime) -> dt.dat
 async def due_users(conn: Connection, *, now: dt.datetime, limit: int,
                     after: tuple[dt.datetime, str] | None = None) -> list[Row]:
     """The next batch of users whose slot has come (one indexed range scan), in (next_at, user id)
-    order; ``after`` (the last batch's final pair) pages on without waiting for that batch's commit."""
+    order; ``after`` (the last batch's final pair) pages on without waiting for that batch's commit.
+    Each row carries ``unread_total``: the user's unread notifications, counted up to ``UNREAD_COUNT_CAP``."""
     if after is None:
-        return await conn.fetch(_SQL.get(conn, "due_users"), now, limit)
-    return await conn.fetch(_SQL.get(conn, "due_users_after"), now, limit, after[0], after[1])
+        return await conn.fetch(_SQL.get(conn, "due_users"), now, limit, UNREAD_COUNT_CAP)
+    return await conn.fetch(_SQL.get(conn, "due_users_after"), now, limit, UNREAD_COUNT_CAP, after[0], after[1])
+
+
+async def watched_topics(conn: Connection, user_ids: Sequence[str]) -> dict[str, set[str]]:
+    """The topics each of ``user_ids`` watches (users who watch none are left out)."""
+    found: dict[str, set[str]] = {}
+    for row in await conn.fetch(_SQL.get(conn, "watched_topics"), list(user_ids)):
+        found.setdefault(row["user_id"], set()).add(row["topic"])
+    return found
 
 
 async def eligible_notifications(conn: Connection, *, user_ids: Sequence[str], now: dt.datetime,

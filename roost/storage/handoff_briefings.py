@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from roost.storage.database import Connection, Database, Row
-from roost.storage.handoffs import BRIEFING_MAX_CHARS, add_event
+from roost.storage.handoffs import BRIEFING_MAX_CHARS, add_event, pending_leased
 
 _FAILED = ("UPDATE handoffs SET briefing_state = 'failed', briefing_lease_until = NULL"
            " WHERE id = $1 AND briefing_state = 'running' RETURNING *")
@@ -47,12 +47,7 @@ async def claim_briefing(db: Database, handoff_id: str, *, now: dt.datetime, lea
 
 async def pending_briefings(conn: Connection, *, now: dt.datetime, limit: int = 100) -> list[str]:
     """Handoffs whose briefing is due: pending ones, and running ones whose lease ran out."""
-    pending = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE briefing_state = 'pending' ORDER BY id LIMIT $1", limit)]
-    orphaned = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE briefing_state = 'running' AND briefing_lease_until <= $1"
-        " ORDER BY briefing_lease_until LIMIT $2", now, limit)]
-    return pending + orphaned
+    return await pending_leased(conn, "briefing", now=now, limit=limit)
 
 
 async def store_briefing(db: Database, handoff_id: str, ok: bool, briefing: str | None,

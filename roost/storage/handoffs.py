@@ -8,12 +8,13 @@ transaction; the row stays locked until the transaction ends, so an account's ev
 reads committed rows, so a transaction that rolls back publishes nothing.
 
 Escalation mail, assessment and the claimer's briefing are follow-ups, marked ``pending`` on the
-handoff in the same transaction and done after the commit in transactions of their own
-(``queue_mail``, ``store_assessment``; briefings in ``roost.storage.handoff_briefings``): they
-can neither fail nor delay the handoff, and a crash between the two leaves the mark, which the
-follow-up actor picks up again. Assessments and briefings are claimed with a lease
-(``claim_assessment``, ``claim_briefing``), so one process does each, and another takes it over
-once a dead process's lease has run out. The lists are in ``roost.storage.handoff_lists``.
+handoff in the same transaction and done after the commit in transactions of their own (the
+mail in ``roost.storage.handoff_mail``, ``store_assessment``; briefings in
+``roost.storage.handoff_briefings``): they can neither fail nor delay the handoff, and a crash
+between the two leaves the mark, which the follow-up actor picks up again. Assessments and
+briefings are claimed with a lease (``claim_assessment``, ``claim_briefing``), so one process does
+each, and another takes it over once a dead process's lease has run out. The lists are in
+``roost.storage.handoff_lists``.
 
 States of ``assessment_state`` and ``briefing_state``: pending, running, done, failed, skipped.
 """
@@ -25,7 +26,6 @@ import json
 from typing import Any
 
 from roost.errors import Conflict, InvalidInput, NotFound
-from roost.storage import outbox
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
@@ -245,38 +245,6 @@ async def pending_mail(conn: Connection, limit: int = 100) -> list[str]:
         "SELECT id FROM handoffs WHERE mail_state = 'pending' ORDER BY id LIMIT $1", limit)]
 
 
-async def queue_mail(db: Database, handoff_id: str, *, public_url: str, now: dt.datetime) -> list[str]:
-    """Queue the escalation mail of one handoff, once (the conditional UPDATE decides who does it).
-
-    Recipients: the account's active owners, admins and engineers, except the one who escalated.
-    Returns the outbox ids queued (empty when another process did it, or nobody is to be told).
-    """
-    async with db.transaction() as tx:
-        row = await tx.fetchrow(
-            "UPDATE handoffs SET mail_state = 'queued' WHERE id = $1 AND mail_state = 'pending' RETURNING *",
-            handoff_id)
-        if row is None:
-            return []
-        recipients = await tx.fetch(
-            "SELECT id, email, display_name FROM users WHERE account_id = $1 AND active AND id <> $2"
-            " AND role IN ('owner', 'admin', 'engineer') ORDER BY id", row["account_id"], row["created_by"])
-        creator = await tx.fetchval("SELECT display_name FROM users WHERE id = $1", row["created_by"])
-        ids = []
-        for user in recipients:
-            subject = f"[{row['priority']}] Escalation: {row['subject_ref']}"[:300]
-            text = (f"{creator} escalated {row['subject_ref']} and is asking for help.\n\n"
-                    f"Priority: {row['priority']}\nNotes: {row['notes'] or '(none)'}\n\n"
-                    f"Claim it: {public_url.rstrip('/')}/api/v1/handoffs/{row['id']}\n")
-            outbox_id = await outbox.enqueue(tx, recipient_user_id=user["id"], to=user["email"], subject=subject,
-                                             text=text, kind="handoff_escalation", now=now,
-                                             headers={"X-Roost-Handoff": row["id"]})
-            await tx.execute(
-                "INSERT INTO handoff_notifications (handoff_id, user_id, channel, outbox_id, created_at)"
-                " VALUES ($1, $2, 'email', $3, $4) ON CONFLICT DO NOTHING", row["id"], user["id"], outbox_id, now)
-            ids.append(outbox_id)
-        return ids
-
-
 async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, lease_s: float,
                            max_attempts: int) -> Row | None:
     """Take the handoff's assessment for ``lease_s``: a pending one, or a running one whose lease ran
@@ -304,11 +272,19 @@ async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, l
 
 async def pending_assessments(conn: Connection, *, now: dt.datetime, limit: int = 100) -> list[str]:
     """Handoffs to assess: pending ones, and running ones whose lease ran out."""
+    return await pending_leased(conn, "assessment", now=now, limit=limit)
+
+
+async def pending_leased(conn: Connection, work: str, *, now: dt.datetime, limit: int = 100) -> list[str]:
+    """Handoffs whose ``work`` (``assessment`` or ``briefing``, a follow-up claimed with a lease) is
+    due: pending ones, and running ones whose lease ran out."""
+    if work not in ("assessment", "briefing"):  # the column names are formatted in: a fixed set only
+        raise ValueError(f"no leased follow-up {work!r}")
     pending = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE assessment_state = 'pending' ORDER BY id LIMIT $1", limit)]
+        f"SELECT id FROM handoffs WHERE {work}_state = 'pending' ORDER BY id LIMIT $1", limit)]
     orphaned = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM handoffs WHERE assessment_state = 'running' AND assessment_lease_until <= $1"
-        " ORDER BY assessment_lease_until LIMIT $2", now, limit)]
+        f"SELECT id FROM handoffs WHERE {work}_state = 'running' AND {work}_lease_until <= $1"
+        f" ORDER BY {work}_lease_until LIMIT $2", now, limit)]
     return pending + orphaned
 
 

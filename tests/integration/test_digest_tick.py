@@ -64,8 +64,11 @@ async def test_a_due_user_gets_one_digest_with_only_eligible_notifications(db: D
     assert mail["status"] == "queued" and mail["id"] == record["outbox_id"]
     assert mail["subject"] == "Your daily digest: 3 updates on 2 topics"
     text = mail["text_body"]
-    assert text.index("rfc-7 (2)") < text.index("rfc-9 (1)")  # most active topic first
-    assert "2 x comment (2 still unread)" in text and "Bob: looks good <b>" in text
+    assert text.index("rfc-7 (2 updates)") < text.index("rfc-9 (1 update)")  # most active topic first
+    assert "2 x Comment\n" in text and "Bob: looks good <b>" in text
+    assert "still unread" not in text  # every item of a digest is unread: saying so says nothing
+    # Everything unread in the inbox: the three, the personal-direct one and the e-mailed mention.
+    assert "You have 5 unread notifications in your inbox." in text
     assert "looks good &lt;b&gt;" in mail["html_body"]  # escaped in HTML
     assert mail["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert mail["headers"]["List-Unsubscribe"].startswith("<https://roost.example/unsubscribe?token=")

@@ -12,8 +12,8 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 import trio
-from roost.server import Running
 
+from roost.serve import Running
 from tests.support.dispatch import answering_device
 from tests.support.server import admin_client, make_device, running_server
 

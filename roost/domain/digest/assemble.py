@@ -3,9 +3,11 @@
 Three stages overlap so that the database and Python work at the same time:
 
 * *read* pages through the due users (``digest_schedule.next_at`` order, keyset-paged so it
-  need not wait for the previous batch's commit) and reads each batch's notifications;
-* *render* groups them and renders each user's mail in a worker thread (Jinja2 is pure Python;
-  the thread lets the event loop keep feeding the other stages' statements in between);
+  need not wait for the previous batch's commit, each with the count of everything unread in
+  their inbox) and reads each batch's notifications and the topics its users watch;
+* *render* groups them by topic (watched topics first) and renders each user's mail in a worker
+  thread (Jinja2 is pure Python; the thread lets the event loop keep feeding the other stages'
+  statements in between);
 * *write* settles one prepared batch per transaction: claim the slots, queue the mail,
   record the digests, mark what they included.
 
@@ -22,19 +24,20 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeAlias
 
 import trio
 
 from roost.domain.digest import unsubscribe
-from roost.domain.digest.notify import renderer
-from roost.domain.digest.render import DigestItem, group_items
+from roost.domain.digest.render import DigestItem, group_items, renderer_for
 from roost.domain.digest.slots import next_slot
 from roost.runtime.services import Services
 from roost.storage import digests, outbox
 from roost.storage.database import Row
 
 LIST_UNSUBSCRIBE_POST = "List-Unsubscribe=One-Click"
+# One batch as read: its due users, their notifications, and the topics each watches.
+Read: TypeAlias = tuple[list[Row], Sequence[Any], dict[str, set[str]]]
 
 
 @dataclass
@@ -54,7 +57,7 @@ async def assemble_due(services: Services, *, now: dt.datetime, counters: dict[s
     outbox ids. Each batch commits on its own and then wakes the mailer."""
     queued: list[str] = []
     lookback_start = now - dt.timedelta(days=services.settings.digest_lookback_days)
-    read_send, read_receive = trio.open_memory_channel[tuple[list[Row], Sequence[Any]]](0)
+    read_send, read_receive = trio.open_memory_channel[Read](0)
     ready_send, ready_receive = trio.open_memory_channel[Batch](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read, services, now, lookback_start, read_send)
@@ -69,8 +72,8 @@ async def assemble_due(services: Services, *, now: dt.datetime, counters: dict[s
 
 
 async def _read(services: Services, now: dt.datetime, lookback_start: dt.datetime,
-                send: trio.MemorySendChannel[tuple[list[Row], Sequence[Any]]]) -> None:
-    """Stage 1: each batch of due users and their notifications."""
+                send: trio.MemorySendChannel[Read]) -> None:
+    """Stage 1: each batch of due users, their notifications and watched topics."""
     db, limit = services.db, services.settings.digest_batch_size
     after: tuple[dt.datetime, str] | None = None
     async with send:
@@ -79,31 +82,33 @@ async def _read(services: Services, now: dt.datetime, lookback_start: dt.datetim
             if not users:
                 return
             after = (users[-1]["digest_next_at"], users[-1]["id"])
-            rows = await digests.eligible_notifications(
-                db, user_ids=[u["id"] for u in users], now=now, lookback_start=lookback_start)
-            await send.send((users, rows))
+            user_ids = [u["id"] for u in users]
+            rows = await digests.eligible_notifications(db, user_ids=user_ids, now=now, lookback_start=lookback_start)
+            await send.send((users, rows, await digests.watched_topics(db, user_ids)))
 
 
 async def _render(services: Services, now: dt.datetime, lookback_start: dt.datetime,
-                  receive: trio.MemoryReceiveChannel[tuple[list[Row], Sequence[Any]]],
+                  receive: trio.MemoryReceiveChannel[Read],
                   send: trio.MemorySendChannel[Batch]) -> None:
     """Stage 2: group and render each batch in a worker thread."""
     secret: bytes | None = None
     async with receive, send:
-        async for users, rows in receive:
+        async for users, rows, watched in receive:
             if secret is None:
                 secret = (await unsubscribe.keys(services))[0]  # the first key signs
             batch = await trio.to_thread.run_sync(
-                partial(_prepare, services, users, rows, now=now, lookback_start=lookback_start, secret=secret))
+                partial(_prepare, services, users, rows, watched, now=now, lookback_start=lookback_start,
+                        secret=secret))
             await send.send(batch)
 
 
-def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any], *, now: dt.datetime,
-             lookback_start: dt.datetime, secret: bytes) -> Batch:
+def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any], watched: dict[str, set[str]],
+             *, now: dt.datetime, lookback_start: dt.datetime, secret: bytes) -> Batch:
     """Per user of the batch: the next slot, the digest record and, when there is something to
     report, the rendered message (runs in a worker thread)."""
     settings = services.settings
-    render = renderer(services)
+    render = renderer_for(settings)
+    nothing: frozenset[str] = frozenset()
     by_user: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_user[row["recipient_user_id"]].append(row)
@@ -123,9 +128,10 @@ def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any
             batch.messages.append(None)  # nothing to report: no mail, but the period is recorded
             continue
         link = unsubscribe.url(settings.public_url, unsubscribe.sign(secret, user["id"], user["unsubscribe_epoch"]))
+        groups = group_items(items, sample=DigestItem, watched=watched.get(user["id"], nothing))
         subject, text, html = render.digest(
-            user=user, cadence=user["digest_cadence"], groups=group_items(items, sample=DigestItem), total=len(items),
-            period_start=period_start, period_end=now, unsubscribe_url=link, app_url=settings.public_url,
+            user=user, cadence=user["digest_cadence"], groups=groups, total=len(items), period_start=period_start,
+            period_end=now, unsubscribe_url=link, unread_total=user["unread_total"],
         )
         batch.messages.append({
             "recipient_user_id": user["id"], "user": user, "to": user["email"], "subject": subject, "text": text,

@@ -9,20 +9,17 @@ from typing import Any, Sequence
 
 import trio
 
-from roost.domain.digest.render import Renderer
+from roost.domain.digest.render import Renderer, renderer_for
 from roost.runtime.services import Services
 from roost.storage import notifications, outbox, tenancy
 from roost.storage.database import Connection, Row
 
-_renderers: dict[str | None, Renderer] = {}
 RENDER_INLINE = 8  # more mails than this are rendered in a worker thread
 
 
 def renderer(services: Services) -> Renderer:
-    directory = services.settings.templates_dir
-    if directory not in _renderers:
-        _renderers[directory] = Renderer(directory)
-    return _renderers[directory]
+    """The process's renderer (templates, links into the app, event labels), built once per settings."""
+    return renderer_for(services.settings)
 
 
 def mailed_at_once(payload: dict[str, Any], email: bool) -> bool:

@@ -11,21 +11,26 @@ INSERT INTO digest_schedule (user_id, next_at) VALUES ($1, $2)
 ON CONFLICT (user_id) DO UPDATE SET next_at = excluded.next_at
 
 -- name: due_users
--- The first batch of users whose slot has come: $1 now, $2 the batch size.
+-- The first batch of users whose slot has come: $1 now, $2 the batch size, $3 the most unread
+-- notifications counted (unread_total: everything unread in the user's inbox, up to $3).
 SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
        u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
-       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch
+       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
+       (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
+                              LIMIT $3) AS unread) AS unread_total
 FROM digest_schedule s JOIN users u ON u.id = s.user_id
 WHERE s.next_at <= $1
 ORDER BY s.next_at, s.user_id LIMIT $2
 
 -- name: due_users_after
--- The next batch: $3, $4 are the (next_at, user id) of the last batch's final user.
+-- The next batch: $4, $5 are the (next_at, user id) of the last batch's final user.
 SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
        u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
-       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch
+       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
+       (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
+                              LIMIT $3) AS unread) AS unread_total
 FROM digest_schedule s JOIN users u ON u.id = s.user_id
-WHERE s.next_at <= $1 AND (s.next_at, s.user_id) > ($3, $4)
+WHERE s.next_at <= $1 AND (s.next_at, s.user_id) > ($4, $5)
 ORDER BY s.next_at, s.user_id LIMIT $2
 
 -- name: eligible_notifications (sqlite)
@@ -59,6 +64,13 @@ CROSS JOIN LATERAL (
 ) AS n
 LEFT JOIN users a ON a.id = n.actor_user_id
 ORDER BY b.ord, n.created_at, n.id
+
+-- name: watched_topics (sqlite)
+-- Which topics each user of the batch ($1, JSON) watches: the digest shows those first.
+SELECT user_id, topic FROM watches WHERE user_id IN (SELECT value FROM json_each($1))
+
+-- name: watched_topics (postgresql)
+SELECT user_id, topic FROM watches WHERE user_id = ANY($1::text[])
 
 -- name: claim_slots (sqlite)
 -- $1 one JSON array of [user_id, slot_at, next_at] triples (json_each is not indexed, so joining
