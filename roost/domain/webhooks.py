@@ -12,18 +12,23 @@ actor reads every due delivery when it starts, and polls)::
                             payload={"seq": seq, "handoff": handoffs.card(row)})
     webhooks.wake(services.bus)
 
-Events and their payloads (the ``data`` of the body; the same object the socket or the API shows):
+Events and their payloads (the ``data`` of the body; the same object the socket or the API shows),
+and where each is queued, in the transaction of the write (``roost.storage.webhook_events``):
 
 - ``handoff.created``, ``handoff.claimed``, ``handoff.cancelled``, ``handoff.updated``:
   ``{"seq": <the account's event seq>, "handoff": <the card of the socket's handoff_* frame:
-  the handoff without its snapshot>}``.
-- ``batch.done``: ``{"batch": <GET /api/v1/outreach/batches/{id}: the batch with its counts>}``.
+  the handoff without its snapshot>}``; with the socket's event (``roost.storage.handoffs.add_event``).
+- ``batch.done``: ``{"batch": <GET /api/v1/outreach/batches/{id}: the batch with its counts>}``; when
+  its last open item ends or a send finds none open (``roost.storage.dispatch``).
 - ``proposal.acked``: ``{"proposal": <the scout_proposal frame's proposal>, "user_id": ...,
-  "device_id": ..., "acked_at": ...}``.
-- ``digest.sent``: ``{"user_id": ..., "outbox_id": ..., "notifications": <how many>,
-  "sent_at": ...}``.
+  "device_id": <the acking socket's device>, "acked_at": ...}``; once per proposal an ack batch
+  changed (``roost.actors.deliverer`` through ``emit_for_users``: one query when nobody wants it).
+- ``digest.sent``: ``{"user_id": ..., "digest_id": ..., "outbox_id": ..., "notifications": <how
+  many>, "subject": ..., "sent_at": ...}``; when the digest's mail is marked sent
+  (``roost.storage.outbox.mark_sent_many``).
 - ``scout.failed_item``: ``{"scout_id": ..., "item": <the item as GET
-  /api/admin/scouts/{id}/items shows it>}``.
+  /api/admin/scouts/{id}/items shows it>}``; when a triage failure at ``max_failures`` marks it
+  ``failed`` (``roost.storage.scouts.record_outcomes``).
 
 Datetimes in a payload are written as ISO-8601 UTC (``...Z``). The body is
 ``{"type": <event>, "timestamp": <when emitted, ISO-8601>, "data": <payload>}``, serialised once
@@ -96,7 +101,7 @@ async def emit_for_users(conn: Connection, event: str, rows: Sequence[Row], payl
     these users wants the event, and no payload is built (``roost.storage.webhook_events.enqueue_for_users``).
 
     Raises:
-        InvalidInput, TooLarge: as ``emit``.
+        InvalidInput: as ``emit`` (a body too large is logged and not queued: the write goes on).
     """
     return await webhook_events.enqueue_for_users(conn, event, rows, payload, now=now or utcnow())
 

@@ -5,6 +5,9 @@ sends the same bytes. ``enqueue`` and ``enqueue_for_users`` are the emit of the 
 whose writes are events (handoffs, dispatch batches, the mail outbox, scout items); they build and
 serialise nothing when no enabled endpoint of the account wants the event, so an account without
 webhooks pays one indexed read per event, or per batch of events (``enqueue_for_users``).
+
+Neither lets a webhook fail the write it rides on: an event whose body would be over
+``MAX_BODY_BYTES`` (a plugin's huge assessment or classifier payload) is logged and not queued.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from typing import Any, Callable, Iterable, Sequence
 
 from roost.errors import InvalidInput, TooLarge
+from roost.runtime.logging import get_logger
 from roost.storage import webhooks  # a module: webhooks -> outbox -> webhook_events is a cycle
 from roost.storage.database import Connection, Row
 
@@ -22,6 +26,7 @@ EVENTS = (
     "batch.done", "proposal.acked", "digest.sent", "scout.failed_item",
 )
 MAX_BODY_BYTES = 256 * 1024
+log = get_logger()
 
 
 def _json_default(value: Any) -> Any:
@@ -57,13 +62,23 @@ async def enqueue(conn: Connection, *, account_id: str, event: str, payload: Any
     account is subscribed to ``event`` (in the caller's transaction); returns how many were written.
 
     Raises:
-        InvalidInput, TooLarge: as ``body_for`` (only when some endpoint wants the event).
+        InvalidInput: as ``body_for`` (only when some endpoint wants the event; too large: logged, not queued).
     """
     rows = await conn.fetch("SELECT events FROM webhook_endpoints WHERE account_id = $1 AND enabled", account_id)
     if not any(event in (r["events"] or []) for r in rows):
         return 0
-    return await webhooks.add_deliveries(conn, account_id=account_id, event=event,
-                                         body=body_for(event, payload, now), now=now)
+    body = _body(event, payload, now, account_id)
+    return 0 if body is None else await webhooks.add_deliveries(conn, account_id=account_id, event=event, body=body,
+                                                                now=now)
+
+
+def _body(event: str, payload: Any, now: dt.datetime, account_id: str) -> str | None:
+    """``body_for``, or None (logged) when it is too large: the write goes on without its webhook."""
+    try:
+        return body_for(event, payload, now)
+    except TooLarge as exc:
+        log.error("webhook event not queued", webhook_event=event, account_id=account_id, error=exc.message)
+        return None
 
 
 async def enqueue_for_users(conn: Connection, event: str, rows: Sequence[Row], payload: Callable[[Row], Any], *,
@@ -75,15 +90,15 @@ async def enqueue_for_users(conn: Connection, event: str, rows: Sequence[Row], p
     payload is built or serialised then.
 
     Raises:
-        InvalidInput, TooLarge: as ``body_for``.
+        InvalidInput: as ``body_for`` (too large: logged, not queued).
     """
     accounts = await subscribed_users(conn, event, (r["user_id"] for r in rows))
     written = 0
     for row in rows:
         account_id = accounts.get(row["user_id"])
-        if account_id is not None:
-            written += await webhooks.add_deliveries(conn, account_id=account_id, event=event,
-                                            body=body_for(event, payload(row), now), now=now)
+        body = None if account_id is None else _body(event, payload(row), now, account_id)
+        if account_id is not None and body is not None:
+            written += await webhooks.add_deliveries(conn, account_id=account_id, event=event, body=body, now=now)
     return written
 
 

@@ -321,3 +321,16 @@ async def test_without_a_subscribed_endpoint_no_event_is_queued(srv: Running, cl
             await trio.sleep(0.02)
     await trio.sleep(0.3)
     assert receiver.received == [] and await srv.services.db.fetch("SELECT id FROM webhook_deliveries") == []
+
+
+async def test_an_event_too_large_for_a_webhook_is_not_queued_and_the_write_goes_on(
+        srv: Running, client: httpx.AsyncClient, receiver: Receiver) -> None:
+    made = await make_device(client)
+    account, user = made["account"]["id"], made["user"]["id"]
+    hook, _ = await _endpoints(client, account, receiver, ["handoff.created"])
+    async with srv.services.db.transaction() as tx:  # notes over the body limit (the API allows 10,000)
+        row = await handoff_repo.create(tx, account_id=account, subject_ref="s", intent="park", notes="x" * 300_000,
+                                        priority="low", snapshot={}, created_by=user, assess=False,
+                                        now=srv.services.clock.now())
+    assert (await handoff_repo.get(srv.services.db, row["id"]))["notes"] == "x" * 300_000
+    assert await _delivered(srv, hook["id"]) == []
