@@ -14,8 +14,9 @@
   changes nothing here). A catch-up (the inbox overflowed, or the actor restarted) wakes every
   user of this process with a queued proposal (one query) or a socket not replayed yet.
 - ``scout_proposal_ack`` frames go into a bounded channel (the socket's reader waits when it is
-  full); one writer applies them in batches (one transaction per batch) and answers
-  ``error {code: "not_found"}`` to an ack for a proposal that is not the socket's user's, which
+  full); one writer applies them in batches (one transaction per batch, with the
+  ``proposal.acked`` webhooks of the proposals it acked: one query when no account wants them)
+  and answers ``error {code: "not_found"}`` to an ack for a proposal that is not the socket's user's, which
   changes nothing. The channel and the frame hooks outlive a restart: an ack read meanwhile waits
   there for the next run.
 - On a drain the actor stops taking wake-ups, waits until every socket is gone (each handler
@@ -30,6 +31,7 @@ from typing import Any, Iterable
 
 import trio
 
+from roost.domain import webhooks
 from roost.errors import InvalidInput, StorageError
 from roost.runtime.actor import Actor, ActorContext
 from roost.runtime.deadlines import shielded_deadline
@@ -38,6 +40,7 @@ from roost.runtime.services import Services
 from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
 from roost.runtime.topics import DEVICE_REGISTERED, PROPOSAL_QUEUED
 from roost.storage import scouts as repo
+from roost.storage.database import Connection, Row
 
 PAGE = 500
 ACK_BATCH = 2000
@@ -226,9 +229,19 @@ class Deliverer(Actor):
     async def _apply(self, ctx: ActorContext, batch: list[tuple[DeviceSocket, str]]) -> None:
         s = ctx.services
         acks = [(sock.user_id, pid) for sock, pid in batch]
+        devices = {pid: sock.device_id for sock, pid in batch}
+        emitted: list[int] = []
+
+        def payload(r: Row) -> dict[str, Any]:
+            return {"proposal": proposal_frame(r)["proposal"], "user_id": r["user_id"],
+                    "device_id": devices.get(r["id"]), "acked_at": r["acked_at"]}
+
+        async def acked(tx: Connection, rows: list[Row]) -> None:  # in the ack batch's transaction
+            emitted[:] = [await webhooks.emit_for_users(tx, "proposal.acked", rows, payload)]
+
         for attempt in range(ACK_ATTEMPTS):
             try:
-                unknown = await repo.ack(s.db, acks, now=s.clock.now())
+                unknown = await repo.ack(s.db, acks, now=s.clock.now(), acked=acked)
                 break
             except StorageError as exc:
                 # A lost connection or a deadlock with another process's delivery: the same batch
@@ -240,6 +253,8 @@ class Deliverer(Actor):
                 ctx.log.warning("writing acks failed, trying again", count=len(batch), error=repr(exc))
                 await trio.sleep(ACK_RETRY_S * 2**attempt)
         ctx.tick()
+        if emitted and emitted[0]:
+            webhooks.wake(s.bus)
         for sock, pid in batch:
             if (sock.user_id, pid) in unknown:
                 sock.send_nowait(error_frame("not_found", f"no proposal {pid!r}", proposal_id=pid))

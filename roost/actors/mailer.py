@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 
+from roost.domain import webhooks
 from roost.errors import PluginError, RoostError, StorageError
 from roost.plugins.guard import TRANSPORT_ERRORS, plugin_call
 from roost.plugins.transports import PermanentError, TransientError, Transport, load_transport
@@ -125,6 +126,8 @@ class _Recorder:
         if sent:
             await outbox.mark_sent_many(db, sent, now=now, claimed_by=me)
             self.done["sent"] += len(sent)
+            if any(o.row["kind"] == "digest" for o in outcomes if o.error is None):
+                webhooks.wake(services.bus)  # digest.sent was queued with the mark
         for o in outcomes:  # failures are rare: one statement each
             row, exc = o.row, o.error
             if isinstance(exc, TransientError) and row["attempts"] < settings.mail_max_attempts:

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from roost.domain import handoff_mail
+from roost.domain import handoff_mail, webhooks
 from roost.errors import MissingReference, NotFound, StorageError, TooLarge
 from roost.plugins.assessors import Assessor, run_assessor, run_briefer, writes_briefings
 from roost.plugins.assessors import registry as assessors
@@ -42,6 +42,7 @@ log = get_logger()
 
 def _publish(services: Services, row: Row, *, followups: bool = False) -> None:
     services.bus.publish(HANDOFF_EVENTS, row["account_id"])
+    webhooks.wake(services.bus)  # its handoff.* webhooks were queued with the event
     if followups:
         services.bus.publish(HANDOFF_FOLLOWUPS, row["id"])
 

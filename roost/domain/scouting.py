@@ -32,6 +32,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from roost.domain import webhooks
 from roost.errors import Conflict, InvalidInput, PluginError, RoostError
 from roost.plugins.classifiers import TriageUnavailable, classifiers
 from roost.plugins.connectors import Ref, bounded, connectors
@@ -232,6 +233,8 @@ async def _triage_pending(services: Services, scout: dict[str, Any], source: _So
             else:
                 report.discarded += 1
         await repo.record_outcomes(db, outcomes, now=now)
+        if outcomes.failures:
+            webhooks.wake(services.bus)  # their scout.failed_item webhooks
         if any(v[1] == "queued" for v in outcomes.verdicts):
             services.bus.publish(PROPOSAL_QUEUED, scout["user_id"])
         if len(rows) < TRIAGE_BATCH:

@@ -12,18 +12,23 @@ actor reads every due delivery when it starts, and polls)::
                             payload={"seq": seq, "handoff": handoffs.card(row)})
     webhooks.wake(services.bus)
 
-Events and their payloads (the ``data`` of the body; the same object the socket or the API shows):
+Events and their payloads (the ``data`` of the body; the same object the socket or the API shows),
+and where each is queued, in the transaction of the write (``roost.storage.webhook_events``):
 
 - ``handoff.created``, ``handoff.claimed``, ``handoff.cancelled``, ``handoff.updated``:
   ``{"seq": <the account's event seq>, "handoff": <the card of the socket's handoff_* frame:
-  the handoff without its snapshot>}``.
-- ``batch.done``: ``{"batch": <GET /api/v1/outreach/batches/{id}: the batch with its counts>}``.
+  the handoff without its snapshot>}``; with the socket's event (``roost.storage.handoffs.add_event``).
+- ``batch.done``: ``{"batch": <GET /api/v1/outreach/batches/{id}: the batch with its counts>}``; when
+  its last open item ends or a send finds none open (``roost.storage.dispatch``).
 - ``proposal.acked``: ``{"proposal": <the scout_proposal frame's proposal>, "user_id": ...,
-  "device_id": ..., "acked_at": ...}``.
-- ``digest.sent``: ``{"user_id": ..., "outbox_id": ..., "notifications": <how many>,
-  "sent_at": ...}``.
+  "device_id": <the acking socket's device>, "acked_at": ...}``; once per proposal an ack batch
+  changed (``roost.actors.deliverer`` through ``emit_for_users``: one query when nobody wants it).
+- ``digest.sent``: ``{"user_id": ..., "digest_id": ..., "outbox_id": ..., "notifications": <how
+  many>, "subject": ..., "sent_at": ...}``; when the digest's mail is marked sent
+  (``roost.storage.outbox.mark_sent_many``).
 - ``scout.failed_item``: ``{"scout_id": ..., "item": <the item as GET
-  /api/admin/scouts/{id}/items shows it>}``.
+  /api/admin/scouts/{id}/items shows it>}``; when a triage failure at ``max_failures`` marks it
+  ``failed`` (``roost.storage.scouts.record_outcomes``).
 
 Datetimes in a payload are written as ISO-8601 UTC (``...Z``). The body is
 ``{"type": <event>, "timestamp": <when emitted, ISO-8601>, "data": <payload>}``, serialised once
@@ -50,58 +55,29 @@ import hashlib
 import hmac
 import json
 import secrets as random_secrets
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
-from roost.errors import InvalidInput, MissingReference, NotConfigured, NotFound, TooLarge
+from roost.errors import InvalidInput, MissingReference, NotConfigured, NotFound
 from roost.runtime import topics
 from roost.runtime.bus import Bus
 from roost.runtime.clock import utcnow
 from roost.runtime.destinations import DestinationNotAllowed, check_destination
 from roost.runtime.services import Services
+from roost.storage import webhook_events
 from roost.storage import webhooks as repo
 from roost.storage.database import Connection, Database, Row
 from roost.storage.scout_config import subkey
+from roost.storage.webhook_events import EVENTS as EVENTS  # re-exported: the HTTP layer names them from here
+from roost.storage.webhook_events import body_for
 
-EVENTS = (
-    "handoff.created", "handoff.claimed", "handoff.cancelled", "handoff.updated",
-    "batch.done", "proposal.acked", "digest.sent", "scout.failed_item",
-)
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 PURPOSE = b"roost/webhook-secrets/fernet/v1"
-MAX_BODY_BYTES = 256 * 1024
 MAX_URL_CHARS = 2000
 
 
 # -- emitting --------------------------------------------------------------------------------------
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def body_for(event: str, payload: Any, now: dt.datetime) -> str:
-    """The body a delivery of ``event`` sends (see the module docstring).
-
-    Raises:
-        InvalidInput: an unknown event, or a payload that is not JSON.
-        TooLarge: the body is over ``MAX_BODY_BYTES``.
-    """
-    if event not in EVENTS:
-        raise InvalidInput(f"unknown webhook event {event!r}", code="unknown_event")
-    envelope = {"type": event, "timestamp": _json_default(now), "data": payload}
-    try:
-        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"the {event} payload is not JSON: {exc}") from exc
-    if len(body.encode()) > MAX_BODY_BYTES:
-        raise TooLarge(f"the {event} body is over {MAX_BODY_BYTES} bytes")
-    return body
 
 
 async def emit(conn: Connection, *, account_id: str, event: str, payload: Any, now: dt.datetime | None = None) -> int:
@@ -115,6 +91,19 @@ async def emit(conn: Connection, *, account_id: str, event: str, payload: Any, n
     now = now or utcnow()
     return await repo.add_deliveries(conn, account_id=account_id, event=event, body=body_for(event, payload, now),
                                      now=now)
+
+
+async def emit_for_users(conn: Connection, event: str, rows: Sequence[Row], payload: Callable[[Row], Any], *,
+                         now: dt.datetime | None = None) -> int:
+    """``emit`` ``event`` once per row (each with a ``user_id``) to the endpoints of that user's
+    account, the payload ``payload(row)``, in the caller's transaction; returns how many
+    deliveries were queued. For a hot path (a batch of acks): one indexed query when no account of
+    these users wants the event, and no payload is built (``roost.storage.webhook_events.enqueue_for_users``).
+
+    Raises:
+        InvalidInput: as ``emit`` (a body too large is logged and not queued: the write goes on).
+    """
+    return await webhook_events.enqueue_for_users(conn, event, rows, payload, now=now or utcnow())
 
 
 def wake(bus: Bus) -> None:

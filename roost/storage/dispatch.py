@@ -24,6 +24,7 @@ from typing import Any
 
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.storage import tenancy
+from roost.storage import webhook_events as webhooks
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
@@ -301,7 +302,8 @@ async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.date
             " finished_at = CASE WHEN $6 THEN $4 ELSE finished_at END WHERE id = $1",
             batch_id, target, open_items, now, action == "send", done or (target == "cancelled" and open_items == 0),
         )
-        return BatchChange(await get_batch(tx, batch_id), changed=True, done=done)
+        batch = await (_done(tx, batch_id, now) if done else get_batch(tx, batch_id))
+        return BatchChange(batch, changed=True, done=done)
 
 
 async def close_items(conn: Connection, batch_id: str, n: int, *, now: dt.datetime) -> dict[str, Any] | None:
@@ -321,4 +323,11 @@ async def close_items(conn: Connection, batch_id: str, n: int, *, now: dt.dateti
     status = "done" if batch["status"] in ("sending", "paused") else batch["status"]
     await conn.execute("UPDATE outreach_batches SET status = $2, finished_at = $3 WHERE id = $1",
                        batch_id, status, now)
-    return await get_batch(conn, batch_id) if status == "done" else None
+    return await _done(conn, batch_id, now) if status == "done" else None
+
+
+async def _done(conn: Connection, batch_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The view of a batch that just became done, its ``batch.done`` webhook queued with the change."""
+    batch = await get_batch(conn, batch_id)
+    await webhooks.enqueue(conn, account_id=batch["account_id"], event="batch.done", payload={"batch": batch}, now=now)
+    return batch

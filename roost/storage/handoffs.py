@@ -26,6 +26,7 @@ import json
 from typing import Any
 
 from roost.errors import Conflict, InvalidInput, NotFound
+from roost.storage import webhook_events as webhooks
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
@@ -62,12 +63,17 @@ async def next_seq(conn: Connection, account_id: str) -> int:
 
 
 async def add_event(conn: Connection, kind: str, row: Row, now: dt.datetime) -> int:
+    """Write the event ``kind`` (``handoff_created``...) and, in the same transaction, its webhook
+    ``handoff.created``... with the frame's ``{seq, handoff}``; returns its seq."""
     seq = await next_seq(conn, row["account_id"])
+    handoff = _jsonable(card(row))
     await conn.execute(
         "INSERT INTO handoff_events (account_id, seq, kind, handoff_id, handoff, created_at)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
-        row["account_id"], seq, kind, row["id"], _jsonable(card(row)), now,
+        row["account_id"], seq, kind, row["id"], handoff, now,
     )
+    await webhooks.enqueue(conn, account_id=row["account_id"], event=kind.replace("_", ".", 1),
+                           payload={"seq": seq, "handoff": handoff}, now=now)
     return seq
 
 

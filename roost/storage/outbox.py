@@ -28,7 +28,7 @@ from roost.errors import NotFound
 from roost.runtime.bus import Bus
 from roost.runtime.clock import utcnow
 from roost.runtime.topics import MAIL_QUEUED
-from roost.storage import notifications
+from roost.storage import notifications, webhook_events
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 
@@ -152,12 +152,40 @@ async def mark_sent(db: Database, outbox_id: str, *, now: dt.datetime, claimed_b
 
 
 async def mark_sent_many(db: Database, outbox_ids: Sequence[str], *, now: dt.datetime, claimed_by: str) -> int:
-    """Record that these rows, claimed by ``claimed_by``, were sent (one statement); returns how many."""
-    return await db.execute(
-        "UPDATE outbox SET status = 'sent', sent_at = $2, last_error = NULL"
-        f" WHERE id {db.dialect.in_list('$1')} AND status = 'sending' AND claimed_by = $3",
-        list(outbox_ids), now, claimed_by,
-    )
+    """Record that these rows, claimed by ``claimed_by``, were sent (one statement); returns how many.
+
+    A digest's mail queues its ``digest.sent`` webhook in the same transaction (``_digests_sent``).
+    """
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            "UPDATE outbox SET status = 'sent', sent_at = $2, last_error = NULL"
+            f" WHERE id {db.dialect.in_list('$1')} AND status = 'sending' AND claimed_by = $3"
+            " RETURNING id, kind, recipient_user_id, subject",
+            list(outbox_ids), now, claimed_by,
+        )
+        await _digests_sent(tx, [r for r in rows if r["kind"] == "digest" and r["recipient_user_id"]], now)
+    return len(rows)
+
+
+async def _digests_sent(tx: Connection, rows: list[Row], now: dt.datetime) -> None:
+    """``digest.sent`` for these digest mails, to the endpoints of the recipient's account that want it."""
+    wanted = await webhook_events.subscribed_users(tx, "digest.sent", (r["recipient_user_id"] for r in rows))
+    rows = [r for r in rows if r["recipient_user_id"] in wanted]
+    if not rows:  # the usual case: that one indexed query (none when the batch has no digest)
+        return
+    digests = {d["outbox_id"]: d for d in await tx.fetch(
+        f"SELECT id, outbox_id, notification_ids FROM digests WHERE recipient_user_id {tx.dialect.in_list('$1')}"
+        f" AND outbox_id {tx.dialect.in_list('$2')}",
+        list({r["recipient_user_id"] for r in rows}), [r["id"] for r in rows])}
+
+    def payload(row: Row) -> dict[str, Any]:
+        digest = digests.get(row["id"])
+        return {"user_id": row["user_id"], "digest_id": digest and digest["id"], "outbox_id": row["id"],
+                "notifications": len(digest["notification_ids"] or []) if digest else 0,
+                "subject": row["subject"], "sent_at": now}
+
+    await webhook_events.enqueue_for_users(tx, "digest.sent", [{**r, "user_id": r["recipient_user_id"]} for r in rows],
+                                           payload, now=now)
 
 
 async def mark_retry(db: Database, outbox_id: str, *, retry_at: dt.datetime, error: str, claimed_by: str) -> bool:

@@ -19,10 +19,11 @@ import datetime as dt
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from roost.errors import NotFound
 from roost.storage import audit
+from roost.storage import webhook_events as webhooks
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.pagination import page
@@ -251,7 +252,7 @@ class Outcomes:
 
 
 async def record_outcomes(db: Database, outcomes: Outcomes, *, now: dt.datetime) -> None:
-    """Write verdicts (erasing bodies), retries and failures, only for rows still pending."""
+    """Write verdicts (erasing bodies), retries and failures (and their webhooks) of rows still pending."""
     async with db.transaction() as tx:
         if outcomes.verdicts:
             await tx.execute_many(
@@ -266,12 +267,11 @@ async def record_outcomes(db: Database, outcomes: Outcomes, *, now: dt.datetime)
                 " WHERE id = $1 AND status = 'pending'",
                 outcomes.retries,
             )
-        if outcomes.failures:
-            await tx.execute_many(
-                "UPDATE scout_items SET status = 'failed', attempts = $2, last_error = $3, reason = $3, body = NULL,"
-                " triaged_at = $4 WHERE id = $1 AND status = 'pending'",
-                [(*f, now) for f in outcomes.failures],
-            )
+        failed = [row for f in outcomes.failures for row in await tx.fetch(
+            "UPDATE scout_items SET status = 'failed', attempts = $2, last_error = $3, reason = $3, body = NULL,"
+            f" triaged_at = $4 WHERE id = $1 AND status = 'pending' RETURNING {ITEM_COLUMNS}", *f, now)]
+        await webhooks.enqueue_for_users(tx, "scout.failed_item", failed, now=now,
+                                         payload=lambda r: {"scout_id": r["scout_id"], "item": r})
 
 
 async def unarchived_spam(conn: Connection, scout_id: str, *, now: dt.datetime, limit: int) -> list[Row]:
@@ -352,14 +352,15 @@ async def mark_delivered(db: Database, ids: Sequence[str], *, now: dt.datetime) 
         )
 
 
-async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime) -> set[tuple[str, str]]:
+async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime,
+              acked: Callable[[Connection, list[Row]], Awaitable[object]] | None = None) -> set[tuple[str, str]]:
     """Apply ``(user_id, proposal_id)`` acks; returns the pairs that name no proposal of that user
     (those change nothing). Acking an acked proposal is a no-op.
 
     The ids are looked up by primary key (a read, beside the writer), and only the ones of the
     right user still queued or delivered are updated, in one transaction; the update's own
     status guard covers a row that changed in between (expired, acked by another socket).
-    """
+    ``acked(tx, rows)`` gets the rows it changed, in it (user_id, acked_at, PROPOSAL_COLUMNS)."""
     if not acks:
         return set()
     unique = list(dict.fromkeys(pid for _, pid in acks))
@@ -370,19 +371,20 @@ async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime
         rows = await db.fetch(f"SELECT id, user_id, status FROM scout_items WHERE id IN ({marks})", *chunk)
         owner.update((r["id"], (r["user_id"], r["status"])) for r in rows)
     unknown: set[tuple[str, str]] = set()
-    todo: dict[str, tuple[str, dt.datetime]] = {}
+    todo: dict[str, None] = {}
     for user_id, pid in acks:
         found = owner.get(pid)
         if found is None or found[0] != user_id:
             unknown.add((user_id, pid))
         elif found[1] in ("queued", "delivered"):
-            todo[pid] = (pid, now)
+            todo[pid] = None
     if todo:
-        await db.execute_many(
-            "UPDATE scout_items SET status = 'acked', acked_at = $2"
-            " WHERE id = $1 AND status IN ('queued', 'delivered')",
-            list(todo.values()),
-        )
+        async with db.transaction() as tx:
+            rows = await tx.fetch(
+                f"UPDATE scout_items SET status = 'acked', acked_at = $2 WHERE id {tx.dialect.in_list('$1')} AND status"
+                f" IN ('queued', 'delivered') RETURNING user_id, acked_at, {PROPOSAL_COLUMNS}", list(todo), now)
+            if acked is not None and rows:
+                await acked(tx, rows)
     return unknown
 
 

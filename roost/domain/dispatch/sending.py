@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from roost.domain import webhooks
 from roost.domain.dispatch import limits
 from roost.runtime.activity import WRITE_EVERY_S
 from roost.runtime.services import Services
@@ -38,7 +39,9 @@ def wake(services: Services, account_id: str) -> None:
 
 def batch_done(services: Services, batch: dict[str, Any] | None) -> None:
     """Tell the sockets of a finished batch's creator, in whichever process they are (``batch_done``,
-    sent by ``SocketEvents``); None or no creator: nothing."""
+    sent by ``SocketEvents``), and the webhook actor (``batch.done``); None: nothing."""
+    if batch is not None:
+        webhooks.wake(services.bus)  # its batch.done webhook was queued with the change
     if batch is not None and batch["created_by"]:
         services.bus.publish(DISPATCH_BATCH_DONE, batch["id"])
 
