@@ -18,9 +18,9 @@ import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time

@@ -32,7 +32,7 @@ def process(
 
     from roost.domain.processors import get_processor, run_now
     from roost.runtime.services import Services
-    from roost.serve import single_process_lock
+    from roost.storage.process_lock import single_process_lock
 
     settings = _settings(database_url=database_url, session_dir=session_dir)
 
