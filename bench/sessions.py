@@ -4,11 +4,19 @@
     .venv/bin/python bench/sessions.py --database-url postgresql://...   # the same on PostgreSQL
     .venv/bin/python bench/sessions.py --dir /tmp/tree --keep            # build once, keep the tree
     .venv/bin/python bench/sessions.py --dir /tmp/tree --keep --reuse    # ...and run again on it
+    .venv/bin/python bench/sessions.py --users 10 --files 3000           # issue 21's 30,000 files
+    .venv/bin/python bench/sessions.py --users 10 --files 3000 --tool-output 12000   # 80 % tool-result bytes
 
 Builds ``users × files`` transcripts whose sizes follow a log-normal spread (median ~6 KB, a long
 tail to several MB, like real session folders: many short sessions, a few huge ones) plus one
 100 MB transcript, cut from generated realistic Claude Code sessions at line boundaries.
-Prints figures; asserts nothing. Bytes read are the runner's own count of file content read.
+Bytes read are the runner's own count of file content read.
+
+The limits, measured in the same run: one thread reading every file and ``json.loads``-ing every
+line (measured twice: before the in-process runs and again right before the CLI one), against
+which ``roost process usage`` on a fresh SQLite database (the whole process) must stay within
+1.5x; the same command again, nothing changed, under 1 s; one appended line read in under 1 MB.
+Prints PASS/FAIL for each (SQLite only for the CLI first pass) and the load average.
 """
 
 from __future__ import annotations
