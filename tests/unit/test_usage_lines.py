@@ -24,34 +24,34 @@ def awkward(n: int) -> list[bytes]:
     """Lines that carry usage in ways a naive substring test would miss, and lines that only look like it."""
     stamp = f"2025-07-{1 + n % 28:02d}T10:00:00.000Z"
     msg = f'"id": "msg_awk_{n}", "model": "claude-x"'
-    lines = [
+    templates = [
         # the key written with \u escapes: no "usage" bytes in the line
-        '{"timestamp": "%s", "requestId": "r%d", "message": {%s, "\\u0075sage": {%s}}}' % (stamp, n, msg, COUNTS),
-        '{"timestamp": "%s", "requestId": "s%d", "message": {%s, "us\\u0061ge": {%s}}}' % (stamp, n, msg, COUNTS),
-        '{"timestamp": "%s", "requestId": "t%d", "message": {%s, "usag\\u0065": {%s}}}' % (stamp, n, msg, COUNTS),
-        # whitespace around the key, keys in another order, nested a level deeper elsewhere too
-        '{ "message" : { "usage" :{%s} , %s }, "timestamp":"%s" ,"requestId":"u%d"}' % (COUNTS, msg, stamp, n),
-        '{"toolUseResult": {"usage": {"output_tokens": 999}}, "timestamp": "%s", "message": {%s}}' % (stamp, msg),
-        # "usage" only inside a string, and a string holding an escaped quote before it
-        '{"type": "user", "message": {"content": "the \\"usage\\" field"}, "timestamp": "%s"}' % stamp,
+        '{"timestamp": "STAMP", "requestId": "rN", "message": {MSG, "\\u0075sage": {COUNTS}}}',
+        '{"timestamp": "STAMP", "requestId": "sN", "message": {MSG, "us\\u0061ge": {COUNTS}}}',
+        '{"timestamp": "STAMP", "requestId": "tN", "message": {MSG, "usag\\u0065": {COUNTS}}}',
+        # whitespace around the key, keys in another order; usage nested elsewhere (counts nothing)
+        '{ "message" : { "usage" :{COUNTS} , MSG }, "timestamp":"STAMP" ,"requestId":"uN"}',
+        '{"toolUseResult": {"usage": {"output_tokens": 999}}, "timestamp": "STAMP", "message": {MSG}}',
+        # "usage" only inside a string, after an escaped quote
+        '{"type": "user", "message": {"content": "the \\"usage\\" field"}, "timestamp": "STAMP"}',
         # the standard library reads these, orjson does not: NaN, an integer beyond 64 bits, a lone surrogate
-        '{"timestamp": "%s", "requestId": "v%d", "x": NaN, "message": {%s, "usage": {%s}}}' % (stamp, n, msg, COUNTS),
-        ('{"timestamp": "%s", "requestId": "w%d", "message": {%s, "usage": {"input_tokens": %d, "output_tokens": 3}}}'
-         % (stamp, n, msg, 2**70)),
-        '{"timestamp": "%s", "requestId": "x%d", "s": "\\ud800", "message": {%s, "usage": {%s}}}'
-        % (stamp, n, msg, COUNTS),
-        # a key escaped with an upper-case hex digit where it has one (none for u, s, a, g, e) and a control escape
-        '{"timestamp": "%s", "requestId": "y%d", "ansi": "\\u001b[0m", "message": {%s, "\\u0075s\\u0061ge": {%s}}}'
-        % (stamp, n, msg, COUNTS),
+        '{"timestamp": "STAMP", "requestId": "vN", "x": NaN, "message": {MSG, "usage": {COUNTS}}}',
+        '{"timestamp": "STAMP", "requestId": "wN", "message": {MSG, "usage": {"input_tokens": BIG}}}',
+        '{"timestamp": "STAMP", "requestId": "xN", "s": "\\ud800", "message": {MSG, "usage": {COUNTS}}}',
+        # two letters of the key escaped, beside a control-character escape
+        '{"timestamp": "STAMP", "requestId": "yN", "ansi": "\\u001b[0m", '
+        '"message": {MSG, "\\u0075s\\u0061ge": {COUNTS}}}',
         # a CRLF line ending, and a line that is not JSON at all
-        '{"timestamp": "%s", "requestId": "z%d", "message": {%s, "usage": {%s}}}\r' % (stamp, n, msg, COUNTS),
+        '{"timestamp": "STAMP", "requestId": "zN", "message": {MSG, "usage": {COUNTS}}}\r',
         '{"usage": broken',
+        # UTF-16 (json.loads of bytes detects it): NULs between the letters
+        '{"timestamp": "STAMP", "requestId": "qN", "message": {MSG, "usage": {COUNTS}}}',
     ]
-    out = [line.encode() for line in lines]
+    filled = [t.replace("STAMP", stamp).replace("MSG", msg).replace("COUNTS", COUNTS).replace("BIG", str(2**70))
+              .replace("N\"", f"{n}\"") for t in templates]
+    out = [line.encode() for line in filled[:-1]]
     out.append(b"\xef\xbb\xbf" + out[3])  # a UTF-8 BOM before a line (json.loads of bytes accepts it)
-    utf16 = ('{"timestamp": "%s", "requestId": "q%d", "message": {%s, "usage": {%s}}}'
-             % (stamp, n, msg, COUNTS)).encode("utf-16-le")
-    out.append(utf16.replace(b"\n\x00", b""))
+    out.append(filled[-1].encode("utf-16-le"))
     return out
 
 
