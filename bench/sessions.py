@@ -4,11 +4,19 @@
     .venv/bin/python bench/sessions.py --database-url postgresql://...   # the same on PostgreSQL
     .venv/bin/python bench/sessions.py --dir /tmp/tree --keep            # build once, keep the tree
     .venv/bin/python bench/sessions.py --dir /tmp/tree --keep --reuse    # ...and run again on it
+    .venv/bin/python bench/sessions.py --users 10 --files 3000           # issue 21's 30,000 files
+    .venv/bin/python bench/sessions.py --users 10 --files 3000 --tool-output 12000   # 80 % tool-result bytes
 
 Builds ``users × files`` transcripts whose sizes follow a log-normal spread (median ~6 KB, a long
 tail to several MB, like real session folders: many short sessions, a few huge ones) plus one
 100 MB transcript, cut from generated realistic Claude Code sessions at line boundaries.
-Prints figures; asserts nothing. Bytes read are the runner's own count of file content read.
+Bytes read are the runner's own count of file content read.
+
+The limits, measured in the same run: one thread reading every file and ``json.loads``-ing every
+line (measured twice: before the in-process runs and again right before the CLI one), against
+which ``roost process usage`` on a fresh SQLite database (the whole process) must stay within
+1.5x; the same command again, nothing changed, under 1 s; one appended line read in under 1 MB.
+Prints PASS/FAIL for each (SQLite only for the CLI first pass) and the load average.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,11 +59,14 @@ class HashOnly(Processor):
         return []
 
 
-def build_tree(root: Path, users: int, files: int, seed: int, big_mb: int) -> tuple[int, int]:
+def build_tree(root: Path, users: int, files: int, seed: int, big_mb: int, tool_output: int) -> tuple[int, int]:
     rng = random.Random(seed)
     start = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
-    pool = [generate_session(rng, start=start + dt.timedelta(hours=i), turns=rng.randint(20, 60)).text().encode()
+    pool = [generate_session(rng, start=start + dt.timedelta(hours=i), turns=rng.randint(20, 60),
+                             big_tool_output=tool_output).text().encode()
             for i in range(24)]
+    fat = sum(len(line) + 1 for blob in pool for line in blob.split(b"\n") if b'"tool_result"' in line)
+    print(f"tree lines: {100 * fat / sum(map(len, pool)):.0f}% of the bytes are tool-result lines")
     count = total = 0
     for u in range(users):
         folder = root / f"user{u:04d}"
@@ -112,6 +125,29 @@ def plain_hashlib(root: Path) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
+def plain_json(root: Path) -> tuple[float, int]:
+    """The limit: one thread reads every file and ``json.loads`` every line."""
+    started = time.perf_counter()
+    lines = 0
+    for folder in sorted(root.iterdir()):
+        for path in sorted(folder.iterdir()):
+            with open(path, "rb") as f:
+                for line in f.read().splitlines():
+                    if line:
+                        json.loads(line)
+                        lines += 1
+    return time.perf_counter() - started, lines
+
+
+def cli_run(root: Path, url: str) -> float:
+    """One ``roost process usage`` process, start included."""
+    env = {**os.environ, "ROOST_SESSION_DIR": str(root), "ROOST_DATABASE_URL": url}
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("roost")), "process", "usage"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
+    return time.perf_counter() - started
+
+
 async def bench(args: argparse.Namespace) -> None:
     root = Path(args.dir or tempfile.mkdtemp(prefix="roost-bench-"))
     tmp_db = None
@@ -127,19 +163,23 @@ async def bench(args: argparse.Namespace) -> None:
             print(f"tree: {files:,} files, {size / MB:,.0f} MB (reused) at {root}")
         else:
             files, size = await trio.to_thread.run_sync(build_tree, root, args.users, args.files, args.seed,
-                                                        args.big_mb)
+                                                        args.big_mb, args.tool_output)
             print(f"tree: {files:,} files, {size / MB:,.0f} MB (built in {time.perf_counter() - t:.1f} s) at {root}")
         base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)  # also warms the page cache
         base_s, base_bytes = await trio.to_thread.run_sync(plain_hashlib, root)
         print(f"plain hashlib (read + sha256, one thread): {base_bytes / MB / base_s:,.0f} MB/s, "
               f"{files / base_s:,.0f} files/s, {base_s:.2f} s")
+        json_s, lines = await trio.to_thread.run_sync(plain_json, root)
+        print(f"plain json.loads (read + parse every line, one thread): {lines:,} lines, {json_s:.2f} s")
+        print(f"load average: {os.getloadavg()[0]:.2f}")
+        verdicts = []
         async with open_database(url) as db:
             await migrate(db)
             services = Services.build(Settings(session_dir=str(root), database_url=url), db)
             for proc in (HashOnly(), UsageProcessor()):
                 t = time.perf_counter()
                 first = await run_processor(services, proc)
-                s = time.perf_counter() - t
+                s = first_s = time.perf_counter() - t
                 print(f"[{proc.name}] first run: {s:.2f} s, {first.scanned / s:,.0f} files/s, "
                       f"{first.bytes_read / MB / s:,.0f} MB/s = {100 * base_s / s:.0f}% of plain hashlib "
                       f"(processed {first.processed:,}, failed {first.failed}, items {first.items:,})")
@@ -148,6 +188,8 @@ async def bench(args: argparse.Namespace) -> None:
                 s = time.perf_counter() - t
                 print(f"[{proc.name}] rescan, nothing changed: {s:.3f} s, bytes read {again.bytes_read}, "
                       f"skipped {again.skipped:,}/{again.scanned:,}")
+                if proc.name == "usage":
+                    print(f"[usage] in-process first run / json.loads = {first_s / json_s:.2f}x")
             big = root / "big" / "huge.jsonl"
             last_line = await trio.to_thread.run_sync(append_last_line_again, big)
             t = time.perf_counter()
@@ -156,6 +198,24 @@ async def bench(args: argparse.Namespace) -> None:
             print(f"[usage] one line ({len(last_line):,} B) appended to a {big.stat().st_size / MB:,.0f} MB file: "
                   f"{s:.3f} s, bytes read {grown.bytes_read:,} (processed {grown.processed}, "
                   f"skipped {grown.skipped:,})")
+            verdicts.append(("append read < 1 MB", grown.bytes_read < MB))
+        cli_url = url
+        if tmp_db:  # the issue's figure: the whole CLI process on a fresh SQLite database
+            cli_url = f"sqlite:///{tmp_db}/cli.db"
+            async with open_database(cli_url) as db:
+                await migrate(db)
+            json_s, _ = await trio.to_thread.run_sync(plain_json, root)  # measured side by side
+            cli_first = await trio.to_thread.run_sync(cli_run, root, cli_url)
+            ratio = cli_first / json_s
+            print(f"[usage] `roost process usage` first pass, fresh SQLite: {cli_first:.2f} s; json.loads "
+                  f"again: {json_s:.2f} s; ratio {ratio:.2f}x (bar 1.5x)")
+            verdicts.append(("CLI first pass <= 1.5x json.loads", ratio <= 1.5))
+        cli_s = await trio.to_thread.run_sync(cli_run, root, cli_url)
+        print(f"[usage] rescan as `roost process usage` (process start included): {cli_s:.2f} s")
+        verdicts.append(("CLI rescan < 1 s", cli_s < 1.0))
+        print(f"load average: {os.getloadavg()[0]:.2f}")
+        for name, ok in verdicts:
+            print(f"{'PASS' if ok else 'FAIL'}: {name}")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -168,6 +228,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--files", type=int, default=1000, help="files per user")
     parser.add_argument("--big-mb", type=int, default=100)
+    parser.add_argument("--tool-output", type=int, default=4000,
+                        help="size of tool-result lines; 40000 gives the variant where ~80%% of bytes are such lines")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", help="build the tree here (default: a temporary directory)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")

@@ -16,16 +16,15 @@ On SQLite only one process may serve a database file: a lock file next to it ref
 from __future__ import annotations
 
 import faulthandler
-import fcntl
 import gc
 import os
 import signal
 import sys
 import threading
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import trio
 
@@ -46,7 +45,6 @@ from roost.actors.webhooks import WebhookSender
 from roost.domain import audit, scouting, webhooks
 from roost.domain.handoffs import prune_events
 from roost.domain.watchers import prune_keys as prune_topic_keys
-from roost.errors import Conflict
 from roost.http.app import create_app
 from roost.http.server import HttpServer
 from roost.runtime.actor import Actor
@@ -58,8 +56,9 @@ from roost.runtime.services import Services
 from roost.runtime.stalls import StallMonitor
 from roost.runtime.supervisor import Supervisor
 from roost.runtime.topics import CLUSTER
-from roost.storage.database import open_database, sqlite_path
+from roost.storage.database import open_database
 from roost.storage.migrator import check_current, migrate
+from roost.storage.process_lock import single_process_lock
 
 log = get_logger()
 
@@ -75,30 +74,6 @@ class Running:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http.port}"
-
-
-@contextmanager
-def single_process_lock(settings: Settings) -> Iterator[None]:
-    """On SQLite, hold an exclusive lock on ``<db>.lock`` for the life of the process."""
-    if settings.is_postgres:
-        yield
-        return
-    path = sqlite_path(settings.database_url) + ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise Conflict(
-                f"another roost process (pid {holder}) is serving {sqlite_path(settings.database_url)}: "
-                "SQLite supports one process; stop it, or use PostgreSQL to run several"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def build_actors(services: Services) -> tuple[HttpServer, list[Actor]]:

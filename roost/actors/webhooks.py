@@ -34,6 +34,7 @@ space-separated; two during a rotation window).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 from dataclasses import dataclass
@@ -172,28 +173,31 @@ class WebhookSender(Actor):
 
     def __init__(self) -> None:
         self.in_flight = 0  # attempts running in this actor's nursery (changed by its own tasks only)
+        self.client: Any = None  # the HTTP client, made at the first delivery of a run
 
     async def run(self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         s = ctx.services
         s.queue_probes["webhook_deliveries_open"] = lambda: repo.open_count(s.db)
+        self.client = None  # a restart makes its own
         with ctx.inbox(topics.WEBHOOKS_QUEUED) as inbox:
             if not s.db.shared:  # one process per file: every claim left is a dead one
                 released = await repo.release_claims(s.db)
                 if released:
                     ctx.log.warning("webhook deliveries left sending by a stopped process are due again",
                                     count=released)
-            # Built in a worker thread: loading the CA bundle for TLS holds the event loop ~50 ms.
-            client = await trio.to_thread.run_sync(destinations.http_client, s.settings.webhook_timeout_s)
-            async with client, trio.open_nursery() as nursery:
+            # The HTTP client is made at the first delivery (most processes never send one), and closed
+            # after the attempts in flight end (the nursery exits first).
+            async with contextlib.AsyncExitStack() as clients, trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
                     inbox.take()
-                    wait_s = await self._start_due(ctx, client, nursery, inbox)
+                    wait_s = await self._start_due(ctx, clients, nursery, inbox)
                     ctx.tick()
                     if not await ctx.wait(inbox, at_most=wait_s):
                         return  # the nursery lets attempts in flight finish (each within its timeout)
 
-    async def _start_due(self, ctx: ActorContext, client: Any, nursery: trio.Nursery, inbox: Inbox[Any]) -> float:
+    async def _start_due(self, ctx: ActorContext, clients: contextlib.AsyncExitStack, nursery: trio.Nursery,
+                         inbox: Inbox[Any]) -> float:
         """Start an attempt for each due head this process has room for; seconds until the next is due."""
         s = ctx.services
         free = s.settings.webhook_concurrency - self.in_flight
@@ -201,6 +205,11 @@ class WebhookSender(Actor):
             return POLL_S  # a finishing attempt posts to the inbox
         try:
             rows = await claim_due(s, free)
+            if rows and self.client is None:
+                # Made in a worker thread: loading the CA bundle for TLS holds the event loop ~50 ms.
+                made = await trio.to_thread.run_sync(destinations.http_client, s.settings.webhook_timeout_s)
+                self.client = await clients.enter_async_context(made)
+            client = self.client
             for row in rows:
                 self.in_flight += 1
                 nursery.start_soon(self._send, ctx, client, row, inbox)

@@ -221,12 +221,14 @@ async def _run_unwrapped(services: Services, processor: Processor, user: str | N
             progress(done, found)
 
     # A pipeline: the scan sends changed folders as it goes; they are regrouped into batches, read and
-    # hashed by READERS worker threads (hashlib releases the GIL), and stored here, batch by batch.
+    # hashed by the processor's readers (READERS worker threads unless it says; hashlib releases the GIL),
+    # and stored here, batch by batch.
     # Bounded channels keep the scan and the readers at most a few batches ahead of storing.
     folders_send, folders_recv = trio.open_memory_channel[Work](SCANNERS * 2)
     batches_send, batches_recv = trio.open_memory_channel[Work](READERS)
     results_send, results_recv = trio.open_memory_channel[list[transcripts.FileResult]](READERS)
-    limiter = trio.CapacityLimiter(READERS)
+    readers = processor.readers or READERS
+    limiter = trio.CapacityLimiter(readers)
 
     async def reader(batches: trio.MemoryReceiveChannel[Work],
                      out: trio.MemorySendChannel[list[transcripts.FileResult]]) -> None:
@@ -241,7 +243,7 @@ async def _run_unwrapped(services: Services, processor: Processor, user: str | N
         nursery.start_soon(_find_changed, services, processor, user, result, folders_send, found_more)
         nursery.start_soon(_batches, folders_recv, batches_send)
         async with batches_recv, results_send:
-            for _ in range(READERS):
+            for _ in range(readers):
                 nursery.start_soon(reader, batches_recv.clone(), results_send.clone())
         async with results_recv:
             async for outcomes in results_recv:

@@ -34,6 +34,9 @@ log = get_logger()
 class Processor(abc.ABC):
     name: str = ""
     default_interval_s: float = 600.0
+    # Worker threads reading files at once for this processor (None: the runner's default). One suits
+    # an ``extract`` that holds the GIL most of its time: a second thread only contends for it.
+    readers: int | None = None
 
     @abc.abstractmethod
     def extract(self, username: str, lines: bytes) -> list[Any]:
