@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import os
+import time
 
 import trio
 from trio.testing import MockClock
