@@ -57,11 +57,12 @@ async def mark_emailed(conn: Connection, mails: Sequence[tuple[str, str]], now: 
 
 async def mail_failed(conn: Connection, outbox_id: str) -> int:
     """In the transaction that marks outbox row ``outbox_id`` failed for good: its notification (if it
-    e-mails one) is no longer e-mailed, and no longer kept out of digests as personal-direct (the
-    ``category`` column is what digests exclude by; the payload keeps its category), so the next
-    digest carries it. Returns how many notifications changed (0 or 1)."""
+    e-mails one) is no longer e-mailed, no longer kept out of digests as personal-direct (the
+    ``category`` column is what digests exclude by; the payload keeps its category), and carried
+    over (``carry_over``: the next digest takes it even if its period has passed, a digest having
+    gone out between its creation and the failure). Returns how many notifications changed (0 or 1)."""
     return await conn.execute(
-        "UPDATE notifications SET email_sent_at = NULL, category = NULL"
+        "UPDATE notifications SET email_sent_at = NULL, category = NULL, carry_over = TRUE"
         " WHERE id = (SELECT notification_id FROM notification_mails WHERE outbox_id = $1)", outbox_id)
 
 

@@ -116,3 +116,35 @@ async def test_a_failed_mail_of_a_topic_event_unmarks_only_its_own_notification(
     [cid_n] = (await notifications.list_for_user(db, cid["id"], unread=False, limit=10, cursor=None))["items"]
     assert bob_n["email_sent_at"] is None and cid_n["email_sent_at"] is not None
     assert (await outbox.get(db, bob_mail))["status"] == "failed"
+
+
+async def test_a_mail_that_fails_for_good_after_a_digest_went_out_is_in_the_digest_after(
+        db: Database, smtp) -> None:
+    # The notification's period has passed by the time its mail fails (a digest went out while the
+    # mail was waiting for its retry): it is carried over into the next digest all the same, once.
+    server, port = smtp
+    services = make_services(db, mail_from="roost <noreply@example.com>")
+    now = services.clock.now()
+    acc = await make_account(db, now)
+    ann = await make_user(db, acc, now=now, email="ann@example.com")
+    mailed = await notify.create(services, recipient_user_id=ann["id"], event_kind="mention", topic="rfc-7",
+                                 actor_user_id=None, payload=PERSONAL, email=True)
+    other = await notify.create(services, recipient_user_id=ann["id"], event_kind="comment", topic="rfc-7",
+                                actor_user_id=None, payload={"text": "a comment"}, email=False)
+    server.replies.append("451 try again later")
+    assert (await Mailer().drain(services, SmtpTransport("127.0.0.1", port)))["queued"] == 1
+
+    first = await run_tick(services, now=now + dt.timedelta(days=1, minutes=1))  # the mail still waits
+    assert first["digests"] == 1 and first["notifications"] == 1
+    await db.execute("UPDATE outbox SET status = 'sent' WHERE kind = 'digest'")  # (not the SMTP server's)
+    await db.execute("UPDATE outbox SET next_attempt_at = $1 WHERE recipient_user_id = $2 AND status = 'queued'",
+                     now, ann["id"])  # the personal mail's retry is due now
+    server.replies.append("550 no such mailbox")
+    assert (await Mailer().drain(services, SmtpTransport("127.0.0.1", port)))["failed"] == 1
+
+    second = await run_tick(services, now=now + dt.timedelta(days=2, minutes=1))
+    assert second["digests"] == 1 and second["notifications"] == 1, (first, second)
+    records = await digests.list_for_user(db, ann["id"])
+    assert sorted(r["notification_ids"] for r in records) == sorted([[other["id"]], [mailed["id"]]])
+    third = await run_tick(services, now=now + dt.timedelta(days=3, minutes=1))
+    assert third["notifications"] == 0  # carried once

@@ -44,7 +44,8 @@ LEFT JOIN users a ON a.id = n.actor_user_id
 WHERE n.recipient_user_id IN (SELECT value FROM json_each($1))
   AND n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL
   AND (n.category IS NULL OR n.category <> $4) AND n.created_at <= $2
-  AND n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)
+  AND (n.created_at > $3 AND (s.last_at IS NULL OR n.created_at > s.last_at)
+       OR n.carry_over)  -- the notification of a failed mail, whatever its period
 ORDER BY n.recipient_user_id, n.created_at, n.id
 
 -- name: eligible_notifications (postgresql)
@@ -61,6 +62,11 @@ CROSS JOIN LATERAL (
     AND n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL
     AND (n.category IS NULL OR n.category <> $4) AND n.created_at <= $2
     AND n.created_at > GREATEST($3, s.last_at)
+  UNION ALL  -- the notification of a failed mail whose period has passed (a partial index finds them)
+  SELECT * FROM notifications n
+  WHERE n.recipient_user_id = b.user_id AND n.carry_over
+    AND n.read_at IS NULL AND n.email_sent_at IS NULL AND n.digest_included_at IS NULL
+    AND n.created_at <= $2 AND n.created_at <= GREATEST($3, s.last_at)
 ) AS n
 LEFT JOIN users a ON a.id = n.actor_user_id
 ORDER BY b.ord, n.created_at, n.id
