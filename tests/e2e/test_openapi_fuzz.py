@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CHECKS = "all"
-EXAMPLES_PER_OPERATION = 10
+EXAMPLES_PER_OPERATION = 6  # with --checks all over ~70 operations: ~30 s a backend (the 10-minute suite)
 TIME_LIMIT_S = 400  # a run takes 50-90 s (a third of it the coverage phase); this only stops a hung one
 # One worker: with several, schemathesis 4.32 sometimes fails inside hypothesis's lambda-source
 # cache ("AST constructor recursion depth mismatch", a thread-safety bug), which is not ours.

@@ -10,6 +10,7 @@ clock itself. The same rules on both backends use a clock the test sets.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from typing import Any
 
@@ -58,6 +59,9 @@ async def _ten_days(clock_: MockClock, url: str, *, socket_in: str | None
     ahead by days during one slow read on a loaded machine). Hourly beats instead of every 5 s
     change nothing here but the number of writes.
     """
+    # The test moves the clock itself: no autojump, whose idle check spins the event loop (holding
+    # the GIL) while every database call waits on its worker thread, which made this test 5x slower.
+    clock_.autojump_threshold = math.inf
     clock = Clock(wall_start=T0)
     runs: list[tuple[float, bool]] = []
     rng = random.Random(3)
@@ -106,6 +110,7 @@ async def test_without_a_socket_the_scout_pauses_after_seven_days(autojump_clock
 async def test_last_seen_at_is_written_at_most_once_a_minute_however_busy_the_device_is(
     autojump_clock: MockClock, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    autojump_clock.autojump_threshold = math.inf  # the test moves the clock itself (see _ten_days)
     clock = Clock(wall_start=T0)
     writes: list[dt.datetime] = []
     async with open_database(sqlite_url) as db:
