@@ -23,7 +23,7 @@ from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 T = TypeVar("T")
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # ASCII digits only: Python's \d also takes "٣"
 # Python's \s spelled out (what str.isspace() is true for), so the OpenAPI document's copy of this
 # pattern means the same in a JSON Schema (ECMA-262) validator; NUL is refused anyway (Body).
 _NOT_IN_EMAIL = (r"[^@\u0000\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
