@@ -60,3 +60,4 @@ async def test_live_stream_reports_published_topics_and_drops_a_slow_client(cons
     with trio.fail_after(5):  # the server notices the end of the stream on its own schedule
         while len(bus._subs["scout.items"]) != subscribers or state.live_clients:
             await trio.sleep(0.01)
+
