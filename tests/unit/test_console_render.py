@@ -38,3 +38,19 @@ def test_safe_next_keeps_console_paths_only():
     assert safe_next("/console/audit?actor=x") == "/console/audit?actor=x"
     for bad in ("//evil", "https://evil/console", "/consolex", "/api", "/console\\x", None, ""):
         assert safe_next(bad) == "/console"
+
+
+def test_audit_rows_written_inside_a_console_action_name_the_console_token():
+    from roost.storage import audit
+
+    reset = audit.acting_as.set("console:ops")
+    try:
+        assert audit.actor_name("service") == "console:ops"
+        assert audit.actor_name("scheduler") == "scheduler"
+    finally:
+        audit.acting_as.reset(reset)
+    reset = audit.acting_as.set("app")
+    try:
+        assert audit.actor_name("service") == "service:app"
+    finally:
+        audit.acting_as.reset(reset)

@@ -19,7 +19,9 @@ Decorators (see CONSOLE.md): ``@page()`` for GET pages (no or expired cookie: 30
 ``next`` kept); ``@action(name)`` for POSTs (``operate`` only, else 403; CSRF, else 403; the view
 returns ``done(message, back_to)``, the decorator writes the audit row with ``console:<token
 name>`` and answers 303 with a flash message; a ``RoostError`` becomes a flash error message and a
-303 back, never a 500 page). ``operator()`` is the signed-in ``Operator``.
+303 back, never a 500 page). ``operator()`` is the signed-in ``Operator``. Inside an action
+``roost.storage.audit.acting_as`` is ``console:<token name>``, so a domain function called with
+``actor="service"`` (as the admin API calls it) records its own audit rows under that name too.
 """
 
 from __future__ import annotations
