@@ -199,10 +199,14 @@ async def test_sign_in_body_over_the_limit_is_413_not_500(app):
     assert r.status_code == 413
 
 
-async def test_sign_in_from_another_origin_is_refused(app):
+async def test_sign_in_from_another_origin_is_refused_but_a_proxy_host_is_fine(app):
     r = await app.client().post("/console/login", form={"token": OPERATE_TOKEN},
                                 headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+    for headers in ({"Origin": "https://console.example", "X-Forwarded-Host": "console.example"},
+                    {"Origin": "http://localhost"}, {"Origin": "http://127.0.0.1:8000"}):  # Host; ROOST_PUBLIC_URL
+        r = await app.client().post("/console/login", form={"token": OPERATE_TOKEN}, headers=headers)
+        assert r.status_code == 303, headers
 
 
 @pytest.mark.parametrize("overrides", [{"console_login_failures": 3, "console_login_window_s": 60}])

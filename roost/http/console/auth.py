@@ -249,11 +249,17 @@ def clear_cookie(response: Response, name: str) -> None:
 
 
 def same_origin() -> bool:
-    """False when the request says it comes from a page of another host (``Origin``)."""
+    """False when the request says it comes from a page of another host (``Origin``).
+
+    This host is the ``Host`` header, a proxy's ``X-Forwarded-Host``, or ``ROOST_PUBLIC_URL``'s host
+    (a page of another site cannot set ``X-Forwarded-Host`` on a form post; CSRF is checked anyway).
+    """
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc.lower() == request.host.lower()
+    hosts = {request.host, request.headers.get("X-Forwarded-Host", "").split(",")[0].strip(),
+             urlsplit(services().settings.public_url).netloc}
+    return urlsplit(origin).netloc.lower() in {h.lower() for h in hosts if h}
 
 
 def flash(response: Response, message: str, kind: str = "ok") -> Response:
