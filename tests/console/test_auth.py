@@ -57,6 +57,12 @@ async def after() -> Any:
     return await page_html("console/error.html", status_code=200, message="after")
 
 
+@probe.get("/bodies")
+@auth.page()
+async def bodies() -> Any:
+    return "shown" if auth.bodies_visible() else "hidden"
+
+
 class Probe:
     """The app, its services, and a way to make fresh test clients."""
 
@@ -311,3 +317,11 @@ async def test_logout_without_csrf_is_refused(app):
     client = await app.signed_in()
     assert (await client.post("/console/logout", form={})).status_code == 403
     assert (await client.get("/console")).status_code == 200
+
+
+async def test_bodies_are_hidden_from_read_unless_asked_and_shown_to_operate(app):
+    reader = await app.signed_in(READ_TOKEN)
+    assert await (await reader.get("/console/probe/bodies")).get_data(as_text=True) == "hidden"
+    assert await (await reader.get("/console/probe/bodies?show=bodies")).get_data(as_text=True) == "shown"
+    operator = await app.signed_in()
+    assert await (await operator.get("/console/probe/bodies")).get_data(as_text=True) == "shown"
