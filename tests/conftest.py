@@ -222,8 +222,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("ROOST_TEST_SUMMARY")
-    if not target:
-        return
+    if not target or hasattr(session.config, "workerinput"):
+        return  # under pytest-xdist the controller sees every worker's reports and writes it once
     lines = [
         f"exitstatus={int(exitstatus)}",
         f"collected={session.testscollected}",
