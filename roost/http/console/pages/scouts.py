@@ -117,7 +117,7 @@ async def scout(scout_id: str) -> Any:
     items = await repo.list_items(db, scout_id, status=status, limit=ITEMS_PER_PAGE, cursor=cursor)
     return await page_html(
         "console/scouts_detail.html", scout={**row, "state": scout_list.state_of(row)}, counts=counts,
-        cap=COUNT_CAP, status=status, statuses=repo.STATUSES, items=items["items"], live_topics=SCOUT_TOPICS,
+        cap=COUNT_CAP, item_status=status, statuses=repo.STATUSES, items=items["items"], live_topics=SCOUT_TOPICS,
         counts_src=_link(keep_cursor=True, fragment="counts"), items_src=_link(keep_cursor=True, fragment="items"),
         status_link=lambda s: _link(status=s), back=_link(keep_cursor=True),
         next_link=_link(cursor=items["next_cursor"]) if items["next_cursor"] else None,
