@@ -100,18 +100,21 @@ async def test_the_read_role_and_a_bad_csrf_cannot_revoke(console, console_serve
         assert (await api.get(f"/api/admin/devices/{ann['device']['id']}")).json()["revoked_at"] is None
 
 
-@pytest.mark.parametrize("params, status", [
+BAD_QUERIES = [
     ({"user_id": "usr_nobody"}, 404),
     ({"user_id": "<script>alert(1)</script>"}, 400),
     ({"user_id": "u" * 10_000}, 400),
     ({"cursor": "x" * 1000}, 400),
     ({"fragment": "nope"}, 404),
-])
-async def test_bad_and_hostile_query_values_answer_a_clear_4xx(console, params, status):
+]
+
+
+async def test_bad_and_hostile_query_values_answer_a_clear_4xx(console):
     client = await console("read")
-    r = await client.get("/console/devices", params=params)
-    assert r.status_code == status, (params, r.text[:300])
-    assert "<script>alert" not in r.text
+    for params, status in BAD_QUERIES:
+        r = await client.get("/console/devices", params=params)
+        assert r.status_code == status, (params, r.text[:300])
+        assert "<script>alert" not in r.text
 
 
 async def test_revoking_an_unknown_or_hostile_id_is_a_message_never_a_500(console, console_server):

@@ -157,7 +157,7 @@ async def test_the_read_role_and_a_missing_csrf_get_403_on_every_action(console,
     assert status == "failed"
 
 
-@pytest.mark.parametrize("path, params, status", [
+BAD_QUERIES = [
     ("/console/scouts", {"state": "bogus"}, 400),
     ("/console/scouts", {"provider": "nope"}, 400),
     ("/console/scouts", {"user_id": "<script>alert(1)</script>"}, 400),
@@ -166,12 +166,15 @@ async def test_the_read_role_and_a_missing_csrf_get_403_on_every_action(console,
     ("/console/scouts/sct_nope", {}, 404),
     ("/console/scouts/" + "x" * 5000, {}, 404),
     ("/console/scouts/%3Cscript%3E", {}, 404),
-])
-async def test_bad_and_hostile_query_values_answer_a_clear_4xx(console, path, params, status):
+]
+
+
+async def test_bad_and_hostile_query_values_answer_a_clear_4xx(console):
     client = await console("read")
-    r = await client.get(path, params=params)
-    assert r.status_code == status, (path, params, r.text[:300])
-    assert "<script>alert" not in r.text and "Traceback" not in r.text
+    for path, params, status in BAD_QUERIES:
+        r = await client.get(path, params=params)
+        assert r.status_code == status, (path, params, r.text[:300])
+        assert "<script>alert" not in r.text and "Traceback" not in r.text
 
 
 async def test_bad_values_on_a_scouts_page_and_hostile_action_targets(console, console_server):
