@@ -27,6 +27,8 @@ class HeldSocket:
         self.closed = threading.Event()
         self.close_code: int | None = None
         self.error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> HeldSocket:
@@ -35,6 +37,11 @@ class HeldSocket:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if not self.closed.is_set() and self._token is not None and self._scope is not None:
+            try:  # we close it ourselves
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
         self.thread.join(10)
 
     def _run(self) -> None:
@@ -46,6 +53,12 @@ class HeldSocket:
             self.closed.set()
 
     async def _hold(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope = trio.CancelScope()
+        with self._scope:
+            await self._connect()
+
+    async def _connect(self) -> None:
         headers = [("Authorization", f"Bearer {self.token}")]
         async with open_websocket_url(self.url, extra_headers=headers) as ws:
             try:
