@@ -63,7 +63,10 @@ async def test_the_list_shows_state_paused_next_run_and_last_error_and_filters_b
     assert r.status_code == 200 and "<html" not in r.text and ids["scout"]["id"] in r.text
 
 
-async def test_a_scouts_page_shows_counts_and_items_by_status_with_bodies_hidden_from_read(console, console_server):
+async def test_a_scouts_page_shows_counts_and_items_by_status_with_bodies_hidden_from_read(console, console_server,
+                                                                                         monkeypatch):
+    from roost.http.console.pages import scouts as scouts_page
+
     ids = await _setup(console_server)
     path = f"/console/scouts/{ids['scout']['id']}"
     reader = await console("read")
@@ -84,6 +87,9 @@ async def test_a_scouts_page_shows_counts_and_items_by_status_with_bodies_hidden
     operator = await console()
     r = await operator.get(path)
     assert "secret-sender@example.com" in r.text and "Retry" in r.text and "Run now" in r.text
+    monkeypatch.setattr(scouts_page, "COUNT_CAP", 0)  # counts stop at the cap: "over" it
+    r = await reader.get(path, params={"fragment": "counts"})
+    assert 'data-status="failed">over 0<' in r.text and 'data-status="expired">0<' in r.text
 
 
 async def test_run_now_reports_the_run_and_a_409_as_a_message(console, console_server):
