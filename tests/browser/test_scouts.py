@@ -117,15 +117,15 @@ def test_a_pushed_items_count_changes_without_a_reload(page, roost_server, api, 
     page.get_by_role("link", name=sid).click()
     queued = page.locator('#scout-counts [data-status="queued"]')
     expect(queued).to_have_text("0")
-    page.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'")
+    page.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
     page.evaluate("window.__notReloaded = true")
     pushed = api.post(f"/api/v1/scouts/{sid}/items", json={"items": [
         {"source_msg_ref": f"m{i}", "subject": f"Hello {i}", "body": "hi", "sender": "x@example.com"}
         for i in range(3)]})
     assert pushed.status_code == 202, pushed.text
-    expect(queued).to_have_text("3", timeout=5000)  # by the live stream, not a reload
+    expect(queued).to_have_text("3", timeout=10_000)  # by the live stream, not a reload
     assert page.evaluate("window.__notReloaded") is True
-    expect(page.locator("#scout-items")).to_contain_text("Hello 2")
+    expect(page.locator("#scout-items")).to_contain_text("Hello 2", timeout=10_000)
     shot(page, "scout-items")
     axe(page)
     page.set_viewport_size({"width": 375, "height": 800})  # a phone: the page still fits, tables scroll
@@ -145,11 +145,11 @@ def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(pag
     watcher = page.context.new_page()  # a second tab that only watches
     watcher.goto(f"{roost_url}/console/devices")
     for tab in (operator_page, watcher):
-        tab.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'")
+        tab.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
     row = f'tr[data-device="{ann["id"]}"]'
     with HeldSocket(roost_url, ann["token"]) as held, HeldSocket(roost_url, bob["token"]):
-        expect(operator_page.locator(row)).to_be_visible(timeout=5000)  # appeared live (device.registered)
-        expect(watcher.locator(row)).to_be_visible(timeout=5000)
+        expect(operator_page.locator(row)).to_be_visible(timeout=10_000)  # appeared live (device.registered)
+        expect(watcher.locator(row)).to_be_visible(timeout=10_000)
         shot(operator_page, "devices-connected")
         axe(operator_page)
 
@@ -158,7 +158,7 @@ def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(pag
         expect(operator_page.get_by_role("status")).to_contain_text("revoked")
         assert held.closed.wait(5), "the revoked device's socket stayed open"
         assert held.close_code == 1008, (held.close_code, held.error)
-        expect(watcher.locator(row)).to_have_count(0, timeout=5000)  # left the list without a reload
+        expect(watcher.locator(row)).to_have_count(0, timeout=10_000)  # left the list without a reload
         expect(watcher.locator(f'tr[data-device="{bob["id"]}"]')).to_be_visible()
         expect(operator_page.locator(row)).to_have_count(0)
         shot(watcher, "devices-after-revoke")
