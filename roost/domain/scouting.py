@@ -387,3 +387,15 @@ async def list_scouts(services: Services, *, user_id: str | None, provider: str 
                                           limit=limit, cursor=cursor)
     counts = await scout_list.item_counts_of(services.db, [row["id"] for row in result["items"]])
     return {**result, "items": [{**row, "counts": counts[row["id"]]} for row in result["items"]]}
+
+
+async def retry_item(services: Services, scout_id: str, item_id: str, *, actor: str) -> Row:
+    """Put a failed item of the scout back to pending (``repo.retry_item``) and wake the scout to triage it.
+
+    Raises:
+        NotFound: no such item in that scout.
+        Conflict: the item is not failed (``item_not_failed``).
+    """
+    row = await repo.retry_item(services.db, scout_id, item_id, now=services.clock.now(), actor=actor)
+    services.bus.publish(SCOUT_ITEMS, scout_id)
+    return row
