@@ -65,6 +65,7 @@ class Source:
     sqlite_key: str
     postgres_key: str
     exact: bool = False  # equality (an id, a user id, a Message-ID) rather than a prefix
+    unique: bool = False  # an equality on a unique column: one row, nothing to order
     folded: bool = False  # the key is ASCII lower case; the query is folded to match
 
     def statement(self, conn: Connection, *, limit: int, bounded: bool = True) -> str:
@@ -75,8 +76,8 @@ class Source:
             where = f"{key} = $1"
         else:
             where = f"{key} >= $1" + (f" AND {key} < $2" if bounded else "")
-        order = "id" if self.exact else f"{key}, id"
-        return f"SELECT {self.columns} FROM {self.table} WHERE {where} ORDER BY {order} LIMIT {int(limit)}"
+        order = "" if self.unique else " ORDER BY " + ("id" if self.exact else f"{key}, id")
+        return f"SELECT {self.columns} FROM {self.table} WHERE {where}{order} LIMIT {int(limit)}"
 
 
 _ITEM = ("'item' AS kind, id, scout_id AS parent_id, source_msg_ref AS ref, raw_subject AS subject, sender,"
@@ -98,17 +99,16 @@ def _lc(column: str) -> tuple[str, str]:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("item", "id", "scout_items", _ITEM, "id", "id", exact=True),
-    Source("mail", "id", "outbox", _MAIL, "id", "id", exact=True),
-    Source("handoff", "id", "handoffs", _HANDOFF, "id", "id", exact=True),
-    Source("dispatch", "id", "outreach_items", _DISPATCH, "id", "id", exact=True),
+    Source("item", "id", "scout_items", _ITEM, "id", "id", exact=True, unique=True),
+    Source("mail", "id", "outbox", _MAIL, "id", "id", exact=True, unique=True),
+    Source("handoff", "id", "handoffs", _HANDOFF, "id", "id", exact=True, unique=True),
+    Source("dispatch", "id", "outreach_items", _DISPATCH, "id", "id", exact=True, unique=True),
     Source("item", "ref", "scout_items", _ITEM, "source_msg_ref", _c("source_msg_ref")),
-    Source("mail", "ref", "outbox", _MAIL, "message_id", "message_id", exact=True),
+    Source("mail", "ref", "outbox", _MAIL, "message_id", "message_id", exact=True, unique=True),
     Source("handoff", "ref", "handoffs", _HANDOFF, "subject_ref", _c("subject_ref")),
     Source("item", "subject", "scout_items", _ITEM, *_lc("raw_subject"), folded=True),
     Source("mail", "subject", "outbox", _MAIL, *_lc("subject"), folded=True),
     Source("item", "sender", "scout_items", _ITEM, *_lc("sender"), folded=True),
-    Source("item", "recipient", "scout_items", _ITEM, "user_id", "user_id", exact=True),
     Source("mail", "recipient", "outbox", _MAIL, *_lc("to_addr"), folded=True),
     Source("mail", "recipient", "outbox", _MAIL, "recipient_user_id", "recipient_user_id", exact=True),
     Source("dispatch", "recipient", "outreach_items", _DISPATCH, *_lc("to_handle"), folded=True),
@@ -162,23 +162,19 @@ async def search(conn: Connection, query: str, *, kind: str | None, field: str, 
 # -- bulk targets ---------------------------------------------------------------------------------
 
 BULK_KINDS = {
-    # kind: (table, statuses one may filter on, scope columns by id prefix)
-    "item": ("scout_items", ("failed", "pending", "queued"), {"sct": "scout_id", "usr": "user_id"}),
-    "mail": ("outbox", ("failed", "held", "queued"), {"usr": "recipient_user_id"}),
-    "batch": ("outreach_batches", ("draft", "sending", "paused"), {"acc": "account_id"}),
+    # kind: (table, the column of its parent, scope columns by id prefix)
+    "item": ("scout_items", "scout_id", {"sct": "scout_id", "usr": "user_id"}),
+    "mail": ("outbox", "recipient_user_id", {"usr": "recipient_user_id"}),
+    "batch": ("outreach_batches", "account_id", {"acc": "account_id"}),
 }
 
 
-async def bulk_ids(conn: Connection, kind: str, *, status: str, scope: str | None, cap: int) -> list[str]:
-    """Ids of the ``kind`` rows in ``status`` (within ``scope``: a scout, user or account id), in id
-    order, at most ``cap + 1`` (one more than the cap tells the caller there are more).
-
-    Raises:
-        ValueError: a kind, status or scope the caller should have refused (never SQL from input).
+async def bulk_targets(conn: Connection, kind: str, *, status: str, scope: str | None, cap: int) -> list[Row]:
+    """The ``kind`` rows in ``status`` (within ``scope``: a scout, user or account id) as ``id`` and
+    ``parent_id``, in id order, at most ``cap + 1`` (one more than the cap says there are more).
+    ``kind`` and the scope's prefix are checked by the caller (``scope_ok``); only values are bound.
     """
-    table, statuses, scopes = BULK_KINDS[kind]
-    if status not in statuses:
-        raise ValueError(f"status {status!r} for {kind}")
+    table, parent, scopes = BULK_KINDS[kind]
     where, args = ["status = $1"], [status]
     if scope:
         column = scopes[scope.split("_", 1)[0]]
@@ -187,8 +183,8 @@ async def bulk_ids(conn: Connection, kind: str, *, status: str, scope: str | Non
     # Each filter has an index ending in id, so the order costs nothing; items of every scout have
     # none (their status index ends in expiry), so they come in that index's order instead.
     order = "" if kind == "item" and not scope else " ORDER BY id"
-    rows = await conn.fetch(f"SELECT id FROM {table} WHERE {' AND '.join(where)}{order} LIMIT {int(cap) + 1}", *args)
-    return [r["id"] for r in rows]
+    return await conn.fetch(f"SELECT id, {parent} AS parent_id FROM {table} WHERE {' AND '.join(where)}{order}"
+                            f" LIMIT {int(cap) + 1}", *args)
 
 
 def scope_ok(kind: str, scope: str | None) -> bool:
