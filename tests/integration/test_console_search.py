@@ -18,13 +18,13 @@ from roost.domain.dispatch import sending
 from roost.errors import InvalidInput
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
-from roost.storage import dispatch, handoffs, outbox, tenancy
+from roost.storage import outbox
 from roost.storage import scouts as scout_repo
 from roost.storage import search as repo
 from roost.storage.database import Database
 from roost.storage.scouts import NewItem, Outcomes
+from tests.support.search import T0, make_world
 
-T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -40,44 +40,12 @@ def _services(db: Database) -> Services:
     return Services.build(Settings(), db, FixedClock())  # type: ignore[arg-type]
 
 
-async def _world(db: Database) -> dict[str, Any]:
-    """A user with a push scout and items, mail, a handoff and a batch: one of each thing searched."""
-    acc = await tenancy.create_account(db, name="Acme", timezone="UTC", now=T0, actor="t")
-    user = await tenancy.create_user(db, account_id=acc["id"], fields={
-        "email": "ann@example.com", "display_name": "Ann", "timezone": "UTC", "role": "member", "active": True,
-        "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
-        now=T0, actor="t")
-    device, _ = await tenancy.create_device(db, user_id=user["id"], name="phone", now=T0, actor="t")
-    fields = {"provider": "push", "config": {}, "classifier": "rules", "classifier_config": {},
-              "poll_interval_s": 60.0, "enabled": True, "auto_trash_spam": False,
-              "device_inactivity_pause_days": None, "ttl_days": 30, "max_failures": 3}
-    scout = await scout_repo.create_scout(db, user_id=user["id"], fields=fields, now=T0, actor="t")
-    await scout_repo.push_items(db, scout, [
-        NewItem("ref-100%_x", "Invoice 7 overdue", None, "Billing@Vendor.example", "b"),
-        NewItem("ref-101", "invoice 8", None, "bob@example.com", "b"),
-        NewItem("other-1", "Été à Paris", None, "zoe@example.com", "b"),
-    ], now=T0)
-    items = {i["source_msg_ref"]: i for i in
-             (await scout_repo.list_items(db, scout["id"], status=None, limit=100, cursor=None))["items"]}
-    async with db.transaction() as tx:
-        mail_id = await outbox.enqueue(tx, recipient_user_id=user["id"], to="Ann@Example.com",
-                                       subject="Your invoice digest", text="t", now=T0)
-        handoff = await handoffs.create(tx, account_id=acc["id"], subject_ref="ticket-42", intent="park", notes="",
-                                        priority="normal", snapshot={}, created_by=user["id"], assess=False, now=T0)
-    batch, _ = await dispatch.create_batch(db, account_id=acc["id"], created_by=user["id"], idempotency_key=None,
-                                           items=[{"to_handle": "+15550001", "body": "hi", "device_id": device["id"]}],
-                                           now=T0)
-    dispatch_item = await db.fetchrow("SELECT id FROM outreach_items WHERE batch_id = $1", batch["id"])
-    return {"account": acc, "user": user, "scout": scout, "items": items, "mail_id": mail_id,
-            "handoff": handoff, "batch": batch, "dispatch_item": dispatch_item["id"]}
-
-
 def _found(results: search.Results) -> set[tuple[str, str]]:
     return {(r["kind"], r["id"]) for r in results.rows}
 
 
 async def test_each_field_finds_what_it_names_and_any_finds_them_all(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     inv7, inv8 = w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]
     # ids: exact, in the table the prefix names
@@ -110,7 +78,7 @@ HOSTILE = ["%", "_", "%%%%", "ref-1__%", "'; DROP TABLE scout_items; --", "(a|aa
 
 
 async def test_hostile_queries_are_only_text(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     for hostile in HOSTILE:
         for field in search.FIELDS:
@@ -127,7 +95,7 @@ async def test_hostile_queries_are_only_text(db: Database) -> None:
 
 
 async def test_a_long_query_is_cut_and_says_so(db: Database) -> None:
-    await _world(db)
+    await make_world(db)
     results = await search.search(_services(db), "ref-" + "z" * 10_000)
     assert results.shortened and len(results.query) == repo.MAX_QUERY_CHARS and results.rows == []
 
@@ -140,7 +108,7 @@ async def test_bad_choices_are_invalid_input(db: Database) -> None:
 
 
 async def test_pages_are_bounded_and_stop_at_the_cap(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     n = search.MAX_RESULTS + 30
     await scout_repo.push_items(db, w["scout"], [NewItem(f"bulk-{i:05d}", "s", None, "x@example.com", None)
                                                  for i in range(n)], now=T0)
@@ -191,7 +159,7 @@ async def _fail(db: Database, item_ids: list[str]) -> None:
 
 
 async def test_bulk_retry_previews_the_count_then_retries_through_the_domain(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     failed = [w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]]
     await _fail(db, failed)
@@ -208,7 +176,7 @@ async def test_bulk_retry_previews_the_count_then_retries_through_the_domain(db:
 
 
 async def test_bulk_caps_the_count_and_the_rows_it_takes(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     await scout_repo.push_items(db, w["scout"], [NewItem(f"f{i}", "s", None, None, None) for i in range(7)], now=T0)
     ids = [r["id"] for r in await db.fetch("SELECT id FROM scout_items WHERE source_msg_ref LIKE 'f%'")]
@@ -222,7 +190,7 @@ async def test_bulk_caps_the_count_and_the_rows_it_takes(db: Database) -> None:
 
 
 async def test_bulk_skips_a_row_that_changed_since_and_counts_it(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     item = w["items"]["ref-101"]["id"]
     await _fail(db, [item])
@@ -242,7 +210,7 @@ async def test_bulk_skips_a_row_that_changed_since_and_counts_it(db: Database) -
 
 
 async def test_bulk_cancel_of_batches_cancels_their_pending_items(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     s = _services(db)
     await sending.change_batch(s, w["batch"]["id"], "send")
     f = search.bulk_filter("batch", "cancel", "sending", w["account"]["id"])
@@ -253,7 +221,7 @@ async def test_bulk_cancel_of_batches_cancels_their_pending_items(db: Database) 
 
 
 async def test_bulk_mail_counts_by_status(db: Database) -> None:
-    w = await _world(db)
+    w = await make_world(db)
     await db.execute("UPDATE outbox SET status = 'failed' WHERE id = $1", w["mail_id"])
     rows = await repo.bulk_targets(db, "mail", status="failed", scope=None, cap=10)
     assert [r["id"] for r in rows] == [w["mail_id"]]
