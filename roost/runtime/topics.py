@@ -37,3 +37,7 @@ WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: cl
 # -- added by the operator console (issue 20)
 AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
 CLUSTER = (*CLUSTER, AUDIT_WRITTEN)
+
+# -- added by the operator console's scout page (issue 20)
+SCOUT_RAN = "scout.ran"  # ids: scout ids whose run just ended (its items' counts, last run, last error changed)
+CLUSTER = (*CLUSTER, SCOUT_RAN)
