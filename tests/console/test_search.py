@@ -33,7 +33,7 @@ async def test_search_finds_a_ref_and_links_to_its_scout(console, console_server
     r = await client.get("/console/search", params={"q": "ref-101"})
     assert r.status_code == 200
     item = world["items"]["ref-101"]
-    assert item["id"] in r.text and f'href="/console/scouts/{world["scout"]["id"]}?item={item["id"]}"' in r.text
+    assert item["id"] in r.text and f'href="/console/scouts/{world["scout"]["id"]}?status=pending"' in r.text
     r = await client.get("/console/search", params={"q": "ticket-42", "kind": "handoff", "field": "ref"})
     assert f'href="/console/handoffs/{world["handoff"]["id"]}"' in r.text
     r = await client.get("/console/search", params={"q": "+1555"})

@@ -23,11 +23,15 @@ from roost.http.context import services
 add_nav("Search", "console.search_page", order=80)
 
 # Where each kind of row is shown, by the page that owns it (CONSOLE.md): the row and its parent id.
+def _q(value: str | None) -> str:
+    return quote(value or "", safe="")
+
+
 _LINKS = {
-    "item": lambda row: f"/console/scouts/{quote(row['parent_id'] or '', safe='')}?item={quote(row['id'], safe='')}",
-    "mail": lambda row: f"/console/mail?state={quote(row['status'], safe='')}&id={quote(row['id'], safe='')}",
-    "handoff": lambda row: f"/console/handoffs/{quote(row['id'], safe='')}",
-    "dispatch": lambda row: f"/console/dispatch/batches/{quote(row['parent_id'] or '', safe='')}",
+    "item": lambda row: f"/console/scouts/{_q(row['parent_id'])}?status={_q(row['status'])}",
+    "mail": lambda row: f"/console/mail?state={_q(row['status'])}",
+    "handoff": lambda row: f"/console/handoffs/{_q(row['id'])}",
+    "dispatch": lambda row: f"/console/dispatch/batches/{_q(row['parent_id'])}",
 }
 _KIND_LABELS = {"item": "Scout item", "mail": "Mail", "handoff": "Handoff", "dispatch": "Dispatch item"}
 _FIELD_LABELS = {"any": "Any field", "id": "Id", "ref": "Ref", "subject": "Subject", "sender": "Sender",
