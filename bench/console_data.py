@@ -1,10 +1,11 @@
-"""Data for ``bench/console.py``: one account, users with devices, scouts and their items, written
+"""Data for ``bench/console.py``: accounts, users with devices, scouts and their items, written
 straight into a database (SQLite or PostgreSQL) before ``roost serve`` starts on it.
 
-    python bench/console_data.py DATABASE_URL --devices 2000 --scouts 100 --items 1000000 --out data.json
+    python bench/console_data.py DATABASE_URL --accounts 100 --devices 2000 --scouts 100 --items 1000000 --out data.json
 
-It migrates the database, then writes: one account; ``devices / 2`` users with two devices each
-(the tokens go to ``--out``, for the socket clients); ``--scouts`` push scouts over the first users;
+It migrates the database, then writes: ``--accounts`` accounts; ``devices / 2`` users with two
+devices each, dealt over the accounts in turn (the tokens go to ``--out``, for the socket clients);
+``--scouts`` push scouts over the first users;
 ``--items`` items spread evenly over the scouts, created over the last 30 days, mostly acked with
 some discarded, expired and failed (none pending or queued, so no actor has work at start). Items go
 in with one ``execute_many`` per 20,000 rows. This is a separate process from the bench because it
@@ -37,16 +38,17 @@ SENDERS = ["billing@vendor.example", "news@list.example", "ann@example.com", "bo
 SUBJECTS = ["Invoice {n} overdue", "Weekly news {n}", "Re: lunch {n}", "Build {n} failed", "Your order {n}"]
 
 
-async def generate(url: str, *, devices: int, scouts: int, items: int) -> dict:
+async def generate(url: str, *, accounts: int, devices: int, scouts: int, items: int) -> dict:
     rng = random.Random(20)
     now = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     async with open_database(url, pool_size=2) as db:
         await migrate(db)
-        account = await tenancy.create_account(db, name="console-bench", timezone="UTC", now=now, actor="bench")
+        account_ids = [(await tenancy.create_account(db, name=f"console-bench-{k}", timezone="UTC", now=now,
+                                                     actor="bench"))["id"] for k in range(accounts)]
         users, tokens = [], []
         for i in range(max(1, devices // 2)):
-            user = await tenancy.create_user(db, account_id=account["id"], fields={
+            user = await tenancy.create_user(db, account_id=account_ids[i % accounts], fields={
                 "email": f"user{i}@bench.example", "display_name": f"User {i}", "timezone": "UTC", "role": "member",
                 "active": True, "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday",
                 "quiet_hours": None}, now=now, actor="bench")
@@ -86,19 +88,21 @@ async def generate(url: str, *, devices: int, scouts: int, items: int) -> dict:
             written += len(rows)
         items_s = time.monotonic() - started - setup_s
         await db.execute("ANALYZE")
-    return {"account_id": account["id"], "users": users[:4], "scouts": scout_ids, "tokens": tokens,
-            "setup_s": round(setup_s, 1), "items_s": round(items_s, 1), "items": items}
+    return {"account_id": account_ids[0], "users": users[:1], "accounts": accounts, "scouts": scout_ids,
+            "tokens": tokens, "setup_s": round(setup_s, 1), "items_s": round(items_s, 1), "items": items}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
+    parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--scouts", type=int, default=100)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    result = trio.run(lambda: generate(args.url, devices=args.devices, scouts=args.scouts, items=args.items))
+    result = trio.run(lambda: generate(args.url, accounts=args.accounts, devices=args.devices, scouts=args.scouts,
+                                       items=args.items))
     Path(args.out).write_text(json.dumps(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("tokens", "scouts")}))
 
