@@ -241,3 +241,17 @@ async def test_bulk_mail_counts_by_status(db: Database) -> None:
 def test_bad_bulk_filters_are_invalid_input(args: tuple) -> None:
     with pytest.raises(InvalidInput):
         search.bulk_filter(*args)
+
+
+async def test_bulk_mail_retry_and_cancel_go_through_the_mail_domain(db: Database) -> None:
+    pytest.importorskip("roost.domain.mail")  # the console-jobs branch's retry and cancel
+    w = await make_world(db)
+    s = _services(db)
+    await db.execute("UPDATE outbox SET status = 'failed', last_error = 'bounced' WHERE id = $1", w["mail_id"])
+    retry = search.bulk_filter("mail", "retry", "failed")
+    assert await search.preview(s, retry) == search.Preview(1, False)
+    assert (await search.apply(s, retry, actor="t")).done == 1
+    assert (await outbox.get(db, w["mail_id"]))["status"] in ("queued", "held")
+    cancel = search.bulk_filter("mail", "cancel", "queued", w["user"]["id"])
+    assert (await search.apply(s, cancel, actor="console:ops")).done == 1
+    assert (await search.preview(s, cancel)).count == 0
