@@ -169,11 +169,8 @@ BULK_KINDS = {
 }
 
 
-async def bulk_targets(conn: Connection, kind: str, *, status: str, scope: str | None, cap: int) -> list[Row]:
-    """The ``kind`` rows in ``status`` (within ``scope``: a scout, user or account id) as ``id`` and
-    ``parent_id``, in id order, at most ``cap + 1`` (one more than the cap says there are more).
-    ``kind`` and the scope's prefix are checked by the caller (``scope_ok``); only values are bound.
-    """
+def bulk_statement(kind: str, *, status: str, scope: str | None, cap: int) -> tuple[str, list[str]]:
+    """The SELECT of ``bulk_targets`` and its arguments (apart, so a test can read its plan)."""
     table, parent, scopes = BULK_KINDS[kind]
     where, args = ["status = $1"], [status]
     if scope:
@@ -183,8 +180,17 @@ async def bulk_targets(conn: Connection, kind: str, *, status: str, scope: str |
     # Each filter has an index ending in id, so the order costs nothing; items of every scout have
     # none (their status index ends in expiry), so they come in that index's order instead.
     order = "" if kind == "item" and not scope else " ORDER BY id"
-    return await conn.fetch(f"SELECT id, {parent} AS parent_id FROM {table} WHERE {' AND '.join(where)}{order}"
-                            f" LIMIT {int(cap) + 1}", *args)
+    return (f"SELECT id, {parent} AS parent_id FROM {table} WHERE {' AND '.join(where)}{order} LIMIT {int(cap) + 1}",
+            args)
+
+
+async def bulk_targets(conn: Connection, kind: str, *, status: str, scope: str | None, cap: int) -> list[Row]:
+    """The ``kind`` rows in ``status`` (within ``scope``: a scout, user or account id) as ``id`` and
+    ``parent_id``, in id order, at most ``cap + 1`` (one more than the cap says there are more).
+    ``kind`` and the scope's prefix are checked by the caller (``scope_ok``); only values are bound.
+    """
+    sql, args = bulk_statement(kind, status=status, scope=scope, cap=cap)
+    return await conn.fetch(sql, *args)
 
 
 def scope_ok(kind: str, scope: str | None) -> bool:
