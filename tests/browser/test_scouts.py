@@ -14,6 +14,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.browser.conftest import sign_in
+from tests.support.server import SERVICE_TOKEN
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -85,13 +88,20 @@ def _device(api: httpx.Client, account_id: str, email: str) -> dict[str, Any]:
 
 
 @pytest.fixture
+def api(roost_server: Any) -> Any:
+    with httpx.Client(base_url=roost_server.url, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+                      timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
 def acme(api: httpx.Client) -> dict[str, Any]:
     account = api.post("/api/admin/accounts", json={"name": "Acme", "timezone": "UTC"})
     assert account.status_code == 201, account.text
     return account.json()
 
 
-def test_a_pushed_items_count_changes_without_a_reload(operator_page, roost_url, api, acme, shot, axe):
+def test_a_pushed_items_count_changes_without_a_reload(page, roost_server, api, acme, shot, axe):
     from playwright.sync_api import expect
 
     ann = _device(api, acme["id"], "ann@example.com")
@@ -99,8 +109,7 @@ def test_a_pushed_items_count_changes_without_a_reload(operator_page, roost_url,
                                                 "config": {}, "poll_interval_s": 3600})
     assert scout.status_code == 201, scout.text
     sid = scout.json()["id"]
-    page = operator_page
-    page.goto(f"{roost_url}/console/scouts")
+    sign_in(page, roost_server, "operate", path="/console/scouts")
     expect(page.get_by_role("link", name=sid)).to_be_visible()
     shot(page, "scouts-list")
     axe(page)
@@ -119,18 +128,24 @@ def test_a_pushed_items_count_changes_without_a_reload(operator_page, roost_url,
     expect(page.locator("#scout-items")).to_contain_text("Hello 2")
     shot(page, "scout-items")
     axe(page)
+    page.set_viewport_size({"width": 375, "height": 800})  # a phone: the page still fits, tables scroll
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    shot(page, "scout-items-375px")
+    axe(page)
 
 
-def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(
-        browser_context, operator_page, roost_url, api, acme, shot, axe):
+def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(page, roost_server, api, acme, shot, axe):
     from playwright.sync_api import expect
 
     ann = _device(api, acme["id"], "ann@example.com")
     bob = _device(api, acme["id"], "bob@example.com")
-    watcher = browser_context.new_page()  # a second tab that only watches
-    for page in (operator_page, watcher):
-        page.goto(f"{roost_url}/console/devices")
-        page.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'")
+    roost_url = roost_server.url
+    sign_in(page, roost_server, "operate", path="/console/devices")
+    operator_page = page
+    watcher = page.context.new_page()  # a second tab that only watches
+    watcher.goto(f"{roost_url}/console/devices")
+    for tab in (operator_page, watcher):
+        tab.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'")
     row = f'tr[data-device="{ann["id"]}"]'
     with HeldSocket(roost_url, ann["token"]) as held, HeldSocket(roost_url, bob["token"]):
         expect(operator_page.locator(row)).to_be_visible(timeout=5000)  # appeared live (device.registered)
@@ -148,117 +163,3 @@ def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(
         expect(operator_page.locator(row)).to_have_count(0)
         shot(watcher, "devices-after-revoke")
         axe(watcher)
-
-
-# -- fixtures (the core's tests/browser/conftest.py replaces these once merged) --------------------
-
-SERVICE = "browser-test-service-token-0000000000001"
-OPERATE = "browser-test-operate-token-000000000000001"
-
-
-@pytest.fixture(scope="module")
-def roost_url(tmp_path_factory: pytest.TempPathFactory):
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from tests.support.server import free_port
-
-    folder = tmp_path_factory.mktemp("browser-roost")
-    port = free_port()
-    env = {**os.environ, "ROOST_DATABASE_URL": f"sqlite:///{folder / 'roost.db'}", "ROOST_SERVICE_TOKEN": SERVICE,
-           "ROOST_CONSOLE_TOKENS": f"ops:operate:{OPERATE}", "ROOST_PORT": str(port), "ROOST_LOG_FORMAT": "json"}
-    with open(folder / "serve.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "roost", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-            else:
-                raise AssertionError("roost serve did not get ready: " + (folder / "serve.log").read_text()[-2000:])
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
-@pytest.fixture
-def api(roost_url: str):
-    with httpx.Client(base_url=roost_url, headers={"Authorization": f"Bearer {SERVICE}"}, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def browser():
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("no chromium (apt-get install chromium)")
-    import asyncio
-
-    # trio_asyncio (imported by the PostgreSQL backend) installs its own event loop policy for the
-    # whole process; Playwright's sync API needs a plain asyncio loop of its own.
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def browser_context(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def operator_page(browser_context, roost_url: str):
-    page = browser_context.new_page()
-    page.goto(f"{roost_url}/console/login")
-    page.get_by_label("Console token").fill(OPERATE)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    return page
-
-
-@pytest.fixture(scope="module")
-def shots_dir(tmp_path_factory: pytest.TempPathFactory):
-    import os
-    from pathlib import Path
-
-    folder = Path(os.environ["ROOST_SCREENSHOTS"]) if os.environ.get("ROOST_SCREENSHOTS") \
-        else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {folder}")
-    return folder
-
-
-@pytest.fixture
-def shot(shots_dir):
-    def take(page, name: str) -> None:
-        page.screenshot(path=str(shots_dir / f"scouts-{name}.png"), full_page=True)
-
-    return take
-
-
-@pytest.fixture
-def axe():
-    from axe_playwright_python.sync_playwright import Axe
-
-    def check(page) -> None:
-        results = Axe().run(page)
-        bad = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
-        assert not bad, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3]) for v in bad]
-
-    return check

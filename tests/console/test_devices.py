@@ -124,3 +124,23 @@ async def test_revoking_an_unknown_or_hostile_id_is_a_message_never_a_500(consol
         assert r.status_code == 303, r.text[:200]
         page = await client.get(r.headers["location"])
         assert page.status_code == 200 and "flash error" in page.text and "no device" in page.text
+
+
+async def test_devices_of_another_process_show_where_they_are_connected(console, console_server):
+    """PostgreSQL: a device with a socket in another live process is listed with its host and pid
+    (from that process's heartbeat rows); SQLite has one process and no such section."""
+    from roost.storage import processes
+
+    ann, bob = await _two_devices(console_server)
+    s = console_server.services
+    now = s.clock.now()
+    await processes.beat(s.db, process_id="other:7:x", host="other-host", pid=7777, port=None, started_at=now,
+                         now=now, sockets=1, leads=[])
+    await processes.write_devices(s.db, "other:7:x", changed={bob["device"]["id"]: 1}, gone=())
+    r = await (await console("read")).get("/console/devices")
+    assert r.status_code == 200
+    if s.db.shared:
+        assert f'data-device-elsewhere="{bob["device"]["id"]}"' in r.text and "other-host" in r.text
+        assert "pid 7777" in r.text and "console.tick" in r.text  # refreshed every heartbeat
+    else:
+        assert "data-device-elsewhere" not in r.text and "Connected to other processes" not in r.text

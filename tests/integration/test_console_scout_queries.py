@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import trio
 
 from roost.domain import devices as device_ops
 from roost.domain import scouting
@@ -165,3 +166,46 @@ async def test_the_retry_endpoint_answers_the_item_404_for_another_scouts_and_40
         assert r.status_code == 409 and r.json()["error"]["code"] == "item_not_failed"
         async with admin_client(srv.url, token="wrong") as bad:
             assert (await bad.post(f"/api/admin/scouts/{scout['id']}/items/{item['id']}/retry")).status_code == 401
+
+
+async def test_devices_connected_to_another_process_are_listed_with_where_they_are(database_url):
+    """PostgreSQL: each heartbeat writes this process's device sockets (``process_devices``) and the
+    console lists another live process's devices with its host and pid; SQLite writes nothing."""
+    from trio_websocket import open_websocket_url
+
+    from roost.client import handshake
+    from roost.storage import processes
+    from tests.support.scouting import ws_url
+
+    async with running_server(database_url, heartbeat_s=0.2) as srv, admin_client(srv.url) as client:
+        s = srv.services
+        ann = await make_device(client)
+        bob = await make_device(client, account=ann["account"], email="bob@example.com")
+        async with open_websocket_url(ws_url(srv.url)) as ws:
+            await handshake(ws, ann["token"])
+            for _ in range(100):  # the next heartbeats write it
+                if not s.db.shared or await s.db.fetchval(
+                        "SELECT sockets FROM process_devices WHERE process_id = $1 AND device_id = $2",
+                        s.process_id, ann["device"]["id"]):
+                    break
+                await trio.sleep(0.05)
+            else:
+                raise AssertionError("the heartbeat did not write this process's device socket")
+            now = s.clock.now()
+            await processes.beat(s.db, process_id="elsewhere:1:x", host="other-host", pid=4242, port=None,
+                                 started_at=now, now=now, sockets=1, leads=[])
+            await processes.write_devices(s.db, "elsewhere:1:x", changed={bob["device"]["id"]: 2}, gone=())
+            seen = await device_ops.connected(s)
+            if not s.db.shared:
+                assert seen.elsewhere == []
+                assert await s.db.fetchval("SELECT COUNT(*) FROM process_devices WHERE process_id = $1",
+                                           s.process_id) == 0
+                return
+            assert [(d["id"], d["host"], d["pid"], d["sockets"]) for d in seen.elsewhere] == [
+                (bob["device"]["id"], "other-host", 4242, 2)]
+            assert ann["device"]["id"] not in {d["id"] for d in seen.elsewhere}  # here, not elsewhere
+            await device_ops.revoke_device(s, bob["device"]["id"], actor="t")
+            assert (await device_ops.connected(s)).elsewhere == []  # revoked: gone at once
+            await processes.remove(s.db, "elsewhere:1:x")
+            assert await s.db.fetchval("SELECT COUNT(*) FROM process_devices WHERE process_id = $1",
+                                       "elsewhere:1:x") == 0

@@ -32,6 +32,8 @@ DEVICES_PER_PAGE = 100
 RECENT = 50
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 LIVE_TOPICS = " ".join((topics.DEVICE_REGISTERED, topics.DEVICE_REVOKED, topics.USER_DEACTIVATED))
+# On PostgreSQL the other processes' sockets are read from what their heartbeats wrote: refreshed every beat.
+SHARED_TOPICS = LIVE_TOPICS + " console.tick"
 
 add_nav("Devices", "console.devices", 30)
 
@@ -50,23 +52,28 @@ def _id_arg(name: str) -> str | None:
 async def devices() -> Any:
     """Connected here (a page at a time), the processes, recently seen devices, and one user's devices."""
     cursor = _id_arg("cursor")
+    elsewhere_cursor = _id_arg("elsewhere_cursor")
     user_id = _id_arg("user_id")
     s = services()
-    connected = await device_ops.connected(s, cursor=cursor, limit=DEVICES_PER_PAGE)
+    connected = await device_ops.connected(s, cursor=cursor, limit=DEVICES_PER_PAGE,
+                                           elsewhere_cursor=elsewhere_cursor)
     recent = await device_ops.recently_seen(s, limit=RECENT)
     users_devices = await device_ops.of_user(s, user_id) if user_id else None
     base = {k: v for k, v in request.args.items() if k not in ("fragment",)}
-    without_cursor = {k: v for k, v in base.items() if k != "cursor"}
+    without_cursor = {k: v for k, v in base.items() if k not in ("cursor", "elsewhere_cursor")}
     back = "/console/devices" + (f"?{urlencode(base)}" if base else "")
     return await page_html(
         "console/devices.html", connected=connected, recent=recent, user_id=user_id, users_devices=users_devices,
-        live_topics=LIVE_TOPICS, back=back,
+        live_topics=SHARED_TOPICS if s.db.shared else LIVE_TOPICS, back=back, shared=s.db.shared,
+        elsewhere_next_link="/console/devices?" + urlencode({**without_cursor,
+                                                             "elsewhere_cursor": connected.elsewhere_next})
+        if connected.elsewhere_next else None,
         connected_src="/console/devices?" + urlencode({**base, "fragment": "connected"}),
         recent_src="/console/devices?" + urlencode({**base, "fragment": "recent"}),
         next_link="/console/devices?" + urlencode({**without_cursor, "cursor": connected.next_cursor})
         if connected.next_cursor else None,
-        first_link="/console/devices" + (f"?{urlencode(without_cursor)}" if without_cursor else "") if cursor
-        else None)
+        first_link="/console/devices" + (f"?{urlencode(without_cursor)}" if without_cursor else "")
+        if cursor or elsewhere_cursor else None)
 
 
 @console_bp.post("/devices/<device_id>/revoke")
