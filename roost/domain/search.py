@@ -136,7 +136,7 @@ def bulk_filter(kind: str, action: str, status: str, scope: str | None = None) -
     Raises:
         InvalidInput: an action that does not exist for the kind, a status it does not apply to, or
             a scope that is not an id of what can hold that kind (a scout or user for items, a user for
-            mail, an account for batches).
+            mail, an account or the batch itself for batches).
     """
     bulk = BULK_ACTIONS.get((kind, action))
     if bulk is None or bulk.target() is None:
@@ -149,7 +149,7 @@ def bulk_filter(kind: str, action: str, status: str, scope: str | None = None) -
     return BulkFilter(kind, action, status, scope)
 
 
-_SCOPE_NAMES = {"item": ("scout", "user"), "mail": ("user",), "batch": ("account",)}
+_SCOPE_NAMES = {"item": ("scout", "user"), "mail": ("user",), "batch": ("account", "batch")}
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ BULK_KINDS = {
     # kind: (table, the column of its parent, scope columns by id prefix)
     "item": ("scout_items", "scout_id", {"sct": "scout_id", "usr": "user_id"}),
     "mail": ("outbox", "recipient_user_id", {"usr": "recipient_user_id"}),
-    "batch": ("outreach_batches", "account_id", {"acc": "account_id"}),
+    "batch": ("outreach_batches", "account_id", {"acc": "account_id", "obt": "id"}),  # an account's, or one
 }
 
 

@@ -63,7 +63,7 @@ def test_a_bulk_action_says_how_many_then_acts(page, roost_server, world, shot, 
     sign_in(page, roost_server, path="/console/search")
     page.get_by_label("Action to take", exact=True).select_option(label="Pause batches")
     page.get_by_label("Status", exact=True).select_option("sending")
-    page.get_by_label("Of (a scout, user or account id; optional)").fill(world["account"]["id"])
+    page.get_by_label("Of (a scout, user, account or batch id; optional)").fill(world["account"]["id"])
     page.get_by_role("button", name="Count and confirm…").click()
     expect(page.locator("#bulk-count")).to_contain_text("This will affect 1 row")
     shot(page, "bulk-confirm")

@@ -149,7 +149,7 @@ async def test_every_source_reads_an_index_range_in_its_order(db: Database) -> N
 
 async def test_bulk_targets_read_an_index_in_id_order(db: Database) -> None:
     for kind, scope in [("item", "sct_x"), ("item", "usr_x"), ("item", None), ("mail", None), ("mail", "usr_x"),
-                        ("batch", None), ("batch", "acc_x")]:
+                        ("batch", None), ("batch", "acc_x"), ("batch", "obt_x")]:
         sql, args = repo.bulk_statement(kind, status="failed", scope=scope, cap=1000)
         plan = await _plan(db, sql, args)
         assert "Seq Scan" not in plan and "SCAN " not in plan.replace("SCAN USING", ""), (kind, scope, plan)
@@ -226,6 +226,8 @@ async def test_bulk_cancel_of_batches_cancels_their_pending_items(db: Database) 
     s = _services(db)
     await sending.change_batch(s, w["batch"]["id"], "send")
     f = search.bulk_filter("batch", "cancel", "sending", w["account"]["id"])
+    assert (await search.preview(s, f)).count == 1
+    f = search.bulk_filter("batch", "cancel", "sending", w["batch"]["id"])  # the pending items of one batch
     assert (await search.preview(s, f)).count == 1
     outcome = await search.apply(s, f, actor="t")
     assert outcome.done == 1
