@@ -15,7 +15,7 @@ import pytest
 
 from roost.domain import search
 from roost.domain.dispatch import sending
-from roost.errors import InvalidInput
+from roost.errors import InvalidInput, StorageError
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import outbox
@@ -219,6 +219,25 @@ async def test_bulk_skips_a_row_that_changed_since_and_counts_it(db: Database) -
     finally:
         search.BULK_ACTIONS[("item", "retry")] = real
     assert (outcome.done, outcome.skipped) == (0, 1) and "not failed" in outcome.reasons[0]
+
+
+async def test_bulk_stops_at_an_error_that_is_not_a_conflict_and_raises_it_alone(db: Database) -> None:
+    w = await make_world(db)
+    s = _services(db)
+    ids = [w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]]
+    await _fail(db, ids)
+    real = search.BULK_ACTIONS[("item", "retry")]
+
+    async def broken(fn, services, row, actor):
+        raise StorageError("the database went away")
+
+    search.BULK_ACTIONS[("item", "retry")] = search.BulkAction(real.kind, real.action, real.statuses, real.module,
+                                                               real.function, broken, real.label)
+    try:
+        with pytest.raises(StorageError):  # itself, not an exception group: the console flashes its message
+            await search.apply(s, search.bulk_filter("item", "retry", "failed"), actor="t")
+    finally:
+        search.BULK_ACTIONS[("item", "retry")] = real
 
 
 async def test_bulk_cancel_of_batches_cancels_their_pending_items(db: Database) -> None:
