@@ -52,6 +52,10 @@ def test_search_for_a_ref_finds_it_and_links_to_its_scout(page, roost_server, wo
     expect(results).not_to_contain_text("INV-2026-002")
     shot(page, "search-results")
     axe(page)
+    page.set_viewport_size({"width": 375, "height": 800})  # a phone: the page does not scroll sideways
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    shot(page, "search-results-375")
+    page.set_viewport_size({"width": 1280, "height": 800})
     results.get_by_role("link").first.click()
     page.wait_for_url(f"**/console/scouts/{world['scout']['id']}*")
     shot(page, "scout-of-result")
