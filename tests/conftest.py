@@ -22,10 +22,13 @@ from typing import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import trio
+from trio.testing import MockClock
 
 from roost.storage.database import Database, open_database
 from roost.storage.migrator import migrate
 from tests.support import watchdog
+from tests.support.clock import ThreadAwareness
 from tests.support.pg import (
     PgServer,
     ServerUnavailable,
@@ -74,6 +77,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def autojump_clock(monkeypatch: pytest.MonkeyPatch) -> MockClock:
+    """pytest-trio's ``autojump_clock``, but time stands still while a worker thread works
+    (``tests/support/clock.py``): every SQLite call runs in one."""
+    clock = MockClock(autojump_threshold=0)
+    monkeypatch.setattr(trio.to_thread, "run_sync", ThreadAwareness(clock).wrap(trio.to_thread.run_sync))
+    return clock
 
 
 @pytest.fixture(scope="session")
@@ -210,8 +222,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("ROOST_TEST_SUMMARY")
-    if not target:
-        return
+    if not target or hasattr(session.config, "workerinput"):
+        return  # under pytest-xdist the controller sees every worker's reports and writes it once
     lines = [
         f"exitstatus={int(exitstatus)}",
         f"collected={session.testscollected}",
