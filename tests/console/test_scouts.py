@@ -3,6 +3,7 @@ now (409 as a message), enable and disable, retry a failed item; the read role, 
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 import pytest
@@ -87,6 +88,13 @@ async def test_a_scouts_page_shows_counts_and_items_by_status_with_bodies_hidden
     operator = await console()
     r = await operator.get(path)
     assert "secret-sender@example.com" in r.text and "Retry" in r.text and "Run now" in r.text
+    monkeypatch.setattr(scouts_page, "ITEMS_PER_PAGE", 1)  # newest first, a page at a time
+    r = await reader.get(path)
+    assert ids["ok"] in r.text and ids["failed"] not in r.text
+    older = re.search(r'<a href="([^"]+)" rel="next">Older items</a>', r.text)[1].replace("&amp;", "&")
+    r = await reader.get(older)
+    assert f"<code>{ids['failed']}</code>" in r.text and f"<code>{ids['ok']}</code>" not in r.text
+    assert "Older items" not in r.text
     monkeypatch.setattr(scouts_page, "COUNT_CAP", 0)  # counts stop at the cap: "over" it
     r = await reader.get(path, params={"fragment": "counts"})
     assert 'data-status="failed">over 0<' in r.text and 'data-status="expired">0<' in r.text

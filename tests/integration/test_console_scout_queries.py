@@ -109,10 +109,27 @@ async def test_the_unfiltered_item_list_pages_by_the_scout_and_id_index(db):
         plan = await db.fetch("SELECT indexname FROM pg_indexes WHERE indexname = 'scout_items_scout_id'")
         assert plan
         return
-    rows = await db.fetch("EXPLAIN QUERY PLAN SELECT id FROM scout_items WHERE scout_id = $1 AND id > $2"
-                          " ORDER BY id LIMIT 51", "sct_x", "")
-    detail = " ".join(str(r["detail"]) for r in rows)
-    assert "scout_items_scout_id" in detail and "TEMP B-TREE" not in detail
+    for sql in ("SELECT id FROM scout_items WHERE scout_id = $1 AND id > $2 ORDER BY id LIMIT 51",
+                "SELECT id FROM scout_items WHERE scout_id = $1 AND id < $2 ORDER BY id DESC LIMIT 51"):
+        rows = await db.fetch("EXPLAIN QUERY PLAN " + sql, "sct_x", "")
+        detail = " ".join(str(r["detail"]) for r in rows)
+        assert "scout_items_scout_id" in detail and "TEMP B-TREE" not in detail, (sql, detail)
+
+
+async def test_newest_first_pages_walk_every_item_once_with_or_without_a_status(db):
+    user = await _user(db)
+    scout = await _push_scout(db, user["id"])
+    items = await _with_items(db, scout, [str(i) for i in range(7)], failed=["1", "4", "5"])
+    for status, expected in ((None, sorted((i["id"] for i in items.values()), reverse=True)),
+                             ("failed", sorted((items[r]["id"] for r in ("1", "4", "5")), reverse=True))):
+        seen, cursor = [], None
+        while True:
+            result = await repo.list_items_newest(db, scout["id"], status=status, limit=2, cursor=cursor)
+            seen += [i["id"] for i in result["items"]]
+            cursor = result["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == expected, status
 
 
 async def test_connected_lists_this_processes_open_sockets_and_leaves_a_revoked_device_out(database_url):

@@ -3,8 +3,8 @@
 Reads are bounded and indexed: the list pages scouts by id (``scout_list.list_scouts``, every
 filter indexed); a scout's page shows each status's count up to ``COUNT_CAP`` (``over 10,000``
 past it: ``scouts.item_counts_capped`` reads at most ``COUNT_CAP + 1`` index entries per status,
-so a scout with a million items costs what one with 70,000 does) and a page of its items by the
-(scout_id, status, id) or (scout_id, id) index. Subjects, snippets, senders and payloads are shown
+so a scout with a million items costs what one with 70,000 does) and a page of its items, newest
+first, by the (scout_id, status, id) or (scout_id, id) index. Subjects, snippets, senders and payloads are shown
 to ``operate``, and to ``read`` only with ``?show=bodies``.
 
 Actions call the domain functions the HTTP API calls: run now (``scouting.run_scout``, as
@@ -107,14 +107,14 @@ async def scouts() -> Any:
 @console_bp.get("/scouts/<scout_id>")
 @page()
 async def scout(scout_id: str) -> Any:
-    """One scout: its settings, its items' counts by status, and a page of its items (of one status)."""
+    """One scout: its settings, its items' counts by status, and a page of its items (of one status), newest first."""
     _checked_id(scout_id, "scout")
     status = _arg("status", choices=repo.STATUSES)
     cursor = _arg("cursor")
     db = services().db
     row = await repo.get_scout(db, scout_id)
     counts = await repo.item_counts_capped(db, scout_id, cap=COUNT_CAP)
-    items = await repo.list_items(db, scout_id, status=status, limit=ITEMS_PER_PAGE, cursor=cursor)
+    items = await repo.list_items_newest(db, scout_id, status=status, limit=ITEMS_PER_PAGE, cursor=cursor)
     return await page_html(
         "console/scouts_detail.html", scout={**row, "state": scout_list.state_of(row)}, counts=counts,
         cap=COUNT_CAP, item_status=status, statuses=repo.STATUSES, items=items["items"], live_topics=SCOUT_TOPICS,
