@@ -2,7 +2,7 @@
 
 Every match is an index range, never a scan of the table: an id is one equality on a primary key,
 a ref is a byte-order prefix range, a subject, sender or recipient a prefix range over its ASCII
-lower case (migration 0034 builds the indexes; each ends in ``id``, the order results come out in).
+lower case (migration 0035 builds the indexes; each ends in ``id``, the order results come out in).
 So ``%``, ``_``, regex-looking text and quotes are only characters, and a query reads at most
 ``offset + limit + 1`` index entries per source, however many rows the table holds.
 
