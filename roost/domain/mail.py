@@ -52,7 +52,12 @@ async def outbox_page(services: Services, state: str, *, limit: int = 50, cursor
     return page
 
 
-async def _current(services: Services, outbox_id: str) -> Row:
+async def outbox_row(services: Services, outbox_id: str) -> Row:
+    """One message (its body too).
+
+    Raises:
+        NotFound: no such message.
+    """
     return await outbox.get(services.db, _check_id(outbox_id, "outbox message"))
 
 
@@ -63,11 +68,11 @@ async def retry(services: Services, outbox_id: str) -> Row:
         NotFound: no such message.
         Conflict: the message is not failed (queued, held, being sent or sent).
     """
-    await _current(services, outbox_id)
+    await outbox_row(services, outbox_id)
     async with services.db.transaction() as tx:
         row = await outbox.retry(tx, outbox_id, now=services.clock.now())
     if row is None:
-        current = await _current(services, outbox_id)
+        current = await outbox_row(services, outbox_id)
         raise Conflict(f"message {outbox_id} is {current['status']}: only a failed message can be retried")
     if row["status"] == "queued":
         outbox.wake(services.bus, outbox_id)
@@ -81,11 +86,11 @@ async def cancel(services: Services, outbox_id: str, *, by: str) -> Row:
         NotFound: no such message.
         Conflict: the message is being sent, sent, or cancelled already.
     """
-    await _current(services, outbox_id)
+    await outbox_row(services, outbox_id)
     async with services.db.transaction() as tx:
         row = await outbox.cancel(tx, outbox_id, now=services.clock.now(), by=by)
     if row is None:
-        current = await _current(services, outbox_id)
+        current = await outbox_row(services, outbox_id)
         state = "cancelled" if current.get("cancelled_at") else current["status"]
         raise Conflict(f"message {outbox_id} is {state}: it cannot be cancelled")
     return row
