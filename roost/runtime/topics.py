@@ -33,3 +33,7 @@ CLUSTER = (PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USE
 
 # -- added by webhooks
 WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: claim the endpoints' heads)
+
+# -- added by the operator console (issue 20)
+AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
+CLUSTER = (*CLUSTER, AUDIT_WRITTEN)
