@@ -20,6 +20,7 @@ import trio
 
 from roost.domain.digest.assemble import prepare
 from roost.errors import Conflict, InvalidInput, NotFound
+from roost.runtime import topics
 from roost.runtime.services import Services
 from roost.storage import digests, outbox
 from roost.storage.database import Row
@@ -76,6 +77,7 @@ async def retry(services: Services, outbox_id: str) -> Row:
         raise Conflict(f"message {outbox_id} is {current['status']}: only a failed message can be retried")
     if row["status"] == "queued":
         outbox.wake(services.bus, outbox_id)
+    services.bus.publish(topics.MAIL_CHANGED, outbox_id)
     return row
 
 
@@ -93,6 +95,7 @@ async def cancel(services: Services, outbox_id: str, *, by: str) -> Row:
         current = await outbox_row(services, outbox_id)
         state = "cancelled" if current.get("cancelled_at") else current["status"]
         raise Conflict(f"message {outbox_id} is {state}: it cannot be cancelled")
+    services.bus.publish(topics.MAIL_CHANGED, outbox_id)
     return row
 
 

@@ -25,6 +25,7 @@ from roost.domain import transcripts
 from roost.errors import NotFound, RoostError, unwrap_group
 from roost.plugins.guard import plugin_call
 from roost.plugins.processors import Processor, load_processors
+from roost.runtime import topics
 from roost.runtime.jobs import Job, JobFn, job_board, tracked
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -234,6 +235,7 @@ async def _run_locked(services: Services, processor: Processor, user: str | None
                 log.error("processor run not recorded", processor=processor.name, error=exc.message)
         if scope.cancelled_caught:
             log.error("processor run not recorded: the database did not answer in time", processor=processor.name)
+        services.bus.publish(topics.PROCESSOR_RAN, processor.name)
 
 
 def _ended(exc: BaseException) -> tuple[str, str | None]:

@@ -37,3 +37,7 @@ WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: cl
 # -- added by the operator console (issue 20)
 AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
 CLUSTER = (*CLUSTER, AUDIT_WRITTEN)
+
+# -- added by the console's processors and mail pages (issue 20)
+PROCESSOR_RAN = "processor.ran"  # ids: processor names whose run just ended (recorded in processor_runs)
+MAIL_CHANGED = "mail.changed"  # ids: outbox rows sent, failed, retried or cancelled
