@@ -20,7 +20,7 @@ from roost.http.console.auth import action, bodies_visible, done, operator, page
 from roost.http.console.render import add_nav, error_page, html_response, page_html
 from roost.http.context import services
 
-add_nav("Mail", "console.mail", order=50)
+add_nav("Mail", "console.mail_page", order=50)
 
 PAGE_SIZE = 50
 _ID = re.compile(r"^[a-z]{2,8}_[0-9a-z]{1,40}$")  # roost's ids: a prefix and base32 (roost.storage.ids)
@@ -51,12 +51,12 @@ async def mail_context() -> dict[str, Any]:
     return {
         "state": state, "states": [(st, STATE_LABELS[st]) for st in mail.STATES], "box": box,
         "count_cap": box["count_cap"], "upcoming": upcoming["items"],
-        "outbox_next": (url_for("console.mail", state=state, cursor=box["next_cursor"], **keep) + "#outbox"
+        "outbox_next": (url_for("console.mail_page", state=state, cursor=box["next_cursor"], **keep) + "#outbox"
                         if box["next_cursor"] else None),
-        "outbox_first": url_for("console.mail", state=state, **keep) + "#outbox" if cursor else None,
-        "digests_next": (url_for("console.mail", state=state, digests=upcoming["next_cursor"]) + "#digests"
+        "outbox_first": url_for("console.mail_page", state=state, **keep) + "#outbox" if cursor else None,
+        "digests_next": (url_for("console.mail_page", state=state, digests=upcoming["next_cursor"]) + "#digests"
                          if upcoming["next_cursor"] else None),
-        "digests_first": url_for("console.mail", state=state) + "#digests" if digests_cursor else None,
+        "digests_first": url_for("console.mail_page", state=state) + "#digests" if digests_cursor else None,
     }
 
 
@@ -100,7 +100,7 @@ async def digest_preview_html(user_id: str) -> Response:
 
 async def _back() -> str:
     """Where the form came from (a console path), else the mail page."""
-    return safe_next((await request.form).get("back"), url_for("console.mail"))
+    return safe_next((await request.form).get("back"), url_for("console.mail_page"))
 
 
 async def _message(outbox_id: str) -> Response | None:
