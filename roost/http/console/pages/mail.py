@@ -46,7 +46,9 @@ async def mail_context() -> dict[str, Any]:
     cursor = _arg("cursor", 100)
     digests_cursor = _arg("digests", 400)
     box = await mail.outbox_page(s, state, limit=PAGE_SIZE, cursor=cursor)
-    upcoming = await mail.next_digests(s, limit=PAGE_SIZE, cursor=digests_cursor)
+    # A live refresh of the outbox reads no digests.
+    upcoming = ({"items": [], "next_cursor": None} if request.args.get("fragment") == "outbox"
+                else await mail.next_digests(s, limit=PAGE_SIZE, cursor=digests_cursor))
     keep = {"digests": digests_cursor} if digests_cursor else {}
     return {
         "state": state, "states": [(st, STATE_LABELS[st]) for st in mail.STATES], "box": box,
