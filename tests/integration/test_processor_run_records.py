@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from roost.domain import processors as domain
 from roost.domain import usage
@@ -73,17 +74,17 @@ async def test_a_run_that_fails_is_kept_with_its_error(db: Database, tmp_path: P
     assert run["outcome"] == "failed" and type(raised.value).__name__ in run["error"]
 
 
-async def test_each_processor_keeps_only_its_newest_runs(db: Database) -> None:
+async def test_each_processor_keeps_only_its_newest_runs(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processor_runs, "KEEP", 5)
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    async with db.transaction() as tx:
-        for i in range(processor_runs.KEEP + 3):
-            await processor_runs.record(tx, processor="p", kind="schedule", actor=None, started_at=now,
-                                        finished_at=now, duration_s=0.1, outcome="ok", counts={"items": i})
-        await processor_runs.record(tx, processor="other", kind="schedule", actor=None, started_at=now,
-                                    finished_at=now, duration_s=0.1, outcome="ok", counts={})
-    assert await db.fetchval("SELECT COUNT(*) FROM processor_runs WHERE processor = 'p'") == processor_runs.KEEP
-    newest = await processor_runs.recent(db, "p", limit=1)
-    assert newest[0]["items"] == processor_runs.KEEP + 2
+    for i in range(8):
+        await trio.sleep(0.002)  # ids are time-ordered by the millisecond; runs are never closer than that
+        await processor_runs.record(db, processor="p", kind="schedule", actor=None, started_at=now,
+                                    finished_at=now, duration_s=0.1, outcome="ok", counts={"items": i})
+    await processor_runs.record(db, processor="other", kind="schedule", actor=None, started_at=now,
+                                finished_at=now, duration_s=0.1, outcome="ok", counts={})
+    kept = await processor_runs.recent(db, "p", limit=100)
+    assert [r["items"] for r in kept] == [7, 6, 5, 4, 3]
     assert len(await processor_runs.recent(db, "other")) == 1
 
 
