@@ -80,8 +80,11 @@ async def test_retrying_a_failed_mail_queues_it_and_the_mailer_sends_it(console,
 
     r = await client.act(f"/console/mail/{mid}/retry", back="/console/mail?state=failed")
 
-    assert r.status_code == 303 and r.headers["location"] == "/console/mail?state=failed"
+    assert r.status_code == 303 and r.headers["location"] == "/console/mail?state=failed#outbox"
     assert flash_of(r) == "Message to ann@example.com queued again."
+    other = await add_mail(db, ann, "failed", error="554 rejected")
+    live = await client.act(f"/console/mail/{other}/retry", back="/console/mail?state=failed&fragment=outbox")
+    assert live.headers["location"] == "/console/mail?state=failed#outbox"  # a form from a live-swapped part
     assert (await outbox.get(db, mid))["status"] in ("queued", "sending", "sent")
     [entry] = [e for e in await audit.list_entries(db, target_id=mid)]
     assert (entry["action"], entry["actor"], entry["target_type"]) == ("console.mail_retry", "console:ops", "outbox")

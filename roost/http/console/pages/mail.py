@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from quart import Response, request, url_for
 
@@ -101,8 +102,12 @@ async def digest_preview_html(user_id: str) -> Response:
 
 
 async def _back() -> str:
-    """Where the form came from (a console path), else the mail page."""
-    return safe_next((await request.form).get("back"), url_for("console.mail_page"))
+    """Where the form came from (a console path), else the mail page; never a ``?fragment=`` URL (a form
+    in a live-swapped section carries the fragment's address)."""
+    back = safe_next((await request.form).get("back"), url_for("console.mail_page"))
+    parts = urlsplit(back)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "fragment"])
+    return urlunsplit(("", "", parts.path, query, "")) + "#outbox"
 
 
 async def _message(outbox_id: str) -> Response | None:
