@@ -41,3 +41,4 @@ CLUSTER = (*CLUSTER, AUDIT_WRITTEN)
 # -- added by the console's processors and mail pages (issue 20)
 PROCESSOR_RAN = "processor.ran"  # ids: processor names whose run just ended (recorded in processor_runs)
 MAIL_CHANGED = "mail.changed"  # ids: outbox rows sent, failed, retried or cancelled
+CLUSTER = (*CLUSTER, PROCESSOR_RAN, MAIL_CHANGED)  # a run or a send in one process shows on every console

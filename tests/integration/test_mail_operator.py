@@ -11,6 +11,7 @@ from roost.domain import mail
 from roost.domain.digest import notify
 from roost.domain.digest.tick import run_tick
 from roost.errors import Conflict, InvalidInput, NotFound
+from roost.runtime import topics
 from roost.storage import notifications, outbox
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user
@@ -183,3 +184,16 @@ async def test_a_preview_renders_the_next_digest_and_changes_nothing(db: Databas
     for bad in (off["id"], "usr_nope", "", "y" * 5000):
         with pytest.raises(NotFound):
             await mail.preview(services, bad)
+
+
+async def test_retry_and_cancel_tell_open_consoles_on_every_process(db: Database) -> None:
+    services = make_services(db)
+    now = services.clock.now()
+    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+    _, mid = await mailed_notification(services, ann["id"])
+    await fail(db, mid, now)
+    with services.bus.subscribe(topics.MAIL_CHANGED) as changes:
+        await mail.retry(services, mid)
+        await mail.cancel(services, mid, by="console:op")
+        assert [m.ids for m in changes.take()[0]] == [(mid,), (mid,)]
+    assert topics.MAIL_CHANGED in topics.CLUSTER and topics.PROCESSOR_RAN in topics.CLUSTER

@@ -14,6 +14,7 @@ from roost.domain import processors as domain
 from roost.domain import usage
 from roost.errors import InvalidInput
 from roost.plugins.processors import Processor, iter_lines
+from roost.runtime import topics
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import processor_runs
@@ -47,8 +48,10 @@ async def test_scheduled_and_manual_runs_are_kept_with_their_counts_newest_first
     proc = Lines()
     s = services_for(db, tmp_path, proc)
 
-    await domain.run_processor(s, proc)
-    await domain.run_now(s, proc, actor="console:ops")
+    with s.bus.subscribe(topics.PROCESSOR_RAN) as ran:
+        await domain.run_processor(s, proc)
+        await domain.run_now(s, proc, actor="console:ops")
+        assert [m.ids for m in ran.take()[0]] == [("lines",), ("lines",)]  # open consoles refresh
 
     runs = (await domain.recent_runs(s))["lines"]
     assert [r["kind"] for r in runs] == ["manual", "schedule"]
