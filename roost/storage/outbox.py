@@ -241,7 +241,7 @@ async def pending_count(conn: Connection) -> int:
 # -- the console's view and an operator's retry or cancel (roost.domain.mail) ---------------------
 
 STATES = ("queued", "held", "sending", "sent", "failed", "cancelled")  # cancelled: failed with cancelled_at
-COUNT_CAP = 10_000  # a state's count stops here ("10000+"): counting millions of sent mail is not worth a page
+COUNT_CAP = 1000  # a state's count stops here ("1000+"): counting millions of sent mail is not worth a page
 _LIST_COLUMNS = ("id, kind, recipient_user_id, to_addr, subject, status, hold_until, next_attempt_at, attempts,"
                  " last_error, created_at, sent_at, cancelled_at, cancelled_by")
 

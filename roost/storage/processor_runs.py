@@ -52,3 +52,8 @@ async def recent_by_processor(conn: Connection, processors: list[str], *, limit:
 
 def as_counts(row: Row) -> dict[str, Any]:
     return {c: row[c] for c in COUNTS}
+
+
+async def latest_id(conn: Connection) -> str | None:
+    """The id of the newest run of any processor (a stamp: it changes whenever a run ends)."""
+    return await conn.fetchval("SELECT MAX(id) FROM processor_runs")

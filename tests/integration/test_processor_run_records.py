@@ -116,3 +116,24 @@ async def test_usage_summary_fills_every_day_and_sums_by_model(db: Database) -> 
         await usage.summary(s, day_from=dt.date(2026, 11, 5), day_to=dt.date(2026, 11, 4))
     with pytest.raises(InvalidInput):
         await usage.totals(s, cursor="!!not-a-cursor")
+
+
+async def test_the_usage_view_is_reused_until_a_processor_run_ends(db: Database) -> None:
+    seen = dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
+    s = Services.build(Settings(), db)
+    days = {"day_from": dt.date(2026, 11, 1), "day_to": dt.date(2026, 11, 3)}
+
+    async def add(message_id: str) -> None:
+        async with db.transaction() as tx:
+            await usage_store.record(tx, "ann", [
+                usage_store.MessageUsage(message_id, "r", "2026-11-02", "opus", seen, (10, 0, 0, 0))])
+
+    await add("m1")
+    first = await usage.view(s, **days)
+    await add("m2")  # written outside a run: the view does not know yet
+    assert (await usage.view(s, **days))["summary"]["totals"]["input_tokens"] == 10
+    await processor_runs.record(db, processor="usage", kind="schedule", actor=None, started_at=seen,
+                                finished_at=seen, duration_s=0.1, outcome="ok", counts={})
+    after = await usage.view(s, **days)
+    assert first["summary"]["totals"]["input_tokens"] == 10 and after["summary"]["totals"]["input_tokens"] == 20
+    assert [r["input_tokens"] for r in after["page"]["items"]] == [20]

@@ -117,9 +117,9 @@ async def processors_context() -> dict[str, Any]:
     if request.args.get("fragment") == "procs":  # a live refresh of the runs: no usage to read
         return {"processors": items}
     f = usage_filter()
-    summary = await usage.summary(s, day_from=f["day_from"], day_to=f["day_to"], user=f["user"])
-    rows = await usage.totals(s, user=f["user"], day_from=f["day_from"], day_to=f["day_to"], limit=PAGE_SIZE,
-                              cursor=f["cursor"])
+    seen = await usage.view(s, day_from=f["day_from"], day_to=f["day_to"], user=f["user"], limit=PAGE_SIZE,
+                            cursor=f["cursor"])
+    summary, rows = seen["summary"], seen["page"]
     models = list(summary["by_model"])
     args = {"user": f["user"] or "", "from": f["day_from"].isoformat(), "to": f["day_to"].isoformat()}
     next_url = (url_for("console.processors", **args, cursor=rows["next_cursor"]) + "#usage"
