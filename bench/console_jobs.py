@@ -3,13 +3,15 @@
     .venv/bin/python bench/console_jobs.py                                  # SQLite, default sizes
     .venv/bin/python bench/console_jobs.py --database-url postgresql://...  # a fresh database there
     .venv/bin/python bench/console_jobs.py --outbox 1000000 --usage 1000000
+    .venv/bin/python bench/console_jobs.py --database-url postgresql://... --reuse   # pages only, again
 
 Fills the outbox (``--outbox`` rows: 90 % sent, 6 % failed, the rest queued and held), token usage
 (``--usage`` messages over 90 days, 50 users, 3 models) and ``--users`` users with a daily digest,
 then serves roost in this process and times each page through HTTP (signed in, 20 views each after
 2 warm-ups): ``/console/mail`` (failed), ``?state=sent``, ``?state=sent`` two pages on, a digest
 preview, and ``/console/processors`` (14 days of usage: chart, totals, the first 50 rows).
-The limit, as issue 20's bar for the overview: each page's median under 200 ms. Prints PASS/FAIL.
+The limit, as issue 20's bar for the overview: each page's median under 200 ms. Prints PASS/FAIL, and
+each page's first view (the processors page's usage is aggregated then, and reused until a run ends).
 """
 
 from __future__ import annotations
@@ -91,9 +93,13 @@ async def fill(db: Database, *, outbox: int, usage: int, users: int) -> str:
     return user_ids[0]
 
 
-async def time_page(client: httpx.AsyncClient, path: str, views: int = 20) -> list[float]:
+async def time_page(client: httpx.AsyncClient, path: str, views: int = 20) -> tuple[float, list[float]]:
+    """(the first view's ms, then ``views`` timed views after a second warm-up)."""
+    first = 0.0
     for _ in range(2):
+        start = time.perf_counter()
         r = await client.get(path)
+        first = first or (time.perf_counter() - start) * 1000
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
     times = []
     for _ in range(views):
@@ -101,7 +107,7 @@ async def time_page(client: httpx.AsyncClient, path: str, views: int = 20) -> li
         r = await client.get(path)
         times.append((time.perf_counter() - start) * 1000)
         assert r.status_code == 200
-    return times
+    return first, times
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -109,9 +115,13 @@ async def main(args: argparse.Namespace) -> int:
     async with open_database(url) as db:
         await migrate(db)
         start = time.perf_counter()
-        first_user = await fill(db, outbox=args.outbox, usage=args.usage, users=args.users)
-        print(f"filled {args.outbox:,} outbox rows, {args.usage:,} usage messages, {args.users:,} users "
-              f"in {time.perf_counter() - start:.1f} s ({db.dialect.name})")
+        if args.reuse:  # a database an earlier run filled
+            first_user = await db.fetchval("SELECT MIN(id) FROM users")
+            print(f"reusing {await db.fetchval('SELECT COUNT(*) FROM outbox'):,} outbox rows ({db.dialect.name})")
+        else:
+            first_user = await fill(db, outbox=args.outbox, usage=args.usage, users=args.users)
+            print(f"filled {args.outbox:,} outbox rows, {args.usage:,} usage messages, {args.users:,} users "
+                  f"in {time.perf_counter() - start:.1f} s ({db.dialect.name})")
     failed = False
     async with running_server(url, console_tokens=f"bench:operate:{TOKEN}", session_dir=tempfile.mkdtemp(),
                               processor_crons={"usage": "0 0 1 1 *", "tools": "0 0 1 1 *"}) as server:
@@ -126,11 +136,12 @@ async def main(args: argparse.Namespace) -> int:
                      ("digest preview", f"/console/mail/digests/{first_user}"),
                      ("processors, 14 days", "/console/processors")]
             for name, path in pages:
-                times = await time_page(client, path)
+                first_ms, times = await time_page(client, path)
                 median, worst = statistics.median(times), max(times)
                 ok = median < LIMIT_MS
                 failed |= not ok
-                print(f"{name:24} median {median:7.1f} ms  max {worst:7.1f} ms  limit {LIMIT_MS:.0f} ms  "
+                print(f"{name:22} first {first_ms:7.1f} ms  median {median:7.1f} ms  max {worst:7.1f} ms  "
+                      f"limit {LIMIT_MS:.0f} ms  "
                       f"{'PASS' if ok else 'FAIL'}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(json.dumps({"result": "FAIL" if failed else "PASS"}))
@@ -143,4 +154,5 @@ if __name__ == "__main__":
     parser.add_argument("--outbox", type=int, default=300_000)
     parser.add_argument("--usage", type=int, default=500_000)
     parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--reuse", action="store_true", help="time the pages on a database an earlier run filled")
     sys.exit(trio.run(main, parser.parse_args()))
