@@ -8,7 +8,6 @@ Ids are time-ordered (``roost.storage.ids``): newest first is ``ORDER BY id DESC
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from roost.storage.database import Connection, Row
 from roost.storage.ids import new_id
@@ -48,10 +47,6 @@ async def recent_by_processor(conn: Connection, processors: list[str], *, limit:
     for name in processors:
         out[name] = await recent(conn, name, limit=limit)
     return out
-
-
-def as_counts(row: Row) -> dict[str, Any]:
-    return {c: row[c] for c in COUNTS}
 
 
 async def latest_id(conn: Connection) -> str | None:
