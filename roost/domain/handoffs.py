@@ -132,6 +132,16 @@ async def list_handoffs(services: Services, account_id: str, *, limit: int, curs
                                         team=team, intent=intent)
 
 
+async def get(services: Services, handoff_id: str, account_id: str | None = None) -> dict[str, Any]:
+    """The handoff with its snapshot and each e-mail recipient's delivery state (``notifications``).
+
+    Raises:
+        NotFound: no such handoff (in ``account_id``, when given).
+    """
+    row = await repo.get(services.db, handoff_id, account_id)
+    return {**row, "notifications": await repo.notifications(services.db, row["id"])}
+
+
 async def event_log(services: Services, account_id: str, *, limit: int, before: int | None = None) -> dict[str, Any]:
     """The account's handoff events, newest first, as far back as the replay window keeps them.
 
