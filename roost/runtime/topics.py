@@ -34,6 +34,10 @@ CLUSTER = (PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USE
 # -- added by webhooks
 WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: claim the endpoints' heads)
 
-# -- added by the console (issue 20)
+# -- added by the operator console (issue 20)
+AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
+CLUSTER = (*CLUSTER, AUDIT_WRITTEN)
+
+# -- added by the console's dispatch page (issue 20)
 DISPATCH_CHANGED = "dispatch.changed"  # ids: account ids whose batches were sent, paused, resumed or cancelled
 CLUSTER = (*CLUSTER, DISPATCH_CHANGED)

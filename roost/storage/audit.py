@@ -19,9 +19,13 @@ acting_as: ContextVar[str | None] = ContextVar("roost_service_token_name", defau
 
 
 def actor_name(actor: str) -> str:
-    """``actor`` as recorded: the generic ``service`` becomes ``service:<token name>`` inside an API request."""
+    """``actor`` as recorded: the generic ``service`` becomes ``service:<token name>`` inside an API request,
+    or ``console:<token name>`` inside an operator console action (``acting_as`` then holds the whole
+    ``console:<name>``; a token name never holds a colon)."""
     name = acting_as.get()
-    return f"{SERVICE}:{name}" if actor == SERVICE and name else actor
+    if actor != SERVICE or not name:
+        return actor
+    return name if ":" in name else f"{SERVICE}:{name}"
 
 
 async def record(
