@@ -4,10 +4,11 @@ handoffs, the event log, and one handoff with its snapshot.
 The queue, the recent list and the event log are live: each is an element listening to
 ``handoff.events`` (an account's new committed events, in any process on PostgreSQL) and swapped
 in from its ``?fragment=``. The operator picks whom to act for (``?act_for=``, an active user of
-the account); each open handoff then has its claim and cancel buttons. Claim and cancel call ``roost.domain.handoffs`` ``claim`` and
-``cancel``, the functions the API's ``POST /api/v1/handoffs/{id}/claim|cancel`` call, scoped to
-the page's account: a handoff or a user of another account is 404. Form values are checked before
-anything is read (``form_id``): a missing, malformed or oversized one is 400.
+the account); each open handoff then has its claim and cancel buttons. Claim and cancel call
+``roost.domain.handoffs`` ``claim`` and ``cancel``, the functions the API's ``POST
+/api/v1/handoffs/{id}/claim|cancel`` call, scoped to the page's account: a handoff or a user of
+another account is 404. Form values are checked before anything is read (``form_id``): a missing,
+malformed or oversized one is 400.
 """
 
 from __future__ import annotations
