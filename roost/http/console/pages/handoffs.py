@@ -159,7 +159,7 @@ async def _act(verb: str, handoff_id: str) -> Any:
         return await error_page(404, exc.message)
     past = "claimed" if verb == "claim" else "cancelled"
     return done(f"Handoff {row['subject_ref']} {past} for {user_id}.",
-                form.get("back") or url_for("console.handoffs", account=account_id),
+                form.get("back") or url_for("console.handoffs_page", account=account_id),
                 target=("handoff", hid), details={"user_id": user_id, "account_id": account_id})
 
 
