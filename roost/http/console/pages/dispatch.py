@@ -83,7 +83,7 @@ async def dispatch_page() -> Response:
                                                                before=before)
         if fragment in (None, "devices"):
             context["devices"] = await overview.devices(s, aid)
-    return await page_html("console/dispatch.html", accounts=accounts, account=account, status=status,
+    return await page_html("console/dispatch.html", accounts=accounts, account=account, status_filter=status,
                            before=before, statuses=dispatch.BATCH_STATUSES, live=LIVE, **context)
 
 
@@ -116,7 +116,7 @@ async def device_page(device_id: str) -> Response:
         return await bad_form(exc)
     queue = await overview.device_queue(s, account_id, did, status=status, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_device.html", device_id=did, queue=queue, account={"id": account_id},
-                           status=status, after=after, statuses=dispatch.ITEM_STATUSES,
+                           status_filter=status, after=after, statuses=dispatch.ITEM_STATUSES,
                            connected=bool(s.sockets.for_device(did)))
 
 
