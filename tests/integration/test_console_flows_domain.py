@@ -47,7 +47,7 @@ async def park(services: Services, env: dict, ref: str) -> dict[str, Any]:
 # -- handoffs --------------------------------------------------------------------------------------
 
 
-async def test_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url: str) -> None:
+async def check_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
         rows = [await park(s, env, f"ref-{i}") for i in range(3)]
@@ -66,7 +66,7 @@ async def test_event_log_is_the_accounts_events_newest_first_paged_on_seq(databa
     assert {e["handoff"]["account_id"] for e in first["items"] + rest["items"]} == {env["account"]}
 
 
-async def test_claimable_users_are_the_accounts_active_users_only(database_url: str) -> None:
+async def check_claimable_users_are_the_accounts_active_users_only(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
         bob = await add_user(s.db, env["account"], "bob@example.com")
@@ -77,7 +77,7 @@ async def test_claimable_users_are_the_accounts_active_users_only(database_url: 
     assert {u["id"] for u in users} == {env["user"], bob} and other["user"] not in {u["id"] for u in users}
 
 
-async def test_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url: str) -> None:
+async def check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
         row = await park(s, env, "mine")
@@ -97,7 +97,7 @@ async def test_claim_and_cancel_in_another_accounts_scope_are_not_found_and_chan
 # -- dispatch --------------------------------------------------------------------------------------
 
 
-async def test_a_paused_batchs_items_go_to_no_device_until_resumed(database_url: str) -> None:
+async def check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
         batch = await make_batch(s.db, env, 3)
@@ -119,7 +119,7 @@ async def test_a_paused_batchs_items_go_to_no_device_until_resumed(database_url:
     assert [m.ids for m in messages] == [(env["account"],), (env["account"],)]
 
 
-async def test_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url: str) -> None:
+async def check_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
         batch = await make_batch(s.db, env, 2)
@@ -134,7 +134,7 @@ async def test_changing_another_accounts_batch_is_not_found_and_changes_nothing(
     assert stored["status"] == "sending" and stored["counts"]["pending"] == 2
 
 
-async def test_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url: str) -> None:
+async def check_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
         free = await overview.account_state(s, env["account"])
@@ -157,7 +157,7 @@ async def test_account_state_says_the_limits_use_and_when_the_next_send_may_go(d
     assert paused["next_send"] == {"at": None, "reason": "paused"}
 
 
-async def test_recent_batches_are_newest_first_by_status_and_paged(database_url: str) -> None:
+async def check_recent_batches_are_newest_first_by_status_and_paged(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
         made = [await make_batch(s.db, env, 1, start=i != 1) for i in range(3)]
@@ -173,7 +173,7 @@ async def test_recent_batches_are_newest_first_by_status_and_paged(database_url:
     assert first["items"][0]["counts"]["pending"] == 1
 
 
-async def test_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url: str) -> None:
+async def check_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db, devices=2), await setup_account(s.db)
         await make_batch(s.db, env, 3)
@@ -190,3 +190,23 @@ async def test_devices_with_their_queue_and_a_devices_queue_within_the_account(d
     assert (first["pending"], first["dispatched"], first["connected"]) == (2, 1, True)
     assert (second["pending"], second["dispatched"], second["connected"]) == (0, 0, False)
     assert [i["status"] for i in queue["items"]] == ["dispatched", "pending"] and queue["next_cursor"]
+
+
+# -- the tests: several checks a database (each check opens its own services and accounts) --------
+
+
+async def test_handoff_event_log_claimable_users_and_account_scoped_claim_and_cancel(database_url: str) -> None:
+    await check_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url)
+    await check_claimable_users_are_the_accounts_active_users_only(database_url)
+    await check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url)
+
+
+async def test_a_paused_batch_reaches_no_device_until_resumed_another_accounts_batch_404(database_url: str) -> None:
+    await check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url)
+    await check_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url)
+
+
+async def test_dispatch_overview_limits_next_send_batches_devices_and_a_devices_queue(database_url: str) -> None:
+    await check_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url)
+    await check_recent_batches_are_newest_first_by_status_and_paged(database_url)
+    await check_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url)
