@@ -21,7 +21,7 @@ from roost.domain.dispatch import overview, sending
 from roost.errors import NotFound
 from roost.http.console import console_bp
 from roost.http.console.auth import action, done, page
-from roost.http.console.pages.handoffs import BadForm, bad_form, form_id, optional_id, pick_account
+from roost.http.console.pages.handoffs import BadForm, bad_form, form_id, optional_id, pick_account, user_names
 from roost.http.console.render import add_nav, error_page, page_html
 from roost.http.context import services
 from roost.storage import dispatch, dispatch_lists
@@ -73,7 +73,7 @@ async def dispatch_page() -> Response:
         before = cursor_arg("before")
     except BadForm as exc:
         return await bad_form(exc)
-    context: dict[str, Any] = {"state": None, "batches": None, "devices": None}
+    context: dict[str, Any] = {"state": None, "batches": None, "devices": None, "names": {}}
     if account is not None:
         fragment, aid = request.args.get("fragment"), account["id"]
         if fragment in (None, "limits"):
@@ -81,6 +81,7 @@ async def dispatch_page() -> Response:
         if fragment in (None, "batches"):
             context["batches"] = await overview.recent_batches(s, aid, status=status, limit=BATCHES_SHOWN,
                                                                before=before)
+            context["names"] = await user_names(aid)
         if fragment in (None, "devices"):
             context["devices"] = await overview.devices(s, aid)
     return await page_html("console/dispatch.html", accounts=accounts, account=account, status_filter=status,
@@ -100,7 +101,7 @@ async def batch_page(batch_id: str) -> Response:
     batch = await overview.batch(s, account_id, bid)
     items = await dispatch_lists.list_items(s.db, bid, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_batch.html", batch=batch, items=items, account={"id": account_id},
-                           after=after)
+                           after=after, names=await user_names(account_id))
 
 
 @console_bp.get("/dispatch/devices/<device_id>")
@@ -132,7 +133,8 @@ async def _change(batch_id: str, verb: str) -> Any:
         batch = await sending.change_batch(services(), bid, verb, account_id=account_id)
     except NotFound as exc:
         return await error_page(404, exc.message)
-    return done(f"Batch {bid} {ACTIONS[verb]}: it is {batch['status']}.",
+    state = "" if batch["status"] == ACTIONS[verb] else f" It is {batch['status']}."
+    return done(f"Batch {bid} {ACTIONS[verb]}.{state}",
                 form.get("back") or url_for("console.dispatch_page", account=account_id),
                 target=("batch", bid), details={"account_id": account_id})
 

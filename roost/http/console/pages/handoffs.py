@@ -33,6 +33,7 @@ ACCOUNTS_SHOWN = 200
 QUEUE_SHOWN = 50
 RECENT_SHOWN = 20
 EVENTS_SHOWN = 50
+NAMES_SHOWN = 1000
 
 
 class BadForm(Exception):
@@ -91,6 +92,12 @@ async def pick_account(requested: str | None) -> tuple[list[dict[str, Any]], dic
     return accounts, chosen
 
 
+async def user_names(account_id: str) -> dict[str, str]:
+    """The display names of the account's users (deactivated ones too), by id, to show for ids."""
+    rows = (await tenancy.list_users(services().db, account_id=account_id, limit=NAMES_SHOWN, cursor=None))["items"]
+    return {r["id"]: r["display_name"] for r in rows}
+
+
 async def handoffs_context(account: dict[str, Any] | None) -> dict[str, Any]:
     """What the page shows for ``account``: only the part a ``?fragment=`` asks for, else all.
 
@@ -100,12 +107,13 @@ async def handoffs_context(account: dict[str, Any] | None) -> dict[str, Any]:
     """
     s = services()
     context: dict[str, Any] = {"queue": None, "recent": None, "events": None, "users": [], "acting_for": None,
-                               "before": None}
+                               "before": None, "names": {}}
     if account is None:
         return context
     aid, fragment = account["id"], request.args.get("fragment")
     acting = optional_id("act_for")
     context["before"] = before = int_arg("before")
+    context["names"] = await user_names(aid)
     if fragment in (None, "queue"):
         context["users"] = users = await handoffs.claimable_users(s, aid)
         if acting is not None:
@@ -140,7 +148,7 @@ async def handoff_page(handoff_id: str) -> Response:
         return await bad_form(exc)
     users = await handoffs.claimable_users(services(), handoff["account_id"])
     return await page_html("console/handoff.html", handoff=handoff, users=users,
-                           account={"id": handoff["account_id"]})
+                           account={"id": handoff["account_id"]}, names=await user_names(handoff["account_id"]))
 
 
 async def _act(verb: str, handoff_id: str) -> Any:
@@ -158,7 +166,8 @@ async def _act(verb: str, handoff_id: str) -> Any:
     except NotFound as exc:
         return await error_page(404, exc.message)
     past = "claimed" if verb == "claim" else "cancelled"
-    return done(f"Handoff {row['subject_ref']} {past} for {user_id}.",
+    name = (await user_names(account_id)).get(user_id, user_id)
+    return done(f"Handoff {row['subject_ref']} {past} for {name}.",
                 form.get("back") or url_for("console.handoffs_page", account=account_id),
                 target=("handoff", hid), details={"user_id": user_id, "account_id": account_id})
 
