@@ -32,6 +32,15 @@ def account_with_users(client: httpx.Client, name: str, *people: str) -> tuple[d
     return account, users
 
 
+def fits_a_phone(page: Any, shot: Any, name: str) -> None:
+    """At 375 px wide the page scrolls only down (wide tables scroll inside themselves)."""
+    page.set_viewport_size({"width": 375, "height": 740})
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"{page.url} is {overflow}px wider than a 375px screen"
+    shot(page, name)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
 def test_operator_pauses_a_batch_and_sees_it_paused(page, roost_server, shot, axe):
     with admin(roost_server) as client:
         account, (ann,) = account_with_users(client, "Pausing", "Ann")
@@ -57,6 +66,7 @@ def test_operator_pauses_a_batch_and_sees_it_paused(page, roost_server, shot, ax
         assert row.get_by_role("button", name="Resume").is_visible()
         assert made(client.get(f"/api/v1/outreach/batches/{batch['id']}"))["status"] == "paused"
         shot(page, "dispatch-paused")
+        fits_a_phone(page, shot, "dispatch-phone")
 
         row.get_by_role("link", name=batch["id"]).click()
         assert "batch paused" in page.locator("dl").inner_text()
@@ -92,6 +102,7 @@ def test_a_claim_in_one_tab_shows_as_claimed_in_a_second_tab_without_a_reload(pa
         assert "ticket-4711 claimed for" in page.get_by_role("status").inner_text()
         axe(page)
         shot(page, "handoffs-claimed")
+        fits_a_phone(page, shot, "handoffs-phone")
 
         watcher.locator(f"#handoff-{handoff['id']}").wait_for(state="detached", timeout=3000)
         recent = watcher.locator("#recent tr", has_text="ticket-4711")
