@@ -1,5 +1,6 @@
 """The handoffs and dispatch pages in a real browser, as a person uses them: pause a batch and see
-it paused; claim a handoff in one tab and watch a second tab show it claimed without a reload.
+it paused; claim a handoff in one tab and watch a second tab show it claimed, and a new one appear,
+without a reload.
 Every page visited is checked with axe and saved as a screenshot."""
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def test_a_claim_in_one_tab_shows_as_claimed_in_a_second_tab_without_a_reload(pa
         axe(watcher)
         shot(watcher, "handoffs-second-tab-after")
         assert made(client.get(f"/api/v1/handoffs/{handoff['id']}"))["claimed_by"] == bob["id"]
+        # A new handoff appears in the open tab by itself.
+        fresh = made(client.post("/api/v1/handoffs", json={
+            "account_id": account["id"], "subject_ref": "ticket-4712", "intent": "park", "created_by": ann["id"]}))
+        watcher.locator(f"#handoff-{fresh['id']}").wait_for(timeout=3000)
+        assert watcher.evaluate("window.__marker") == "same page"
 
         watcher.locator("#recent").get_by_role("link", name="ticket-4711").click()
         assert "Claimed" in watcher.locator("dl").inner_text()
