@@ -57,6 +57,12 @@ async def after() -> Any:
     return await page_html("console/error.html", status_code=200, message="after")
 
 
+@probe.get("/bodies")
+@auth.page()
+async def bodies() -> Any:
+    return "shown" if auth.bodies_visible() else "hidden"
+
+
 class Probe:
     """The app, its services, and a way to make fresh test clients."""
 
@@ -199,10 +205,14 @@ async def test_sign_in_body_over_the_limit_is_413_not_500(app):
     assert r.status_code == 413
 
 
-async def test_sign_in_from_another_origin_is_refused(app):
+async def test_sign_in_from_another_origin_is_refused_but_a_proxy_host_is_fine(app):
     r = await app.client().post("/console/login", form={"token": OPERATE_TOKEN},
                                 headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+    for headers in ({"Origin": "https://console.example", "X-Forwarded-Host": "console.example"},
+                    {"Origin": "http://localhost"}, {"Origin": "http://127.0.0.1:8000"}):  # Host; ROOST_PUBLIC_URL
+        r = await app.client().post("/console/login", form={"token": OPERATE_TOKEN}, headers=headers)
+        assert r.status_code == 303, headers
 
 
 @pytest.mark.parametrize("overrides", [{"console_login_failures": 3, "console_login_window_s": 60}])
@@ -307,3 +317,11 @@ async def test_logout_without_csrf_is_refused(app):
     client = await app.signed_in()
     assert (await client.post("/console/logout", form={})).status_code == 403
     assert (await client.get("/console")).status_code == 200
+
+
+async def test_bodies_are_hidden_from_read_unless_asked_and_shown_to_operate(app):
+    reader = await app.signed_in(READ_TOKEN)
+    assert await (await reader.get("/console/probe/bodies")).get_data(as_text=True) == "hidden"
+    assert await (await reader.get("/console/probe/bodies?show=bodies")).get_data(as_text=True) == "shown"
+    operator = await app.signed_in()
+    assert await (await operator.get("/console/probe/bodies")).get_data(as_text=True) == "shown"

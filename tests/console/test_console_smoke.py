@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 
@@ -60,3 +61,14 @@ async def test_live_stream_reports_published_topics_and_drops_a_slow_client(cons
     with trio.fail_after(5):  # the server notices the end of the stream on its own schedule
         while len(bus._subs["scout.items"]) != subscribers or state.live_clients:
             await trio.sleep(0.01)
+
+
+
+async def test_live_stream_ends_when_the_process_drains(console, console_server):
+    client = await console("read")
+    async with client.stream("GET", "/console/live", params={"topics": "console.tick audit.written"}) as r:
+        lines = r.aiter_lines()
+        assert (await read_event(lines))[0] == "hello"
+        console_server.supervisor.request_stop()
+        with trio.fail_after(3), pytest.raises((AssertionError, httpx.HTTPError)):
+            await read_event(lines)  # the stream ends (or the connection closes): it never holds the drain

@@ -19,7 +19,9 @@ Decorators (see CONSOLE.md): ``@page()`` for GET pages (no or expired cookie: 30
 ``next`` kept); ``@action(name)`` for POSTs (``operate`` only, else 403; CSRF, else 403; the view
 returns ``done(message, back_to)``, the decorator writes the audit row with ``console:<token
 name>`` and answers 303 with a flash message; a ``RoostError`` becomes a flash error message and a
-303 back, never a 500 page). ``operator()`` is the signed-in ``Operator``.
+303 back, never a 500 page). ``operator()`` is the signed-in ``Operator``. Inside an action
+``roost.storage.audit.acting_as`` is ``console:<token name>``, so a domain function called with
+``actor="service"`` (as the admin API calls it) records its own audit rows under that name too.
 """
 
 from __future__ import annotations
@@ -247,11 +249,17 @@ def clear_cookie(response: Response, name: str) -> None:
 
 
 def same_origin() -> bool:
-    """False when the request says it comes from a page of another host (``Origin``)."""
+    """False when the request says it comes from a page of another host (``Origin``).
+
+    This host is the ``Host`` header, a proxy's ``X-Forwarded-Host``, or ``ROOST_PUBLIC_URL``'s host
+    (a page of another site cannot set ``X-Forwarded-Host`` on a form post; CSRF is checked anyway).
+    """
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc.lower() == request.host.lower()
+    hosts = {request.host, request.headers.get("X-Forwarded-Host", "").split(",")[0].strip(),
+             urlsplit(services().settings.public_url).netloc}
+    return urlsplit(origin).netloc.lower() in {h.lower() for h in hosts if h}
 
 
 def flash(response: Response, message: str, kind: str = "ok") -> Response:

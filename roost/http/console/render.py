@@ -13,6 +13,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from markupsafe import Markup, escape
 from quart import Response, current_app, request, url_for
@@ -81,6 +82,13 @@ def _console_time(value: Any, empty: str = "—") -> Markup:
     return time_tag(value, empty)
 
 
+def here() -> str:
+    """This page's path and query without ``fragment``: where a form on it (or on a part swapped into
+    it) comes back to."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "fragment"]
+    return f"{request.path}?{urlencode(args)}" if args else request.path
+
+
 async def base_context() -> dict[str, Any]:
     """What every console template sees; ``m`` is ``console/_macros.html`` with this context (no import
     needed, and it works in a ``?fragment=`` block, which runs without the template's top level)."""
@@ -88,7 +96,7 @@ async def base_context() -> dict[str, Any]:
     nav = [{"label": item.label, "url": url_for(item.endpoint), "current": request.endpoint == item.endpoint}
            for item in NAV] if op else []
     context = {"operator": op, "csrf": csrf_token(), "flash": take_flash(), "nav": nav,
-               "bodies_visible": bodies_visible(), "here": request.full_path.rstrip("?")}
+               "bodies_visible": bodies_visible(), "here": here()}
     await current_app.update_template_context(context)
     macros = current_app.jinja_env.get_template("console/_macros.html")
     context["m"] = await macros.make_module_async(context)

@@ -26,7 +26,10 @@ add_nav("Overview", "console.overview", order=0)
 # What makes the "now" figures change at once (besides every heartbeat).
 NOW_TOPICS = " ".join(["console.tick", topics.SCOUT_ITEMS, topics.PROPOSAL_QUEUED, topics.DEVICE_REGISTERED,
                        topics.DEVICE_REVOKED, topics.USER_DEACTIVATED, topics.MAIL_QUEUED, topics.DISPATCH_QUEUED,
-                       topics.DISPATCH_RESULT, topics.HANDOFF_EVENTS, topics.WEBHOOKS_QUEUED])
+                       topics.DISPATCH_RESULT, topics.HANDOFF_EVENTS, topics.WEBHOOKS_QUEUED,
+                       # cluster topics the console's page branches add (a scout run ended, in any process);
+                       # the live stream ignores a topic this build does not know
+                       "scout.ran"])
 
 
 async def overview_context() -> dict[str, Any]:

@@ -2,8 +2,8 @@
 //
 // * An element with data-live="topic.a topic.b" and data-src="<url>" is re-fetched (GET data-src, its
 //   innerHTML replaced) when /console/live reports one of its topics, debounced ~100 ms.
-// * While the tab is hidden the stream is closed; when it shows again, one catch-up refresh of every
-//   live element, and the stream reopens. After a reconnect (or an "overflow"), the same catch-up.
+// * While the tab is hidden the stream is closed; when it shows again the stream reopens and, once it
+//   is open, one catch-up refresh of every live element. After a reconnect or an "overflow", the same.
 // * A form with data-confirm="text" asks first. <time data-local> shows the viewer's zone, UTC in title.
 (function () {
   "use strict";
@@ -79,9 +79,11 @@
     changed(allTopics());
   }
 
+  // Listen to the stream; true when a new one was opened (its "open" then catches up, so nothing
+  // that changes between the catch-up and the stream is missed).
   function open() {
     var topics = allTopics();
-    if (!topics.length || source !== null || typeof EventSource === "undefined") { return; }
+    if (!topics.length || source !== null || typeof EventSource === "undefined") { return false; }
     source = new EventSource("/console/live?topics=" + encodeURIComponent(topics.join(" ")));
     source.addEventListener("open", function () {
       if (opened) { catchUp(); }  // a reconnect: anything may have changed meanwhile
@@ -95,6 +97,7 @@
     source.addEventListener("error", function () {
       document.documentElement.setAttribute("data-live-state", "reconnecting");
     });
+    return true;
   }
 
   function close() {
@@ -105,9 +108,8 @@
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) {
       close();
-    } else {
+    } else if (!open()) {
       catchUp();
-      open();
     }
   });
 
