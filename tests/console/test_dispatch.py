@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 import pytest
+import trio
 
 from roost.runtime.topics import DISPATCH_CHANGED
 from roost.storage import dispatch, send_queue, tenancy
+from tests.console.conftest import CONSOLE_TOKENS, sign_in
 from tests.console.flows_support import (
     HOSTILE_IDS,
     NOW,
@@ -22,6 +24,8 @@ from tests.console.flows_support import (
     make_user,
     post,
 )
+from tests.console.test_console_smoke import read_event
+from tests.support.server import running_server
 
 pytestmark = pytest.mark.timeout(60)
 LEASE = 300.0
@@ -205,3 +209,31 @@ async def test_pause_resume_send_and_cancel_through_the_domain_audited_409_as_me
 async def test_another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500(world: dict) -> None:
     await check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(world)
     await check_malformed_huge_or_missing_values_are_400_never_500(world)
+
+
+@pytest.mark.postgres
+async def test_a_pause_in_one_process_reaches_the_open_dispatch_consoles_of_another(pg_url: str) -> None:
+    """On PostgreSQL the pause's ``dispatch.changed`` crosses processes, so every console re-reads."""
+    async with running_server(pg_url, console_tokens=CONSOLE_TOKENS) as a, \
+            running_server(pg_url, console_tokens=CONSOLE_TOKENS) as b:
+        db = a.services.db
+        account = await make_account(db, "Acme")
+        ann = await make_user(db, account, "Ann")
+        phone = (await tenancy.create_device(db, user_id=ann, name="p", now=NOW, actor="t"))[0]["id"]
+        made, _ = await dispatch.create_batch(db, account_id=account, created_by=ann, idempotency_key=None,
+                                              items=[{"to_handle": "+15550001", "body": "hi", "device_id": phone}],
+                                              now=NOW)
+        await dispatch.change_batch(db, made["id"], "send", now=NOW)
+        watcher, acting = await sign_in(b.url, "read"), await sign_in(a.url, "operate")
+        try:
+            async with watcher.stream("GET", "/console/live", params={"topics": "dispatch.changed"}) as r:
+                lines = r.aiter_lines()
+                assert (await read_event(lines))[0] == "hello"
+                done = await acting.act(f"/console/dispatch/batches/{made['id']}/pause", account=account)
+                assert done.status_code == 303
+                with trio.fail_after(5):
+                    name, data = await read_event(lines)
+                assert name == "change" and "dispatch.changed" in data and account in data
+        finally:
+            await watcher.aclose()
+            await acting.aclose()
