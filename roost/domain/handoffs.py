@@ -174,14 +174,31 @@ async def _mail_assessment(services: Services, handoff_id: str) -> None:
     """Mail a stored assessment of an escalation to those its mail went to (``roost.domain.handoff_mail``)."""
     try:
         ids = await handoff_mail.queue_assessment(services, handoff_id)
-    except StorageError as exc:  # the assessment is stored and pushed; only its mail is lost
-        log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+    except StorageError as exc:  # the mark stays: the follow-ups pass queues it
+        log.error("assessment mail not queued; the follow-ups pass tries again", handoff_id=handoff_id,
+                  error=exc.message)
         return
     if ids:
         outbox.wake(services.bus, *ids)
 
 
 # -- follow-ups after the commit (the follow-up actor runs these) -------------------------------
+
+
+async def queue_assessment_mail(services: Services) -> int:
+    """Queue the assessment mail of every escalation still marked for it (a crash after the
+    assessment's commit left the mark; each recipient gets it once). Returns the mails queued."""
+    queued = 0
+    for handoff_id in await repo.pending_assessment_mail(services.db):
+        try:
+            ids = await handoff_mail.queue_assessment(services, handoff_id)
+        except StorageError as exc:  # logged; the mark stays and the next pass tries again
+            log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+            continue
+        if ids:
+            outbox.wake(services.bus, *ids)
+            queued += len(ids)
+    return queued
 
 
 async def queue_escalation_mail(services: Services) -> int:

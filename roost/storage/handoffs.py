@@ -275,6 +275,14 @@ async def pending_mail(conn: Connection, limit: int = 100) -> list[str]:
         "SELECT id FROM handoffs WHERE mail_state = 'pending' ORDER BY id LIMIT $1", limit)]
 
 
+async def pending_assessment_mail(conn: Connection, limit: int = 100) -> list[str]:
+    """Escalations whose assessment mail is marked and whose escalation mail is queued (the
+    assessment goes to those it went to; while that is pending, it will carry the assessment)."""
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM handoffs WHERE assessment_mail_state = 'pending' AND mail_state = 'queued'"
+        " ORDER BY id LIMIT $1", limit)]
+
+
 async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, lease_s: float,
                            max_attempts: int) -> Row | None:
     """Take the handoff's assessment for ``lease_s``: a pending one, or a running one whose lease ran
@@ -331,8 +339,11 @@ async def store_assessment(db: Database, handoff_id: str, assessment: dict[str, 
             row = await tx.fetchrow("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
                                     " WHERE id = $1 AND assessment_state = 'running' RETURNING *", handoff_id)
         else:
+            # An escalation's assessment is mailed to those its mail went to: marked here, in the
+            # assessment's own transaction, so a crash before the mail is queued loses nothing.
             row = await tx.fetchrow(
-                "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL"
+                "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL,"
+                " assessment_mail_state = CASE WHEN intent = 'escalate' THEN 'pending' ELSE assessment_mail_state END"
                 " WHERE id = $1 AND assessment_state = 'running' RETURNING *",
                 handoff_id, assessment)
         if row is not None:

@@ -8,7 +8,7 @@
 * ``page``: a fresh context and page per test (1280x800, reduced motion).
 * ``sign_in(page, server, role="operate")``: signs in as a person would (label, typing, button).
 * ``shot(page, name)``: a full-page screenshot ``<test>-<name>.png`` in the run's screenshot folder,
-  ``$ROOST_SCREENSHOTS`` or a temp folder; the run prints where.
+  ``$ROOST_SCREENSHOTS`` or a temp folder (named by tests/conftest.py); the run prints where.
 * ``axe(page)``: axe-core (bundled by ``axe-playwright-python``) on the page; fails on any
   serious or critical violation, listing them.
 """
@@ -34,22 +34,11 @@ CONSOLE_TOKENS = f"ops:operate:{OPERATE_TOKEN},viewer:read:{READ_TOKEN}"
 TOKENS = {"operate": OPERATE_TOKEN, "read": READ_TOKEN}
 SERIOUS = ("serious", "critical")
 
-_screenshots: Path | None = None
-
-
 def screenshot_dir() -> Path:
-    global _screenshots
-    if _screenshots is None:
-        wanted = os.environ.get("ROOST_SCREENSHOTS", "").strip()
-        _screenshots = Path(wanted) if wanted else Path(tempfile.mkdtemp(prefix="roost-screenshots-"))
-        _screenshots.mkdir(parents=True, exist_ok=True)
-    return _screenshots
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _screenshots is not None:
-        count = len(list(_screenshots.glob("*.png")))
-        terminalreporter.write_line(f"browser screenshots ({count}): {_screenshots}")
+    """``$ROOST_SCREENSHOTS`` (tests/conftest.py names a temp folder when it is unset), made on first use."""
+    folder = Path(os.environ.get("ROOST_SCREENSHOTS", "").strip() or tempfile.mkdtemp(prefix="roost-screenshots-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _unavailable(reason: str) -> None:

@@ -40,20 +40,22 @@ def test_overview_counts_a_pushed_item_without_a_reload(page, roost_server, shot
                                                                                "subject": "hello"}]})
         assert r.status_code == 202, r.text
         count = "n => Number(document.querySelector('[data-figure=scout_items_pending_or_queued]').textContent) === n"
-        page.wait_for_function(count, arg=before + 1, timeout=3000)
+        page.wait_for_function(count, arg=before + 1, timeout=5000)
         assert page.evaluate("window.__marker") == "same page"  # no reload: the part was swapped in
 
         # A hidden tab stops listening; shown again, it catches up at once.
         page.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: true, configurable: true});
                                  document.dispatchEvent(new Event('visibilitychange')); }""")
         assert page.evaluate("document.documentElement.dataset.liveState") == "paused"
+        page.wait_for_timeout(150)  # a refresh the stream asked for just before: let it land first
+        page.wait_for_function("!document.querySelector('[aria-busy]')")
         r = admin.post(f"/api/v1/scouts/{scout['id']}/items", json={"items": [{"source_msg_ref": "m2"}]})
         assert r.status_code == 202, r.text
         page.wait_for_timeout(400)
         assert int(figure.inner_text()) == before + 1  # nothing fetched while hidden
         page.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: false, configurable: true});
                                  document.dispatchEvent(new Event('visibilitychange')); }""")
-        page.wait_for_function(count, arg=before + 2, timeout=3000)
+        page.wait_for_function(count, arg=before + 2, timeout=5000)
     assert page.evaluate("window.__marker") == "same page"
     times = page.locator("time[data-local]")
     if times.count():

@@ -32,9 +32,9 @@
       var when = new Date(el.getAttribute("datetime"));
       if (isNaN(when.getTime())) { return; }
       if (!el.title) { el.title = when.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC"); }
-      el.textContent = when.toLocaleString(undefined, {
-        year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
-      });
+      var parts = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+      if (when.getFullYear() !== new Date().getFullYear()) { parts.year = "numeric"; }
+      el.textContent = when.toLocaleString(undefined, parts);
     });
   }
 
