@@ -74,31 +74,34 @@ async def create(services: Services, *, account_id: str, subject_ref: str, inten
     return row
 
 
-async def claim(services: Services, handoff_id: str, user_id: str) -> Row:
+async def claim(services: Services, handoff_id: str, user_id: str, *, account_id: str | None = None) -> Row:
     """Claim an open handoff for ``user_id`` (exactly one claim wins); see ``roost.storage.handoffs.claim``.
 
     When the assessor writes briefings, the claimer's is marked pending with the claim and written
     after the commit by the follow-up actor (``brief_pending``); the claim never waits for it.
+    ``account_id`` (the console's page) makes a handoff of another account not found.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``), or ``user_id`` is of another account.
         Conflict: someone else holds it, or it was cancelled.
     """
     brief = writes_briefings(assessors.create(services.settings.handoff_assessor))
-    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now(), brief=brief)
+    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now(), brief=brief,
+                                    account_id=account_id)
     if changed:
         _publish(services, row, followups=row["briefing_state"] == "pending")
     return row
 
 
-async def cancel(services: Services, handoff_id: str, user_id: str) -> Row:
-    """Cancel an open handoff; cancelling a cancelled one changes nothing.
+async def cancel(services: Services, handoff_id: str, user_id: str, *, account_id: str | None = None) -> Row:
+    """Cancel an open handoff for ``user_id``; cancelling a cancelled one changes nothing.
+    ``account_id`` (the console's page) makes a handoff of another account not found.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``), or ``user_id`` is of another account.
         Conflict: it is claimed.
     """
-    row, changed = await repo.cancel(services.db, handoff_id, user_id, services.clock.now())
+    row, changed = await repo.cancel(services.db, handoff_id, user_id, services.clock.now(), account_id=account_id)
     if changed:
         _publish(services, row)
     return row
@@ -127,6 +130,36 @@ async def list_handoffs(services: Services, account_id: str, *, limit: int, curs
     await tenancy.get_account(services.db, account_id)
     return await lists.list_for_account(services.db, account_id, limit=limit, cursor=cursor, state=state,
                                         team=team, intent=intent)
+
+
+async def get(services: Services, handoff_id: str, account_id: str | None = None) -> dict[str, Any]:
+    """The handoff with its snapshot and each e-mail recipient's delivery state (``notifications``).
+
+    Raises:
+        NotFound: no such handoff (in ``account_id``, when given).
+    """
+    row = await repo.get(services.db, handoff_id, account_id)
+    return {**row, "notifications": await repo.notifications(services.db, row["id"])}
+
+
+async def event_log(services: Services, account_id: str, *, limit: int, before: int | None = None) -> dict[str, Any]:
+    """The account's handoff events, newest first, as far back as the replay window keeps them.
+
+    Raises:
+        NotFound: no such account.
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await repo.event_log(services.db, account_id, limit=limit, before=before)
+
+
+async def claimable_users(services: Services, account_id: str, *, limit: int = 500) -> list[Row]:
+    """The account's active users: who a handoff may be claimed or cancelled for.
+
+    Raises:
+        NotFound: no such account.
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await repo.claimable_users(services.db, account_id, limit=limit)
 
 
 async def record_assessment(services: Services, row: Row, assessment: dict[str, Any] | None) -> None:

@@ -33,6 +33,7 @@ PROCESSOR_RAN = "processor.ran"  # ids: processor names whose run just ended (re
 DISPATCH_QUEUED = "dispatch.queued"  # ids: account ids with dispatch items to offer
 DISPATCH_RESULT = "dispatch.result"  # ids: device ids, one per recorded send result
 DISPATCH_BATCH_DONE = "dispatch.batch_done"  # ids: batch ids that finished
+DISPATCH_CHANGED = "dispatch.changed"  # ids: account ids whose batches were sent, paused, resumed or cancelled
 
 # Webhooks
 WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: claim the endpoints' heads)
@@ -43,5 +44,5 @@ AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
 CLUSTER = (
     PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USER_DEACTIVATED, DISPATCH_BATCH_DONE,
     # heard by the consoles of every process (a change made in one shows on all)
-    AUDIT_WRITTEN, SCOUT_RAN, PROCESSOR_RAN, MAIL_CHANGED,
+    AUDIT_WRITTEN, SCOUT_RAN, PROCESSOR_RAN, MAIL_CHANGED, DISPATCH_CHANGED,
 )

@@ -267,18 +267,23 @@ _TRANSITIONS: dict[str, dict[str, str | None]] = {
 }
 
 
-async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.datetime) -> BatchChange:
+async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.datetime,
+                       account_id: str | None = None) -> BatchChange:
     """Apply send / pause / resume / cancel.
 
+    A paused batch's pending items are not claimed (``send_queue.claim`` takes only a sending
+    batch's) until it is resumed; items already dispatched still finish.
+
     Raises:
-        NotFound: no such batch.
+        NotFound: no such batch (in ``account_id``, when given).
         Conflict: the action does not apply to the batch's status (e.g. resuming a done batch).
     """
     async with db.transaction() as tx:
         row = await tx.fetchrow(
-            f"SELECT status, open_items FROM outreach_batches WHERE id = $1{tx.dialect.for_update()}", batch_id
+            f"SELECT status, open_items, account_id FROM outreach_batches WHERE id = $1{tx.dialect.for_update()}",
+            batch_id,
         )
-        if row is None:
+        if row is None or (account_id is not None and row["account_id"] != account_id):
             raise NotFound(f"no batch {batch_id!r}")
         allowed = _TRANSITIONS[action]
         if row["status"] not in allowed:
