@@ -20,6 +20,7 @@ from roost.http import admin, device, dispatch, errors, handoffs, notifications,
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
 from roost.http.socket import endpoint
+from roost.http.socket.asgi import DeviceWebsocketConnection
 from roost.runtime import jsonlimits
 from roost.runtime.services import Services
 
@@ -113,6 +114,7 @@ def metric_method(method: str) -> str:
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("roost")
     app.request_class = RoostRequest  # type: ignore[assignment]
+    app.asgi_websocket_class = DeviceWebsocketConnection  # no tasks of its own per socket on roost's server
     app.asgi_app = CompleteResponses(app.asgi_app)  # type: ignore[method-assign]
     app.config[CONFIG_KEY] = services
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
