@@ -21,15 +21,17 @@ hold them for ``--hold`` seconds (120). During the hold ``bench/http_latency.py`
 ``/healthz`` in a separate process: a settle window (``--settle-requests``, reported, not judged:
 it takes the full garbage collection the connect burst left due) and then, once a full ping
 interval has gone by, the measured window (``--healthz-requests``). At the end of the hold: the
-RSS again, the sockets each side still counts open, and then a broadcast: one handoff created
-through the API for the account that holds every socket; each client process notes when its
-``handoff_created`` frame reached each socket (``time.time()``, which every process reads alike),
-and the figure is the time from just before the POST to the frame on the last socket.
+RSS again, the sockets each side still counts open, and then ``--broadcasts`` broadcasts (5), one at
+a time: each one handoff created through the API for the account that holds every socket; each
+client process notes when its ``handoff_created`` frame reached each socket (``time.time()``,
+which every process reads alike), and the figure is the time from just before the POST to the
+frame on the last socket (judged: the median of the broadcasts; each is printed).
 
 Bars (exit 1 if one is missed): every socket still open at the end of the hold; (RSS at the end
 of the hold - RSS before) / N at most ``--max-kib-per-socket`` (30 KiB); ``/healthz`` p99 under
 ``--max-healthz-p99-ms`` (20 ms); the broadcast on the last socket within ``--max-broadcast-ms``
-(500 ms). This process imports only ``roost.client`` (trio-websocket) of roost, never the server side.
+(500 ms), the median over the broadcasts. This process imports only ``roost.client``
+(trio-websocket) of roost, never the server side.
 
 ``--browser`` makes each client look like a browser tab (browser headers, a permessage-deflate
 offer, which roost declines).
@@ -112,7 +114,7 @@ HANDOFF = b'{"type":"handoff_created"'
 
 
 class RawSock:
-    __slots__ = ("token", "sock", "buf", "state", "tries", "arrival")
+    __slots__ = ("token", "sock", "buf", "state", "tries", "arrivals")
 
     def __init__(self, token: str):
         self.token = token
@@ -120,14 +122,14 @@ class RawSock:
         self.buf = bytearray()
         self.state = "waiting"  # -> upgrading -> registering -> live -> closed | failed
         self.tries = 0
-        self.arrival: float | None = None  # when the broadcast's handoff_created frame came
+        self.arrivals: list[float] = []  # when each broadcast's handoff_created frame came
 
 
 def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bool) -> None:
     """Hold one socket per token; answer pings; report over ``conn`` when asked.
 
     Messages from the parent: "count" -> ("count", open, closed codes, sockets that have the
-    broadcast, pongs sent); "stop" -> ("result", open, closed codes, arrival times) and exit.
+    broadcasts, pongs sent); "stop" -> ("result", open, closed codes, arrival times) and exit.
     It sends ("ready", open, failures, retries, compressed) once every socket is open or failed.
     """
     raise_nofile()  # setrlimit(RLIMIT_NOFILE) up to the hard limit, in this process too
@@ -193,9 +195,9 @@ def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bo
             if fd == ctl:
                 msg = conn.recv()
                 if msg == "count":
-                    conn.send(("count", live, dict(closed), sum(1 for rs in socks if rs.arrival), pongs))
+                    conn.send(("count", live, dict(closed), sum(len(rs.arrivals) for rs in socks), pongs))
                     continue
-                conn.send(("result", live, dict(closed), [rs.arrival for rs in socks]))
+                conn.send(("result", live, dict(closed), [rs.arrivals for rs in socks]))
                 for rs in socks:
                     if rs.sock is not None:
                         rs.sock.close()
@@ -253,8 +255,7 @@ def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bo
                 opcode = b0 & 0x0F
                 if opcode == 0x1:
                     if payload.startswith(HANDOFF):
-                        if rs.arrival is None:
-                            rs.arrival = now
+                        rs.arrivals.append(now)
                     elif payload == b'{"type":"ping"}':
                         rs.sock.sendall(PONG)
                         pongs += 1
@@ -430,29 +431,32 @@ def run(args: argparse.Namespace, server: Server, account_id: str, user_id: str,
         with server.admin() as client:
             result["held_end_server"] = client.get("/api/admin/status").json()["connected_devices"]
 
-            # The broadcast: one handoff event to the account holding every socket.
+            # The broadcasts: one handoff event at a time to the account holding every socket.
             body = {"account_id": account_id, "subject_ref": "ws-bench", "intent": "park", "notes": "bench",
                     "priority": "normal", "snapshot": {"k": "v"}, "created_by": user_id}
-            t0 = time.time()
-            r = client.post("/api/v1/handoffs", json=body)
-            r.raise_for_status()
-        deadline = time.monotonic() + args.broadcast_wait_s
-        while time.monotonic() < deadline:
-            if sum(c[3] for c in ask_all(children, "count")) >= result["held_end_client"]:
-                break
-            time.sleep(0.05)
-        arrivals = [a for res in ask_all(children, "stop") for a in res[3] if a is not None]
+            sent: list[float] = []
+            for i in range(args.broadcasts):
+                sent.append(time.time())
+                client.post("/api/v1/handoffs", json=body).raise_for_status()
+                deadline = time.monotonic() + args.broadcast_wait_s
+                while time.monotonic() < deadline:
+                    if sum(c[3] for c in ask_all(children, "count")) >= result["held_end_client"] * (i + 1):
+                        break
+                    time.sleep(0.05)
+                time.sleep(args.broadcast_gap_s)
+        got = [arr for res in ask_all(children, "stop") for arr in res[3]]
     finally:
         for proc, _ in children:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-    result["broadcast_got"] = len(arrivals)
-    if arrivals:
-        ms = [(a - t0) * 1000 for a in arrivals]
-        result["broadcast_first_ms"] = round(min(ms), 1)
-        result["broadcast_p50_ms"] = round(percentile(ms, 50), 1)
-        result["broadcast_last_ms"] = round(max(ms), 1)
+    # Each socket's frames come in order, so its i-th arrival is the i-th broadcast's.
+    result["broadcasts"] = []
+    for i, t0 in enumerate(sent):
+        ms = [(arr[i] - t0) * 1000 for arr in got if len(arr) > i]
+        result["broadcasts"].append({"got": len(ms), "first_ms": round(min(ms), 1) if ms else None,
+                                     "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+                                     "last_ms": round(max(ms), 1) if ms else None})
     return result
 
 
@@ -474,6 +478,8 @@ def main() -> int:
                         help="/healthz requests sent first and not judged (they take the collector's pause)")
     parser.add_argument("--healthz-requests", type=int, default=2000, help="/healthz requests in the measured window")
     parser.add_argument("--healthz-concurrency", type=int, default=10)
+    parser.add_argument("--broadcasts", type=int, default=5, help="handoffs created one at a time at the end")
+    parser.add_argument("--broadcast-gap-s", type=float, default=1.0, help="pause after each broadcast")
     parser.add_argument("--broadcast-wait-s", type=float, default=10.0)
     parser.add_argument("--max-kib-per-socket", type=float, default=30.0)
     parser.add_argument("--max-healthz-p99-ms", type=float, default=20.0)
@@ -551,10 +557,9 @@ def main() -> int:
     print(f"    during it the server's event loop ran {result['server_cpu_ms']} ms on a CPU and waited "
           f"{result['server_runqueue_wait_ms']} ms for one (other load); 1-min load average "
           f"{result['load_after_latency']}")
-    if result["broadcast_got"]:
-        print(f"  broadcast (one handoff to the account, POST to frame): {result['broadcast_got']} sockets got it; "
-              f"first {result['broadcast_first_ms']} ms  p50 {result['broadcast_p50_ms']} ms  "
-              f"last {result['broadcast_last_ms']} ms")
+    for i, b in enumerate(result["broadcasts"]):
+        print(f"  broadcast {i + 1} (one handoff to the account, POST to frame): {b['got']} sockets got it; "
+              f"first {b['first_ms']} ms  p50 {b['p50_ms']} ms  last {b['last_ms']} ms")
     if profile_dir is not None:
         print_profile(profile_dir, n)
         for f in profile_dir.iterdir():
@@ -573,10 +578,14 @@ def main() -> int:
     else:
         print(f"  [----] RSS per socket and /healthz p99: not judged under tracemalloc ({per_socket_end:.1f} KiB, "
               f"p99 {hz['p99_ms']} ms)")
-    last = result.get("broadcast_last_ms")
+    lasts = sorted(b["last_ms"] for b in result["broadcasts"] if b["got"] == n)
+    last = lasts[len(lasts) // 2] if len(lasts) == len(result["broadcasts"]) and lasts else None
+    result["broadcast_last_ms_median"] = last
     ok = verdict(f"broadcast on the last socket within {args.max_broadcast_ms:g} ms",
-                 result["broadcast_got"] == n and last is not None and (last <= args.max_broadcast_ms or not judged),
-                 f"{result['broadcast_got']} of {n} sockets, last {last} ms") and ok
+                 last is not None and (last <= args.max_broadcast_ms or not judged),
+                 f"median over {len(result['broadcasts'])} broadcasts {last} ms, each reaching "
+                 f"{min((b['got'] for b in result['broadcasts']), default=0)} of {n} sockets or more; "
+                 f"last-socket times {lasts}") and ok
     result["pass"] = ok
     if args.json:
         print(json.dumps(result))
