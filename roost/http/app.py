@@ -67,11 +67,16 @@ class CompleteResponses:
     def __init__(self, app: Callable[..., Awaitable[None]]):
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                 send: Callable[[dict[str, Any]], Awaitable[None]]) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            # The app's own coroutine, awaited by the caller: no frame of this one held for the
+            # life of a WebSocket (an idle socket should stay small).
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         body_read = not _has_body(scope)
 
         async def tracked_receive() -> dict[str, Any]:

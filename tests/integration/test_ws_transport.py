@@ -15,6 +15,7 @@ import json
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
+import h11
 import pytest
 import trio
 from hypercorn.trio import task_group as hypercorn_task_group
@@ -118,6 +119,9 @@ async def test_the_server_writes_and_reads_through_hypercorns_stream(server: Run
     # upgrade that changed what they rely on would select).
     io = sock._io
     assert type(io) is HypercornIO
+    assert io.writes_directly  # over plain TCP, a frame to an idle socket is written by its sender
+    # The lean parts of an idle socket (``roost.http.socket.stream``): no h11 connection kept past the 101.
+    assert not isinstance(io._stream.send.__self__.connection.h11_connection, h11.Connection)
     assert io._stream.app_put.__self__ is io
     # And a queued burst reaches the client whole, in order.
     for i in range(100):

@@ -38,11 +38,12 @@ compression buys little. A declined offer is ordinary negotiation: the client go
 and every frame on a roost socket is a plain one (which ``roost.http.socket.transport`` relies on).
 
 An idle socket should stay small (``bench/ws_connections.py``; the breakdown is in BENCHMARKS.md),
-so while roost serves, three of Hypercorn's per-connection objects are leaner, with the same
+so while roost serves, four of Hypercorn's per-connection objects are leaner, with the same
 behaviour: the queue from the stream to the ASGI app is an ``AppQueue`` (a list and a ParkingLot
 made on first wait) instead of a trio memory channel (whose empty deque, sets and OrderedDicts
 take about 1.7 KiB); wsproto's event queue, which only ever holds the close event of a lost
-connection, is a list instead of a deque (0.7 KiB); and ``RoostTCPServer`` reads without a
+connection, is a list instead of a deque (0.7 KiB); the h11 connection of the upgrade request is
+let go once the 101 is sent (1 KiB); and ``RoostTCPServer`` reads without a
 ``fail_after(inf)`` around every read when no read timeout is set (a cancel scope, its status
 and two sets held for as long as the connection is idle, about 0.9 KiB).
 """
@@ -54,6 +55,7 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import h11
 import trio
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol import h11 as hypercorn_h11
@@ -150,6 +152,20 @@ class _EventList(list):
         return self.pop(0)
 
 
+class _Switched:
+    """Stands in for the h11 connection of an upgraded HTTP/1.1 connection: sending an HTTP event
+    fails as h11's own would in its SWITCHED_PROTOCOL state."""
+
+    __slots__ = ()
+    trailing_data = (b"", False)
+
+    def send(self, event: Any) -> bytes:
+        raise h11.LocalProtocolError("the connection has switched to the WebSocket protocol")
+
+
+_SWITCHED = _Switched()
+
+
 class RoostWSStream(WSStream):
     """Hypercorn's WebSocket stream, failing the connection on a protocol error and declining
     compression (see the module doc)."""
@@ -167,6 +183,12 @@ class RoostWSStream(WSStream):
         events = getattr(self.connection, "_events", None)
         if type(events) is deque:
             self.connection._events = _EventList(events)
+        # The 101 is sent: the HTTP/1.1 protocol sends the connection's bytes raw from now on,
+        # and its h11 connection (about 1 KiB) is not used again.
+        protocol = getattr(self.send, "__self__", None)
+        http = getattr(protocol, "connection", None)
+        if isinstance(http, hypercorn_h11.H11WSConnection) and isinstance(http.h11_connection, h11.Connection):
+            http.h11_connection = _SWITCHED
 
     async def app_send(self, message: dict[str, Any] | None) -> None:
         if message is not None and message["type"] == "websocket.accept":
