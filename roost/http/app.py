@@ -21,6 +21,7 @@ from roost.http.console import console_bp
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
 from roost.http.socket import endpoint
+from roost.http.socket.asgi import DeviceWebsocketConnection
 from roost.runtime import jsonlimits
 from roost.runtime.services import Services
 
@@ -68,11 +69,16 @@ class CompleteResponses:
     def __init__(self, app: Callable[..., Awaitable[None]]):
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                 send: Callable[[dict[str, Any]], Awaitable[None]]) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            # The app's own coroutine, awaited by the caller: no frame of this one held for the
+            # life of a WebSocket (an idle socket should stay small).
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         body_read = not _has_body(scope)
 
         async def tracked_receive() -> dict[str, Any]:
@@ -115,6 +121,7 @@ def metric_method(method: str) -> str:
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("roost")
     app.request_class = RoostRequest  # type: ignore[assignment]
+    app.asgi_websocket_class = DeviceWebsocketConnection  # no tasks of its own per socket on roost's server
     app.asgi_app = CompleteResponses(app.asgi_app)  # type: ignore[method-assign]
     app.config[CONFIG_KEY] = services
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes

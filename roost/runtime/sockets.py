@@ -7,10 +7,11 @@ for room). Frames are encoded once per send, however many sockets they go to; un
 ``send_nowait`` frame is written by the sender itself, beneath ASGI, whenever nothing is queued
 ahead of it (``roost.http.socket.transport``).
 
-An idle socket should cost little memory (the bar is 2,000 of them at no more than 40 KiB each,
-most of which Hypercorn and Quart take): the outbox is a list rather than a trio memory channel
-(about 150 bytes instead of 1.8 KiB), and the task that writes it out runs only while frames are
-queued (in the nursery the handler ``attach``es), so an idle socket has no writer task.
+An idle socket should cost little memory (the bar is 10,000 of them at no more than 30 KiB each,
+most of which Hypercorn and Quart take; see ``roost.http.socket.asgi`` and ``.stream``): the
+outbox is a list rather than a trio memory channel (about 150 bytes instead of 1.8 KiB), and the
+task that writes it out runs only while frames are queued (in the nursery the handler
+``attach``es), so an idle socket has no writer task.
 """
 
 from __future__ import annotations

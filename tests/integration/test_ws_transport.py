@@ -15,8 +15,10 @@ import json
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
+import h11
 import pytest
 import trio
+from hypercorn.trio import task_group as hypercorn_task_group
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
@@ -117,8 +119,44 @@ async def test_the_server_writes_and_reads_through_hypercorns_stream(server: Run
     # upgrade that changed what they rely on would select).
     io = sock._io
     assert type(io) is HypercornIO
+    assert io.writes_directly  # over plain TCP, a frame to an idle socket is written by its sender
+    # The lean parts of an idle socket (``roost.http.socket.stream``): no h11 connection kept past the 101.
+    assert not isinstance(io._stream.send.__self__.connection.h11_connection, h11.Connection)
     assert io._stream.app_put.__self__ is io
     # And a queued burst reaches the client whole, in order.
     for i in range(100):
         sock.send_nowait({"type": "test", "n": i})
     assert [f["n"] for f in await raw.read_frames(100)] == list(range(100))
+
+
+
+def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    return [task] + [t for nursery in task.child_nurseries for child in nursery.child_tasks for t in _all_tasks(child)]
+
+
+def _socket_tasks() -> list[list[str]]:
+    """For each connection Hypercorn serves a WebSocket app on: the functions its tasks run."""
+    found = []
+    for task in _all_tasks(trio.lowlevel.current_root_task()):
+        if task.coro.cr_code.co_qualname == "_run_handler":  # trio.serve_listeners: one per connection
+            below = _all_tasks(task)
+            if any(t.coro.cr_code is hypercorn_task_group._handle.__code__ for t in below):
+                found.append([t.coro.cr_code.co_qualname for t in below])
+    return found
+
+
+async def test_an_idle_device_socket_runs_two_tasks_in_the_server(server: Running, token: str) -> None:
+    # Hypercorn's connection task and the ASGI app's task, in which the handler runs: quart-trio's
+    # own two tasks (and their nursery and channel) are not made on roost's server
+    # (``roost.http.socket.asgi``), and no writer runs while nothing is queued.
+    async for raw in open_raw(server):
+        await raw.write(*hello(token))
+        assert (await raw.read_frames(1))[0]["type"] == "hello_ok"
+        with trio.fail_after(TIMEOUT_S):
+            while len(_socket_tasks()) != 1 or len(_socket_tasks()[0]) != 2:  # noqa: ASYNC110 (the register hook ends soon)
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        assert _socket_tasks() == [["_run_handler", "_handle"]], _socket_tasks()
+        # Still a working socket.
+        await raw.write('{"type":"ping"}')
+        assert (await raw.read_frames(1))[0]["type"] == "pong"

@@ -36,19 +36,34 @@ accepts; wsproto then keeps a zlib compressor and decompressor for the life of e
 each with the offer, 43 KiB without, against a bar of 40 KiB. Device frames are small JSON, so
 compression buys little. A declined offer is ordinary negotiation: the client goes on without it,
 and every frame on a roost socket is a plain one (which ``roost.http.socket.transport`` relies on).
+
+An idle socket should stay small (``bench/ws_connections.py``; the breakdown is in BENCHMARKS.md),
+so while roost serves, four of Hypercorn's per-connection objects are leaner, with the same
+behaviour: the queue from the stream to the ASGI app is an ``AppQueue`` (a list and a ParkingLot
+made on first wait) instead of a trio memory channel (whose empty deque, sets and OrderedDicts
+take about 1.7 KiB); wsproto's event queue, which only ever holds the close event of a lost
+connection, is a list instead of a deque (0.7 KiB); the h11 connection of the upgrade request is
+let go once the 101 is sent (1 KiB); and ``RoostTCPServer`` reads without a
+``fail_after(inf)`` around every read when no read timeout is set (a cancel scope, its status
+and two sets held for as long as the connection is idle, about 0.9 KiB).
 """
 
 from __future__ import annotations
 
 import socket
+from collections import deque
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import h11
 import trio
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import Data, StreamClosed
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio import run as hypercorn_trio_run
+from hypercorn.trio import task_group as hypercorn_task_group
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.frame_protocol import CloseReason
@@ -60,11 +75,120 @@ _REASONS = {CloseReason.MESSAGE_TOO_BIG: "message too big",
             CloseReason.INVALID_FRAME_PAYLOAD_DATA: "invalid frame payload data"}
 
 
+class AppQueue:
+    """The bounded FIFO from a WebSocket stream to its ASGI app, in place of a trio memory channel.
+
+    ``send`` waits for room and ``receive`` for a message, each a checkpoint as the channel's
+    are; ``take_nowait`` empties it without waiting. One ParkingLot, made on first wait, serves
+    both directions.
+    """
+
+    __slots__ = ("_items", "_max", "_lot")
+
+    def __init__(self, max_size: int):
+        self._items: list[Any] = []
+        self._max = max(1, max_size)
+        self._lot: trio.lowlevel.ParkingLot | None = None
+
+    async def _park(self) -> None:
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        await self._lot.park()
+
+    def _changed(self) -> None:
+        if self._lot is not None:
+            self._lot.unpark_all()
+
+    async def send(self, message: Any) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._items) >= self._max:
+            await self._park()
+        self._items.append(message)
+        self._changed()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> Any:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items:
+            await self._park()
+        message = self._items.pop(0)
+        self._changed()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    def take_nowait(self) -> list[Any]:
+        """Every queued message, oldest first, leaving the queue empty."""
+        items, self._items = self._items, []
+        if items:
+            self._changed()
+        return items
+
+
+class _LeanTaskGroup:
+    """Hypercorn's trio TaskGroup for one WebSocket stream, spawning its app with an ``AppQueue``."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: Any):
+        self._group = group
+
+    async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        queue = AppQueue(config.max_app_queue_size)
+        self._group._nursery.start_soon(hypercorn_task_group._handle, app, config, scope, queue.receive, send,
+                                        trio.to_thread.run_sync, trio.from_thread.run)
+        return queue.send
+
+    def spawn(self, func: Any, *args: Any) -> None:
+        self._group.spawn(func, *args)
+
+
+class _EventList(list):
+    """wsproto's event queue as a list: it only ever holds the close event of a lost connection
+    (the rest come from its frame parser), and an empty deque takes 0.7 KiB per socket."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class _Switched:
+    """Stands in for the h11 connection of an upgraded HTTP/1.1 connection: sending an HTTP event
+    fails as h11's own would in its SWITCHED_PROTOCOL state."""
+
+    __slots__ = ()
+    trailing_data = (b"", False)
+
+    def send(self, event: Any) -> bytes:
+        raise h11.LocalProtocolError("the connection has switched to the WebSocket protocol")
+
+
+_SWITCHED = _Switched()
+
+
 class RoostWSStream(WSStream):
     """Hypercorn's WebSocket stream, failing the connection on a protocol error and declining
     compression (see the module doc)."""
 
     _failed = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.task_group, hypercorn_task_group.TaskGroup) and \
+                getattr(self.task_group, "_nursery", None) is not None:
+            self.task_group = _LeanTaskGroup(self.task_group)
+
+    async def _accept(self, message: Any) -> None:
+        await super()._accept(message)
+        events = getattr(self.connection, "_events", None)
+        if type(events) is deque:
+            self.connection._events = _EventList(events)
+        # The 101 is sent: the HTTP/1.1 protocol sends the connection's bytes raw from now on,
+        # and its h11 connection (about 1 KiB) is not used again.
+        protocol = getattr(self.send, "__self__", None)
+        http = getattr(protocol, "connection", None)
+        if isinstance(http, hypercorn_h11.H11WSConnection) and isinstance(http.h11_connection, h11.Connection):
+            http.h11_connection = _SWITCHED
 
     async def app_send(self, message: dict[str, Any] | None) -> None:
         if message is not None and message["type"] == "websocket.accept":
@@ -161,15 +285,35 @@ def tcp_server(ws: WSStream) -> Any:
     return tcp
 
 
+class RoostTCPServer(TCPServer):
+    """Hypercorn's trio TCP server, reading without a cancel scope when no read timeout is set."""
+
+    async def _read_data(self) -> None:
+        if self.config.read_timeout:  # Hypercorn's own, with its fail_after
+            await super()._read_data()
+            return
+        while True:
+            try:
+                data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+
 _serving = 0  # roost servers running in this process (tests run several)
 
 
 @contextmanager
 def serving() -> Iterator[None]:
-    """Serve HTTP/1.1 WebSockets with ``RoostWSStream`` while inside; Hypercorn's own after."""
+    """Serve HTTP/1.1 WebSockets with ``RoostWSStream`` (and connections with ``RoostTCPServer``)
+    while inside; Hypercorn's own after."""
     global _serving
     if _serving == 0:
         hypercorn_h11.WSStream = RoostWSStream  # type: ignore[misc]
+        hypercorn_trio_run.TCPServer = RoostTCPServer  # type: ignore[misc]
     _serving += 1
     try:
         yield
@@ -177,3 +321,4 @@ def serving() -> Iterator[None]:
         _serving -= 1
         if _serving == 0:
             hypercorn_h11.WSStream = WSStream  # type: ignore[misc]
+            hypercorn_trio_run.TCPServer = TCPServer  # type: ignore[misc]
