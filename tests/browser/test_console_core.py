@@ -40,7 +40,7 @@ def test_overview_counts_a_pushed_item_without_a_reload(page, roost_server, shot
                                                                                "subject": "hello"}]})
         assert r.status_code == 202, r.text
         count = "n => Number(document.querySelector('[data-figure=scout_items_pending_or_queued]').textContent) === n"
-        page.wait_for_function(count, arg=before + 1, timeout=5000)
+        page.wait_for_function(count, arg=before + 1, timeout=10_000)
         assert page.evaluate("window.__marker") == "same page"  # no reload: the part was swapped in
 
         # A hidden tab stops listening; shown again, it catches up at once.
@@ -55,7 +55,7 @@ def test_overview_counts_a_pushed_item_without_a_reload(page, roost_server, shot
         assert int(figure.inner_text()) == before + 1  # nothing fetched while hidden
         page.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: false, configurable: true});
                                  document.dispatchEvent(new Event('visibilitychange')); }""")
-        page.wait_for_function(count, arg=before + 2, timeout=5000)
+        page.wait_for_function(count, arg=before + 2, timeout=10_000)
     assert page.evaluate("window.__marker") == "same page"
     times = page.locator("time[data-local]")
     if times.count():
