@@ -105,11 +105,11 @@ def test_a_claim_in_one_tab_shows_as_claimed_in_a_second_tab_without_a_reload(pa
         shot(page, "handoffs-claimed")
         fits_a_phone(page, shot, "handoffs-phone")
 
-        watcher.locator(f"#handoff-{handoff['id']}").wait_for(state="detached", timeout=3000)
+        watcher.locator(f"#handoff-{handoff['id']}").wait_for(state="detached", timeout=10_000)
         recent = watcher.locator("#recent tr", has_text="ticket-4711")
-        recent.filter(has_text="claimed").wait_for(timeout=3000)
+        recent.filter(has_text="claimed").wait_for(timeout=10_000)
         assert "by Bob" in recent.inner_text()
-        watcher.locator("#events tr", has_text="claimed").first.wait_for(timeout=3000)
+        watcher.locator("#events tr", has_text="claimed").first.wait_for(timeout=10_000)
         assert watcher.evaluate("window.__marker") == "same page"  # swapped in, never reloaded
         axe(watcher)
         shot(watcher, "handoffs-second-tab-after")
@@ -117,7 +117,7 @@ def test_a_claim_in_one_tab_shows_as_claimed_in_a_second_tab_without_a_reload(pa
         # A new handoff appears in the open tab by itself.
         fresh = made(client.post("/api/v1/handoffs", json={
             "account_id": account["id"], "subject_ref": "ticket-4712", "intent": "park", "created_by": ann["id"]}))
-        watcher.locator(f"#handoff-{fresh['id']}").wait_for(timeout=3000)
+        watcher.locator(f"#handoff-{fresh['id']}").wait_for(timeout=10_000)
         assert watcher.evaluate("window.__marker") == "same page"
 
         watcher.locator("#recent").get_by_role("link", name="ticket-4711").click()
