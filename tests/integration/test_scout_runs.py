@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from roost.domain.scouting import expire_proposals, run_scout
+from roost.errors import TriageUnavailable
+from roost.plugins.classifiers import Classifier, Verdict, classifiers
 from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, connectors
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
@@ -241,6 +243,37 @@ async def test_a_plugin_bug_fails_the_item_with_its_reason_not_the_run(db, scrip
     assert report.error is None and report.queued == 2 and report.failed == 1
     item = (await _items(db, scout["id"]))["2"]
     assert item["status"] == "failed" and item["reason"] == "ZeroDivisionError (details in the log)"
+
+
+class _Moody(Classifier):
+    """Classifies one item at a time (the default batch): a bug on "bug", unavailable on "later"."""
+
+    async def classify(self, config, content):
+        if content.subject == "bug":
+            raise ZeroDivisionError("classifier bug")
+        if content.subject == "later":
+            raise TriageUnavailable("model busy")
+        return Verdict("relevant", "fine")
+
+
+if "moody" not in classifiers.names():
+    classifiers.register("moody", _Moody)
+
+
+async def test_classifier_errors_in_a_batch_fail_or_retry_only_their_own_item(db, script):
+    services, scout = await _setup(db, classifier="moody", classifier_config={}, max_failures=2)
+    for i, subject in enumerate(["ok", "bug", "later", "ok"], start=1):
+        script.mail[str(i)] = ("x@example.com", subject, "body")
+    report = await run_scout(services, scout["id"])
+    assert report.error is None and report.queued == 2 and report.retried == 2
+    items = await _items(db, scout["id"])
+    assert [items[r]["status"] for r in "1234"] == ["queued", "pending", "pending", "queued"]
+    assert items["2"]["last_error"] == "ZeroDivisionError (details in the log)"
+    assert items["3"]["last_error"] == "TriageUnavailable: model busy"
+    services.clock.at += dt.timedelta(seconds=31)
+    report = await run_scout(services, scout["id"])
+    assert report.failed == 2
+    assert (await _items(db, scout["id"]))["2"]["reason"] == "ZeroDivisionError (details in the log)"
 
 
 async def test_a_bug_in_roost_during_a_run_is_raised_not_recorded_as_the_scouts_error(db, script, monkeypatch):
