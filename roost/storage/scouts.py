@@ -15,6 +15,7 @@ erases it. Status changes of delivery and acks are written in batches.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import time
@@ -165,6 +166,8 @@ _INSERT_ITEM = (
 
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+# base64's base-32 alphabet to this one: an id's 26 characters come from one b32encode.
+_FROM_B32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 _last_item_key = 0
 
 
@@ -185,8 +188,10 @@ def item_ids(n: int) -> list[str]:
         if key <= _last_item_key:
             key = _last_item_key + 1
         _last_item_key = key
-        chars = [_ALPHABET[(key >> shift) & 31] for shift in range(125, -1, -5)]
-        out.append("prp_" + "".join(chars))
+        # 26 characters of 5 bits are the key's 130 low bits (the top 2 are 0): the first 26 of
+        # the 32 that base 32 makes of the key shifted up to fill 160 bits.
+        text = base64.b32encode((key << 30).to_bytes(20)).translate(_FROM_B32)
+        out.append("prp_" + text[:26].decode())
     return out
 
 
