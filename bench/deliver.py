@@ -98,13 +98,15 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def profile_start(self) -> subprocess.Popen | None:
-        """With ``--profile PATH``: py-spy samples the server (every thread, CPU only) from here on."""
+        """With ``--profile PATH``: py-spy samples the server (every thread, CPU only) from here on;
+        ``ROOST_BENCH_PYSPY_ARGS`` adds options (``--native`` pauses the server for each sample)."""
         if not self.profile:
             return None
         assert self.proc is not None
+        extra = os.environ.get("ROOST_BENCH_PYSPY_ARGS", "").split()
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.proc.pid),
-                                "--rate", "500", "--threads", "--format", "raw", "--output", self.profile,
-                                "--nonblocking"],
+                                "--rate", "500", "--threads", "--format", "raw", "--output", self.profile, *extra,
+                                *([] if "--native" in extra else ["--nonblocking"])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # let it attach
         return spy
