@@ -16,16 +16,20 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import trio
+from trio.testing import MockClock
 
 from roost.storage.database import Database, open_database
 from roost.storage.migrator import migrate
 from tests.support import watchdog
+from tests.support.clock import ThreadAwareness
 from tests.support.pg import (
     PgServer,
     ServerUnavailable,
@@ -58,6 +62,17 @@ def _unavailable(reason: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     watchdog.install(config)  # per-test limits that fail one test with its stacks (tests/support/watchdog.py)
+    # Browser tests' screenshots (tests/browser): one folder per run, named here so that pytest-xdist
+    # workers (which inherit the environment) all write to it and the controller can print it.
+    if not hasattr(config, "workerinput") and not os.environ.get("ROOST_SCREENSHOTS", "").strip():
+        os.environ["ROOST_SCREENSHOTS"] = str(Path(tempfile.gettempdir()) / f"roost-screenshots-{os.getpid()}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    folder = Path(os.environ.get("ROOST_SCREENSHOTS", "").strip() or "/nonexistent")
+    if folder.is_dir():
+        shots = len(list(folder.glob("*.png")))
+        terminalreporter.write_line(f"browser screenshots ({shots}): {folder}")
 
 
 E2E = Path(__file__).parent / "e2e"
@@ -74,6 +89,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def autojump_clock(monkeypatch: pytest.MonkeyPatch) -> MockClock:
+    """pytest-trio's ``autojump_clock``, but time stands still while a worker thread works
+    (``tests/support/clock.py``): every SQLite call runs in one."""
+    clock = MockClock(autojump_threshold=0)
+    monkeypatch.setattr(trio.to_thread, "run_sync", ThreadAwareness(clock).wrap(trio.to_thread.run_sync))
+    return clock
 
 
 @pytest.fixture(scope="session")
@@ -210,8 +234,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("ROOST_TEST_SUMMARY")
-    if not target:
-        return
+    if not target or hasattr(session.config, "workerinput"):
+        return  # under pytest-xdist the controller sees every worker's reports and writes it once
     lines = [
         f"exitstatus={int(exitstatus)}",
         f"collected={session.testscollected}",

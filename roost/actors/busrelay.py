@@ -114,9 +114,10 @@ class BusRelay(Actor):
 
     def __init__(self, services: Services):
         self.services = services
-        self._outgoing: list[tuple[str, tuple[str, ...]]] = []
+        # Out: the sender task's inbox (``enqueue`` posts, never waits); past OUTGOING_LIMIT a
+        # message's topic goes to ``_dropped`` instead, sent as "catch up on this topic".
+        self._outgoing: Inbox[tuple[str, tuple[str, ...]]] = Inbox(OUTGOING_LIMIT)
         self._dropped: set[str] = set()  # topics whose outgoing messages could not be kept or sent
-        self._wake = trio.Event()
         self._pid: int | None = None
         self._idle = trio.Event()  # set while the sender has nothing queued or in flight
         self._idle.set()
@@ -131,19 +132,15 @@ class BusRelay(Actor):
     # -- out -----------------------------------------------------------------------------------
 
     def enqueue(self, topic: str, ids: tuple[str, ...]) -> None:
-        if len(self._outgoing) >= OUTGOING_LIMIT:
-            self._dropped.add(topic)
-        else:
-            self._outgoing.append((topic, ids))
+        if not self._outgoing.post((topic, ids)):
+            self._dropped.add(topic)  # the inbox is full (and marked overflowed, so the sender wakes)
         if self._idle.is_set():
             self._idle = trio.Event()
-        self._wake.set()
 
     async def _send(self, conn: DedicatedConnection) -> None:
         while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            batch, self._outgoing = self._outgoing, []
+            await self._outgoing.wait_ready()
+            batch, _ = self._outgoing.take()  # an overflow is in ``_dropped``, by topic
             dropped, self._dropped = self._dropped, set()
             try:
                 for payload in encode_payloads(batch, dropped):
@@ -151,8 +148,9 @@ class BusRelay(Actor):
             except BaseException:
                 # Unknown which went out: the others catch up on these topics once we are back.
                 self._dropped |= dropped | {topic for topic, _ in batch}
+                self._outgoing.overflow()  # so the next sender (after the reconnect) sends them
                 raise
-            if not (self._outgoing or self._dropped):
+            if not (self._outgoing.ready or self._dropped):
                 self._idle.set()
 
     # -- in ------------------------------------------------------------------------------------
@@ -226,8 +224,7 @@ class BusRelay(Actor):
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_post_when_set, conn.lost, lost)
-                    nursery.start_soon(self._send, conn)
-                    self._wake.set()  # send what was queued while we were away
+                    nursery.start_soon(self._send, conn)  # first, what was queued while we were away
                     if not await ctx.wait(lost):  # False: the process drains
                         with trio.move_on_after(1):  # a last flush of what the drain published
                             await self._idle.wait()

@@ -7,7 +7,8 @@ the assessor writes briefings. Each publishes the handoff id on ``HANDOFF_FOLLOW
 commit. This actor then runs the follow-ups of the domain layer, in transactions of their own
 (assessments and briefings side by side, so a briefing never waits behind a slow assessment):
 ``queue_escalation_mail`` (one conditional
-UPDATE decides which process queues a mail, so it is queued once), ``assess_pending`` and
+UPDATE decides which process queues a mail, so it is queued once), ``queue_assessment_mail``
+(assessment mail a crash left marked), ``assess_pending`` and
 ``brief_pending`` (the assessor under its timeout). None can fail or delay the handoff or the
 claim; a crash in between leaves the mark, and the slow poll (``POLL_S``, in any process) picks
 it up again.
@@ -48,6 +49,7 @@ class HandoffFollowups(Actor):
             while True:
                 inbox.take()  # wake-ups are hints: each pass reads everything marked pending
                 await self._step(ctx, handoffs.queue_escalation_mail, services)
+                await self._step(ctx, handoffs.queue_assessment_mail, services)
                 async with trio.open_nursery() as nursery:
                     if assessor.enabled:
                         nursery.start_soon(self._step, ctx, handoffs.assess_pending, services, assessor)

@@ -10,7 +10,10 @@ Every ``ROOST_HEARTBEAT_S`` (5 s) one beat:
 3. deletes the rows of processes silent for ten heartbeats;
 4. writes ``devices.last_seen_at`` for the devices active here (a socket held, a frame, a device
    HTTP call), at most once a minute each (``roost.runtime.activity``): so a device connected to
-   any process counts as active for the scouts' inactivity pause.
+   any process counts as active for the scouts' inactivity pause;
+5. on PostgreSQL, writes which devices hold a socket here (``process_devices``: what changed since
+   the last beat, and all of it every ``DEVICES_RESYNC_BEATS``), so the console of any process can
+   say where a device is connected.
 
 A database error is logged and the next beat tries again; any other error is a bug and goes to
 the supervisor.
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from roost.storage.dedicated import DedicatedConnection
 
 PRUNE_AFTER_BEATS = 10
+DEVICES_RESYNC_BEATS = 12  # every so many beats the whole set of device sockets is written again
 STOP_CLEANUP_S = 3.0  # closing the leadership connection and removing the process row, at most
 
 
@@ -49,6 +53,8 @@ class Heartbeat(Actor):
         self._conn: DedicatedConnection | None = None  # holds the leadership locks (PostgreSQL)
         self._nursery: trio.Nursery | None = None
         self.started_at: dt.datetime | None = None
+        self._devices_written: dict[str, int] = {}  # device -> sockets, as process_devices holds them
+        self._beats_since_resync = DEVICES_RESYNC_BEATS  # the first beat writes everything
 
     @property
     def leadership_pid(self) -> int | None:
@@ -74,6 +80,35 @@ class Heartbeat(Actor):
                                    now=trio.current_time(), wall=s.clock.now())
         except StorageError as exc:  # the devices stay marked: the next beat writes them
             ctx.log.error("device activity not written", error=exc.message)
+        if s.db.shared:
+            try:
+                await self.write_devices(ctx)
+            except StorageError as exc:  # kept as it was: the next beat writes the difference again
+                ctx.log.error("device sockets not written", error=exc.message)
+
+    async def write_devices(self, ctx: ActorContext) -> None:
+        """Step 5: write what changed in this process's device sockets since the last beat.
+
+        Raises:
+            StorageError: the write failed (nothing is taken as written).
+        """
+        s = ctx.services
+        now: dict[str, int] = {}
+        for sock in s.sockets.all():
+            if sock.close_code is None:
+                now[sock.device_id] = now.get(sock.device_id, 0) + 1
+        self._beats_since_resync += 1
+        if self._beats_since_resync >= DEVICES_RESYNC_BEATS:
+            await processes.write_devices(s.db, s.process_id, changed=now, gone=(), everything=True)
+            self._beats_since_resync = 0
+        else:
+            old = self._devices_written
+            changed = {d: n for d, n in now.items() if old.get(d) != n}
+            gone = [d for d in old if d not in now]
+            if not changed and not gone:
+                return
+            await processes.write_devices(s.db, s.process_id, changed=changed, gone=gone)
+        self._devices_written = now
 
     async def _lead(self, ctx: ActorContext) -> None:
         from roost.storage.dedicated import connect_dedicated

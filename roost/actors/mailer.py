@@ -47,6 +47,7 @@ log = get_logger()
 
 POLL_S = 5.0
 CLAIM_BATCH = 400
+IDS_PUBLISHED = 20  # outbox ids named in one mail.changed (a hint: consoles re-read the rows)
 CONCURRENT_SENDS = 4
 SEND_SLICE_S = 0.02
 # Recording send outcomes is shielded: at most this long, and at most RECORD_AFTER_CANCEL_S past
@@ -141,6 +142,7 @@ class _Recorder:
             elif exc is not None:
                 await outbox.mark_failed(db, row["id"], error=str(exc), claimed_by=me)
                 self.done["failed"] += 1
+        services.bus.publish(topics.MAIL_CHANGED, *(o.row["id"] for o in outcomes[:IDS_PUBLISHED]))  # for consoles
 
 
 class Mailer(Actor):

@@ -65,7 +65,7 @@ class SocketEvents(Actor):
                 ctx.log.error("batch_done not sent", batch_id=batch_id, error=exc.message)
                 continue
             if batch["created_by"] and s.sockets.for_user(batch["created_by"]):
-                s.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": batch})
+                s.sockets.send_to_user(batch["created_by"], {"type": "batch_done", "batch": dispatch.done_view(batch)})
 
 
 async def close_dead_here(ctx: ActorContext) -> int:

@@ -42,7 +42,8 @@ async def queue_escalation(services: Services, handoff_id: str) -> list[str]:
     handoff, creator, recipients = found
     render: Renderer = renderer_for(services.settings)
     messages = _messages(render.escalation, "handoff_escalation", handoff, creator, recipients)
-    return await repo.queue_escalation(services.db, handoff_id, messages, services.clock.now())
+    return await repo.queue_escalation(services.db, handoff_id, messages, services.clock.now(),
+                                       carries_assessment=isinstance(handoff["assessment"], dict))
 
 
 async def queue_assessment(services: Services, handoff_id: str) -> list[str]:
@@ -52,8 +53,9 @@ async def queue_assessment(services: Services, handoff_id: str) -> list[str]:
     if found is None:
         return []
     handoff, creator, recipients = found
-    if handoff["intent"] != "escalate" or not isinstance(handoff["assessment"], dict) or not recipients:
+    if handoff["intent"] != "escalate" or not isinstance(handoff["assessment"], dict):
         return []
     render = renderer_for(services.settings)
     messages = _messages(render.assessment, "handoff_assessment", handoff, creator, recipients)
+    # With no one left to mail, this still clears the handoff's mark.
     return await repo.queue_assessment(services.db, handoff_id, messages, services.clock.now())

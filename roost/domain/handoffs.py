@@ -74,31 +74,34 @@ async def create(services: Services, *, account_id: str, subject_ref: str, inten
     return row
 
 
-async def claim(services: Services, handoff_id: str, user_id: str) -> Row:
+async def claim(services: Services, handoff_id: str, user_id: str, *, account_id: str | None = None) -> Row:
     """Claim an open handoff for ``user_id`` (exactly one claim wins); see ``roost.storage.handoffs.claim``.
 
     When the assessor writes briefings, the claimer's is marked pending with the claim and written
     after the commit by the follow-up actor (``brief_pending``); the claim never waits for it.
+    ``account_id`` (the console's page) makes a handoff of another account not found.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``), or ``user_id`` is of another account.
         Conflict: someone else holds it, or it was cancelled.
     """
     brief = writes_briefings(assessors.create(services.settings.handoff_assessor))
-    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now(), brief=brief)
+    row, changed = await repo.claim(services.db, handoff_id, user_id, services.clock.now(), brief=brief,
+                                    account_id=account_id)
     if changed:
         _publish(services, row, followups=row["briefing_state"] == "pending")
     return row
 
 
-async def cancel(services: Services, handoff_id: str, user_id: str) -> Row:
-    """Cancel an open handoff; cancelling a cancelled one changes nothing.
+async def cancel(services: Services, handoff_id: str, user_id: str, *, account_id: str | None = None) -> Row:
+    """Cancel an open handoff for ``user_id``; cancelling a cancelled one changes nothing.
+    ``account_id`` (the console's page) makes a handoff of another account not found.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``), or ``user_id`` is of another account.
         Conflict: it is claimed.
     """
-    row, changed = await repo.cancel(services.db, handoff_id, user_id, services.clock.now())
+    row, changed = await repo.cancel(services.db, handoff_id, user_id, services.clock.now(), account_id=account_id)
     if changed:
         _publish(services, row)
     return row
@@ -129,6 +132,36 @@ async def list_handoffs(services: Services, account_id: str, *, limit: int, curs
                                         team=team, intent=intent)
 
 
+async def get(services: Services, handoff_id: str, account_id: str | None = None) -> dict[str, Any]:
+    """The handoff with its snapshot and each e-mail recipient's delivery state (``notifications``).
+
+    Raises:
+        NotFound: no such handoff (in ``account_id``, when given).
+    """
+    row = await repo.get(services.db, handoff_id, account_id)
+    return {**row, "notifications": await repo.notifications(services.db, row["id"])}
+
+
+async def event_log(services: Services, account_id: str, *, limit: int, before: int | None = None) -> dict[str, Any]:
+    """The account's handoff events, newest first, as far back as the replay window keeps them.
+
+    Raises:
+        NotFound: no such account.
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await repo.event_log(services.db, account_id, limit=limit, before=before)
+
+
+async def claimable_users(services: Services, account_id: str, *, limit: int = 500) -> list[Row]:
+    """The account's active users: who a handoff may be claimed or cancelled for.
+
+    Raises:
+        NotFound: no such account.
+    """
+    await tenancy.get_account(services.db, account_id)
+    return await repo.claimable_users(services.db, account_id, limit=limit)
+
+
 async def record_assessment(services: Services, row: Row, assessment: dict[str, Any] | None) -> None:
     """Store an assessor's answer (None: failed) for a claimed assessment, with ``handoff_updated``."""
     stored = await repo.store_assessment(services.db, row["id"], assessment, services.clock.now())
@@ -141,14 +174,31 @@ async def _mail_assessment(services: Services, handoff_id: str) -> None:
     """Mail a stored assessment of an escalation to those its mail went to (``roost.domain.handoff_mail``)."""
     try:
         ids = await handoff_mail.queue_assessment(services, handoff_id)
-    except StorageError as exc:  # the assessment is stored and pushed; only its mail is lost
-        log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+    except StorageError as exc:  # the mark stays: the follow-ups pass queues it
+        log.error("assessment mail not queued; the follow-ups pass tries again", handoff_id=handoff_id,
+                  error=exc.message)
         return
     if ids:
         outbox.wake(services.bus, *ids)
 
 
 # -- follow-ups after the commit (the follow-up actor runs these) -------------------------------
+
+
+async def queue_assessment_mail(services: Services) -> int:
+    """Queue the assessment mail of every escalation still marked for it (a crash after the
+    assessment's commit left the mark; each recipient gets it once). Returns the mails queued."""
+    queued = 0
+    for handoff_id in await repo.pending_assessment_mail(services.db):
+        try:
+            ids = await handoff_mail.queue_assessment(services, handoff_id)
+        except StorageError as exc:  # logged; the mark stays and the next pass tries again
+            log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+            continue
+        if ids:
+            outbox.wake(services.bus, *ids)
+            queued += len(ids)
+    return queued
 
 
 async def queue_escalation_mail(services: Services) -> int:

@@ -25,10 +25,12 @@ from roost.domain import transcripts
 from roost.errors import NotFound, RoostError, unwrap_group
 from roost.plugins.guard import plugin_call
 from roost.plugins.processors import Processor, load_processors
+from roost.runtime import topics
 from roost.runtime.jobs import Job, JobFn, job_board, tracked
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.storage import audit
+from roost.storage import processor_runs as run_store
 from roost.storage import transcripts as state_store
 
 log = get_logger()
@@ -36,6 +38,7 @@ log = get_logger()
 BATCH_FILES = 1000  # files per worker-thread call and per transaction storing their items and states
 BATCH_BYTES = 32 << 20
 READERS = 2  # worker threads reading and hashing files at once
+RECORD_TIMEOUT_S = 5.0  # the most a run's record may wait for the database (also when cancelled)
 SCANNERS = 1  # user folders statted at once (2 measured slower: the threads mostly contend for the GIL)
 
 
@@ -139,7 +142,7 @@ async def run_processor(services: Services, processor: Processor, *, user: str |
         AlreadyRunning: a run of this processor holds its lock, here or in another process.
     """
     async with services.locks.hold(lock_name(processor.name)):
-        return await _run_locked(services, processor, user, progress)
+        return await _run_locked(services, processor, user, progress, kind="schedule", actor=None)
 
 
 async def _find_changed(services: Services, processor: Processor, user: str | None, result: RunResult,
@@ -199,19 +202,57 @@ async def _batches(folders: trio.MemoryReceiveChannel[Work], out: trio.MemorySen
 
 
 async def _run_locked(services: Services, processor: Processor, user: str | None,
-                      progress: Progress | None) -> RunResult:
+                      progress: Progress | None, *, kind: str, actor: str | None) -> RunResult:
+    """The run under its lock, recorded in ``processor_runs`` however it ends."""
+    started, start = services.clock.now(), services.clock.monotonic()
+    result = RunResult()
+    outcome, error = "cancelled", None
     try:
-        return await _run_unwrapped(services, processor, user, progress)
+        result = await _run_unwrapped(services, processor, user, progress, result)
+        outcome = "ok"
+        return result
     except BaseExceptionGroup as group:  # one real error: raise it as itself (callers map it to a status)
         single = unwrap_group(group)
+        outcome, error = _ended(single)
         if isinstance(single, Exception) and not isinstance(single, BaseExceptionGroup):
             raise single from None
         raise
+    except Exception as exc:
+        outcome, error = _ended(exc)
+        raise
+    finally:
+        # Shielded with a deadline: a cancelled run is recorded too, and a stuck database cannot hold the drain.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + RECORD_TIMEOUT_S
+            try:
+                async with services.db.transaction() as tx:
+                    await run_store.record(
+                        tx, processor=processor.name, kind=kind, actor=audit.actor_name(actor) if actor else None,
+                        started_at=started, finished_at=services.clock.now(),
+                        duration_s=services.clock.monotonic() - start, outcome=outcome,
+                        counts=asdict(result), error=error)
+            except RoostError as exc:  # the run's own outcome is what the caller needs
+                log.error("processor run not recorded", processor=processor.name, error=exc.message)
+        if scope.cancelled_caught:
+            log.error("processor run not recorded: the database did not answer in time", processor=processor.name)
+        services.bus.publish(topics.PROCESSOR_RAN, processor.name)
+
+
+def _ended(exc: BaseException) -> tuple[str, str | None]:
+    """(outcome, error) of a run that raised ``exc``."""
+    if isinstance(exc, trio.Cancelled):
+        return "cancelled", None
+    message = exc.message if isinstance(exc, RoostError) else f"{type(exc).__name__}: {exc}"
+    return "failed", message[:500]
+
+
+async def recent_runs(services: Services, *, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
+    """Each processor's newest ``limit`` runs (newest first), by name: the console's recent runs."""
+    return await run_store.recent_by_processor(services.db, sorted(processors(services)), limit=limit)
 
 
 async def _run_unwrapped(services: Services, processor: Processor, user: str | None,
-                         progress: Progress | None) -> RunResult:
-    result = RunResult()
+                         progress: Progress | None, result: RunResult) -> RunResult:
     found = done = 0
 
     def found_more(n: int) -> None:
@@ -322,7 +363,8 @@ async def run_now(services: Services, processor: Processor, *, actor: str, user:
     async with services.locks.hold(lock_name(processor.name)):
         started = services.clock.now()
         try:
-            result = await tracked(services, name, lambda: _run_locked(services, processor, user, progress))
+            result = await tracked(services, name, lambda: _run_locked(services, processor, user, progress,
+                                                                       kind="manual", actor=actor))
         except Exception as exc:
             error = exc.message if isinstance(exc, RoostError) else f"{type(exc).__name__}: {exc}"
             try:

@@ -18,7 +18,8 @@ holds the job lock ``scout:<id>`` and:
    Spam is ``discarded`` with its reason, and with ``auto_trash_spam`` archived through the
    connector; a failed archive is retried with the same backoff, and at ``max_failures``
    recorded as failed to archive (``archive_failed_at``);
-4. wakes the deliverer (``PROPOSAL_QUEUED``, user ids) when it queued anything.
+4. wakes the deliverer (``PROPOSAL_QUEUED``, user ids) when it queued anything;
+5. publishes ``SCOUT_RAN`` (a cluster topic: the open consoles of every process refresh).
 
 Errors: every call into the connector or classifier goes through the plugin boundary
 (``roost.plugins.guard``), so whatever a plugin raises is a ``PluginError``, recorded on the
@@ -41,7 +42,7 @@ from roost.plugins.guard import declared_errors, plugin_call, plugin_context, pl
 from roost.runtime.destinations import DestinationNotAllowed, check_destination, describe_error
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
-from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_CHANGED, SCOUT_ITEMS
+from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_CHANGED, SCOUT_ITEMS, SCOUT_RAN
 from roost.storage import scout_list, tenancy
 from roost.storage import scouts as repo
 from roost.storage.database import Row
@@ -111,7 +112,9 @@ async def run_scout(services: Services, scout_id: str, *, rng: random.Random | N
         StorageError: the database failed (a plugin's failure is recorded on the scout instead).
     """
     async with services.locks.hold(lock_name(scout_id)):
-        return await _run_locked(services, scout_id, rng or random.Random())
+        report = await _run_locked(services, scout_id, rng or random.Random())
+    services.bus.publish(SCOUT_RAN, scout_id)  # for open consoles, in every process
+    return report
 
 
 async def _run_locked(services: Services, scout_id: str, rng: random.Random) -> RunReport:
@@ -422,3 +425,15 @@ async def list_scouts(services: Services, *, user_id: str | None, provider: str 
                                           limit=limit, cursor=cursor)
     counts = await scout_list.item_counts_of(services.db, [row["id"] for row in result["items"]])
     return {**result, "items": [{**row, "counts": counts[row["id"]]} for row in result["items"]]}
+
+
+async def retry_item(services: Services, scout_id: str, item_id: str, *, actor: str) -> Row:
+    """Put a failed item of the scout back to pending (``repo.retry_item``) and wake the scout to triage it.
+
+    Raises:
+        NotFound: no such item in that scout.
+        Conflict: the item is not failed (``item_not_failed``).
+    """
+    row = await repo.retry_item(services.db, scout_id, item_id, now=services.clock.now(), actor=actor)
+    services.bus.publish(SCOUT_ITEMS, scout_id)
+    return row

@@ -17,6 +17,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from roost import __version__
 from roost.errors import InvalidInput, NotFound
 from roost.http import admin, device, dispatch, errors, handoffs, notifications, ops, processors, scouts, webhooks
+from roost.http.console import console_bp
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
 from roost.http.socket import endpoint
@@ -24,7 +25,8 @@ from roost.runtime import jsonlimits
 from roost.runtime.services import Services
 
 BLUEPRINTS = [ops.bp, admin.bp, device.bp, endpoint.bp, scouts.bp, notifications.bp, notifications.unsubscribe_bp,
-              handoffs.bp, processors.bp, dispatch.bp, webhooks.bp]
+              handoffs.bp, processors.bp, dispatch.bp, webhooks.bp,
+              console_bp]  # the operator console (roost/http/console): HTML, not part of the API
 FINAL_SEND_LIMIT_S = 5.0  # the last body chunk of a response, shielded from a drain's cancel
 
 

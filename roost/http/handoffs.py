@@ -150,7 +150,7 @@ async def handoff_queue(query_args: QueueQuery) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 503)
 async def get_handoff(handoff_id: str, query_args: GetQuery) -> dict[str, Any]:
     """The handoff with its snapshot and each e-mail recipient's delivery state."""
-    return await _full(await repo.get(services().db, handoff_id, query_args.account_id))
+    return await handoffs.get(services(), handoff_id, query_args.account_id)
 
 
 @bp.post("/<handoff_id>/claim")

@@ -10,6 +10,7 @@ from quart import Blueprint
 from quart_schema import operation_id, validate_querystring, validate_response
 
 from roost.domain import processors as domain
+from roost.domain import usage as usage_domain
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
@@ -17,7 +18,6 @@ from roost.http.context import services
 from roost.http.models import Out, PageQuery, _refuse_nul
 from roost.runtime.jobs import job_board
 from roost.storage import tools as tools_store
-from roost.storage import usage as usage_store
 from roost.storage.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 bp = Blueprint("processors", __name__)
@@ -198,7 +198,8 @@ async def list_jobs() -> dict[str, Any]:
 @documented_errors(400, 401, 503)
 async def usage(query_args: UsageQuery) -> dict[str, Any]:
     """Token totals per user, UTC day and model (``from``/``to`` are inclusive days, YYYY-MM-DD)."""
-    return await _totals(usage_store, query_args)
+    return await usage_domain.totals(services(), user=query_args.user, day_from=_date(query_args.from_),
+                                     day_to=_date(query_args.to), limit=query_args.limit, cursor=query_args.cursor)
 
 
 @bp.get("/api/v1/tools")

@@ -273,6 +273,19 @@ async def list_items(scout_id: str, query_args: ItemQuery) -> dict[str, Any]:
                                  cursor=query_args.cursor)
 
 
+@bp.post("/api/admin/scouts/<scout_id>/items/<item_id>/retry")
+@operation_id("retryScoutItem")
+@service_auth
+@validate_response(ScoutItem)
+@documented_errors(401, 404, 409, 503)
+async def retry_item(scout_id: str, item_id: str) -> dict[str, Any]:
+    """Triage a failed item again.
+
+    Puts a failed item back to pending with its attempts reset and wakes the scout; 404 for an
+    item not in that scout, 409 ``item_not_failed`` for one in any other status."""
+    return await scouting.retry_item(services(), scout_id, item_id, actor=ACTOR)
+
+
 @bp.post("/api/v1/scouts/<scout_id>/items")
 @operation_id("pushScoutItems")
 @service_auth

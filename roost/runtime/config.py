@@ -17,7 +17,7 @@ from roost.errors import InvalidInput
 from roost.runtime.destinations import Policy
 from roost.runtime.links import check_mail_settings, link_templates
 from roost.runtime.schedule import Schedule
-from roost.runtime.secrets import parse_secret_keys, parse_service_tokens
+from roost.runtime.secrets import parse_console_tokens, parse_secret_keys, parse_service_tokens
 
 SECONDS = 1.0
 KIB = 1024
@@ -138,6 +138,17 @@ class Settings:
     webhook_rotation_overlap_s: float = 24 * 3600 * SECONDS
     webhook_retention_days: int = 30
 
+    # Operator console (issue 20, roost.http.console): ROOST_CONSOLE_TOKENS="name:role:token,..." where role is
+    # ``read`` (sees everything, bodies on request, no actions) or ``operate``; each token at least 32 characters.
+    # No tokens: the console answers 503. A sign-in lasts console_session_s; more than console_login_failures
+    # failed sign-ins from one address within console_login_window_s are refused (429) until the window passes.
+    # console_live_clients caps this process's open live streams (SSE).
+    console_tokens: str | None = field(default=None, repr=False)
+    console_session_s: float = 8 * 3600 * SECONDS
+    console_login_failures: int = 5
+    console_login_window_s: float = 300 * SECONDS
+    console_live_clients: int = 500
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``ROOST_*`` variables (and ``PORT``, as a PaaS sets it).
@@ -176,6 +187,7 @@ class Settings:
         # Checked on every construction (not only from_env) so no path starts with a weak token or key.
         self.service_tokens_by_name  # noqa: B018  (raises InvalidInput)
         self.sealing_keys  # noqa: B018
+        self.console_tokens_by_name  # noqa: B018
 
     @property
     def is_postgres(self) -> bool:
@@ -199,6 +211,15 @@ class Settings:
         """
         return parse_secret_keys(self.secret_key, self.secret_keys)
 
+    @cached_property
+    def console_tokens_by_name(self) -> dict[str, tuple[str, str]]:
+        """The operator console's tokens: ``{name: (role, token)}``, role ``read`` or ``operate``.
+
+        Raises:
+            InvalidInput: a malformed entry, an unknown role, a duplicate name or token, a short token.
+        """
+        return parse_console_tokens(self.console_tokens)
+
 
 _POSITIVE = frozenset({
     "ws_ping_interval_s", "prune_interval_s", "restart_window_s", "ws_outgoing_buffer",
@@ -209,6 +230,7 @@ _POSITIVE = frozenset({
     "handoff_assessment_lease_s", "handoff_assessment_max_attempts", "dispatch_max_offers",
     "webhook_timeout_s", "webhook_concurrency", "webhook_retry_initial_s", "webhook_retry_max_s",
     "webhook_lease_s", "webhook_retention_days",
+    "console_session_s", "console_login_failures", "console_login_window_s", "console_live_clients",
 })
 _LOG_FORMATS = frozenset({"auto", "json", "console"})
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
@@ -29,6 +29,9 @@ class ActorHealth:
     last_tick_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     ticks: int = 0
+    # Ticks per minute over the last hour ({epoch minute: ticks}; at most WINDOW_MINUTES entries): the
+    # console's throughput chart. This process only; a tick is one unit of work the actor reports.
+    per_minute: dict[int, int] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,9 @@ class ActorHealth:
             "started_at": iso(self.started_at),
             "ticks": self.ticks,
         }
+
+
+WINDOW_MINUTES = 60
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -85,8 +91,13 @@ class HealthRegistry:
 
     def tick(self, name: str) -> None:
         entry = self._actors[name]
-        entry.last_tick_at = self._clock.now()
+        entry.last_tick_at = now = self._clock.now()
         entry.ticks += 1
+        minute = int(now.timestamp() // 60)
+        entry.per_minute[minute] = entry.per_minute.get(minute, 0) + 1
+        if len(entry.per_minute) > WINDOW_MINUTES:
+            for old in [m for m in entry.per_minute if m <= minute - WINDOW_MINUTES]:
+                del entry.per_minute[old]
         self._metrics.actor_ticks.labels(name).inc()
 
     def add_late_check(self, name: str, check: Callable[[dt.datetime], bool]) -> None:
@@ -96,6 +107,12 @@ class HealthRegistry:
         """Names of the actors whose job is late."""
         now = self._clock.now()
         return sorted(name for name, check in self._late_checks.items() if check(now))
+
+    def throughput(self) -> dict[str, list[int]]:
+        """Ticks per minute of each actor over the last hour, oldest minute first (60 values)."""
+        now_minute = int(self._clock.now().timestamp() // 60)
+        minutes = range(now_minute - WINDOW_MINUTES + 1, now_minute + 1)
+        return {a.name: [a.per_minute.get(m, 0) for m in minutes] for a in self._actors.values()}
 
     @property
     def ready(self) -> bool:

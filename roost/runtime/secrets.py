@@ -49,6 +49,39 @@ def parse_service_tokens(single: str | None, named: str | None) -> dict[str, str
     return found
 
 
+CONSOLE_ROLES = ("read", "operate")
+
+
+def parse_console_tokens(raw: str | None) -> dict[str, tuple[str, str]]:
+    """``{name: (role, token)}`` from ROOST_CONSOLE_TOKENS (``name:role:token,...``; role ``read`` or ``operate``).
+
+    Raises:
+        InvalidInput: naming the entry and what to fix, never echoing a token.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for entry in (raw or "").split(","):
+        if not entry.strip():
+            continue
+        name, _, rest = entry.strip().partition(":")
+        role, sep, token = rest.partition(":")
+        token = token.strip()
+        if not sep or not _TOKEN_NAME.match(name):
+            raise InvalidInput("ROOST_CONSOLE_TOKENS: each entry is name:role:token (comma-separated), the name of "
+                               f"letters, digits, '_', '-' or '.' (up to 40); got an entry named {name[:40]!r}")
+        if role not in CONSOLE_ROLES:
+            raise InvalidInput(f"ROOST_CONSOLE_TOKENS: the token named {name!r} has role {role[:20]!r}; "
+                               "a role is read or operate")
+        if name in found:
+            raise InvalidInput(f"ROOST_CONSOLE_TOKENS: the token name {name!r} is used twice")
+        if len(token) < MIN_SERVICE_TOKEN_CHARS:
+            raise InvalidInput(f"ROOST_CONSOLE_TOKENS: the token named {name!r} is {len(token)} characters; a console "
+                               f"token needs at least {MIN_SERVICE_TOKEN_CHARS}. Make one with: {MAKE_TOKEN}")
+        if any(token == other for _, other in found.values()):
+            raise InvalidInput(f"ROOST_CONSOLE_TOKENS: the token named {name!r} is the same as another one")
+        found[name] = (role, token)
+    return found
+
+
 def parse_secret_keys(single: str | None, many: str | None) -> tuple[str, ...]:
     """The secret keys, in order (the first seals), from ROOST_SECRET_KEYS or ROOST_SECRET_KEY.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 # Scouts and delivery
 SCOUT_ITEMS = "scout.items"  # ids: scout ids with items pushed (provider push) to triage
 SCOUT_CHANGED = "scout.changed"  # ids: scout ids created, changed or deleted
+SCOUT_RAN = "scout.ran"  # ids: scout ids whose run just ended (its items' counts, last run, last error changed)
 PROPOSAL_QUEUED = "proposal.queued"  # ids: user ids with proposals queued for their devices
 
 # Devices, users and their sockets
@@ -23,13 +24,25 @@ HANDOFF_FOLLOWUPS = "handoff.followups"  # ids: handoff ids with mail or an asse
 
 # Mail
 MAIL_QUEUED = "mail.queued"  # ids: outbox rows ready to send (none: read everything due)
+MAIL_CHANGED = "mail.changed"  # ids: outbox rows sent, failed, retried or cancelled
+
+# Session processors
+PROCESSOR_RAN = "processor.ran"  # ids: processor names whose run just ended (recorded in processor_runs)
 
 # Dispatch (the ``/outreach`` API)
 DISPATCH_QUEUED = "dispatch.queued"  # ids: account ids with dispatch items to offer
 DISPATCH_RESULT = "dispatch.result"  # ids: device ids, one per recorded send result
 DISPATCH_BATCH_DONE = "dispatch.batch_done"  # ids: batch ids that finished
+DISPATCH_CHANGED = "dispatch.changed"  # ids: account ids whose batches were sent, paused, resumed or cancelled
 
-CLUSTER = (PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USER_DEACTIVATED, DISPATCH_BATCH_DONE)
-
-# -- added by webhooks
+# Webhooks
 WEBHOOKS_QUEUED = "webhooks.queued"  # ids: none (webhook deliveries are due: claim the endpoints' heads)
+
+# The operator console
+AUDIT_WRITTEN = "audit.written"  # ids: audit row ids a console action wrote
+
+CLUSTER = (
+    PROPOSAL_QUEUED, HANDOFF_EVENTS, DISPATCH_QUEUED, DEVICE_REVOKED, USER_DEACTIVATED, DISPATCH_BATCH_DONE,
+    # heard by the consoles of every process (a change made in one shows on all)
+    AUDIT_WRITTEN, SCOUT_RAN, PROCESSOR_RAN, MAIL_CHANGED, DISPATCH_CHANGED,
+)

@@ -19,9 +19,13 @@ acting_as: ContextVar[str | None] = ContextVar("roost_service_token_name", defau
 
 
 def actor_name(actor: str) -> str:
-    """``actor`` as recorded: the generic ``service`` becomes ``service:<token name>`` inside an API request."""
+    """``actor`` as recorded: the generic ``service`` becomes ``service:<token name>`` inside an API request,
+    or ``console:<token name>`` inside an operator console action (``acting_as`` then holds the whole
+    ``console:<name>``; a token name never holds a colon)."""
     name = acting_as.get()
-    return f"{SERVICE}:{name}" if actor == SERVICE and name else actor
+    if actor != SERVICE or not name:
+        return actor
+    return name if ":" in name else f"{SERVICE}:{name}"
 
 
 async def record(
@@ -52,3 +56,31 @@ async def list_entries(conn: Connection, *, target_id: str | None = None, limit:
 async def prune(conn: Connection, *, older_than: dt.datetime) -> int:
     """Delete entries older than the retention window; returns how many went."""
     return await conn.execute("DELETE FROM audit_log WHERE at < $1", older_than)
+
+
+FILTERS = ("actor", "action", "target_type", "target_id")
+
+
+async def list_page(conn: Connection, *, filters: dict[str, str], before: str | None, limit: int) -> list[Row]:
+    """Entries newest first, matching every given filter exactly (``FILTERS``), with ids below ``before``.
+
+    Fetches ``limit`` rows; the caller asks for one more than it shows to know whether an older page exists.
+    """
+    clauses, args = [], []
+    for name in FILTERS:
+        value = filters.get(name)
+        if value:
+            args.append(value)
+            clauses.append(f"{name} = ${len(args)}")
+    if before:
+        args.append(before)
+        clauses.append(f"id < ${len(args)}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    args.append(limit)
+    return await conn.fetch(f"SELECT * FROM audit_log{where} ORDER BY id DESC LIMIT ${len(args)}", *args)
+
+
+async def actors(conn: Connection, *, limit: int = 50) -> list[str]:
+    """Distinct actors (for the filter's suggestions), at most ``limit``."""
+    rows = await conn.fetch("SELECT DISTINCT actor FROM audit_log ORDER BY actor LIMIT $1", limit)
+    return [row["actor"] for row in rows]

@@ -9,12 +9,14 @@ by side; this module binds their parameters.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import secrets
 from typing import Any, Sequence
 
 from roost.domain.digest.slots import next_slot
+from roost.errors import InvalidInput
 from roost.storage.database import Connection, Database, Row
 from roost.storage.ids import new_id
 from roost.storage.notifications import PERSONAL_DIRECT
@@ -147,3 +149,40 @@ async def secret(db: Database, name: str, now: dt.datetime) -> str:
 
 async def schedule_of(conn: Connection, user_id: str) -> Row | None:
     return await conn.fetchrow(_SQL.get(conn, "schedule_of"), user_id)
+
+
+def _upcoming_cursor(row: Row) -> str:
+    raw = json.dumps([_iso(row["next_at"]), row["id"]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_upcoming_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """Raises: InvalidInput: a cursor ``upcoming`` did not hand out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, user_id = json.loads(raw)
+        if not isinstance(at, str) or not isinstance(user_id, str):
+            raise ValueError("not strings")
+        when = dt.datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("no zone")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput("cursor: not a cursor from a previous page of this list") from exc
+    return when, user_id
+
+
+async def upcoming(conn: Connection, *, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    """One page of scheduled digests, soonest first: each user's next slot (``next_at``, UTC) with
+    their zone, cadence and last digest. Raises InvalidInput for a bad cursor."""
+    if cursor is None:
+        rows = await conn.fetch(_SQL.get(conn, "upcoming"), limit + 1)
+    else:
+        at, user_id = decode_upcoming_cursor(cursor)
+        rows = await conn.fetch(_SQL.get(conn, "upcoming_after"), limit + 1, at, user_id)
+    items = rows[:limit]
+    return {"items": items, "next_cursor": _upcoming_cursor(items[-1]) if len(rows) > limit and items else None}
+
+
+async def scheduled_user(conn: Connection, user_id: str) -> Row | None:
+    """The user as a tick reads a due user (``due_users``' columns), if they have a next digest."""
+    return await conn.fetchrow(_SQL.get(conn, "scheduled_user"), user_id, UNREAD_COUNT_CAP)

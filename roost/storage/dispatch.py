@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from roost.domain.dispatch import limits  # pure (no I/O): see docs/architecture.md
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.storage import tenancy
 from roost.storage import webhook_events as webhooks
@@ -266,18 +267,23 @@ _TRANSITIONS: dict[str, dict[str, str | None]] = {
 }
 
 
-async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.datetime) -> BatchChange:
+async def change_batch(db: Database, batch_id: str, action: str, *, now: dt.datetime,
+                       account_id: str | None = None) -> BatchChange:
     """Apply send / pause / resume / cancel.
 
+    A paused batch's pending items are not claimed (``send_queue.claim`` takes only a sending
+    batch's) until it is resumed; items already dispatched still finish.
+
     Raises:
-        NotFound: no such batch.
+        NotFound: no such batch (in ``account_id``, when given).
         Conflict: the action does not apply to the batch's status (e.g. resuming a done batch).
     """
     async with db.transaction() as tx:
         row = await tx.fetchrow(
-            f"SELECT status, open_items FROM outreach_batches WHERE id = $1{tx.dialect.for_update()}", batch_id
+            f"SELECT status, open_items, account_id FROM outreach_batches WHERE id = $1{tx.dialect.for_update()}",
+            batch_id,
         )
-        if row is None:
+        if row is None or (account_id is not None and row["account_id"] != account_id):
             raise NotFound(f"no batch {batch_id!r}")
         allowed = _TRANSITIONS[action]
         if row["status"] not in allowed:
@@ -326,8 +332,14 @@ async def close_items(conn: Connection, batch_id: str, n: int, *, now: dt.dateti
     return await _done(conn, batch_id, now) if status == "done" else None
 
 
+def done_view(batch: dict[str, Any]) -> dict[str, Any]:
+    """A done batch as the API shows it: with its ``next_send`` (nothing pending, so no time)."""
+    found = limits.next_send(batch["status"], batch["counts"]["pending"], limits.Decision(limits.UNLIMITED), True)
+    return {**batch, "next_send": None if found is None else {"at": found.at, "reason": found.reason}}
+
+
 async def _done(conn: Connection, batch_id: str, now: dt.datetime) -> dict[str, Any]:
     """The view of a batch that just became done, its ``batch.done`` webhook queued with the change."""
-    batch = await get_batch(conn, batch_id)
+    batch = done_view(await get_batch(conn, batch_id))
     await webhooks.enqueue(conn, account_id=batch["account_id"], event="batch.done", payload={"batch": batch}, now=now)
     return batch

@@ -42,16 +42,72 @@ async def list_batches(conn: Connection, *, account_id: str | None, status: str 
         f"SELECT {BATCH_COLUMNS} FROM outreach_batches WHERE {' AND '.join(where)} ORDER BY id LIMIT $2", *args,
     )
     result = page(rows, limit)
-    counts = {row["id"]: dict.fromkeys(ITEM_STATUSES, 0) for row in result["items"]}
+    await _add_counts(conn, result["items"])
+    return result
+
+
+async def _add_counts(conn: Connection, batches: list[Row]) -> None:
+    """Set each batch's ``counts`` by item status: one grouped query for them all."""
+    counts = {row["id"]: dict.fromkeys(ITEM_STATUSES, 0) for row in batches}
     if counts:
         for r in await conn.fetch(
             "SELECT batch_id, status, COUNT(*) AS n FROM outreach_items"
             f" WHERE batch_id {conn.dialect.in_list('$1')} GROUP BY batch_id, status", list(counts),
         ):
             counts[r["batch_id"]][r["status"]] = int(r["n"])
-    for row in result["items"]:
+    for row in batches:
         row["counts"] = counts[row["id"]]
+
+
+async def recent_batches(conn: Connection, account_id: str, *, status: str | None, limit: int,
+                         before: str | None) -> dict[str, Any]:
+    """An account's batches newest first (all, or in one status), with counts, for operators;
+    keyset-paged on ``id`` backwards (``outreach_batches_account_id`` / ``_account_status``).
+
+    Raises:
+        NotFound: no such account.
+    """
+    await tenancy.get_account(conn, account_id)
+    where, args = "account_id = $1", [account_id, limit + 1]
+    if status is not None:
+        args.append(status)
+        where += f" AND status = ${len(args)}"
+    if before is not None:
+        args.append(before)
+        where += f" AND id < ${len(args)}"
+    rows = await conn.fetch(f"SELECT {BATCH_COLUMNS} FROM outreach_batches WHERE {where} ORDER BY id DESC LIMIT $2",
+                            *args)
+    result = page(rows, limit)
+    await _add_counts(conn, result["items"])
     return result
+
+
+async def account_devices(conn: Connection, account_id: str, *, limit: int) -> list[Row]:
+    """The devices of an account's users (revoked ones too), each with ``pending`` and
+    ``dispatched``: how many items wait for it and how many it holds (one grouped query over
+    ``outreach_items_claim``)."""
+    rows = await conn.fetch(
+        "SELECT d.id, d.user_id, d.name, d.last_seen_at, d.revoked_at, u.display_name AS user_name"
+        " FROM devices d JOIN users u ON u.id = d.user_id WHERE u.account_id = $1 ORDER BY d.id LIMIT $2",
+        account_id, limit,
+    )
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        r["pending"] = r["dispatched"] = 0
+    if by_id:
+        for r in await conn.fetch(
+            "SELECT device_id, status, COUNT(*) AS n FROM outreach_items"
+            f" WHERE device_id {conn.dialect.in_list('$1')} AND status IN ('pending', 'dispatched')"
+            " GROUP BY device_id, status", list(by_id),
+        ):
+            by_id[r["device_id"]][r["status"]] = int(r["n"])
+    return rows
+
+
+async def device_account(conn: Connection, device_id: str) -> str | None:
+    """The account of a device's user (None: no such device)."""
+    return await conn.fetchval(
+        "SELECT u.account_id FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = $1", device_id)
 
 
 def _seq_cursor(cursor: str) -> int:

@@ -8,7 +8,10 @@ Reads and writes only; the messages are rendered by ``roost.domain.handoff_mail`
   to ``queued`` decides which process does it; the mark stays while nothing is queued, so a crash
   between the read and the write is picked up by the next pass);
 * the assessment mail through ``handoff_notifications`` (one row per handoff, user and channel
-  ``assessment_email``: a second try inserts nothing and queues nothing).
+  ``assessment_email``: a second try inserts nothing and queues nothing), and the handoff's
+  ``assessment_mail_state``: set ``pending`` with the assessment (``roost.storage.handoffs``),
+  ``done`` in the transaction that queues the mail, or in the escalation's when that mail already
+  carried the assessment. A crash in between leaves the mark for the next pass.
 """
 
 from __future__ import annotations
@@ -38,15 +41,19 @@ async def escalation_recipients(conn: Connection, handoff_id: str) -> tuple[Row,
 
 
 async def queue_escalation(db: Database, handoff_id: str, messages: Sequence[dict[str, Any]],
-                           now: dt.datetime) -> list[str]:
+                           now: dt.datetime, *, carries_assessment: bool = False) -> list[str]:
     """Queue the escalation's rendered ``messages`` (``outbox.enqueue_many`` dicts with ``recipient_user_id``),
-    once: returns the outbox ids, or nothing when another process queued them first."""
+    once: returns the outbox ids, or nothing when another process queued them first.
+    ``carries_assessment``: they were rendered with the assessment, which then needs no mail of its own."""
     async with db.transaction() as tx:
         won = await tx.fetchval(
             "UPDATE handoffs SET mail_state = 'queued' WHERE id = $1 AND mail_state = 'pending' RETURNING id",
             handoff_id)
         if won is None:
             return []
+        if carries_assessment:  # the assessment went with it: no separate mail
+            await tx.execute("UPDATE handoffs SET assessment_mail_state = 'done' WHERE id = $1"
+                             " AND assessment_mail_state = 'pending'", handoff_id)
         ids = await outbox.enqueue_many(tx, messages, now=now)
         for message, outbox_id in zip(messages, ids, strict=True):
             await tx.execute(
@@ -74,8 +81,13 @@ async def assessment_recipients(conn: Connection, handoff_id: str) -> tuple[Row,
 
 async def queue_assessment(db: Database, handoff_id: str, messages: Sequence[dict[str, Any]],
                            now: dt.datetime) -> list[str]:
-    """Queue each rendered assessment mail whose recipient has not had one (one transaction)."""
+    """Queue each rendered assessment mail whose recipient has not had one, and clear the handoff's
+    mark (one transaction)."""
     async with db.transaction() as tx:
+        # Only once the escalation mail is queued: until then it may still carry the assessment
+        # itself, and if it does not, the mark is what gets the assessment mailed afterwards.
+        await tx.execute("UPDATE handoffs SET assessment_mail_state = 'done' WHERE id = $1"
+                         " AND assessment_mail_state = 'pending' AND mail_state = 'queued'", handoff_id)
         fresh = []
         for message in messages:
             inserted = await tx.fetchval(

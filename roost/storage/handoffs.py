@@ -150,18 +150,18 @@ def _held(row: Row) -> Conflict:
 
 
 async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime, *,
-                brief: bool = False) -> tuple[Row, bool]:
+                brief: bool = False, account_id: str | None = None) -> tuple[Row, bool]:
     """Claim an open handoff for ``user_id``: one conditional UPDATE, so exactly one claim wins.
 
     ``brief`` (the assessor writes briefings) marks the claimer's briefing pending, in the same
     transaction. Returns (row, changed); re-claiming your own claim changes nothing.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``, when given), or ``user_id`` is of another account.
         Conflict: someone else holds it (details name them), or it was cancelled.
     """
     async with db.transaction() as tx:
-        row = await get(tx, handoff_id)
+        row = await get(tx, handoff_id, account_id)
         await active_user(tx, user_id, row["account_id"])
         updated = await tx.fetchrow(
             "UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = $3, briefing_state = $4"
@@ -177,15 +177,16 @@ async def claim(db: Database, handoff_id: str, user_id: str, now: dt.datetime, *
     raise _held(row)
 
 
-async def cancel(db: Database, handoff_id: str, user_id: str, now: dt.datetime) -> tuple[Row, bool]:
+async def cancel(db: Database, handoff_id: str, user_id: str, now: dt.datetime, *,
+                 account_id: str | None = None) -> tuple[Row, bool]:
     """Cancel an open handoff (conditional, like ``claim``); cancelling a cancelled one changes nothing.
 
     Raises:
-        NotFound: no such handoff, or ``user_id`` is of another account.
+        NotFound: no such handoff (in ``account_id``, when given), or ``user_id`` is of another account.
         Conflict: it is claimed (details name who holds it).
     """
     async with db.transaction() as tx:
-        row = await get(tx, handoff_id)
+        row = await get(tx, handoff_id, account_id)
         await active_user(tx, user_id, row["account_id"])
         updated = await tx.fetchrow(
             "UPDATE handoffs SET status = 'cancelled', cancelled_by = $2, cancelled_at = $3"
@@ -224,6 +225,29 @@ async def events_after(conn: Connection, account_id: str, after: int, *, upto: i
         " AND seq <= $3 ORDER BY seq LIMIT $4", account_id, after, upto, limit)
 
 
+async def event_log(conn: Connection, account_id: str, *, limit: int, before: int | None = None) -> dict[str, Any]:
+    """The account's event log, newest first (the primary key ``(account_id, seq)`` read backwards),
+    keyset-paged on ``seq``: ``before`` is the ``next_cursor`` of the page before. Events older
+    than the replay window are pruned (``prune_events``), so the log reaches back that far."""
+    if before is None:
+        rows = await conn.fetch(
+            "SELECT seq, kind, handoff_id, handoff, created_at FROM handoff_events WHERE account_id = $1"
+            " ORDER BY seq DESC LIMIT $2", account_id, limit + 1)
+    else:
+        rows = await conn.fetch(
+            "SELECT seq, kind, handoff_id, handoff, created_at FROM handoff_events WHERE account_id = $1"
+            " AND seq < $2 ORDER BY seq DESC LIMIT $3", account_id, before, limit + 1)
+    items = rows[:limit]
+    return {"items": items, "next_cursor": int(items[-1]["seq"]) if len(rows) > limit and items else None}
+
+
+async def claimable_users(conn: Connection, account_id: str, *, limit: int) -> list[Row]:
+    """Active users of the account, who may claim or cancel its handoffs (``users_account`` index)."""
+    return await conn.fetch(
+        "SELECT id, display_name, email, team FROM users WHERE account_id = $1 AND active AND deleted_at IS NULL"
+        " ORDER BY id LIMIT $2", account_id, limit)
+
+
 async def last_seqs(conn: Connection) -> dict[str, int]:
     """Every account's last committed sequence number."""
     rows = await conn.fetch("SELECT account_id, last_seq FROM handoff_seq")
@@ -249,6 +273,14 @@ async def prune_events(db: Database, older_than: dt.datetime) -> int:
 async def pending_mail(conn: Connection, limit: int = 100) -> list[str]:
     return [r["id"] for r in await conn.fetch(
         "SELECT id FROM handoffs WHERE mail_state = 'pending' ORDER BY id LIMIT $1", limit)]
+
+
+async def pending_assessment_mail(conn: Connection, limit: int = 100) -> list[str]:
+    """Escalations whose assessment mail is marked and whose escalation mail is queued (the
+    assessment goes to those it went to; while that is pending, it will carry the assessment)."""
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM handoffs WHERE assessment_mail_state = 'pending' AND mail_state = 'queued'"
+        " ORDER BY id LIMIT $1", limit)]
 
 
 async def claim_assessment(db: Database, handoff_id: str, *, now: dt.datetime, lease_s: float,
@@ -307,8 +339,11 @@ async def store_assessment(db: Database, handoff_id: str, assessment: dict[str, 
             row = await tx.fetchrow("UPDATE handoffs SET assessment_state = 'failed', assessment_lease_until = NULL"
                                     " WHERE id = $1 AND assessment_state = 'running' RETURNING *", handoff_id)
         else:
+            # An escalation's assessment is mailed to those its mail went to: marked here, in the
+            # assessment's own transaction, so a crash before the mail is queued loses nothing.
             row = await tx.fetchrow(
-                "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL"
+                "UPDATE handoffs SET assessment = $2, assessment_state = 'done', assessment_lease_until = NULL,"
+                " assessment_mail_state = CASE WHEN intent = 'escalate' THEN 'pending' ELSE assessment_mail_state END"
                 " WHERE id = $1 AND assessment_state = 'running' RETURNING *",
                 handoff_id, assessment)
         if row is not None:

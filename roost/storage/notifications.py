@@ -118,3 +118,17 @@ async def with_recipients(conn: Connection, notification_ids: Sequence[str]) -> 
         f" WHERE id {conn.dialect.in_list('$1')})", list(notification_ids))
     by_id = {u["id"]: u for u in users}
     return [(by_id[r["recipient_user_id"]], r) for r in rows]
+
+
+async def mail_retried(conn: Connection, outbox_id: str, now: dt.datetime) -> int:
+    """In the transaction that queues failed outbox row ``outbox_id`` again: its notification, unless a
+    digest has taken it meanwhile, is e-mailed again (``mail_failed`` undone: e-mailed, its category
+    column back from the payload, not carried over). Returns how many notifications changed (0 or 1)."""
+    # The column holds the payload's category only when it is a string (as ``insert`` does).
+    category = conn.dialect.pick(
+        sqlite="CASE WHEN json_type(payload, '$.category') = 'text' THEN json_extract(payload, '$.category') END",
+        postgresql="CASE WHEN jsonb_typeof(payload -> 'category') = 'string' THEN payload ->> 'category' END")
+    return await conn.execute(
+        f"UPDATE notifications SET email_sent_at = $2, carry_over = FALSE, category = {category}"
+        " WHERE id = (SELECT notification_id FROM notification_mails WHERE outbox_id = $1)"
+        " AND digest_included_at IS NULL", outbox_id, now)

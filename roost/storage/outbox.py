@@ -236,3 +236,76 @@ async def counts(conn: Connection) -> dict[str, int]:
 
 async def pending_count(conn: Connection) -> int:
     return int(await conn.fetchval("SELECT COUNT(*) FROM outbox WHERE status IN ('held', 'queued', 'sending')"))
+
+
+# -- the console's view and an operator's retry or cancel (roost.domain.mail) ---------------------
+
+STATES = ("queued", "held", "sending", "sent", "failed", "cancelled")  # cancelled: failed with cancelled_at
+COUNT_CAP = 1000  # a state's count stops here ("1000+"): counting millions of sent mail is not worth a page
+_LIST_COLUMNS = ("id, kind, recipient_user_id, to_addr, subject, status, hold_until, next_attempt_at, attempts,"
+                 " last_error, created_at, sent_at, cancelled_at, cancelled_by")
+
+
+def _state_clause(state: str) -> str:
+    if state == "cancelled":
+        return "status = 'failed' AND cancelled_at IS NOT NULL"
+    if state == "failed":
+        return "status = 'failed' AND cancelled_at IS NULL"
+    if state not in STATES:
+        raise ValueError(f"not an outbox state: {state!r}")
+    return f"status = '{state}'"
+
+
+async def list_by_state(conn: Connection, state: str, *, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    """One page of the messages in ``state`` (one of ``STATES``), newest first; bodies left out."""
+    args: list[Any] = [limit + 1]
+    where = _state_clause(state)
+    if cursor is not None:
+        args.append(cursor)
+        where += " AND id < $2"
+    rows = await conn.fetch(f"SELECT {_LIST_COLUMNS} FROM outbox WHERE {where} ORDER BY id DESC LIMIT $1", *args)
+    items = rows[:limit]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit and items else None}
+
+
+async def state_counts(conn: Connection) -> dict[str, int]:
+    """How many messages are in each of ``STATES``, each counted up to ``COUNT_CAP + 1`` (an index range
+    each, all in one statement)."""
+    parts = ", ".join(f"(SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE {_state_clause(state)} LIMIT $1) AS c)"
+                      f" AS {state}" for state in STATES)
+    row = await conn.fetchrow(f"SELECT {parts}", COUNT_CAP + 1)
+    return {state: int(row[state]) for state in STATES} if row else dict.fromkeys(STATES, 0)
+
+
+async def retry(conn: Connection, outbox_id: str, *, now: dt.datetime) -> Row | None:
+    """In the caller's transaction: queue a failed (or cancelled) message again, attempts from zero,
+    held instead while its recipient's quiet hours last. A notification it e-mails that no digest has
+    taken yet is marked e-mailed again (undoing ``notifications.mail_failed``), so it is not also in
+    the next digest. Returns the row as it is now, or None if the message is not failed (any more)."""
+    user = await conn.fetchrow(
+        "SELECT u.quiet_hours, u.timezone FROM outbox o JOIN users u ON u.id = o.recipient_user_id WHERE o.id = $1",
+        outbox_id)
+    held = hold_until(user, now)
+    row = await conn.fetchrow(
+        "UPDATE outbox SET status = $2, hold_until = $3, next_attempt_at = $4, attempts = 0, claimed_by = NULL,"
+        " claimed_at = NULL, cancelled_at = NULL, cancelled_by = NULL"
+        f" WHERE id = $1 AND status = 'failed' RETURNING {_LIST_COLUMNS}",
+        outbox_id, "held" if held else "queued", held, held or now)
+    if row is not None:
+        await notifications.mail_retried(conn, outbox_id, now)
+    return row
+
+
+async def cancel(conn: Connection, outbox_id: str, *, now: dt.datetime, by: str) -> Row | None:
+    """In the caller's transaction: cancel a message that is failed, queued or held (not one being
+    sent or sent). It becomes ``failed`` with ``cancelled_at``; a notification it e-mails goes to the
+    next digest as if the mail had failed. Returns the row, or None if it is in no state to cancel."""
+    row = await conn.fetchrow(
+        "UPDATE outbox SET cancelled_at = $2, cancelled_by = $3,"
+        " last_error = CASE WHEN status = 'failed' THEN last_error ELSE 'cancelled before sending' END,"
+        " status = 'failed'"
+        f" WHERE id = $1 AND cancelled_at IS NULL AND status IN ('failed', 'queued', 'held') RETURNING {_LIST_COLUMNS}",
+        outbox_id, now, by[:200])
+    if row is not None:
+        await notifications.mail_failed(conn, outbox_id)
+    return row

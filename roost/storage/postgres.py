@@ -47,6 +47,7 @@ log = get_logger()
 # answers; the bound matters when it does not (frozen, cut off), and it keeps a drain's end
 # (grace period, then these cleanups) well inside the grace + 5 s the process promises.
 CLEANUP_TIMEOUT_S = 1.0
+LOCKS_CONNECT_TIMEOUT_S = 10.0
 # A commit may take longer (a large transaction, a synchronous replica); it is shielded so a
 # cancel arriving mid-commit cannot leave its outcome unknown, and bounded by this, and by
 # CLEANUP_TIMEOUT_S past a cancel (see roost.runtime.deadlines).
@@ -182,6 +183,13 @@ class PostgresDatabase(_PgConn, Database):
         self.pool = pool
         self.dsn = dsn
         self.loop = loop
+        # Job locks (``advisory_lock``) are session locks, all held on one connection of their own.
+        # Held on pooled connections, each run kept one for its whole length and needed another for
+        # its queries: as many runs at once as the pool had connections (100 scouts due together,
+        # a pool of 10) took them all, and every run then waited for a connection forever.
+        self._locks_conn: asyncpg.Connection | None = None
+        self._locks_guard = trio.Lock()  # one query at a time on it (asyncpg allows no more)
+        self._locks_held: set[int] = set()  # a session's advisory locks nest: exclusive here by this set
 
     async def aio(self, coro: Awaitable[T]) -> T:
         """Run any asyncio coroutine (asyncpg calls the interface lacks) on this database's loop."""
@@ -246,18 +254,44 @@ class PostgresDatabase(_PgConn, Database):
 
     @asynccontextmanager
     async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
+        """Try the session advisory lock ``name`` (never waits for it); True when taken, released
+        when the block ends. Every lock of this process is held on one connection outside the pool."""
         key = lock_key(name)
-        async with self.acquire() as conn:
-            taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-            try:
-                yield taken
-            finally:
-                if taken:
-                    try:
-                        await self._cleanup(conn._conn, conn._conn.execute("SELECT pg_advisory_unlock($1)", key),
-                                            CLEANUP_TIMEOUT_S, "advisory unlock")
-                    except StorageError:  # terminated: the server drops the session's locks with it
-                        pass
+        if key in self._locks_held:
+            yield False
+            return
+        async with self._locks_guard:
+            if self._locks_conn is None or self._locks_conn.is_closed():
+                self._locks_conn = await self._run(asyncpg.connect(self.dsn, timeout=LOCKS_CONNECT_TIMEOUT_S))
+            conn = self._locks_conn
+            taken = key not in self._locks_held and bool(await self._run(
+                conn.fetchval("SELECT pg_try_advisory_lock($1)", key, timeout=LOCKS_CONNECT_TIMEOUT_S)))
+            if taken:
+                self._locks_held.add(key)
+        try:
+            yield taken
+        finally:
+            if taken:
+                try:
+                    await self._unlock(conn, key)
+                finally:
+                    self._locks_held.discard(key)
+
+    async def _unlock(self, conn: asyncpg.Connection, key: int) -> None:
+        """Release ``key`` on the locks connection within the cleanup deadline; past it the
+        connection is terminated (the server drops every lock it held, this process's others too)."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_TIMEOUT_S) as scope:
+            async with self._locks_guard:
+                if conn.is_closed():
+                    return  # lost: its locks went with it
+                try:
+                    await self._run(conn.execute("SELECT pg_advisory_unlock($1)", key))
+                except StorageError:  # lost meanwhile: the same
+                    pass
+        if scope.cancelled_caught:
+            log.warning("advisory unlock timed out; the locks connection was closed (every job lock of this"
+                        " process is released)", limit_s=CLEANUP_TIMEOUT_S)
+            terminate(conn)
 
     async def run_script(self, conn: Connection, script: str) -> None:
         await conn.execute(script)
@@ -267,6 +301,8 @@ class PostgresDatabase(_PgConn, Database):
 
     async def close(self) -> None:
         """Close the pool politely within the cleanup deadline, else terminate every connection."""
+        if self._locks_conn is not None:
+            terminate(self._locks_conn)  # the server releases its locks; nothing else is on it
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_TIMEOUT_S):
             try:
                 await self._run(self.pool.close())

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from roost.errors import NotFound
+from roost.errors import Conflict, NotFound
 from roost.storage import audit
 from roost.storage import webhook_events as webhooks
 from roost.storage.database import Connection, Database, Row
@@ -118,6 +118,83 @@ async def list_items(conn: Connection, scout_id: str, *, status: str | None, lim
             " ORDER BY id LIMIT $4", scout_id, status, cursor or "", limit + 1,
         )
     return page(rows, limit)
+
+
+async def list_items_newest(conn: Connection, scout_id: str, *, status: str | None, limit: int,
+                            cursor: str | None) -> dict[str, Any]:
+    """A page of a scout's items (of one status, or all), newest first: ids before ``cursor``.
+
+    By the (scout_id, status, id) and (scout_id, id) indexes, read backwards: a page costs the
+    same with a million items as with fifty.
+    """
+    where, args = ["scout_id = $1"], [scout_id]
+    if status is not None:
+        args.append(status)
+        where.append(f"status = ${len(args)}")
+    if cursor is not None:  # no sentinel for "after everything": text order follows the collation
+        args.append(cursor)
+        where.append(f"id < ${len(args)}")
+    args.append(limit + 1)
+    rows = await conn.fetch(
+        f"SELECT {ITEM_COLUMNS} FROM scout_items WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return page(rows, limit)
+
+
+async def item_counts_capped(conn: Connection, scout_id: str, *, cap: int) -> dict[str, int]:
+    """A scout's number of items in each status, each counted up to ``cap`` + 1 at most.
+
+    A count over ``cap`` means "more than cap"; each status reads at most ``cap`` + 1 entries of
+    the (scout_id, status, id) index, so a scout with a million items costs what one with
+    ``7 * cap`` does (the console shows these; the API's exact ``counts`` read them all).
+    """
+    parts = " UNION ALL ".join(
+        f"SELECT '{status}' AS status, (SELECT COUNT(*) FROM (SELECT 1 FROM scout_items"
+        f" WHERE scout_id = $1 AND status = '{status}' LIMIT $2) AS s{i}) AS n"
+        for i, status in enumerate(STATUSES)  # the literals come from STATUSES, never from a request
+    )
+    rows = await conn.fetch(parts, scout_id, cap + 1)
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({r["status"]: int(r["n"]) for r in rows})
+    return counts
+
+
+async def get_item(conn: Connection, scout_id: str, item_id: str) -> Row:
+    """One item of one scout (an item of another scout is not found either).
+
+    Raises:
+        NotFound: no item ``item_id`` in scout ``scout_id``.
+    """
+    row = await conn.fetchrow(f"SELECT {ITEM_COLUMNS} FROM scout_items WHERE id = $1 AND scout_id = $2",
+                              item_id, scout_id)
+    if row is None:
+        raise NotFound(f"no item {item_id!r} in scout {scout_id!r}")
+    return row
+
+
+async def retry_item(db: Database, scout_id: str, item_id: str, *, now: dt.datetime, actor: str) -> Row:
+    """Put a failed item back to ``pending``, due now, its attempts reset, audited as ``scout.item_retry``.
+
+    The next run of the scout triages it again. A pushed item's body was erased when it failed,
+    so it is triaged from its subject, snippet and sender; a pulled one is fetched again.
+
+    Raises:
+        NotFound: no such item in that scout.
+        Conflict: the item is not failed (``item_not_failed``).
+    """
+    async with db.transaction() as tx:
+        row = await tx.fetchrow(
+            "UPDATE scout_items SET status = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL,"
+            f" reason = NULL, triaged_at = NULL WHERE id = $1 AND scout_id = $2 AND status = 'failed'"
+            f" RETURNING {ITEM_COLUMNS}", item_id, scout_id, now)
+        if row is None:
+            found = await get_item(tx, scout_id, item_id)
+            raise Conflict(f"item {item_id} is {found['status']}, not failed; only a failed item is retried",
+                           code="item_not_failed")
+        await audit.record(tx, at=now, actor=actor, action="scout.item_retry", target_type="scout_item",
+                           target_id=item_id, details={"scout_id": scout_id})
+        return row
 
 
 async def enabled_scouts(conn: Connection) -> list[Row]:

@@ -239,6 +239,23 @@ async def dispatch_count(conn: Connection, account_id: str, *, since: dt.datetim
     ))
 
 
+USAGE_CAP = 100_000  # counting stops here: an operator's view needs no exact figure beyond it
+
+
+async def window_usage(conn: Connection, account_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The account's dispatches in the last minute, hour and day (each counted up to ``USAGE_CAP``
+    over ``outreach_dispatches_window``) and the last one's time: what its limits are measured on."""
+    usage: dict[str, Any] = {}
+    for name, seconds in (("minute", 60), ("hour", 3600), ("day", 86400)):
+        usage[name] = int(await conn.fetchval(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM outreach_dispatches WHERE account_id = $1 AND at > $2 LIMIT $3) AS w",
+            account_id, now - dt.timedelta(seconds=seconds), USAGE_CAP,
+        ))
+    usage["last_at"] = await conn.fetchval(
+        "SELECT at FROM outreach_dispatches WHERE account_id = $1 ORDER BY at DESC LIMIT 1", account_id)
+    return usage
+
+
 async def prune_ledger(conn: Connection, *, older_than: dt.datetime) -> int:
     """Drop ledger rows no window can see any more (the longest window is a day)."""
     return await conn.execute("DELETE FROM outreach_dispatches WHERE at < $1", older_than)

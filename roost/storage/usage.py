@@ -114,3 +114,32 @@ async def totals(db: Database, *, user: str | None = None, day_from: dt.date | N
     for row in result["items"]:
         row.pop("cursor", None)
     return result
+
+
+def _filters(user: str | None, day_from: dt.date | None, day_to: dt.date | None) -> tuple[str, list[Any]]:
+    where, args = [], []
+    if user is not None:
+        args.append(user)
+        where.append(f"username = ${len(args)}")
+    if day_from is not None:
+        args.append(day_from.isoformat())
+        where.append(f"day >= ${len(args)}")
+    if day_to is not None:
+        args.append(day_to.isoformat())
+        where.append(f"day <= ${len(args)}")
+    return (f" WHERE {' AND '.join(where)}" if where else ""), args
+
+
+async def per_day_and_model(db: Database, *, day_from: dt.date, day_to: dt.date,
+                            user: str | None = None) -> list[dict[str, Any]]:
+    """Totals per (day, model) over every user (or one), in day order: the console's chart.
+    The caller bounds the day range (a row per day and model)."""
+    where, args = _filters(user, day_from, day_to)
+    sums = ", ".join(f"CAST(SUM({c}) AS BIGINT) AS {c}" for c in COUNTERS)
+    rows = await db.fetch(f"SELECT day, model, {sums} FROM usage_messages{where} GROUP BY day, model"
+                          " ORDER BY day, model", *args)
+    for row in rows:
+        for c in COUNTERS:
+            row[c] = int(row[c] or 0)
+    return rows
+

@@ -152,6 +152,11 @@ async def test_push_item_reaches_a_device_then_sigterm_exits_0(binary: Path):
             assert proposal["source_msg_ref"] == "m1" and proposal["raw_subject"] == "subject m1"
             await device.ack(proposal["id"])
             await device.ws.aclose()
+            # The console's pages (imported with pkgutil) and templates come with the binary: without
+            # tokens its overview renders the page that says how to turn it on.
+            r = await client.get("/console")
+            assert r.status_code == 503 and "ROOST_CONSOLE_TOKENS" in r.text, r.text[:300]
+            assert (await client.get("/console/static/console.js")).status_code == 200
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0, server.log()
     finally:

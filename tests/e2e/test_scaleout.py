@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -135,12 +136,25 @@ async def test_a_push_that_meets_a_run_of_its_scout_in_another_process_is_triage
         nursery.start_soon(device.run)
         with trio.fail_after(10):
             await device.connected.wait()
-        async with db.advisory_lock(f"scout:{scout['id']}") as taken:
-            assert taken
+        async with hold_lock(db, f"scout:{scout['id']}"):
             await push(via2, scout["id"], ["r1"])
             await trio.sleep(2.5)  # process 2's run meets the lock (and so does a retry a second later)
         await wait_for(lambda: device.seen_refs == {"r1"}, timeout_s=8, what="the item framed")
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def hold_lock(db: Any, name: str) -> AsyncIterator[None]:
+    """Hold the advisory lock ``name``, waiting (up to 10 s) for a run that holds it to end: the
+    device's connect may start one right after the first run."""
+    give_up = trio.current_time() + 10
+    while True:
+        async with db.advisory_lock(name) as taken:
+            if taken:
+                yield
+                return
+        assert trio.current_time() < give_up, f"{name} stayed held for 10 s"
+        await trio.sleep(0.05)
 
 
 async def _acked(client: httpx.AsyncClient, scout_id: str, n: int) -> bool:

@@ -1,9 +1,9 @@
 """The dispatcher actor under MockClock (SQLite; MockClock and PostgreSQL do not mix).
 
 A fake device holds a registered socket, reads send_requests from it and answers through the
-same frame handler the WebSocket uses. The clock autojumps only after 5 ms of real idleness, so
-it never leaps while a database call is in a worker thread; each jump lands on the dispatcher's
-own computed wake-up. So the tests never sleep on the clock themselves (a deadline of their own
+same frame handler the WebSocket uses. The clock (tests/conftest.py ``autojump_clock``) does not
+leap while a database call is in a worker thread; each jump lands on the dispatcher's own
+computed wake-up. So the tests never sleep on the clock themselves (a deadline of their own
 could be jumped to while the dispatcher is in the middle of a database call): they wait for
 what the device has received.
 """

@@ -105,6 +105,7 @@ async def test_a_websocket_device_gets_send_requests_and_its_results_finish_the_
     assert done["batch"]["id"] == batch["id"] and done["batch"]["counts"]["sent"] == 25
     final = (await client.get(f"/api/v1/outreach/batches/{batch['id']}")).json()
     assert final["status"] == "done" and final["counts"]["sent"] == 25 and final["finished_at"]
+    assert done["batch"]["next_send"] == final["next_send"] == {"at": None, "reason": "nothing_pending"}
 
 
 async def test_a_reconnecting_device_is_offered_its_unanswered_items_again_with_the_same_ids(

@@ -10,6 +10,7 @@ import datetime as dt
 import imaplib
 import itertools
 import os
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -250,11 +251,14 @@ async def test_a_hostile_html_message_is_bounded_and_triaged(db, dovecot, folder
     services, scout = await _setup(db, dovecot.config(folder=folder))
     gaps: list[float] = []
 
-    async def heartbeat() -> None:  # how long the event loop is away between 10 ms sleeps
+    async def heartbeat() -> None:
+        # How long the event loop is away between 10 ms sleeps, counted in the main thread's own CPU
+        # time: what the loop spent running code (a blocking parse would show), not the time a busy
+        # machine (the other test worker, Dovecot, PostgreSQL) left this process waiting for a core.
         while True:
-            t0 = trio.current_time()
+            c0 = time.thread_time()
             await trio.sleep(0.01)
-            gaps.append(trio.current_time() - t0 - 0.01)
+            gaps.append(time.thread_time() - c0)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(heartbeat)
@@ -264,7 +268,7 @@ async def test_a_hostile_html_message_is_bounded_and_triaged(db, dovecot, folder
         nursery.cancel_scope.cancel()
     assert (report.error, report.queued, report.retried, report.failed) == (None, 2, 0, 0), report
     # The issue's bar, kept here as the issue asks "in the suite" (bench/hostile_text.py has the
-    # figures): both triaged within 2 s, and the loop never away for 200 ms meanwhile.
+    # figures): both triaged within 2 s, and the loop never busy for 200 ms meanwhile.
     assert took < 2.0 and max(gaps) < 0.2, (took, max(gaps))
     items = {i["raw_subject"]: i for i in await _items(db, scout["id"])}
     hostile = items["hostile"]

@@ -187,6 +187,31 @@ async def test_an_advisory_unlock_on_a_frozen_server_ends_and_the_lock_is_free_a
 
 
 @pytest.mark.timeout(60)
+async def test_more_job_locks_held_at_once_than_the_pool_has_connections_still_leave_room_for_queries(
+    pg_url: str
+) -> None:
+    # 100 scouts due together on a pool of 10 once took every pooled connection for their locks,
+    # and each run then waited forever for one to query with.
+    async with open_postgres(pg_url, pool_size=2) as db:
+        ran: list[int] = []
+
+        async def run(n: int) -> None:
+            async with db.advisory_lock(f"scout:{n}") as taken:
+                assert taken
+                await trio.sleep(0.05)  # all of them held at once
+                async with db.transaction() as tx:
+                    ran.append(await tx.fetchval("SELECT $1::int", n))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for n in range(12):
+                    nursery.start_soon(run, n)
+        assert sorted(ran) == list(range(12))
+        async with db.advisory_lock("scout:3") as again, db.advisory_lock("scout:3") as twice:
+            assert again and not twice  # released, and exclusive (per name) as before
+
+
+@pytest.mark.timeout(60)
 async def test_closing_the_pool_of_a_frozen_server_ends_within_the_cleanup_deadline(pg_url: str) -> None:
     async with freezable_proxy(pg_url) as proxy:
         async with open_postgres(proxy.url_for(pg_url), pool_size=3) as db:

@@ -26,7 +26,9 @@ SIGTERM and SIGINT are treated the same way, once the session has started: the c
 stopped as if it had timed out (stacks, tree, cancel), the session stops after it, and pytest
 prints its summary (exit status 2). A second signal makes the hard stop at once; a third raises
 ``KeyboardInterrupt``. (Without this, SIGTERM ends pytest silently, and SIGINT cannot get past a
-shielded wait inside trio.)
+shielded wait inside trio.) Under pytest-xdist (``make test``) the controller runs no test: it
+passes SIGTERM on to its workers, each stops its own test that way, and the run ends with their
+reports (a terminal's Ctrl-C reaches the workers itself).
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ import pytest
 HARD_STOP_AFTER_S = float(os.environ.get("ROOST_TEST_HARD_STOP_AFTER_S", "10"))
 HARD_STOP_ATTEMPTS = 3  # raises into the main thread before the os._exit of last resort
 MAX_TASKS_SHOWN = 200  # a test with thousands of sockets would otherwise print thousands of stacks
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc; empty where there is none)."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry))
+    return found
 
 
 class TestStopped(pytest.fail.Exception):
@@ -343,6 +362,8 @@ class Watchdog:
         if self.session is not None:
             self.session.shouldstop = f"{name} received"
         watch = self.current
+        if watch is None and signum == signal.SIGTERM and self.interrupts == 1 and self._forward(signum):
+            return  # a pytest-xdist controller: each worker stops its own test and the run ends
         if watch is None or self.interrupts > 2:
             raise KeyboardInterrupt(name)
         with watch.lock:
@@ -360,6 +381,20 @@ class Watchdog:
             stopped = TestStopped(watch.reason, pytrace=False)
             _abandon_trio_run(frame, stopped)
             raise stopped
+
+    def _forward(self, signum: int) -> bool:
+        """Under pytest-xdist, pass SIGTERM on to the workers (this process's children); False if
+        this is not a controller with workers. (SIGINT from a terminal reaches them already: a
+        second one from here would be their hard stop.)"""
+        if self.session is None or not self.session.config.pluginmanager.has_plugin("dsession"):
+            return False
+        workers = [pid for pid in _children(os.getpid())]
+        for pid in workers:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        return bool(workers)
 
     def pytest_report_header(self, config: pytest.Config) -> str:
         return (f"watchdog: tests/support/watchdog.py enforces the timeout (stacks + trio tasks, cancel, "

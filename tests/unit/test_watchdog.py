@@ -99,12 +99,12 @@ def _project(tmp_path: Path, tests: str, timeout_s: float) -> Path:
     return tmp_path
 
 
-def _start(project: Path, **env: str) -> subprocess.Popen[str]:
+def _start(project: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     # COLUMNS: wide enough that the summary lines are not cut short.
     environ.update({"PYTHONPATH": str(REPO), "ROOST_TEST_HARD_STOP_AFTER_S": "1", "COLUMNS": "300", **env})
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_PYTEST, "test_inner.py"], cwd=project, env=environ, text=True,
+        [sys.executable, "-c", RUN_PYTEST, *args, "test_inner.py"], cwd=project, env=environ, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
 
@@ -162,6 +162,20 @@ def test_a_signal_stops_the_current_test_and_the_run_prints_its_summary(tmp_path
     assert f"FAILED test_inner.py::test_hangs_until_signalled - Stopped by {name}" in out, out
     assert f"Interrupted: {name} received" in out, out
     assert "1 failed, 1 passed" in out, out  # test_never_reached did not run
+    assert "HANG-SIGNALLED" in _failure_section(out, "test_hangs_until_signalled"), out
+
+
+def test_under_xdist_a_sigterm_to_the_controller_stops_each_workers_test_with_its_stacks(tmp_path: Path) -> None:
+    # `make test` runs two workers; a CI runner cancelling the job signals only the controller.
+    started_file = tmp_path / "started"
+    proc = _start(_project(tmp_path, SIGNALLED, timeout_s=60), "-n", "2", STARTED=str(started_file))
+    deadline = time.monotonic() + 60
+    while not started_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc)
+    assert proc.returncode == 2, out  # interrupted
+    assert "FAILED test_inner.py::test_hangs_until_signalled - Stopped by SIGTERM" in out, out
     assert "HANG-SIGNALLED" in _failure_section(out, "test_hangs_until_signalled"), out
 
 

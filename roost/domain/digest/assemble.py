@@ -97,12 +97,12 @@ async def _render(services: Services, now: dt.datetime, lookback_start: dt.datet
             if secret is None:
                 secret = (await unsubscribe.keys(services))[0]  # the first key signs
             batch = await trio.to_thread.run_sync(
-                partial(_prepare, services, users, rows, watched, now=now, lookback_start=lookback_start,
+                partial(prepare, services, users, rows, watched, now=now, lookback_start=lookback_start,
                         secret=secret))
             await send.send(batch)
 
 
-def _prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any], watched: dict[str, set[str]],
+def prepare(services: Services, users: list[dict[str, Any]], rows: Sequence[Any], watched: dict[str, set[str]],
              *, now: dt.datetime, lookback_start: dt.datetime, secret: bytes) -> Batch:
     """Per user of the batch: the next slot, the digest record and, when there is something to
     report, the rendered message (runs in a worker thread)."""

@@ -5,7 +5,8 @@ publishes the wake-ups that follow: ``DISPATCH_QUEUED`` (account ids: the dispat
 account; a cluster topic, so a batch started in another process wakes this one),
 ``DISPATCH_RESULT`` (device ids: the device has room again; this process only) and
 ``DISPATCH_BATCH_DONE`` (batch ids: the creator's sockets hear ``batch_done``, in whichever
-process holds them).
+process holds them), ``DISPATCH_CHANGED`` (account ids: a batch was sent, paused, resumed or
+cancelled; open consoles re-read the account).
 
 Also the reads that combine rows with this process's state: a batch with its ``next_send`` (the
 limits' ``decide``, through the same ``send_queue.decision`` a claim makes, and whether a device
@@ -21,7 +22,7 @@ from roost.domain import webhooks
 from roost.domain.dispatch import limits
 from roost.runtime.activity import WRITE_EVERY_S
 from roost.runtime.services import Services
-from roost.runtime.topics import DISPATCH_BATCH_DONE, DISPATCH_QUEUED, DISPATCH_RESULT
+from roost.runtime.topics import DISPATCH_BATCH_DONE, DISPATCH_CHANGED, DISPATCH_QUEUED, DISPATCH_RESULT
 from roost.storage import dispatch, dispatch_lists, send_queue
 from roost.storage.database import Row
 
@@ -61,11 +62,16 @@ async def put_settings(services: Services, account_id: str, values: dict[str, An
     return row
 
 
-async def change_batch(services: Services, batch_id: str, action: str) -> dict[str, Any]:
-    """Apply send / pause / resume / cancel (``roost.storage.dispatch.change_batch``); a batch
-    that starts or resumes wakes the dispatcher, one that this finishes tells its creator."""
-    change = await dispatch.change_batch(services.db, batch_id, action, now=services.clock.now())
+async def change_batch(services: Services, batch_id: str, action: str, *,
+                       account_id: str | None = None) -> dict[str, Any]:
+    """Apply send / pause / resume / cancel (``roost.storage.dispatch.change_batch``, which says what
+    it raises); a batch that starts or resumes wakes the dispatcher, one that this finishes tells
+    its creator. ``account_id`` (the console's page) makes a batch of another account not found."""
+    change = await dispatch.change_batch(services.db, batch_id, action, now=services.clock.now(),
+                                         account_id=account_id)
     batch = change.batch
+    if change.changed:
+        services.bus.publish(DISPATCH_CHANGED, batch["account_id"])  # open consoles re-read the account
     if change.changed and action in ("send", "resume"):
         wake(services, batch["account_id"])
     if change.done:

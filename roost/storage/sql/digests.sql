@@ -150,3 +150,29 @@ INSERT INTO app_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLIC
 
 -- name: secret
 SELECT value FROM app_secrets WHERE name = $1
+
+-- name: upcoming
+-- The console's next digests: $1 the page size (plus one), soonest first.
+SELECT u.id, u.email, u.display_name, u.timezone, u.active, u.digest_cadence, u.digest_time, u.digest_weekday,
+       s.next_at, s.last_at
+FROM digest_schedule s JOIN users u ON u.id = s.user_id
+WHERE s.next_at IS NOT NULL
+ORDER BY s.next_at, s.user_id LIMIT $1
+
+-- name: upcoming_after
+-- The next page: $2, $3 the (next_at, user id) of the previous page's last row.
+SELECT u.id, u.email, u.display_name, u.timezone, u.active, u.digest_cadence, u.digest_time, u.digest_weekday,
+       s.next_at, s.last_at
+FROM digest_schedule s JOIN users u ON u.id = s.user_id
+WHERE s.next_at IS NOT NULL AND (s.next_at, s.user_id) > ($2, $3)
+ORDER BY s.next_at, s.user_id LIMIT $1
+
+-- name: scheduled_user
+-- One user as due_users reads them ($1 user, $2 the most unread counted), whenever their slot is: a preview.
+SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
+       u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
+       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
+       (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
+                              LIMIT $2) AS unread) AS unread_total
+FROM digest_schedule s JOIN users u ON u.id = s.user_id
+WHERE u.id = $1 AND s.next_at IS NOT NULL

@@ -1,0 +1,1 @@
+"""One module per console page; ``roost.http.console`` imports every module here (pkgutil)."""
