@@ -11,12 +11,13 @@ holds the job lock ``scout:<id>`` and:
 2. for a pull connector, lists new refs page by page; each page's refs are recorded as
    ``pending`` rows *in the same transaction that advances the cursor*, so the cursor never
    passes a ref that has no row, and a crash between the two is impossible;
-3. triages due ``pending`` rows in batches: fetch the content, classify, and record every
-   verdict of the batch in one transaction that also erases pushed bodies. A fetch or classify
-   error leaves the row pending with a backoff (retried on later runs); at ``max_failures``
-   the row becomes ``failed`` with its reason. Spam is ``discarded`` with its reason, and with
-   ``auto_trash_spam`` archived through the connector; a failed archive is retried with the same
-   backoff, and at ``max_failures`` recorded as failed to archive (``archive_failed_at``);
+3. triages due ``pending`` rows in batches: fetch the content, classify (a group of items per
+   ``classify_many`` call), and record every verdict of the batch in one transaction that also
+   erases pushed bodies. A fetch or classify error leaves the row pending with a backoff
+   (retried on later runs); at ``max_failures`` the row becomes ``failed`` with its reason.
+   Spam is ``discarded`` with its reason, and with ``auto_trash_spam`` archived through the
+   connector; a failed archive is retried with the same backoff, and at ``max_failures``
+   recorded as failed to archive (``archive_failed_at``);
 4. wakes the deliverer (``PROPOSAL_QUEUED``, user ids) when it queued anything;
 5. publishes ``SCOUT_RAN`` (a cluster topic: the open consoles of every process refresh).
 
@@ -36,8 +37,8 @@ from typing import Any, Sequence
 from roost.domain import webhooks
 from roost.errors import Conflict, InvalidInput, PluginError, RoostError
 from roost.plugins.classifiers import TriageUnavailable, classifiers
-from roost.plugins.connectors import Ref, bounded, connectors
-from roost.plugins.guard import declared_errors, plugin_call, plugin_context
+from roost.plugins.connectors import Content, Ref, bounded, connectors
+from roost.plugins.guard import declared_errors, plugin_call, plugin_context, plugin_error
 from roost.runtime.destinations import DestinationNotAllowed, check_destination, describe_error
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
@@ -50,6 +51,7 @@ from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merg
 log = get_logger()
 
 TRIAGE_BATCH = 500
+CLASSIFY_GROUP_CHARS = 1_000_000  # fetched text held for one classify_many call, at most (about)
 MAX_LIST_PAGES = 100
 RETRY_BASE_S = 30.0
 RETRY_MAX_S = 3600.0
@@ -193,48 +195,26 @@ class _Source:
     def connector_call(self) -> Any:
         return plugin_call("connector", self.connector_name, self.connector_errors)
 
-    def classifier_call(self) -> Any:
-        return plugin_call("classifier", self.classifier_name, self.classifier_errors)
-
 
 async def _triage_pending(services: Services, scout: dict[str, Any], source: _Source, report: RunReport) -> None:
     db, clock = services.db, services.clock
-    ttl = dt.timedelta(days=scout["ttl_days"])
     while True:
         now = clock.now()
         rows = await repo.due_pending(db, scout["id"], now=now, limit=TRIAGE_BATCH)
         if not rows:
             return
-        outcomes = repo.Outcomes.empty()
+        batch = _Triage(scout, source, report, now)
         for row in rows:
             ref = Ref(row["source_msg_ref"], row["sender"], row["raw_subject"], row["raw_snippet"], row["body"])
             try:
                 with source.connector_call():
                     fetched = await source.connection.fetch_content(ref)
-                content = bounded(fetched)  # roost's own caps, outside the plugin boundary
-                with source.classifier_call():
-                    verdict = await source.classifier.classify(source.classifier_config, content)
-            except RoostError as exc:  # only plugin code ran here: retried, then recorded on the item
-                attempts = row["attempts"] + 1
-                reason = reason_of(exc)[:1000]
-                if attempts >= scout["max_failures"]:
-                    outcomes.failures.append((row["id"], attempts, reason))
-                    report.failed += 1
-                else:
-                    due = now + dt.timedelta(seconds=retry_delay_s(attempts))
-                    outcomes.retries.append((row["id"], attempts, due, reason))
-                    report.retried += 1
+            except RoostError as exc:
+                batch.failed(row, exc)
                 continue
-            queued = verdict.verdict == "relevant"
-            outcomes.verdicts.append((
-                row["id"], "queued" if queued else "discarded", content.subject[:1000], content.snippet[:1000],
-                content.sender[:320], verdict.verdict, verdict.reason[:1000], verdict.category, verdict.payload,
-                now + ttl if queued else None,
-            ))
-            if queued:
-                report.queued += 1
-            else:
-                report.discarded += 1
+            await batch.add(row, bounded(fetched))  # roost's own caps, outside the plugin boundary
+        await batch.classify()
+        outcomes = batch.outcomes
         await repo.record_outcomes(db, outcomes, now=now)
         if outcomes.failures:
             webhooks.wake(services.bus)  # their scout.failed_item webhooks
@@ -242,6 +222,61 @@ async def _triage_pending(services: Services, scout: dict[str, Any], source: _So
             services.bus.publish(PROPOSAL_QUEUED, scout["user_id"])
         if len(rows) < TRIAGE_BATCH:
             return
+
+
+class _Triage:
+    """One triage batch's outcomes; fetched items are classified a group at a time.
+
+    The classifier decides a group at once (``classify_many``: one worker-thread hop for many
+    rules verdicts), while each item's error still goes through the plugin boundary alone.
+    """
+
+    def __init__(self, scout: dict[str, Any], source: _Source, report: RunReport, now: dt.datetime):
+        self.scout, self.source, self.report, self.now = scout, source, report, now
+        self.expires_at = now + dt.timedelta(days=scout["ttl_days"])
+        self.outcomes = repo.Outcomes.empty()
+        self.fetched: list[tuple[Row, Content]] = []  # fetched, not yet classified
+        self.size = 0
+
+    async def add(self, row: Row, content: Content) -> None:
+        self.fetched.append((row, content))
+        self.size += len(content.body) + len(content.subject)
+        if self.size >= CLASSIFY_GROUP_CHARS:  # fetched text is held a group at a time
+            await self.classify()
+
+    async def classify(self) -> None:
+        if not self.fetched:
+            return
+        source, report = self.source, self.report
+        verdicts = await source.classifier.classify_many(source.classifier_config, [c for _, c in self.fetched])
+        for (row, content), verdict in zip(self.fetched, verdicts, strict=True):
+            if isinstance(verdict, Exception):
+                self.failed(row, verdict if isinstance(verdict, RoostError) else
+                            plugin_error("classifier", source.classifier_name, verdict, source.classifier_errors))
+                continue
+            queued = verdict.verdict == "relevant"
+            self.outcomes.verdicts.append((
+                row["id"], "queued" if queued else "discarded", content.subject[:1000], content.snippet[:1000],
+                content.sender[:320], verdict.verdict, verdict.reason[:1000], verdict.category, verdict.payload,
+                self.expires_at if queued else None,
+            ))
+            if queued:
+                report.queued += 1
+            else:
+                report.discarded += 1
+        self.fetched, self.size = [], 0
+
+    def failed(self, row: Row, exc: RoostError) -> None:
+        """Only plugin code failed: the item is retried, then recorded as failed."""
+        attempts = row["attempts"] + 1
+        reason = reason_of(exc)[:1000]
+        if attempts >= self.scout["max_failures"]:
+            self.outcomes.failures.append((row["id"], attempts, reason))
+            self.report.failed += 1
+        else:
+            due = self.now + dt.timedelta(seconds=retry_delay_s(attempts))
+            self.outcomes.retries.append((row["id"], attempts, due, reason))
+            self.report.retried += 1
 
 
 async def _archive_spam(services: Services, scout: dict[str, Any], source: _Source, report: RunReport) -> None:

@@ -119,9 +119,21 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 
 def _refuse_nul(value: Any) -> Any:
     """PostgreSQL cannot store U+0000 in text or jsonb; refuse it up front, the same on every backend."""
+    if isinstance(value, dict | list) and not _may_hold_nul(value):
+        return value
     if any("\x00" in text for text in strings(value)):  # a loop: a deep body cannot overflow the stack
         raise ValueError("text may not contain the NUL character (\\u0000)")
     return value
+
+
+def _may_hold_nul(value: dict[Any, Any] | list[Any]) -> bool:
+    """False when no string in ``value`` can hold a NUL: ``repr`` (C) writes one as the four
+    characters ``\\x00``, so without them in it there is none, and the walk over every string (in
+    Python, for the body and again for each of its nested models) is skipped (issue 21)."""
+    try:
+        return "\\x00" in repr(value)
+    except RecursionError:  # deeper than the parser lets a body be: walk it instead
+        return True
 
 
 @functools.cache

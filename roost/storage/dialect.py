@@ -37,6 +37,13 @@ class Dialect:
             return f"= ANY({placeholder}::text[])"
         return f"IN (SELECT value FROM json_each({placeholder}))"
 
+    def unindexed(self, column: str) -> str:
+        """``column`` in a WHERE term that must not choose the plan: SQLite's ``+column`` keeps its
+        planner off the indexes on that column (without ANALYZE it may prefer ``(status, ...)`` to
+        the primary key of an ``id IN (...)`` list, a scan of every row of that status);
+        PostgreSQL plans from statistics, so the column as it is."""
+        return column if self.postgresql else f"+{column}"
+
     def for_update(self, *, skip_locked: bool = False, of: str | None = None) -> str:
         """The clause a claim appends to a SELECT inside a transaction to lock the rows it reads.
 

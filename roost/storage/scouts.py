@@ -15,11 +15,12 @@ erases it. Status changes of delivery and acks are written in batches.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-import secrets
+import os
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from roost.errors import Conflict, NotFound
 from roost.storage import audit
@@ -242,32 +243,40 @@ _INSERT_ITEM = (
 
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+# base64's base-32 alphabet to this one: an id's 26 characters come from one b32encode.
+_FROM_B32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 _last_item_key = 0
 
 
-def item_id() -> str:
-    """A proposal id that sorts after every one this process made before, even within one millisecond.
+def item_ids(n: int) -> list[str]:
+    """``n`` proposal ids, each sorting after every one this process made before, even within one
+    millisecond.
 
     Delivery is oldest first by id; ``new_id`` orders by millisecond only, so a batch pushed in
-    one request would come out shuffled. Same shape as ``new_id`` (48 bits of ms, 80 random).
+    one request would come out shuffled. Same shape as ``new_id`` (48 bits of ms, 80 random); the
+    random bits of a batch come from one ``os.urandom`` call, not a system call per id.
     """
     global _last_item_key
-    key = (int(time.time() * 1000) << 80) | secrets.randbits(80)
-    if key <= _last_item_key:
-        key = _last_item_key + 1
-    _last_item_key = key
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[key & 31])
-        key >>= 5
-    return "prp_" + "".join(reversed(chars))
+    ms = int(time.time() * 1000) << 80
+    noise = os.urandom(10 * n)
+    out = []
+    for i in range(n):
+        key = ms | int.from_bytes(noise[10 * i:10 * i + 10])
+        if key <= _last_item_key:
+            key = _last_item_key + 1
+        _last_item_key = key
+        # 26 characters of 5 bits are the key's 130 low bits (the top 2 are 0): the first 26 of
+        # the 32 that base 32 makes of the key shifted up to fill 160 bits.
+        text = base64.b32encode((key << 30).to_bytes(20)).translate(_FROM_B32)
+        out.append("prp_" + text[:26].decode())
+    return out
 
 
-def _item_rows(scout: Row, items: Iterable[NewItem], now: dt.datetime) -> list[tuple[Any, ...]]:
+def _item_rows(scout: Row, items: Sequence[NewItem], now: dt.datetime) -> list[tuple[Any, ...]]:
+    scout_id, user_id, provider = scout["id"], scout["user_id"], scout["provider"]
     return [
-        (item_id(), scout["id"], scout["user_id"], scout["provider"], it.source_msg_ref, it.sender,
-         it.subject, it.snippet, it.body, now)
-        for it in items
+        (pid, scout_id, user_id, provider, it.source_msg_ref, it.sender, it.subject, it.snippet, it.body, now)
+        for pid, it in zip(item_ids(len(items)), items, strict=True)
     ]
 
 
@@ -422,10 +431,12 @@ async def users_with_queued(db: Database, user_ids: Sequence[str], *, now: dt.da
 
 
 async def mark_delivered(db: Database, ids: Sequence[str], *, now: dt.datetime) -> None:
+    """Mark the queued ones of ``ids`` delivered (one statement for the page)."""
     if ids:
-        await db.execute_many(
-            "UPDATE scout_items SET status = 'delivered', delivered_at = $2 WHERE id = $1 AND status = 'queued'",
-            [(i, now) for i in ids],
+        await db.execute(
+            f"UPDATE scout_items SET status = 'delivered', delivered_at = $2 WHERE id {db.dialect.in_list('$1')}"
+            f" AND {db.dialect.unindexed('status')} = 'queued'",
+            list(ids), now,
         )
 
 
@@ -434,34 +445,33 @@ async def ack(db: Database, acks: Sequence[tuple[str, str]], *, now: dt.datetime
     """Apply ``(user_id, proposal_id)`` acks; returns the pairs that name no proposal of that user
     (those change nothing). Acking an acked proposal is a no-op.
 
-    The ids are looked up by primary key (a read, beside the writer), and only the ones of the
-    right user still queued or delivered are updated, in one transaction; the update's own
-    status guard covers a row that changed in between (expired, acked by another socket).
-    ``acked(tx, rows)`` gets the rows it changed, in it (user_id, acked_at, PROPOSAL_COLUMNS)."""
+    One transaction: per user of the batch, one update of that user's named proposals still
+    queued or delivered (the status guard covers a row that changed meanwhile: expired, acked by
+    another socket); only the pairs it did not change are looked up, to tell an ack of an acked
+    proposal from one naming no proposal of that user. ``acked(tx, rows)`` gets the rows it
+    changed, in it (user_id, acked_at, PROPOSAL_COLUMNS)."""
     if not acks:
         return set()
-    unique = list(dict.fromkeys(pid for _, pid in acks))
-    owner: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(unique), 500):
-        chunk = unique[start:start + 500]
-        marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
-        rows = await db.fetch(f"SELECT id, user_id, status FROM scout_items WHERE id IN ({marks})", *chunk)
-        owner.update((r["id"], (r["user_id"], r["status"])) for r in rows)
-    unknown: set[tuple[str, str]] = set()
-    todo: dict[str, None] = {}
+    by_user: dict[str, dict[str, None]] = {}
     for user_id, pid in acks:
-        found = owner.get(pid)
-        if found is None or found[0] != user_id:
-            unknown.add((user_id, pid))
-        elif found[1] in ("queued", "delivered"):
-            todo[pid] = None
-    if todo:
-        async with db.transaction() as tx:
-            rows = await tx.fetch(
-                f"UPDATE scout_items SET status = 'acked', acked_at = $2 WHERE id {tx.dialect.in_list('$1')} AND status"
-                f" IN ('queued', 'delivered') RETURNING user_id, acked_at, {PROPOSAL_COLUMNS}", list(todo), now)
-            if acked is not None and rows:
-                await acked(tx, rows)
+        by_user.setdefault(user_id, {})[pid] = None
+    unknown: set[tuple[str, str]] = set()
+    async with db.transaction() as tx:
+        d = tx.dialect
+        rows: list[Row] = []
+        for user_id, pids in by_user.items():
+            rows += await tx.fetch(
+                f"UPDATE scout_items SET status = 'acked', acked_at = $2 WHERE id {d.in_list('$1')}"
+                f" AND {d.unindexed('user_id')} = $3 AND {d.unindexed('status')} IN ('queued', 'delivered')"
+                f" RETURNING user_id, acked_at, {PROPOSAL_COLUMNS}", list(pids), now, user_id)
+        changed = {(r["user_id"], r["id"]) for r in rows}
+        rest = [(user_id, pid) for user_id, pids in by_user.items() for pid in pids if (user_id, pid) not in changed]
+        if rest:
+            owner = {r["id"]: r["user_id"] for r in await tx.fetch(
+                f"SELECT id, user_id FROM scout_items WHERE id {d.in_list('$1')}", [pid for _, pid in rest])}
+            unknown = {(user_id, pid) for user_id, pid in rest if owner.get(pid) != user_id}
+        if acked is not None and rows:
+            await acked(tx, rows)
     return unknown
 
 

@@ -26,10 +26,20 @@ T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+_last_iso: tuple[dt.datetime | None, str] = (None, "")
+
+
 def _to_iso(value: dt.datetime) -> str:
+    # A batch binds one ``now`` to every row: the last datetime's text is kept for the next call.
+    global _last_iso
+    last, text = _last_iso
+    if value is last:
+        return text
     if value.tzinfo is None:
         raise ValueError("naive datetimes are not stored; use timezone-aware UTC")
-    return value.astimezone(dt.UTC).isoformat()
+    text = value.astimezone(dt.UTC).isoformat()
+    _last_iso = (value, text)
+    return text
 
 
 def _from_iso(raw: bytes) -> dt.datetime:

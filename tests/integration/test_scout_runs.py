@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from roost.domain.scouting import expire_proposals, run_scout
+from roost.errors import TriageUnavailable
+from roost.plugins.classifiers import Classifier, Verdict, classifiers
 from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, connectors
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import scouts as repo
 from roost.storage import tenancy
+from roost.storage.database import open_database
 from roost.storage.scouts import NewItem
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -191,6 +194,39 @@ async def test_acks_are_per_user_and_idempotent(db, script):
     assert (await _items(db, scout["id"]))["1"]["status"] == "acked"
 
 
+async def test_one_ack_batch_of_several_users_changes_only_each_users_own_unacked_proposals(db, script):
+    services, scout = await _setup(db)
+    for i in range(1, 5):
+        script.mail[str(i)] = ("x@example.com", f"s{i}", "hi")
+    await run_scout(services, scout["id"])
+    items = await _items(db, scout["id"])
+    p1, p2, p3, p4 = (items[r]["id"] for r in "1234")
+    await repo.mark_delivered(db, [p2, p3], now=T0)
+    await repo.ack(db, [(scout["user_id"], p3)], now=T0)
+    me = scout["user_id"]
+    batch = [(me, p1), ("usr_other", p4), (me, p2), (me, p3), (me, "prp_missing"), (me, p1), ("usr_other", p1)]
+    assert await repo.ack(db, batch, now=T0) == {("usr_other", p4), (me, "prp_missing"), ("usr_other", p1)}
+    items = await _items(db, scout["id"])
+    assert [items[r]["status"] for r in "1234"] == ["acked", "acked", "acked", "queued"]
+    assert items["2"]["delivered_at"] == T0 and items["1"]["delivered_at"] is None
+
+
+async def test_delivery_and_ack_writes_find_their_rows_by_primary_key_on_sqlite(sqlite_url):
+    """Without ANALYZE, SQLite may plan ``id IN (list) AND status = 'queued'`` on the
+    ``(status, expires_at)`` index: a scan of the whole queued backlog for every page delivered."""
+    async with open_database(sqlite_url) as db:
+        seen: list[str] = []
+        db._writer._conn.set_trace_callback(seen.append)
+        await repo.mark_delivered(db, ["prp_a", "prp_b"], now=T0)
+        await repo.ack(db, [("usr_a", "prp_a"), ("usr_b", "prp_b")], now=T0)
+        db._writer._conn.set_trace_callback(None)
+        updates = [sql for sql in seen if sql.startswith("UPDATE scout_items")]
+        assert len(updates) == 3  # one for the page delivered, one per user of the ack batch
+        for sql in updates:
+            plan = " ".join(row["detail"] for row in db._writer._conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "sqlite_autoindex_scout_items_1 (id=?)" in plan and "scout_items_expiry" not in plan, plan
+
+
 async def test_a_failed_spam_archive_is_retried_with_the_triage_backoff_then_recorded_failed(db, script):
     services, scout = await _setup(db, max_failures=3)
     script.mail["1"] = ("x@example.com", "s", "you won the lottery")
@@ -241,6 +277,37 @@ async def test_a_plugin_bug_fails_the_item_with_its_reason_not_the_run(db, scrip
     assert report.error is None and report.queued == 2 and report.failed == 1
     item = (await _items(db, scout["id"]))["2"]
     assert item["status"] == "failed" and item["reason"] == "ZeroDivisionError (details in the log)"
+
+
+class _Moody(Classifier):
+    """Classifies one item at a time (the default batch): a bug on "bug", unavailable on "later"."""
+
+    async def classify(self, config, content):
+        if content.subject == "bug":
+            raise ZeroDivisionError("classifier bug")
+        if content.subject == "later":
+            raise TriageUnavailable("model busy")
+        return Verdict("relevant", "fine")
+
+
+if "moody" not in classifiers.names():
+    classifiers.register("moody", _Moody)
+
+
+async def test_classifier_errors_in_a_batch_fail_or_retry_only_their_own_item(db, script):
+    services, scout = await _setup(db, classifier="moody", classifier_config={}, max_failures=2)
+    for i, subject in enumerate(["ok", "bug", "later", "ok"], start=1):
+        script.mail[str(i)] = ("x@example.com", subject, "body")
+    report = await run_scout(services, scout["id"])
+    assert report.error is None and report.queued == 2 and report.retried == 2
+    items = await _items(db, scout["id"])
+    assert [items[r]["status"] for r in "1234"] == ["queued", "pending", "pending", "queued"]
+    assert items["2"]["last_error"] == "ZeroDivisionError (details in the log)"
+    assert items["3"]["last_error"] == "TriageUnavailable: model busy"
+    services.clock.at += dt.timedelta(seconds=31)
+    report = await run_scout(services, scout["id"])
+    assert report.failed == 2
+    assert (await _items(db, scout["id"]))["2"]["reason"] == "ZeroDivisionError (details in the log)"
 
 
 async def test_a_bug_in_roost_during_a_run_is_raised_not_recorded_as_the_scouts_error(db, script, monkeypatch):

@@ -20,7 +20,7 @@ import pytest
 import trio
 from hypercorn.trio import task_group as hypercorn_task_group
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from roost.http.socket.transport import INBOX_FRAMES, HypercornIO
 from roost.serve import Running
@@ -92,6 +92,33 @@ async def test_frames_sent_in_one_write_are_each_handled_in_order(raw: RawClient
 
     assert [f["type"] for f in frames] == ["hello_ok", "pong", "error", "error", "error", "pong"]
     assert [f.get("code") for f in frames[2:5]] == ["bad_json", "unknown_type", "already_registered"]
+    assert raw.closed_with is None
+
+
+async def test_plain_frames_pings_and_fragments_in_one_write_or_cut_anywhere_are_handled_in_order(
+        raw: RawClient, token: str) -> None:
+    """Plain text frames are read without wsproto (``roost.http.socket.frames_in``); a ping, a
+    fragmented message and frames cut across reads still come in order, each answered once."""
+    await raw.write(*hello(token))
+    assert (await raw.read_frames(1))[0]["type"] == "hello_ok"
+    ws = raw.ws
+    data = b"".join([
+        ws.send(TextMessage(data='{"type":"ping"}')),
+        ws.send(Ping(b"keepalive")),
+        ws.send(TextMessage(data='{"type":"mys', message_finished=False)),
+        ws.send(TextMessage(data='tery"}', message_finished=True)),
+        ws.send(TextMessage(data='{"type":"ping","pad":"' + "é" * 200 + '"}')),
+        ws.send(TextMessage(data="not json")),
+        ws.send(TextMessage(data='{"type":"ping"}')),
+    ])
+    await raw.stream.send_all(data)
+    for cut in (1, 3, 7, 40, 41, 200):  # the same frames again, in pieces
+        await raw.stream.send_all(data[:cut])
+        await trio.sleep(0.01)
+        await raw.stream.send_all(data[cut:])
+    frames = await raw.read_frames(7 * 5)
+    assert [f["type"] for f in frames] == ["pong", "error", "pong", "error", "pong"] * 7
+    assert [f["code"] for f in frames if f["type"] == "error"] == ["unknown_type", "bad_json"] * 7
     assert raw.closed_with is None
 
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from roost.errors import InvalidInput
-from roost.plugins.classifiers import TriageUnavailable, run_bounded
+from roost.plugins.classifiers import Classifier, TriageUnavailable, Verdict, run_bounded, run_bounded_each
 from roost.plugins.classifiers.openai import OpenAIClassifier
 from roost.plugins.classifiers.rules import MAX_PATTERNS, RulesClassifier, _address
 from roost.plugins.connectors import MAX_BODY_CHARS, Content
@@ -75,6 +75,54 @@ async def test_rules_match_only_the_bounded_body():
 async def test_a_classifier_over_its_budget_is_unavailable_not_spam():
     with pytest.raises(TriageUnavailable, match="budget"):
         await run_bounded(lambda: time.sleep(0.5), budget_s=0.05)
+
+
+def _slow_on(slow: set[int], seconds: float):
+    def fn(i: int) -> int:
+        if i in slow:
+            time.sleep(seconds)
+        if i == 7:
+            raise ZeroDivisionError("bug on 7")
+        return i * 2
+    return fn
+
+
+@pytest.mark.timeout(10)
+async def test_a_batch_gives_each_item_its_result_or_its_own_error_in_order():
+    results = await run_bounded_each(_slow_on(set(), 0), list(range(300)))
+    assert [r for i, r in enumerate(results) if i != 7] == [i * 2 for i in range(300) if i != 7]
+    assert isinstance(results[7], ZeroDivisionError)
+
+
+@pytest.mark.timeout(10)
+async def test_an_item_over_its_budget_in_a_batch_is_unavailable_and_the_items_after_it_are_decided():
+    results = await run_bounded_each(_slow_on({3}, 0.5), list(range(10)), budget_s=0.1)
+    assert isinstance(results[3], TriageUnavailable) and "budget" in str(results[3])
+    assert [results[i] for i in (0, 1, 2, 4, 5, 6, 8, 9)] == [0, 2, 4, 8, 10, 12, 16, 18]
+    # many items, each well under the budget, whose sum is over it: all decided
+    results = await run_bounded_each(_slow_on(set(range(40)), 0.005), list(range(40)), budget_s=0.1)
+    assert sum(isinstance(r, TriageUnavailable) for r in results) == 0
+
+
+async def test_rules_decide_a_batch_as_they_decide_each_item():
+    rules = {"allow_senders": ["@partner.example"], "spam_patterns": ["(?i)lottery"], "default": "relevant"}
+    items = [MAIL, Content("r2", "x@y.example", "hello", "lottery inside", ""), Content("r3", "", "hi", "", ""),
+             Content("r4", "z@partner.example", "lottery", "", "")]
+    one_by_one = [await RulesClassifier().classify(rules, c) for c in items]
+    assert await RulesClassifier().classify_many(rules, items) == one_by_one
+    assert [v.verdict for v in one_by_one] == ["relevant", "spam", "relevant", "relevant"]
+
+
+async def test_a_classifier_without_its_own_batch_is_called_per_item_and_errors_stay_per_item():
+    class Picky(Classifier):
+        async def classify(self, config, content):
+            if content.subject == "bad":
+                raise ValueError("no")
+            return Verdict("relevant", "ok")
+
+    items = [Content("a", "", "ok", "", ""), Content("b", "", "bad", "", ""), Content("c", "", "ok", "", "")]
+    verdicts = await Picky().classify_many({}, items)
+    assert verdicts[0] == verdicts[2] == Verdict("relevant", "ok") and isinstance(verdicts[1], ValueError)
 
 
 async def _fake_openai(answers: list[tuple[int, str, float]], seen: list[dict[str, str]] | None = None,

@@ -68,6 +68,8 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.frame_protocol import CloseReason
 
+from roost.http.socket.frames_in import take_text_frames
+
 LINGER_S = 0.5  # discard what the peer still sends after a failure for at most this long
 CLOSE_SEND_S = 0.5  # time for the close frame to get Hypercorn's send lock (a stuck writer holds it)
 READ_BYTES = 1 << 16
@@ -171,6 +173,7 @@ class RoostWSStream(WSStream):
     compression (see the module doc)."""
 
     _failed = False
+    _partial = b""  # the start of a plain text frame cut by the end of a read (frames_in)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -198,7 +201,31 @@ class RoostWSStream(WSStream):
     async def handle(self, event: Any) -> None:
         if self._failed and isinstance(event, Data):
             return  # after a failure nothing more is parsed (the linger discards it at the socket)
+        if isinstance(event, Data) and self._at_frame_boundary():
+            # Plain text frames (acks) are taken without wsproto; the rest goes to it as before.
+            data = self._partial + event.data if self._partial else event.data
+            texts, used, wait = take_text_frames(data, self.config.websocket_max_message_size)
+            self._partial = data[used:] if wait else b""
+            for text in texts:
+                await self.app_put({"type": "websocket.receive", "bytes": None, "text": text})
+                if self._failed or self.closed:
+                    return
+            if wait or used == len(data):
+                return
+            event = Data(stream_id=event.stream_id, data=data[used:])
         await super().handle(event)
+
+    def _at_frame_boundary(self) -> bool:
+        """The connection is open and wsproto holds nothing: no bytes, no header, no event, no part
+        of a message (``roost.http.socket.frames_in``)."""
+        if self.closed or not self.handshake.accepted or self.buffer.value is not None:
+            return False
+        conn = self.connection
+        proto = getattr(conn, "_proto", None)
+        decoder = getattr(proto, "_frame_decoder", None)
+        return (decoder is not None and conn.state is ConnectionState.OPEN and not conn._events
+                and not proto.extensions and decoder.header is None and not len(decoder.buffer)
+                and proto._message_decoder.opcode is None)
 
     async def _handle_events(self) -> None:
         limit = self.config.websocket_max_message_size

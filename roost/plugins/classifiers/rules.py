@@ -15,18 +15,19 @@ Patterns are RE2 syntax (``google-re2``): matching is linear in the text, whatev
 so a pattern like ``^(a|aa)+$`` cannot stall anything; back-references and look-arounds are
 refused when the scout is saved. At most ``MAX_PATTERNS`` patterns of ``MAX_PATTERN_CHARS``
 each. The sender's address is found with ``str`` methods, not a regex, and the whole decision
-runs in a worker thread under ``CLASSIFY_BUDGET_S`` (over it: retried, never spam).
+runs in a worker thread under ``CLASSIFY_BUDGET_S`` (over it: retried, never spam); a triage
+batch decides many items per thread hop (``classify_many``).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import re2
 
 from roost.errors import InvalidInput
-from roost.plugins.classifiers import Classifier, Verdict, run_bounded
+from roost.plugins.classifiers import Classifier, Verdict, run_bounded, run_bounded_each
 from roost.plugins.connectors import Content, bounded
 
 _KEYS = {"allow_senders", "block_senders", "relevant_patterns", "spam_patterns", "default", "category"}
@@ -91,6 +92,9 @@ class RulesClassifier(Classifier):
 
     async def classify(self, config: dict[str, Any], content: Content) -> Verdict:
         return await run_bounded(lambda: self.decide(config, content))
+
+    async def classify_many(self, config: dict[str, Any], contents: Sequence[Content]) -> list[Verdict | Exception]:
+        return await run_bounded_each(lambda content: self.decide(config, content), contents)
 
     @staticmethod
     def decide(config: dict[str, Any], content: Content) -> Verdict:
