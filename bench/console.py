@@ -54,24 +54,13 @@ CONSOLE_TOKEN = "bench-console-" + "x" * 24
 # -- device sockets, from other processes ---------------------------------------------------------
 
 def _client_main(ws_url: str, tokens: list[str], conn: Any) -> None:
-    """A client process: hold one socket per token until told to stop; report how many are open."""
-    from ws_connections import Holder  # noqa: PLC0415  (imported in the child only)
+    """A client process: ``bench/ws_connections.py``'s raw epoll client holding one socket per token
+    (answering pings) until told to stop."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
 
-    raise_nofile()
+    from ws_connections import client_main  # noqa: PLC0415  (imported in the child only)
 
-    async def main() -> None:
-        holder = Holder(ws_url, 50)
-        holder.pending = len(tokens)
-        async with trio.open_nursery() as nursery:
-            for token in tokens:
-                nursery.start_soon(holder.hold, token)
-            await holder.all_done.wait()
-            conn.send({"open": holder.open, "failed": holder.failed})
-            await trio.to_thread.run_sync(conn.recv)  # "stop"
-            conn.send({"open": holder.open, "closed_by_server": holder.closed_by_server})
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+    client_main(urlsplit(ws_url).port, tokens, conn, 50, False)
 
 
 class Devices:
@@ -92,9 +81,9 @@ class Devices:
         for conn in self.conns:
             if not conn.poll(timeout_s):
                 raise RuntimeError("a client process did not report its sockets in time")
-            report = conn.recv()
-            opened += report["open"]
-            for k, v in report["failed"].items():
+            _, live, failures, _retries, _compressed = conn.recv()  # ("ready", ...)
+            opened += live
+            for k, v in failures.items():
                 failed[k] = failed.get(k, 0) + v
         return {"open": opened, "failed": failed}
 
@@ -104,7 +93,7 @@ class Devices:
             try:
                 conn.send("stop")
                 if conn.poll(30):
-                    still += conn.recv()["open"]
+                    still += conn.recv()[1]  # ("result", open, closed codes, arrivals)
             except (OSError, EOFError):
                 pass
         for proc in self.procs:
@@ -357,7 +346,7 @@ def run_sqlite(args: argparse.Namespace, result: dict[str, Any]) -> bool:
 
 def consoles(args: argparse.Namespace, server: Server, cookies: httpx.Cookies, result: dict[str, Any]) -> bool:
     def latency(requests: int) -> dict[str, Any]:
-        return run_json([sys.executable, str(HERE / "http_latency.py"), "--url", server.url, "--token", server.token,
+        return run_json([sys.executable, str(HERE / "http_latency.py"), "--url", server.url, f"--token={server.token}",
                          "--path", "/healthz", "--requests", str(requests), "--concurrency", "10", "--warmup", "0",
                          "--json"])
 

@@ -30,7 +30,7 @@ from roost.storage import tenancy  # noqa: E402
 from roost.storage.database import open_database  # noqa: E402
 from roost.storage.ids import new_id  # noqa: E402
 from roost.storage.migrator import migrate  # noqa: E402
-from roost.storage.scouts import item_id  # noqa: E402
+from roost.storage.scouts import item_ids  # noqa: E402
 
 CHUNK = 20_000
 STATUSES = ["acked"] * 90 + ["discarded"] * 5 + ["expired"] * 4 + ["failed"]
@@ -79,7 +79,7 @@ async def generate(url: str, *, accounts: int, devices: int, scouts: int, items:
                 status = STATUSES[rng.randrange(len(STATUSES))]
                 at = now - dt.timedelta(seconds=rng.randrange(30 * 86400))
                 k = rng.randrange(5)
-                rows.append((item_id(), scout_id, user_of[scout_id], f"ref-{n:07d}", status, SENDERS[k],
+                rows.append((item_ids(1)[0], scout_id, user_of[scout_id], f"ref-{n:07d}", status, SENDERS[k],
                              SUBJECTS[k].format(n=n), "snippet", "archive" if status != "failed" else None,
                              "unreachable: timed out" if status == "failed" else None, at,
                              at if status == "acked" else None))

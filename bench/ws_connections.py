@@ -398,7 +398,7 @@ def run(args: argparse.Namespace, server: Server, account_id: str, user_id: str,
         # hold, so that pause is reported apart), then, once every socket has been pinged, the
         # measured window.
         def latency_cmd(requests: int) -> list[str]:
-            return [sys.executable, str(HERE / "http_latency.py"), "--url", server.url, "--token", server.token,
+            return [sys.executable, str(HERE / "http_latency.py"), "--url", server.url, f"--token={server.token}",
                     "--path", "/healthz", "--requests", str(requests),
                     "--concurrency", str(args.healthz_concurrency), "--warmup", "0", "--json"]
 
