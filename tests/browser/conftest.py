@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -94,6 +95,21 @@ def page(browser: Any) -> Iterator[Any]:
         yield page
     finally:
         context.close()
+
+
+def wait_js(page: Any, expression: str, arg: Any = None, *, timeout: float = 10_000) -> None:
+    """Wait until ``expression`` (JS, a function of ``arg`` or an expression) is truthy in ``page``.
+
+    Instead of Playwright's ``wait_for_function``: that one polls inside the page by evaluating a
+    string, which the console's Content-Security-Policy (``script-src 'self'``, no ``unsafe-eval``)
+    refuses, so it failed whenever the first check was not already true. ``page.evaluate`` goes
+    through the DevTools protocol, which the policy does not govern; the pages keep theirs.
+    """
+    give_up = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > give_up:
+            raise AssertionError(f"not true within {timeout / 1000:g} s: {expression} (arg {arg!r})")
+        page.wait_for_timeout(50)
 
 
 def sign_in(page: Any, server: ServerProcess, role: str = "operate", *, path: str = "/console") -> None:

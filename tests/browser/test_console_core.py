@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_js
 from tests.support.server import SERVICE_TOKEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,13 +34,13 @@ def test_overview_counts_a_pushed_item_without_a_reload(page, roost_server, shot
         sign_in(page, roost_server, "read")
         figure = page.locator('[data-figure="scout_items_pending_or_queued"]')
         before = int(figure.inner_text())
-        page.wait_for_function("document.documentElement.dataset.liveState === 'open'")
+        wait_js(page, "document.documentElement.dataset.liveState === 'open'")
         page.evaluate("window.__marker = 'same page'")
         r = admin.post(f"/api/v1/scouts/{scout['id']}/items", json={"items": [{"source_msg_ref": "m1",
                                                                                "subject": "hello"}]})
         assert r.status_code == 202, r.text
         count = "n => Number(document.querySelector('[data-figure=scout_items_pending_or_queued]').textContent) === n"
-        page.wait_for_function(count, arg=before + 1, timeout=10_000)
+        wait_js(page, count, arg=before + 1, timeout=10_000)
         assert page.evaluate("window.__marker") == "same page"  # no reload: the part was swapped in
 
         # A hidden tab stops listening; shown again, it catches up at once.
@@ -48,14 +48,14 @@ def test_overview_counts_a_pushed_item_without_a_reload(page, roost_server, shot
                                  document.dispatchEvent(new Event('visibilitychange')); }""")
         assert page.evaluate("document.documentElement.dataset.liveState") == "paused"
         page.wait_for_timeout(150)  # a refresh the stream asked for just before: let it land first
-        page.wait_for_function("!document.querySelector('[aria-busy]')")
+        wait_js(page, "!document.querySelector('[aria-busy]')")
         r = admin.post(f"/api/v1/scouts/{scout['id']}/items", json={"items": [{"source_msg_ref": "m2"}]})
         assert r.status_code == 202, r.text
         page.wait_for_timeout(400)
         assert int(figure.inner_text()) == before + 1  # nothing fetched while hidden
         page.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: false, configurable: true});
                                  document.dispatchEvent(new Event('visibilitychange')); }""")
-        page.wait_for_function(count, arg=before + 2, timeout=10_000)
+        wait_js(page, count, arg=before + 2, timeout=10_000)
     assert page.evaluate("window.__marker") == "same page"
     times = page.locator("time[data-local]")
     if times.count():

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_js
 from tests.support.server import SERVICE_TOKEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,7 +91,7 @@ def test_a_claim_in_one_tab_shows_as_claimed_in_a_second_tab_without_a_reload(pa
 
         watcher = page.context.new_page()  # a second tab of the same browser
         watcher.goto(roost_server.url + path)
-        watcher.wait_for_function("document.documentElement.dataset.liveState === 'open'")
+        wait_js(watcher, "document.documentElement.dataset.liveState === 'open'")
         watcher.evaluate("window.__marker = 'same page'")
         assert watcher.locator(f"#handoff-{handoff['id']}").is_visible()
         axe(watcher)

@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_js
 from tests.support.server import SERVICE_TOKEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +117,7 @@ def test_a_pushed_items_count_changes_without_a_reload(page, roost_server, api, 
     page.get_by_role("link", name=sid).click()
     queued = page.locator('#scout-counts [data-status="queued"]')
     expect(queued).to_have_text("0")
-    page.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
+    wait_js(page, "document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
     page.evaluate("window.__notReloaded = true")
     pushed = api.post(f"/api/v1/scouts/{sid}/items", json={"items": [
         {"source_msg_ref": f"m{i}", "subject": f"Hello {i}", "body": "hi", "sender": "x@example.com"}
@@ -145,7 +145,7 @@ def test_revoking_a_device_drops_its_socket_and_it_leaves_the_connected_list(pag
     watcher = page.context.new_page()  # a second tab that only watches
     watcher.goto(f"{roost_url}/console/devices")
     for tab in (operator_page, watcher):
-        tab.wait_for_function("document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
+        wait_js(tab, "document.documentElement.getAttribute('data-live-state') === 'open'", timeout=10_000)
     row = f'tr[data-device="{ann["id"]}"]'
     with HeldSocket(roost_url, ann["token"]) as held, HeldSocket(roost_url, bob["token"]):
         expect(operator_page.locator(row)).to_be_visible(timeout=10_000)  # appeared live (device.registered)
