@@ -39,7 +39,7 @@ from roost.runtime.frames import error_frame
 from roost.runtime.services import Services
 from roost.runtime.sockets import CLOSE_TRY_AGAIN, DeviceSocket, encode
 from roost.runtime.topics import DEVICE_REGISTERED, PROPOSAL_QUEUED
-from roost.storage import scouts as repo
+from roost.storage import proposals as repo
 from roost.storage.database import Connection, Row
 
 PAGE = 500

@@ -43,7 +43,7 @@ from roost.runtime.destinations import DestinationNotAllowed, check_destination,
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
 from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_CHANGED, SCOUT_ITEMS, SCOUT_RAN
-from roost.storage import scout_list, tenancy
+from roost.storage import proposals, scout_list, tenancy
 from roost.storage import scouts as repo
 from roost.storage.database import Row
 from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merge_redacted
@@ -308,7 +308,7 @@ async def _archive_spam(services: Services, scout: dict[str, Any], source: _Sour
 
 async def expire_proposals(services: Services, now: dt.datetime) -> int:
     """Mark proposals past their TTL ``expired`` (never delivered after); the pruner's step."""
-    return await repo.expire(services.db, now=now)
+    return await proposals.expire(services.db, now=now)
 
 
 # -- saving scouts and pushed items ---------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from roost.errors import StorageError
-from roost.storage import scouts as repo
+from roost.storage import proposals as repo
 from tests.support.scouting import connect, make_push_scout, push
 from tests.support.server import admin_client, make_device, running_server
 

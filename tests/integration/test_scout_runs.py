@@ -17,8 +17,8 @@ from roost.plugins.classifiers import Classifier, Verdict, classifiers
 from roost.plugins.connectors import Connector, Content, Metadata, Ref, SourceConnection, connectors
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
+from roost.storage import proposals, tenancy
 from roost.storage import scouts as repo
-from roost.storage import tenancy
 from roost.storage.database import open_database
 from roost.storage.scouts import NewItem
 
@@ -177,7 +177,7 @@ async def test_ttl_expiry_marks_proposals_expired_and_they_are_not_delivered(db,
     script.mail["1"] = ("x@example.com", "s", "hi")
     await run_scout(services, scout["id"])
     later = T0 + dt.timedelta(days=2)
-    assert await repo.backlog_page(db, scout["user_id"], now=later, after="", limit=10) == []
+    assert await proposals.backlog_page(db, scout["user_id"], now=later, after="", limit=10) == []
     assert await expire_proposals(services, later) == 1
     assert (await _items(db, scout["id"]))["1"]["status"] == "expired"
 
@@ -187,10 +187,10 @@ async def test_acks_are_per_user_and_idempotent(db, script):
     script.mail["1"] = ("x@example.com", "s", "hi")
     await run_scout(services, scout["id"])
     pid = (await _items(db, scout["id"]))["1"]["id"]
-    assert await repo.ack(db, [("usr_other", pid)], now=T0) == {("usr_other", pid)}
+    assert await proposals.ack(db, [("usr_other", pid)], now=T0) == {("usr_other", pid)}
     assert (await _items(db, scout["id"]))["1"]["status"] == "queued"
-    assert await repo.ack(db, [(scout["user_id"], pid), (scout["user_id"], pid)], now=T0) == set()
-    assert await repo.ack(db, [(scout["user_id"], pid)], now=T0) == set()
+    assert await proposals.ack(db, [(scout["user_id"], pid), (scout["user_id"], pid)], now=T0) == set()
+    assert await proposals.ack(db, [(scout["user_id"], pid)], now=T0) == set()
     assert (await _items(db, scout["id"]))["1"]["status"] == "acked"
 
 
@@ -201,11 +201,11 @@ async def test_one_ack_batch_of_several_users_changes_only_each_users_own_unacke
     await run_scout(services, scout["id"])
     items = await _items(db, scout["id"])
     p1, p2, p3, p4 = (items[r]["id"] for r in "1234")
-    await repo.mark_delivered(db, [p2, p3], now=T0)
-    await repo.ack(db, [(scout["user_id"], p3)], now=T0)
+    await proposals.mark_delivered(db, [p2, p3], now=T0)
+    await proposals.ack(db, [(scout["user_id"], p3)], now=T0)
     me = scout["user_id"]
     batch = [(me, p1), ("usr_other", p4), (me, p2), (me, p3), (me, "prp_missing"), (me, p1), ("usr_other", p1)]
-    assert await repo.ack(db, batch, now=T0) == {("usr_other", p4), (me, "prp_missing"), ("usr_other", p1)}
+    assert await proposals.ack(db, batch, now=T0) == {("usr_other", p4), (me, "prp_missing"), ("usr_other", p1)}
     items = await _items(db, scout["id"])
     assert [items[r]["status"] for r in "1234"] == ["acked", "acked", "acked", "queued"]
     assert items["2"]["delivered_at"] == T0 and items["1"]["delivered_at"] is None
@@ -217,8 +217,8 @@ async def test_delivery_and_ack_writes_find_their_rows_by_primary_key_on_sqlite(
     async with open_database(sqlite_url) as db:
         seen: list[str] = []
         db._writer._conn.set_trace_callback(seen.append)
-        await repo.mark_delivered(db, ["prp_a", "prp_b"], now=T0)
-        await repo.ack(db, [("usr_a", "prp_a"), ("usr_b", "prp_b")], now=T0)
+        await proposals.mark_delivered(db, ["prp_a", "prp_b"], now=T0)
+        await proposals.ack(db, [("usr_a", "prp_a"), ("usr_b", "prp_b")], now=T0)
         db._writer._conn.set_trace_callback(None)
         updates = [sql for sql in seen if sql.startswith("UPDATE scout_items")]
         assert len(updates) == 3  # one for the page delivered, one per user of the ack batch
