@@ -16,7 +16,7 @@ from quart import Blueprint
 
 from roost import errors
 from roost.http.app import create_app
-from roost.http.console import auth
+from roost.http.console import auth, sessions
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
 from roost.storage import audit
@@ -135,8 +135,8 @@ async def test_tampered_or_foreign_cookie_is_not_a_session(app):
 async def test_expired_session_must_sign_in_again(app):
     client = app.client()
     async with app.app.app_context():
-        value = auth.session_value("ops", time.time() - 1)
-        fresh = auth.session_value("ops", time.time() + 60)
+        value = sessions.session_value("ops", time.time() - 1)
+        fresh = sessions.session_value("ops", time.time() + 60)
     client.set_cookie("localhost", auth.SESSION_COOKIE, value, path="/console")
     r = await client.get("/console")
     assert r.status_code == 303 and location(r).startswith("/console/login")
@@ -149,7 +149,7 @@ async def test_session_of_a_removed_token_ends(database_url):
     async with open_database(database_url) as db:
         first = create_app(Services.build(Settings(database_url=database_url, console_tokens=CONSOLE_TOKENS), db))
         async with first.app_context():
-            value = auth.session_value("ops", time.time() + 600)
+            value = sessions.session_value("ops", time.time() + 600)
         second = create_app(Services.build(Settings(database_url=database_url,
                                                     console_tokens=CONSOLE_TOKENS.split(",")[0]), db))
         client = second.test_client()
@@ -228,14 +228,14 @@ async def test_many_failed_sign_ins_are_rate_limited_and_logged(app, capsys):
 
 
 def test_failed_sign_ins_forget_old_failures_and_bound_addresses():
-    failures = auth.FailedSignIns()
+    failures = sessions.FailedSignIns()
     for i in range(3):
         failures.fail("a", float(i), window_s=10)
     assert failures.limited("a", 3.0, limit=3, window_s=10) == pytest.approx(7.0)
     assert failures.limited("a", 10.5, limit=3, window_s=10) == 0
-    for i in range(auth.MAX_ADDRESSES + 5):
+    for i in range(sessions.MAX_ADDRESSES + 5):
         failures.fail(f"10.0.{i}", 0.0, window_s=10)
-    assert len(failures._by_address) == auth.MAX_ADDRESSES
+    assert len(failures._by_address) == sessions.MAX_ADDRESSES
 
 
 async def test_console_without_tokens_says_how_to_turn_it_on(database_url):

@@ -9,13 +9,14 @@ console token (and the first ``ROOST_SECRET_KEYS`` key when set), so every proce
 settings accepts the cookie, and changing or removing any token ends every session. The role is
 read from the settings on each request, never from the cookie. Logout clears the cookie in the
 browser (the cookie itself stays valid until it expires: rotate a token to end sessions at once).
+Signing and the failed-sign-in counts live in ``roost.http.console.sessions``.
 
 CSRF: each form that changes state carries ``csrf``, an HMAC of the session id; ``action`` checks
 it, and refuses a POST whose ``Origin`` names another host. Failed sign-ins are counted per client
 address; past ``ROOST_CONSOLE_LOGIN_FAILURES`` within ``ROOST_CONSOLE_LOGIN_WINDOW_S`` the login
 answers 429 until the window passes. Each failure is logged (address and count, never the token).
 
-Decorators (see CONSOLE.md): ``@page()`` for GET pages (no or expired cookie: 303 to the login,
+Decorators: ``@page()`` for GET pages (no or expired cookie: 303 to the login,
 ``next`` kept); ``@action(name)`` for POSTs (``operate`` only, else 403; CSRF, else 403; the view
 returns ``done(message, back_to)``, the decorator writes the audit row with ``console:<token
 name>`` and answers 303 with a flash message; a ``RoostError`` becomes a flash error message and a
@@ -26,22 +27,29 @@ name>`` and answers 303 with a flash message; a ``RoostError`` becomes a flash e
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import quote, urlsplit
 
-from quart import Response, current_app, g, redirect, request
+from quart import Response, g, redirect, request
 
 from roost import errors
 from roost.http.console import console_bp
+from roost.http.console.sessions import (
+    b64,
+    now_s,
+    session_value,
+    sign,
+    signing_key,
+    state,
+    tokens,
+    unsign,
+)
 from roost.http.context import services
 from roost.http.errors import status_for
 from roost.runtime.logging import get_logger
@@ -56,7 +64,6 @@ OPERATE = "operate"
 SESSION_COOKIE = "roost_console"
 FLASH_COOKIE = "roost_console_flash"
 MAX_TOKEN_CHARS = 512  # a longer "token" is a failed sign-in, never hashed at length
-MAX_ADDRESSES = 10_000  # failed-sign-in counters kept; the oldest address is forgotten first
 LOGIN_PATH = "/console/login"
 _DRIVER_MODULES = ("asyncpg", "sqlite3", "_sqlite3")
 
@@ -72,117 +79,6 @@ class Operator:
     @property
     def can_operate(self) -> bool:
         return self.role == OPERATE
-
-
-# -- per-app state --------------------------------------------------------------------------------
-
-
-class FailedSignIns:
-    """Failed sign-ins per client address within a sliding window, bounded in addresses kept."""
-
-    def __init__(self) -> None:
-        self._by_address: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, address: str, now: float, window_s: float) -> deque[float]:
-        times = self._by_address.get(address)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - window_s:
-            times.popleft()
-        if not times:
-            del self._by_address[address]
-        return times
-
-    def limited(self, address: str, now: float, *, limit: int, window_s: float) -> float:
-        """Seconds until ``address`` may try again (0: it may now)."""
-        times = self._recent(address, now, window_s)
-        return max(0.0, times[0] + window_s - now) if len(times) >= limit else 0.0
-
-    def fail(self, address: str, now: float, window_s: float) -> int:
-        """Count a failure; returns how many within the window."""
-        times = self._recent(address, now, window_s)
-        self._by_address[address] = times
-        self._by_address.move_to_end(address)
-        times.append(now)
-        while len(self._by_address) > MAX_ADDRESSES:
-            self._by_address.popitem(last=False)
-        return len(times)
-
-    def clear(self, address: str) -> None:
-        self._by_address.pop(address, None)
-
-
-@dataclass
-class ConsoleState:
-    """What the console keeps per app: the failed sign-ins and the count of open live streams."""
-
-    failures: FailedSignIns = field(default_factory=FailedSignIns)
-    live_clients: int = 0
-
-
-STATE_KEY = "roost.console"
-
-
-@console_bp.record_once
-def _install(setup: Any) -> None:
-    setup.app.extensions[STATE_KEY] = ConsoleState()
-
-
-def state() -> ConsoleState:
-    return current_app.extensions[STATE_KEY]
-
-
-# -- signing ----------------------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def tokens() -> dict[str, tuple[str, str]]:
-    """The configured console tokens, ``{name: (role, token)}``."""
-    return services().settings.console_tokens_by_name
-
-
-def signing_key() -> bytes:
-    """The session key: derived from every console token (and the first secret key, when set)."""
-    settings = services().settings
-    material = "\0".join(f"{name}:{role}:{token}" for name, (role, token) in sorted(tokens().items()))
-    secret = (settings.sealing_keys[0] if settings.sealing_keys else "").encode()
-    return hmac.new(b"roost console session v1\0" + secret, material.encode(), hashlib.sha256).digest()
-
-
-def sign(payload: dict[str, Any]) -> str:
-    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-    return f"{body}.{_b64(hmac.new(signing_key(), body.encode(), hashlib.sha256).digest())}"
-
-
-def unsign(value: str | None) -> dict[str, Any] | None:
-    """The payload of a value ``sign`` made with the current key, or None (tampered, foreign, malformed)."""
-    if not value or len(value) > 2048 or value.count(".") != 1:
-        return None
-    body, mac = value.split(".")
-    expected = _b64(hmac.new(signing_key(), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(mac.encode(), expected.encode()):
-        return None
-    try:
-        payload = json.loads(_unb64(body))
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-def session_value(name: str, expires_at: float, session_id: str | None = None) -> str:
-    """A session cookie's value for token ``name`` (tests make expired ones with it)."""
-    return sign({"n": name, "s": session_id or secrets.token_urlsafe(16), "e": int(expires_at)})
-
-
-def now_s() -> float:
-    return services().clock.now().timestamp()
 
 
 # -- who is signed in -------------------------------------------------------------------------------
@@ -208,7 +104,7 @@ def csrf_token() -> str:
     op = operator()
     if op is None:
         return ""
-    return _b64(hmac.new(signing_key(), b"csrf\0" + op.session_id.encode(), hashlib.sha256).digest())[:32]
+    return b64(hmac.new(signing_key(), b"csrf\0" + op.session_id.encode(), hashlib.sha256).digest())[:32]
 
 
 def bodies_visible() -> bool:

@@ -23,8 +23,9 @@ import trio
 from quart import Response, request
 
 from roost.http.console import console_bp
-from roost.http.console.auth import page, state
+from roost.http.console.auth import page
 from roost.http.console.render import error_page
+from roost.http.console.sessions import state
 from roost.http.context import services
 from roost.runtime import topics as topic_names
 
