@@ -1,4 +1,4 @@
-"""Scouting: a scout's run, and saving scouts and their pushed items (shared by HTTP and the actor).
+"""Scouting: a scout's run (shared by HTTP and the actor; saving scouts is ``roost.domain.scouts``).
 
 One run of a scout (``run_scout``: the scout actor's, and ``POST /api/admin/scouts/{id}/run``)
 holds the job lock ``scout:<id>`` and:
@@ -23,8 +23,7 @@ holds the job lock ``scout:<id>`` and:
 
 Errors: every call into the connector or classifier goes through the plugin boundary
 (``roost.plugins.guard``), so whatever a plugin raises is a ``PluginError``, recorded on the
-item or the scout. Saving a scout or pushing items publishes the wake-ups (``SCOUT_CHANGED``,
-``SCOUT_ITEMS``) the scout actor (``roost.actors.scout``) starts runs on.
+item or the scout.
 """
 
 from __future__ import annotations
@@ -32,21 +31,21 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from roost.domain import webhooks
-from roost.errors import Conflict, InvalidInput, PluginError, RoostError
+from roost.errors import Conflict, PluginError, RoostError
 from roost.plugins.classifiers import TriageUnavailable, classifiers
 from roost.plugins.connectors import Content, Ref, bounded, connectors
 from roost.plugins.guard import declared_errors, plugin_call, plugin_context, plugin_error
-from roost.runtime.destinations import DestinationNotAllowed, check_destination, describe_error
+from roost.runtime.destinations import describe_error
 from roost.runtime.logging import get_logger
 from roost.runtime.services import Services
-from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_CHANGED, SCOUT_ITEMS, SCOUT_RAN
-from roost.storage import proposals, scout_list, tenancy
+from roost.runtime.topics import PROPOSAL_QUEUED, SCOUT_RAN
+from roost.storage import proposals
 from roost.storage import scouts as repo
 from roost.storage.database import Row
-from roost.storage.scout_config import REDACTED, SecretBox, is_secret_name, merge_redacted
+from roost.storage.scout_config import SecretBox
 
 log = get_logger()
 
@@ -309,131 +308,3 @@ async def _archive_spam(services: Services, scout: dict[str, Any], source: _Sour
 async def expire_proposals(services: Services, now: dt.datetime) -> int:
     """Mark proposals past their TTL ``expired`` (never delivered after); the pruner's step."""
     return await proposals.expire(services.db, now=now)
-
-
-# -- saving scouts and pushed items ---------------------------------------------------------------
-
-# Where a config's secret goes: changing one of these needs the secret sent again.
-_WHERE_KEYS = ("host", "port", "user", "username", "base_url", "url")
-
-
-async def check_plugins(provider: str, config: dict[str, Any], classifier: str,
-                        classifier_config: dict[str, Any]) -> None:
-    """The plugins' own checks, then every host the configs name against the destinations policy.
-
-    Raises:
-        InvalidInput: an unknown plugin, a config it refuses, or ``destination_not_allowed``.
-    """
-    connector, judge = connectors.create(provider), classifiers.create(classifier)
-    connector.check_config(config)
-    judge.check_config(classifier_config)
-    for host, port in connector.destinations(config) + judge.destinations(classifier_config):
-        try:
-            await check_destination(host, port)
-        except DestinationNotAllowed as exc:
-            raise InvalidInput(str(exc), code="destination_not_allowed") from exc
-
-
-def _sends_redacted(config: Any) -> bool:
-    if isinstance(config, dict):
-        return any((is_secret_name(k) and v == REDACTED) or _sends_redacted(v) for k, v in config.items())
-    if isinstance(config, list):
-        return any(_sends_redacted(v) for v in config)
-    return False
-
-
-def _require_secret_again(key: str, new: dict[str, Any], old: dict[str, Any]) -> None:
-    """InvalidInput when a change moves a config elsewhere (host, port, user, base_url) but keeps a secret by "***"."""
-    moved = [k for k in _WHERE_KEYS if new.get(k) != old.get(k)]
-    if moved and _sends_redacted(new):
-        raise InvalidInput(f"{key}: changing {', '.join(moved)} needs the secret again (send it, not \"***\"), "
-                           "so a stored secret never goes to a new destination", code="secret_required")
-
-
-async def create_scout(services: Services, user_id: str, fields: dict[str, Any], *, actor: str) -> Row:
-    """Check the plugins' configs, store the scout with its secrets sealed, and wake the actor.
-
-    Raises:
-        InvalidInput: see ``check_plugins``.
-        NotFound: no such user.
-    """
-    await check_plugins(fields["provider"], fields["config"], fields["classifier"], fields["classifier_config"])
-    box = SecretBox(services.settings.sealing_keys)
-    fields = {**fields, "config": box.seal(fields["config"]),
-              "classifier_config": box.seal(fields["classifier_config"])}
-    row = await repo.create_scout(services.db, user_id=user_id, fields=fields, now=services.clock.now(), actor=actor)
-    services.bus.publish(SCOUT_CHANGED, row["id"])
-    return row
-
-
-async def change_scout(services: Services, scout_id: str, changes: dict[str, Any], *, actor: str) -> Row:
-    """Apply ``changes`` (``"***"`` keeps a stored secret), check the result, and wake the actor.
-
-    Raises:
-        InvalidInput: see ``check_plugins``; ``secret_required`` (see ``_require_secret_again``).
-        NotFound: no such scout.
-    """
-    old = await repo.get_scout(services.db, scout_id)
-    changes = dict(changes)
-    box = SecretBox(services.settings.sealing_keys)
-    for key in ("config", "classifier_config"):
-        if key in changes:
-            _require_secret_again(key, changes[key], box.open(old[key]))
-            changes[key] = merge_redacted(changes[key], old[key])
-    config = box.open(changes.get("config", old["config"]))
-    cconfig = box.open(changes.get("classifier_config", old["classifier_config"]))
-    await check_plugins(old["provider"], config, changes.get("classifier", old["classifier"]), cconfig)
-    for key in ("config", "classifier_config"):
-        if key in changes:
-            changes[key] = box.seal(changes[key])
-    row = await repo.update_scout(services.db, scout_id, changes, now=services.clock.now(), actor=actor)
-    services.bus.publish(SCOUT_CHANGED, scout_id)
-    return row
-
-
-async def push_items(services: Services, scout_id: str, items: Sequence[repo.NewItem]) -> None:
-    """Store pushed items for triage (bodies kept only until the verdict) and wake the scout.
-
-    Raises:
-        Conflict: the scout is not a push scout (``not_a_push_scout``) or is disabled (``scout_disabled``).
-        NotFound: no such scout.
-    """
-    scout = await repo.get_scout(services.db, scout_id)
-    if connectors.create(scout["provider"]).pull:
-        raise Conflict(f"scout {scout_id} uses the {scout['provider']!r} connector; only push scouts take items",
-                       code="not_a_push_scout")
-    if not scout["enabled"]:
-        raise Conflict(f"scout {scout_id} is disabled", code="scout_disabled")
-    await repo.push_items(services.db, scout, items, now=services.clock.now())
-    services.bus.publish(SCOUT_ITEMS, scout_id)
-
-
-async def list_scouts(services: Services, *, user_id: str | None, provider: str | None, state: str | None,
-                      limit: int, cursor: str | None) -> dict[str, Any]:
-    """A page of scouts, filtered by user, provider and state (``scout_list`` defines the states),
-    each with its item ``counts``.
-
-    Raises:
-        NotFound: no such user.
-        InvalidInput: no connector is named ``provider`` (code ``unknown_connector``).
-    """
-    if user_id is not None:
-        await tenancy.get_user(services.db, user_id)
-    if provider is not None:
-        connectors.check(provider)
-    result = await scout_list.list_scouts(services.db, user_id=user_id, provider=provider, state=state,
-                                          limit=limit, cursor=cursor)
-    counts = await scout_list.item_counts_of(services.db, [row["id"] for row in result["items"]])
-    return {**result, "items": [{**row, "counts": counts[row["id"]]} for row in result["items"]]}
-
-
-async def retry_item(services: Services, scout_id: str, item_id: str, *, actor: str) -> Row:
-    """Put a failed item of the scout back to pending (``repo.retry_item``) and wake the scout to triage it.
-
-    Raises:
-        NotFound: no such item in that scout.
-        Conflict: the item is not failed (``item_not_failed``).
-    """
-    row = await repo.retry_item(services.db, scout_id, item_id, now=services.clock.now(), actor=actor)
-    services.bus.publish(SCOUT_ITEMS, scout_id)
-    return row

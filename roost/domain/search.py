@@ -7,7 +7,7 @@ past ``MAX_RESULTS``, whatever the query holds.
 A bulk action (``apply``) retries or cancels everything a ``BulkFilter`` matches (failed items of a
 scout, failed mail, a batch's pending items by cancelling the batch...), at most ``BULK_CAP`` rows,
 each through the SAME domain function the HTTP API and the single-row console action call
-(``scouting.retry_item``, ``mail.retry`` / ``mail.cancel``, ``sending.change_batch``). ``preview``
+(``scouts.retry_item``, ``mail.retry`` / ``mail.cancel``, ``sending.change_batch``). ``preview``
 counts what it would touch first, for the confirmation. A row that changed in between (retried by
 someone else, no longer failed) is skipped and counted, never an error for the whole action.
 """
@@ -68,7 +68,7 @@ def _by_batch(action: str) -> Step:
 
 BULK_ACTIONS: dict[tuple[str, str], BulkAction] = {
     (a.kind, a.action): a for a in (
-        BulkAction("item", "retry", ("failed",), "roost.domain.scouting", "retry_item",
+        BulkAction("item", "retry", ("failed",), "roost.domain.scouts", "retry_item",
                    lambda fn, services, row, actor: fn(services, row["parent_id"], row["id"], actor=actor),
                    "Retry failed items"),
         BulkAction("mail", "retry", ("failed",), "roost.domain.mail", "retry",

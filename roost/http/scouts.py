@@ -22,6 +22,7 @@ from quart import Blueprint
 from quart_schema import operation_id, validate_querystring, validate_request, validate_response
 
 from roost.domain import scouting
+from roost.domain import scouts as scout_ops
 from roost.errors import InvalidInput
 from roost.http.admin import documented_errors
 from roost.http.auth import service_auth
@@ -195,7 +196,7 @@ async def _view(row: dict[str, Any]) -> dict[str, Any]:
 @documented_errors(400, 401, 404, 413, 503)
 async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
     """Create a scout for a user; its connector and classifier check their configs."""
-    row = await scouting.create_scout(services(), data.user_id, data.model_dump(), actor=ACTOR)
+    row = await scout_ops.create_scout(services(), data.user_id, data.model_dump(), actor=ACTOR)
     return await _view(row), 201
 
 
@@ -207,7 +208,7 @@ async def create_scout(data: ScoutCreate) -> tuple[dict[str, Any], int]:
 async def list_scouts(query_args: ScoutListQuery) -> dict[str, Any]:
     """List scouts (oldest first), filtered by user, provider and/or state (404 for an unknown user)."""
     q = query_args
-    result = await scouting.list_scouts(services(), user_id=q.user_id, provider=q.provider, state=q.state,
+    result = await scout_ops.list_scouts(services(), user_id=q.user_id, provider=q.provider, state=q.state,
                                         limit=q.limit, cursor=q.cursor)
     return {**result, "items": [await _view(row) for row in result["items"]]}
 
@@ -229,7 +230,7 @@ async def get_scout(scout_id: str) -> dict[str, Any]:
 async def patch_scout(scout_id: str, data: ScoutPatch) -> dict[str, Any]:
     """Change a scout; a field left out keeps its value."""
     changes = {name: getattr(data, name) for name in data.model_fields_set}
-    return await _view(await scouting.change_scout(services(), scout_id, changes, actor=ACTOR))
+    return await _view(await scout_ops.change_scout(services(), scout_id, changes, actor=ACTOR))
 
 
 @bp.delete("/api/admin/scouts/<scout_id>")
@@ -283,7 +284,7 @@ async def retry_item(scout_id: str, item_id: str) -> dict[str, Any]:
 
     Puts a failed item back to pending with its attempts reset and wakes the scout; 404 for an
     item not in that scout, 409 ``item_not_failed`` for one in any other status."""
-    return await scouting.retry_item(services(), scout_id, item_id, actor=ACTOR)
+    return await scout_ops.retry_item(services(), scout_id, item_id, actor=ACTOR)
 
 
 @bp.post("/api/v1/scouts/<scout_id>/items")
@@ -298,5 +299,5 @@ async def push_items(scout_id: str, data: PushBody) -> tuple[dict[str, Any], int
     if len(data.items) > MAX_PUSH_ITEMS:
         raise InvalidInput(f"at most {MAX_PUSH_ITEMS} items per request", code="too_many_items")
     items = [repo.NewItem(i.source_msg_ref, i.subject, i.snippet, i.sender, i.body) for i in data.items]
-    await scouting.push_items(s, scout_id, items)
+    await scout_ops.push_items(s, scout_id, items)
     return {"accepted": len(items)}, 202

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from roost.domain import devices as device_ops
-from roost.domain import scouting
+from roost.domain import scouts
 from roost.errors import Conflict, NotFound
 from roost.runtime.config import Settings
 from roost.runtime.services import Services
@@ -78,7 +78,7 @@ async def test_retry_puts_a_failed_item_back_to_pending_audits_it_and_wakes_the_
     services = Services.build(Settings(), db, FakeClock())  # type: ignore[arg-type]
     services.clock.at = T0 + dt.timedelta(hours=1)
     with services.bus.subscribe(SCOUT_ITEMS) as inbox:
-        row = await scouting.retry_item(services, scout["id"], items["a"]["id"], actor="console:ops")
+        row = await scouts.retry_item(services, scout["id"], items["a"]["id"], actor="console:ops")
         messages, _ = inbox.take()
     assert row["status"] == "pending" and row["attempts"] == 0 and row["last_error"] is None
     assert row["next_attempt_at"] == services.clock.at
@@ -95,12 +95,12 @@ async def test_retry_refuses_an_item_not_failed_and_another_scouts_item(db):
     items = await _with_items(db, scout, ["a", "b"], failed=["a"])
     services = Services.build(Settings(), db, FakeClock())  # type: ignore[arg-type]
     with pytest.raises(Conflict) as caught:
-        await scouting.retry_item(services, scout["id"], items["b"]["id"], actor="t")
+        await scouts.retry_item(services, scout["id"], items["b"]["id"], actor="t")
     assert caught.value.code == "item_not_failed"
     for scout_id, item_id in [(other["id"], items["a"]["id"]), (scout["id"], "prp_none"), ("sct_x", "prp_x"),
                               (scout["id"], "x" * 10_000)]:
         with pytest.raises(NotFound):
-            await scouting.retry_item(services, scout_id, item_id, actor="t")
+            await scouts.retry_item(services, scout_id, item_id, actor="t")
     assert (await repo.get_item(db, scout["id"], items["a"]["id"]))["status"] == "failed"  # unchanged
 
 

@@ -9,7 +9,7 @@ to ``operate``, and to ``read`` only with ``?show=bodies``.
 
 Actions call the domain functions the HTTP API calls: run now (``scouting.run_scout``, as
 ``POST /api/admin/scouts/{id}/run``: 409 while it runs, shown as a message), enable and disable
-(``scouting.change_scout``, as ``PATCH``), retry a failed item (``scouting.retry_item``, as
+(``scout_ops.change_scout``, as ``PATCH``), retry a failed item (``scout_ops.retry_item``, as
 ``POST /api/admin/scouts/{id}/items/{item_id}/retry``).
 
 Live: the counts and the items refresh on ``scout.items`` (items pushed), ``scout.ran`` (a run
@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from quart import request
 
 from roost.domain import scouting
+from roost.domain import scouts as scout_ops
 from roost.errors import InvalidInput, NotFound
 from roost.http.console import console_bp
 from roost.http.console.auth import action, done, page
@@ -146,7 +147,7 @@ async def run_scout(scout_id: str) -> Any:
 
 async def _set_enabled(scout_id: str, enabled: bool) -> Any:
     _checked_id(scout_id, "scout")
-    await scouting.change_scout(services(), scout_id, {"enabled": enabled}, actor=SERVICE)
+    await scout_ops.change_scout(services(), scout_id, {"enabled": enabled}, actor=SERVICE)
     word = "enabled" if enabled else "disabled"
     return done(f"Scout {scout_id} {word}.", _scout_path(scout_id))
 
@@ -154,23 +155,23 @@ async def _set_enabled(scout_id: str, enabled: bool) -> Any:
 @console_bp.post("/scouts/<scout_id>/enable")
 @action("scout.enable")
 async def enable_scout(scout_id: str) -> Any:
-    """Enable the scout (``scouting.change_scout`` with ``enabled: true``, as the API's PATCH)."""
+    """Enable the scout (``scout_ops.change_scout`` with ``enabled: true``, as the API's PATCH)."""
     return await _set_enabled(scout_id, True)
 
 
 @console_bp.post("/scouts/<scout_id>/disable")
 @action("scout.disable")
 async def disable_scout(scout_id: str) -> Any:
-    """Disable the scout (``scouting.change_scout`` with ``enabled: false``, as the API's PATCH)."""
+    """Disable the scout (``scout_ops.change_scout`` with ``enabled: false``, as the API's PATCH)."""
     return await _set_enabled(scout_id, False)
 
 
 @console_bp.post("/scouts/<scout_id>/items/<item_id>/retry")
 @action("scout.item_retry")
 async def retry_item(scout_id: str, item_id: str) -> Any:
-    """Triage a failed item again (``scouting.retry_item``); an item of another scout is not found."""
+    """Triage a failed item again (``scout_ops.retry_item``); an item of another scout is not found."""
     _checked_id(scout_id, "scout")
     _checked_id(item_id, "item")
-    await scouting.retry_item(services(), scout_id, item_id, actor=SERVICE)
+    await scout_ops.retry_item(services(), scout_id, item_id, actor=SERVICE)
     return done(f"Item {item_id} goes back to triage.", _scout_path(scout_id) + "?status=pending",
                 target=("scout_item", item_id), details={"scout_id": scout_id})
