@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
+import httpx
 import pytest
 
 from roost.serve import Running
@@ -15,6 +16,19 @@ async def server(database_url: str) -> AsyncIterator[Running]:
     """``roost serve`` in this test's trio run, on a fresh database of the test's backend."""
     async with running_server(database_url) as running:
         yield running
+
+
+@pytest.fixture
+async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin API client of ``server`` (a test module's own ``server`` fixture, when it has one)."""
+    async with admin_client(server.url) as c:
+        yield c
+
+
+@pytest.fixture
+async def env(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A new device with its account and user (``make_device``) on the client's server."""
+    return await make_device(client)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ every endpoint and frame answers 4xx / an error frame.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,23 +17,6 @@ from trio_websocket import open_websocket_url
 from roost.client import handshake, ws_url_from_http
 from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
-@pytest.fixture
-async def env(client: httpx.AsyncClient) -> dict[str, Any]:
-    return await make_device(client)
 
 
 def items(n: int, device_id: str | None = None) -> list[dict[str, Any]]:

@@ -24,17 +24,6 @@ async def server(database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
-@pytest.fixture
-async def env(client: httpx.AsyncClient) -> dict[str, Any]:
-    return await make_device(client)
-
-
 def ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value)
 

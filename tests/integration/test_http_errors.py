@@ -26,12 +26,6 @@ async def server(database_url: str) -> AsyncIterator[Running]:
 
 
 @pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
-@pytest.fixture
 async def account(client: httpx.AsyncClient) -> dict[str, Any]:
     r = await client.post("/api/admin/accounts", json={"name": "Acme", "timezone": "Europe/Berlin"})
     assert r.status_code == 201, r.text

@@ -21,12 +21,6 @@ async def server(database_url: str) -> AsyncIterator[Running]:
 
 
 @pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
-@pytest.fixture
 async def users(client: httpx.AsyncClient) -> dict[str, Any]:
     r = await client.post("/api/admin/accounts", json={"name": "Acme", "timezone": "UTC"})
     acc = r.json()

@@ -8,28 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import AsyncIterator
 
 import httpx
-import pytest
 import trio
 from trio_websocket import open_websocket_url
 
 from roost.runtime.health import ActorState
 from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
 
 
 def samples(metrics_text: str, name: str) -> dict[str, float]:

@@ -4,30 +4,9 @@ allows that its column cannot hold."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
-import pytest
-
-from roost.serve import Running
-from tests.support.server import admin_client, make_device, running_server
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
-@pytest.fixture
-async def env(client: httpx.AsyncClient) -> dict[str, Any]:
-    return await make_device(client)
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,18 +18,6 @@ from roost.serve import Running
 from roost.storage import audit
 from tests.support.server import SERVICE_TOKEN, admin_client, make_device, running_server
 from tests.support.ws import close_code
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
 
 
 @pytest.fixture

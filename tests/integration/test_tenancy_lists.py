@@ -36,12 +36,6 @@ async def server(database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
 def error_code(r: httpx.Response, status: int) -> str:
     assert r.status_code == status, r.text
     body = r.json()

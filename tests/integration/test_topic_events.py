@@ -25,12 +25,6 @@ async def server(database_url: str) -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
-
-
 async def make_account(client: httpx.AsyncClient, names: tuple[str, ...], label: str = "Acme") -> dict[str, Any]:
     r = await client.post("/api/admin/accounts", json={"name": label, "timezone": "UTC"})
     assert r.status_code == 201, r.text

@@ -85,7 +85,6 @@ async def nothing_within(ws: WebSocketConnection, seconds: float) -> bool:
     return True
 
 
-
 async def still_open(ws: WebSocketConnection) -> None:
     """The socket answers a ping with a pong (frames before it are skipped)."""
     await send(ws, {"type": "ping"})
@@ -104,18 +103,6 @@ def metric(text: str, name: str) -> float:
     m = re.search(rf"^{re.escape(name)}\s+(\S+)$", text, re.MULTILINE)
     assert m, f"{name} not in /metrics"
     return float(m.group(1))
-
-
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Running]:
-    async with running_server(database_url) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(server.url) as c:
-        yield c
 
 
 @pytest.fixture
@@ -569,7 +556,6 @@ async def test_drain_closes_sockets_still_in_their_handshake_1001(database_url: 
             codes = [await close_code(silent, timeout_s=1), await close_code(hello_only, timeout_s=1)]
 
     assert codes == [1001, 1001]
-
 
 
 @asynccontextmanager
