@@ -108,9 +108,8 @@ def one_run(schema: Path, workdir: Path, items: int, batch: int) -> dict[str, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--items", type=int, default=10_000)
-    ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--runs", type=int, default=5)
+    for flag, default in (("--items", 10_000), ("--batch", 500), ("--runs", 5)):
+        ap.add_argument(flag, type=int, default=default)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
