@@ -82,8 +82,8 @@ class AppQueue(LazyLot):
     """The bounded FIFO from a WebSocket stream to its ASGI app, in place of a trio memory channel.
 
     ``send`` waits for room and ``receive`` for a message, each a checkpoint as the channel's
-    are; ``take_nowait`` empties it without waiting. One ParkingLot, made on first wait (``LazyLot``), serves
-    both directions.
+    are; ``take_nowait`` empties it without waiting. One ParkingLot, made on first wait
+    (``LazyLot``), serves both directions.
     """
 
     __slots__ = ("_items", "_max", "_lot")
