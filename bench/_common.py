@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark scripts: start a ``roost serve`` subprocess, read its RSS, summarise.
+"""Shared pieces of the benchmark scripts: start a ``roost serve`` subprocess, read its RSS, summarise,
+and the raw WebSocket client pieces the socket benches' epoll loops share.
 
 Nothing here imports the server side of roost (``roost.storage``, ``roost.http``): the bench
 process is only a client, so it never pulls in trio-asyncio (STACK-NOTES pitfall 2).
@@ -6,20 +7,23 @@ process is only a client, so it never pulls in trio-asyncio (STACK-NOTES pitfall
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
 import secrets
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import httpx
 
@@ -255,3 +259,152 @@ def run_json(cmd: list[str], timeout_s: float = 600) -> dict[str, Any]:
     if out.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- a raw WebSocket client: just enough RFC 6455 (unmasked server frames in, masked frames out) for an
+# epoll loop holding thousands of device sockets cheaply (fanout.py, ws_connections.py) -----------------
+
+UPGRADE_REQUEST = ("GET /ws/device HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n")
+
+
+def ws_frame(data: str | bytes, opcode: int = 0x1) -> bytes:
+    """A client frame: FIN, masked with the all-zero key (legal, and no XOR to do)."""
+    data = data.encode() if isinstance(data, str) else data
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + data
+
+
+PONG = ws_frame(b'{"type":"pong"}')
+
+
+def open_upgrade(port: int, extra_headers: str = "", timeout: float | None = None) -> socket.socket:
+    """A connection to ``/ws/device`` on 127.0.0.1:``port`` that has sent its upgrade request (with
+    ``extra_headers``, "name: value\\r\\n" lines), left non-blocking for the epoll loop."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((UPGRADE_REQUEST % (port, key) + extra_headers + "\r\n").encode())
+    s.setblocking(False)
+    return s
+
+
+def upgrade_answer(buf: bytearray) -> bytes | None:
+    """The server's whole answer to the upgrade (its head, lower-cased), taken off the front of
+    ``buf``; None while it has not all arrived. A 101 starts with ``b"http/1.1 101"``."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    del buf[: end + 4]
+    return head
+
+
+def hello_frames(token: str) -> bytes:
+    """What a device sends once upgraded: its hello with ``token``, then ``register``."""
+    return ws_frame(json.dumps({"type": "device_hello", "token": token})) + ws_frame(b'{"type":"register"}')
+
+
+def take_frames(buf: bytearray) -> list[tuple[int, bytes]]:
+    """The whole server frames at the front of ``buf`` as (opcode, payload), taken off it; a frame
+    still arriving stays in ``buf`` for the next read."""
+    frames: list[tuple[int, bytes]] = []
+    pos, n = 0, len(buf)
+    while n - pos >= 2:
+        b0, b1 = buf[pos], buf[pos + 1]
+        length, head = b1 & 0x7F, 2
+        if length == 126:
+            if n - pos < 4:
+                break
+            length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
+        elif length == 127:
+            if n - pos < 10:
+                break
+            length, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+        if n - pos < head + length:
+            break
+        frames.append((b0 & 0x0F, bytes(buf[pos + head: pos + head + length])))
+        pos += head + length
+    del buf[:pos]
+    return frames
+
+
+class SocketPoll:
+    """The epoll set of a raw client process: its control pipe, and each open socket with its owner
+    (an object with a ``sock``). ``poll`` reads what came; an empty read means the socket is gone."""
+
+    def __init__(self, ctl_fd: int) -> None:
+        self.ep = select.epoll()
+        self.ctl = ctl_fd
+        self.ep.register(ctl_fd, select.EPOLLIN)
+        self.by_fd: dict[int, Any] = {}
+
+    def add(self, owner: Any) -> None:
+        self.by_fd[owner.sock.fileno()] = owner
+        self.ep.register(owner.sock.fileno(), select.EPOLLIN)
+
+    def remove(self, owner: Any) -> None:
+        """Stop watching ``owner.sock`` and close it."""
+        fd = owner.sock.fileno()
+        self.ep.unregister(fd)
+        del self.by_fd[fd]
+        owner.sock.close()
+
+    def poll(self, timeout_s: float, size: int) -> Iterator[tuple[Any, bytes, float]]:
+        """(owner, bytes read, when) for each socket with something to read, (None, b"", 0.0) when
+        the control pipe has a message; b"" also for a socket reset by the server."""
+        for fd, _ in self.ep.poll(timeout_s):
+            if fd == self.ctl:
+                yield None, b"", 0.0
+                continue
+            owner = self.by_fd[fd]
+            try:
+                data = owner.sock.recv(size)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            yield owner, data, time.time()
+
+    def close_all(self) -> None:
+        for owner in self.by_fd.values():
+            owner.sock.close()
+
+
+class RawDevice:
+    """One device socket of a raw client: its token, socket, unread bytes and handshake state.
+
+    ``take`` reads what came: while "upgrading", the server's answer (kept in ``answer``, its head
+    lower-cased); a 101 sends the device's hello and ``register`` ("registering"), anything else
+    makes it "refused". From "registering" on, the bench runs the states (hello_ok, close, ...).
+    """
+
+    __slots__ = ("token", "sock", "buf", "state", "answer")
+
+    def __init__(self, token: str, state: str = "waiting") -> None:
+        self.token = token
+        self.sock: socket.socket | None = None
+        self.buf = bytearray()
+        self.state = state
+        self.answer = b""
+
+    def take(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The whole frames ``data`` completes (none while the upgrade's answer is still arriving)."""
+        self.buf += data
+        if self.state == "upgrading":
+            head = upgrade_answer(self.buf)
+            if head is None:
+                return []
+            self.answer = head
+            if not head.startswith(b"http/1.1 101"):
+                self.state = "refused"
+                return []
+            self.sock.sendall(hello_frames(self.token))
+            self.state = "registering"
+        return take_frames(self.buf)

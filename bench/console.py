@@ -418,21 +418,18 @@ def run_postgres(args: argparse.Namespace, result: dict[str, Any]) -> bool:
     return ok
 
 
+# What a run sizes and the bars it judges, each with a flag of its own (``items`` is ``--items``,
+# ``max_render_ms`` is ``--max-render-ms``): whole numbers are counts, the bars are floats.
+SIZES = {"accounts": 100, "devices": 2000, "scouts": 100, "items": 1_000_000, "client_processes": 4, "renders": 20,
+         "live_rounds": 20, "consoles": 100, "healthz_requests": 2000}
+BARS = {"max_render_ms": 200.0, "max_live_ms": 250.0, "max_consoles_mib": 50.0, "max_healthz_p99_ms": 20.0}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--accounts", type=int, default=100, help="the devices' users are dealt over these")
-    parser.add_argument("--devices", type=int, default=2000)
-    parser.add_argument("--scouts", type=int, default=100)
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--client-processes", type=int, default=4)
-    parser.add_argument("--renders", type=int, default=20)
-    parser.add_argument("--live-rounds", type=int, default=20)
-    parser.add_argument("--consoles", type=int, default=100)
-    parser.add_argument("--healthz-requests", type=int, default=2000)
-    parser.add_argument("--max-render-ms", type=float, default=200)
-    parser.add_argument("--max-live-ms", type=float, default=250)
-    parser.add_argument("--max-consoles-mib", type=float, default=50)
-    parser.add_argument("--max-healthz-p99-ms", type=float, default=20)
+    for name, default in {**SIZES, **BARS}.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                            help="the devices' users are dealt over these" if name == "accounts" else None)
     parser.add_argument("--pg-url", help="a scratch database to (re)create for the two-process live test")
     parser.add_argument("--reuse", help="a folder to keep the generated SQLite data in and reuse next time")
     parser.add_argument("--settle-s", type=float, default=10, help="wait after the devices connected")

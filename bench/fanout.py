@@ -24,14 +24,10 @@ like browser tabs). ``--client trio`` instead holds them all in this process wit
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing as mp
 import os
-import select
-import socket
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -41,7 +37,16 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, raise_nofile, roost_command  # noqa: E402
+from _common import (  # noqa: E402
+    PONG,
+    RawDevice,
+    SocketPoll,
+    free_port,
+    open_upgrade,
+    raise_nofile,
+    roost_command,
+    ws_frame,
+)
 
 TOKEN = "bench-service-token-for-roost-benchmarks"
 
@@ -81,32 +86,15 @@ def pct(values: list[float], q: float) -> float:
 # -- the raw client (one per child process) ------------------------------------------------------
 
 
-def ws_frame(text: str, opcode: int = 0x1) -> bytes:
-    """A client frame: FIN, masked with the all-zero key (legal, and no XOR to do)."""
-    data = text.encode() if isinstance(text, str) else text
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + b"\0\0\0\0" + data
-
-
-PONG = ws_frame('{"type":"pong"}')
 CREATED = b'{"type":"handoff_created","seq":'
 
 
-class RawSock:
-    __slots__ = ("index", "token", "sock", "buf", "state", "arrivals", "seqs", "closed")
+class RawSock(RawDevice):
+    __slots__ = ("index", "arrivals", "seqs", "closed")
 
     def __init__(self, index: int, token: str):
+        super().__init__(token, "connecting")  # -> upgrading -> registering -> live
         self.index = index
-        self.token = token
-        self.sock: socket.socket | None = None
-        self.buf = bytearray()
-        self.state = "connecting"  # -> upgrading -> registering -> live
         self.arrivals: dict[str, float] = {}
         self.seqs: list[int] = []
         self.closed = False
@@ -115,52 +103,31 @@ class RawSock:
 def client_main(port: int, work: list[tuple[int, str]], conn, received, handshakes: int) -> None:
     """Hold ``work``'s sockets; count handoff frames in ``received``; report arrivals when told to stop."""
     raise_nofile()
-    ep = select.epoll()
-    by_fd: dict[int, RawSock] = {}
     waiting = [RawSock(i, t) for i, t in work]
     all_socks = list(waiting)
     waiting.reverse()
     in_flight = 0
     live = 0
     ready_sent = False
-    request = ("GET /ws/device HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n")
     counted = retries = 0
-    ctl = conn.fileno()
-    ep.register(ctl, select.EPOLLIN)
+    sockets = SocketPoll(conn.fileno())
     while True:
         while waiting and in_flight < handshakes:
             rs = waiting.pop()
-            s = socket.create_connection(("127.0.0.1", port))
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            key = base64.b64encode(os.urandom(16)).decode()
-            s.sendall((request % (port, key)).encode())
-            s.setblocking(False)
-            rs.sock, rs.state = s, "upgrading"
-            by_fd[s.fileno()] = rs
-            ep.register(s.fileno(), select.EPOLLIN)
+            rs.sock, rs.state = open_upgrade(port), "upgrading"
+            sockets.add(rs)
             in_flight += 1
         if not ready_sent and live == len(all_socks):
             conn.send(("ready", retries))
             ready_sent = True
-        for fd, _ in ep.poll(0.05):
-            if fd == ctl:
+        for rs, data, now in sockets.poll(0.05, 1 << 18):
+            if rs is None:
                 conn.recv()  # "stop"
                 conn.send(("result", [(rs.index, rs.arrivals, rs.seqs, rs.closed) for rs in all_socks]))
-                for rs in all_socks:
-                    if rs.sock is not None:
-                        rs.sock.close()
+                sockets.close_all()
                 return
-            rs = by_fd[fd]
-            try:
-                data = rs.sock.recv(1 << 18)
-            except BlockingIOError:
-                continue
-            now = time.time()
             if not data:
-                ep.unregister(fd)
-                del by_fd[fd]
-                rs.sock.close()
+                sockets.remove(rs)
                 if rs.state == "live":
                     rs.closed = True
                 else:  # refused or timed out in its handshake (a loaded server): try again
@@ -170,35 +137,10 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
                     in_flight -= 1
                     waiting.append(rs)
                 continue
-            buf = rs.buf
-            buf += data
-            if rs.state == "upgrading":
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                if not buf.startswith(b"HTTP/1.1 101"):
-                    raise RuntimeError(f"upgrade refused: {bytes(buf[:200])!r}")
-                del buf[: end + 4]
-                rs.sock.sendall(ws_frame(json.dumps({"type": "device_hello", "token": rs.token}))
-                                + ws_frame('{"type":"register"}'))
-                rs.state = "registering"
-            pos, n = 0, len(buf)
-            while n - pos >= 2:
-                b0, b1 = buf[pos], buf[pos + 1]
-                length, head = b1 & 0x7F, 2
-                if length == 126:
-                    if n - pos < 4:
-                        break
-                    length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
-                elif length == 127:
-                    if n - pos < 10:
-                        break
-                    length, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-                if n - pos < head + length:
-                    break
-                payload = bytes(buf[pos + head: pos + head + length])
-                pos += head + length
-                opcode = b0 & 0x0F
+            frames = rs.take(data)
+            if rs.state == "refused":
+                raise RuntimeError(f"upgrade refused: {rs.answer[:200]!r}")
+            for opcode, payload in frames:
                 if opcode == 0x1 and payload.startswith(CREATED):
                     # The hot path, without a JSON parse: seq, then the handoff's id.
                     comma = payload.index(b",", len(CREATED))
@@ -223,7 +165,6 @@ def client_main(port: int, work: list[tuple[int, str]], conn, received, handshak
                     rs.sock.sendall(ws_frame(payload, 0xA))
                 elif opcode == 0x8 and rs.state == "live":
                     rs.closed = True
-            del buf[:pos]
         if counted:
             with received.get_lock():
                 received.value += counted

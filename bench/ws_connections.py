@@ -44,14 +44,10 @@ by source line and by package (``--hold 0`` skips the hold there).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing as mp
 import os
-import select
 import signal
-import socket
-import struct
 import sys
 import tempfile
 import time
@@ -64,14 +60,19 @@ from trio_websocket import open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    PONG,
+    RawDevice,
     Server,
+    SocketPoll,
     machine,
+    open_upgrade,
     percentile,
     raise_nofile,
     run_json,
     schedstat_ms,
     traced_command,
     verdict,
+    ws_frame,
 )
 
 from roost.client import handshake  # noqa: E402
@@ -97,30 +98,14 @@ HANDSHAKE_RETRIES = 3  # a socket closed by a loaded server before hello_ok is o
 # -- the client processes ---------------------------------------------------------------------------
 
 
-def ws_frame(data: bytes, opcode: int = 0x1) -> bytes:
-    """A client frame: FIN, masked with the all-zero key (legal, and no XOR to do)."""
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + b"\0\0\0\0" + data
-
-
-PONG = ws_frame(b'{"type":"pong"}')
 HANDOFF = b'{"type":"handoff_created"'
 
 
-class RawSock:
-    __slots__ = ("token", "sock", "buf", "state", "tries", "arrivals")
+class RawSock(RawDevice):
+    __slots__ = ("tries", "arrivals")
 
     def __init__(self, token: str):
-        self.token = token
-        self.sock: socket.socket | None = None
-        self.buf = bytearray()
-        self.state = "waiting"  # -> upgrading -> registering -> live -> closed | failed
+        super().__init__(token)  # waiting -> upgrading -> registering -> live -> closed | failed
         self.tries = 0
         self.arrivals: list[float] = []  # when each broadcast's handoff_created frame came
 
@@ -133,26 +118,18 @@ def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bo
     It sends ("ready", open, failures, retries, compressed) once every socket is open or failed.
     """
     raise_nofile()  # setrlimit(RLIMIT_NOFILE) up to the hard limit, in this process too
-    ep = select.epoll()
     socks = [RawSock(t) for t in tokens]
     waiting = list(reversed(socks))
-    by_fd: dict[int, RawSock] = {}
     in_flight = live = settled = retries = compressed = pongs = 0
     failed: Counter[str] = Counter()
     closed: Counter[int] = Counter()
     extra = "".join(f"{k.decode()}: {v.decode()}\r\n" for k, v in BROWSER_HEADERS) if browser else ""
-    request = ("GET /ws/device HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n" + extra + "\r\n")
     ready_sent = False
-    ctl = conn.fileno()
-    ep.register(ctl, select.EPOLLIN)
+    sockets = SocketPoll(conn.fileno())
 
     def drop(rs: RawSock, code: int) -> None:
         nonlocal live, in_flight, settled, retries
-        fd = rs.sock.fileno()
-        ep.unregister(fd)
-        del by_fd[fd]
-        rs.sock.close()
+        sockets.remove(rs)
         rs.sock = None
         rs.buf.clear()
         if rs.state == "live":
@@ -175,84 +152,44 @@ def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bo
         while waiting and in_flight < handshakes:
             rs = waiting.pop()
             try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                rs.sock = open_upgrade(port, extra, timeout=30)
             except OSError as exc:
                 rs.state = "failed"
                 failed[type(exc).__name__] += 1
                 settled += 1
                 continue
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.sendall((request % (port, base64.b64encode(os.urandom(16)).decode())).encode())
-            s.setblocking(False)
-            rs.sock, rs.state = s, "upgrading"
-            by_fd[s.fileno()] = rs
-            ep.register(s.fileno(), select.EPOLLIN)
+            rs.state = "upgrading"
+            sockets.add(rs)
             in_flight += 1
         if not ready_sent and settled == len(socks):
             conn.send(("ready", live, dict(failed), retries, compressed))
             ready_sent = True
-        for fd, _ in ep.poll(0.05):
-            if fd == ctl:
+        for rs, data, now in sockets.poll(0.05, 1 << 16):
+            if rs is None:
                 msg = conn.recv()
                 if msg == "count":
                     conn.send(("count", live, dict(closed), sum(len(rs.arrivals) for rs in socks), pongs))
                     continue
                 conn.send(("result", live, dict(closed), [rs.arrivals for rs in socks]))
-                for rs in socks:
-                    if rs.sock is not None:
-                        rs.sock.close()
+                sockets.close_all()
                 return
-            rs = by_fd[fd]
-            try:
-                data = rs.sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            now = time.time()
             if not data:
                 drop(rs, 1006)
                 continue
-            buf = rs.buf
-            buf += data
-            if rs.state == "upgrading":
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                head = bytes(buf[:end]).lower()
-                if not head.startswith(b"http/1.1 101"):
-                    rs.state = "failed"
-                    failed[f"upgrade answered {head[9:12].decode(errors='replace')}"] += 1
-                    settled += 1
-                    in_flight -= 1
-                    ep.unregister(fd)
-                    del by_fd[fd]
-                    rs.sock.close()
-                    rs.sock = None
-                    continue
-                compressed += b"sec-websocket-extensions" in head
-                del buf[: end + 4]
-                rs.sock.sendall(ws_frame(json.dumps({"type": "device_hello", "token": rs.token}).encode())
-                                + ws_frame(b'{"type":"register"}'))
-                rs.state = "registering"
-            pos, n = 0, len(buf)
+            upgrading = rs.state == "upgrading"
+            frames = rs.take(data)
+            if rs.state == "refused":
+                rs.state = "failed"
+                failed[f"upgrade answered {rs.answer[9:12].decode(errors='replace')}"] += 1
+                settled += 1
+                in_flight -= 1
+                sockets.remove(rs)
+                rs.sock = None
+                continue
+            if upgrading and rs.state == "registering":
+                compressed += b"sec-websocket-extensions" in rs.answer
             gone = None
-            while n - pos >= 2:
-                b0, b1 = buf[pos], buf[pos + 1]
-                length, head_len = b1 & 0x7F, 2
-                if length == 126:
-                    if n - pos < 4:
-                        break
-                    length, head_len = (buf[pos + 2] << 8) | buf[pos + 3], 4
-                elif length == 127:
-                    if n - pos < 10:
-                        break
-                    length, head_len = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-                if n - pos < head_len + length:
-                    break
-                payload = bytes(buf[pos + head_len: pos + head_len + length])
-                pos += head_len + length
-                opcode = b0 & 0x0F
+            for opcode, payload in frames:
                 if opcode == 0x1:
                     if payload.startswith(HANDOFF):
                         rs.arrivals.append(now)
@@ -269,7 +206,6 @@ def client_main(port: int, tokens: list[str], conn, handshakes: int, browser: bo
                 elif opcode == 0x8:
                     gone = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                     break
-            del buf[:pos]
             if gone is not None:
                 drop(rs, gone)
 

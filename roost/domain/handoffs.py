@@ -19,7 +19,7 @@ wake-up or a crash in between is picked up by the next pass.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -34,7 +34,7 @@ from roost.storage import handoff_briefings as briefings
 from roost.storage import handoff_lists as lists
 from roost.storage import handoffs as repo
 from roost.storage import outbox, tenancy
-from roost.storage.database import Row
+from roost.storage.database import Connection, Row
 
 CONCURRENT_ASSESSMENTS = 4
 log = get_logger()
@@ -185,20 +185,29 @@ async def _mail_assessment(services: Services, handoff_id: str) -> None:
 # -- follow-ups after the commit (the follow-up actor runs these) -------------------------------
 
 
-async def queue_assessment_mail(services: Services) -> int:
-    """Queue the assessment mail of every escalation still marked for it (a crash after the
-    assessment's commit left the mark; each recipient gets it once). Returns the mails queued."""
+async def _queue_marked_mail(services: Services, marked: Callable[[Connection], Awaitable[list[str]]],
+                             queue: Callable[[Services, str], Awaitable[list[str]]], failure: str) -> int:
+    """Queue the mail of each handoff ``marked`` lists with ``queue`` (which clears the mark, each
+    recipient once) and wake the mailer. A database error on one handoff is logged as ``failure``
+    and leaves its mark for the next pass. Returns the mails queued."""
     queued = 0
-    for handoff_id in await repo.pending_assessment_mail(services.db):
+    for handoff_id in await marked(services.db):
         try:
-            ids = await handoff_mail.queue_assessment(services, handoff_id)
+            ids = await queue(services, handoff_id)
         except StorageError as exc:  # logged; the mark stays and the next pass tries again
-            log.error("assessment mail not queued", handoff_id=handoff_id, error=exc.message)
+            log.error(failure, handoff_id=handoff_id, error=exc.message)
             continue
         if ids:
             outbox.wake(services.bus, *ids)
             queued += len(ids)
     return queued
+
+
+async def queue_assessment_mail(services: Services) -> int:
+    """Queue the assessment mail of every escalation still marked for it (a crash after the
+    assessment's commit left the mark; each recipient gets it once). Returns the mails queued."""
+    return await _queue_marked_mail(services, repo.pending_assessment_mail, handoff_mail.queue_assessment,
+                                    "assessment mail not queued")
 
 
 async def queue_escalation_mail(services: Services) -> int:
@@ -207,17 +216,8 @@ async def queue_escalation_mail(services: Services) -> int:
     A database error on one handoff is logged and leaves its mark for the next pass. Returns the
     number of mails queued.
     """
-    queued = 0
-    for handoff_id in await repo.pending_mail(services.db):
-        try:
-            ids = await handoff_mail.queue_escalation(services, handoff_id)
-        except StorageError as exc:  # logged; the mark stays and the next pass tries again
-            log.error("escalation mail not queued", handoff_id=handoff_id, error=exc.message)
-            continue
-        if ids:
-            outbox.wake(services.bus, *ids)
-            queued += len(ids)
-    return queued
+    return await _queue_marked_mail(services, repo.pending_mail, handoff_mail.queue_escalation,
+                                    "escalation mail not queued")
 
 
 async def assess_pending(services: Services, assessor: Assessor) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import trio
 
+from roost.runtime.parking import LazyLot
 
-class Outbox:
+
+class Outbox(LazyLot):
     """A bounded FIFO of encoded frames: the part of a trio memory channel a socket needs.
 
     ``send_nowait`` raises ``trio.WouldBlock`` when full and ``trio.ClosedResourceError`` once
     closed; ``send``/``receive`` wait for room/a frame (``receive`` raises ``trio.EndOfChannel``
     once closed and drained), and ``async for`` reads until closed; the writer ``take_all``s.
-    Waiting uses one ParkingLot made on first use (only replays wait).
+    Waiting uses one ParkingLot made on first use (``LazyLot``; only replays wait).
     """
 
     __slots__ = ("_items", "_max", "_closed", "_lot")
@@ -29,15 +31,6 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def _changed(self) -> None:
-        if self._lot is not None:
-            self._lot.unpark_all()
-
-    async def _wait(self) -> None:
-        if self._lot is None:
-            self._lot = trio.lowlevel.ParkingLot()
-        await self._lot.park()
 
     def send_nowait(self, text: str | bytes) -> None:
         if self._closed:
@@ -54,7 +47,7 @@ class Outbox:
                 self.send_nowait(text)
                 break
             except trio.WouldBlock:
-                await self._wait()
+                await self._park()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def take_all(self) -> list[str | bytes]:
@@ -69,7 +62,7 @@ class Outbox:
         while not self._items:
             if self._closed:
                 raise trio.EndOfChannel
-            await self._wait()
+            await self._park()
         text = self._items.pop(0)
         self._changed()
         await trio.lowlevel.cancel_shielded_checkpoint()

@@ -44,8 +44,8 @@ async def due_users(conn: Connection, *, now: dt.datetime, limit: int,
     order; ``after`` (the last batch's final pair) pages on without waiting for that batch's commit.
     Each row carries ``unread_total``: the user's unread notifications, counted up to ``UNREAD_COUNT_CAP``."""
     if after is None:
-        return await conn.fetch(_SQL.get(conn, "due_users"), now, limit, UNREAD_COUNT_CAP)
-    return await conn.fetch(_SQL.get(conn, "due_users_after"), now, limit, UNREAD_COUNT_CAP, after[0], after[1])
+        return await conn.fetch(_SQL.get(conn, "due_users"), UNREAD_COUNT_CAP, now, limit)
+    return await conn.fetch(_SQL.get(conn, "due_users_after"), UNREAD_COUNT_CAP, now, limit, after[0], after[1])
 
 
 async def watched_topics(conn: Connection, user_ids: Sequence[str]) -> dict[str, set[str]]:
@@ -185,4 +185,4 @@ async def upcoming(conn: Connection, *, limit: int, cursor: str | None = None) -
 
 async def scheduled_user(conn: Connection, user_id: str) -> Row | None:
     """The user as a tick reads a due user (``due_users``' columns), if they have a next digest."""
-    return await conn.fetchrow(_SQL.get(conn, "scheduled_user"), user_id, UNREAD_COUNT_CAP)
+    return await conn.fetchrow(_SQL.get(conn, "scheduled_user"), UNREAD_COUNT_CAP, user_id)

@@ -4,6 +4,10 @@ The layout is procrastinate's ``sql/queries.sql``: a header line names each stat
 lines under it describe it. ``-- name: <name>`` is a statement both backends run; where they need
 different ones, ``-- name: <name> (sqlite)`` and ``-- name: <name> (postgresql)`` sit side by
 side. ``Queries.get(conn, name)`` picks the connection's version (``conn.dialect``).
+
+A statement may use a shared statement of its file as a part, named in braces: ``{digest_user}``
+stands for that statement's text (one level deep), so statements that differ only in their
+``WHERE`` write their common select list once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from importlib import resources
 from roost.storage.database import Connection
 
 _HEADER = re.compile(r"^-- name: ([a-z0-9_]+)(?: \((sqlite|postgresql)\))?\n(?:--.*\n)*", re.MULTILINE)
+_PART = re.compile(r"\{([a-z0-9_]+)\}")
 
 
 class Queries:
@@ -26,6 +31,9 @@ class Queries:
         for i in range(1, len(parts), 3):  # parts[0] is the file's header comment
             name, backend, statement = parts[i], parts[i + 1], parts[i + 2].strip()
             self._statements[(name, backend)] = statement
+        shared = {name: text for (name, backend), text in self._statements.items() if backend is None}
+        for key, statement in self._statements.items():  # {name}: a shared statement's text, as a part
+            self._statements[key] = _PART.sub(lambda m: shared.get(m.group(1), m.group(0)), statement)
 
     def get(self, conn: Connection, name: str) -> str:
         """The statement ``name`` in ``conn``'s dialect (KeyError: no such statement)."""

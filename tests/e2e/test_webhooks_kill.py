@@ -6,18 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
 from roost.domain import webhooks
 from roost.storage.database import open_database
-from tests.support.server import ServerProcess, admin_client
+from tests.support.server import admin_client
 from tests.support.webhook_receiver import Answer, running_receiver
+from tests.support.webhook_sender import subscribed_device, webhook_sender
 
 pytestmark = pytest.mark.e2e
-
-ENV = {"ROOST_ALLOWED_DESTINATIONS": "127.0.0.1", "ROOST_WEBHOOK_TIMEOUT_S": "2", "ROOST_WEBHOOK_LEASE_S": "3",
-       "ROOST_WEBHOOK_RETRY_INITIAL_S": "0.1"}
-
 
 async def _emit(database_url: str, account_id: str, n: int) -> None:
     """Commit one event the way a roost process does (the transactional outbox), without waking anyone."""
@@ -25,23 +21,14 @@ async def _emit(database_url: str, account_id: str, n: int) -> None:
         assert await webhooks.emit(tx, account_id=account_id, event="batch.done", payload={"n": n}) == 1
 
 
-async def _start(database_url: str, workdir: Path) -> ServerProcess:
-    return await trio.to_thread.run_sync(lambda: ServerProcess.start(database_url, workdir, env=ENV))
-
-
 @pytest.mark.timeout(120)
 async def test_kill_9_between_commit_and_delivery_and_mid_delivery_loses_nothing(
         database_url: str, tmp_path: Path) -> None:
     async with running_receiver() as receiver:
-        first = await _start(database_url, tmp_path)
-        try:
+        async with webhook_sender(database_url, tmp_path) as first:
             async with admin_client(first.url) as client:
-                r = await client.post("/api/admin/accounts", json={"name": "Acme", "timezone": "UTC"})
-                account = r.json()["id"]
-                r = await client.post("/api/v1/webhooks", json={"account_id": account, "url": receiver.url + "/in",
-                                                                "events": ["batch.done"]})
-                assert r.status_code == 201, r.text
-                endpoint = r.json()["id"]
+                made, endpoint = await subscribed_device(client, receiver.url + "/in", ["batch.done"])
+                account = made["account"]["id"]
             # 1. in flight when the process dies: the receiver holds the request, the row is `sending`
             receiver.answer(Answer(200, hold=True))
             await _emit(database_url, account, 1)
@@ -50,18 +37,12 @@ async def test_kill_9_between_commit_and_delivery_and_mid_delivery_loses_nothing
                 r = await client.patch(f"/api/v1/webhooks/{endpoint}", json={"description": "wake up"})
                 assert r.status_code == 200, r.text
             (held,) = await receiver.wait_for(1, timeout_s=10)
-            first.proc.kill()  # SIGKILL, mid-delivery
-            await trio.to_thread.run_sync(first.proc.wait)
-        finally:
-            first.kill()
+        # (the block's end was a SIGKILL, mid-delivery)
         # 2. committed while no process runs (as if it died right after its commit)
         await _emit(database_url, account, 3)
 
-        second = await _start(database_url, tmp_path)
-        try:
+        async with webhook_sender(database_url, tmp_path):
             got = await receiver.wait_for(4, timeout_s=30)
-        finally:
-            second.kill()
         assert [r.json["data"]["n"] for r in got] == [1, 1, 2, 3]
         assert got[1].id == held.id  # sent again with the same webhook-id: receivers dedupe on it
         assert len({r.id for r in got}) == 3

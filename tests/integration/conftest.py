@@ -1,14 +1,16 @@
-"""Fixtures for the integration tier: a running server on the test's backend and a device on it."""
+"""Fixtures for the integration tier: a running server on the test's backend, a device on it, and a
+real SMTP server."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from roost.serve import Running
 from tests.support.server import admin_client, make_device, running_server
+from tests.support.smtp import SmtpRecorder, smtp_server
 
 
 @pytest.fixture
@@ -36,3 +38,11 @@ async def token(server: Running) -> str:
     """The token of a new device (with its account and user) on ``server``."""
     async with admin_client(server.url) as client:
         return (await make_device(client))["token"]
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SmtpRecorder, int]]:
+    """A real SMTP server (aiosmtpd) that records what it accepts: (its recorder, its port)."""
+    recorder = SmtpRecorder()
+    with smtp_server(recorder) as port:
+        yield recorder, port

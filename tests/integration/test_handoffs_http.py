@@ -4,41 +4,10 @@ queue's order and pages, cancel, and bad input on every endpoint."""
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
-import threading
-from typing import Iterator
-
-import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from tests.support.handoffs import handoff_body, make_account, make_user
 from tests.support.server import admin_client, free_port, running_server
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
-        with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Recorder, int]]:
-    handler = Recorder()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 async def test_an_escalation_mails_owners_admins_engineers_but_not_the_creator_or_members(

@@ -4,18 +4,12 @@ SMTP server, the assessment mail, and templates from ROOST_TEMPLATES_DIR."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import email
-import email.policy
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from roost.domain import handoffs, watchers
 from roost.domain.digest.tick import run_tick
@@ -28,7 +22,7 @@ from tests.support.digest import make_account, make_services, make_user, notify
 from tests.support.handoffs import handoff_body
 from tests.support.handoffs import make_account as make_account_http
 from tests.support.handoffs import make_user as make_user_http
-from tests.support.server import admin_client, free_port, running_server
+from tests.support.server import admin_client, running_server
 
 APP = "https://app.example.com"
 NEW_YORK = ZoneInfo("America/New_York")
@@ -88,29 +82,6 @@ async def test_the_digest_comes_from_the_apps_templates_directory(db: Database, 
     [mail] = await mails_to(db, ann["id"], "digest")
     assert mail["html_body"] == f'<p><a href="{APP}/topics/rfc-9">rfc-9</a> 1</p>'
     assert "rfc-9 (1 update)" in mail["text_body"]  # the package's text template still applies
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
-        with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Recorder, int]]:
-    handler = Recorder()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 async def test_the_escalation_mails_claim_link_is_the_one_roost_link_handoff_makes(database_url: str, smtp) -> None:

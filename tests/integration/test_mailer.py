@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 import email.policy
 import sys
-import threading
-from typing import Iterator
 
-import pytest
 import trio
-from aiosmtpd.controller import Controller
 from trio.testing import wait_all_tasks_blocked as wait_all_blocked
 
 from roost.actors import mailer as mailer_module
@@ -23,35 +18,6 @@ from roost.storage import outbox
 from roost.storage.database import Database
 from tests.support.digest import make_services
 from tests.support.server import free_port
-
-
-class Recorder:
-    """An aiosmtpd handler that keeps every message and can answer the next DATA with an error."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.fail_next: list[str] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
-        with self.lock:
-            if self.fail_next:
-                return self.fail_next.pop(0)
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Recorder, int]]:
-    handler = Recorder()
-    port = free_port()
-    # A plain selector loop: trio-asyncio (imported for PostgreSQL) replaces the default loop policy.
-    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 async def queue_one(db: Database, **extra) -> str:

@@ -28,6 +28,7 @@ from roost.runtime.services import Services
 from roost.storage import scouts as repo
 from roost.storage import tenancy
 from roost.storage.database import Database, open_database
+from tests.support.scouting import make_scouting_user
 from tests.support.server import admin_client, make_device, running_server
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -35,17 +36,9 @@ DAY = 86400.0
 
 
 async def _world(db: Database) -> dict[str, Any]:
-    acc = await tenancy.create_account(db, name="A", timezone="UTC", now=T0, actor="t")
-    user = await tenancy.create_user(db, account_id=acc["id"], fields={
-        "email": "a@example.com", "display_name": "A", "timezone": "UTC", "role": "member", "active": True,
-        "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
-        now=T0, actor="t")
-    device, _ = await tenancy.create_device(db, user_id=user["id"], name="phone", now=T0, actor="t")
-    scout = await repo.create_scout(db, user_id=user["id"], now=T0, actor="t", fields={
-        "provider": "push", "config": {}, "classifier": "rules", "classifier_config": {}, "poll_interval_s": DAY,
-        "enabled": True, "auto_trash_spam": False, "device_inactivity_pause_days": 7, "ttl_days": 30,
-        "max_failures": 3})
-    return {"account": acc["id"], "user": user["id"], "device": device["id"], "scout": scout["id"]}
+    made = await make_scouting_user(db, now=T0, email="a@example.com", display_name="A", poll_interval_s=DAY,
+                                    device_inactivity_pause_days=7)
+    return {key: row["id"] for key, row in made.items()}
 
 
 async def _ten_days(clock_: MockClock, url: str, *, socket_in: str | None

@@ -6,16 +6,13 @@ that rolls back queues nothing (the deliveries are written in the write's own tr
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import threading
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 import trio
-from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from roost.domain.digest.tick import run_tick
@@ -30,7 +27,8 @@ from roost.storage.scouts import NewItem
 from tests.support.digest import notify
 from tests.support.handoffs import handoff_body, make_account, make_user, open_inboxes, settle
 from tests.support.scouting import connect, make_push_scout, push
-from tests.support.server import SECRET_KEY, admin_client, free_port, make_device, running_server
+from tests.support.server import SECRET_KEY, admin_client, make_device, running_server
+from tests.support.smtp import SmtpRecorder
 from tests.support.webhook_receiver import Received, Receiver, running_receiver
 
 LOOPBACK = "127.0.0.1"
@@ -77,30 +75,6 @@ if _UnreachableConnector.name not in connectors.names():
     connectors.register(_UnreachableConnector.name, _UnreachableConnector)
 
 
-class _Smtp:
-    """An aiosmtpd server that accepts everything."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
-        with self.lock:
-            self.count += 1
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_port() -> Iterator[int]:
-    port = free_port()
-    controller = Controller(_Smtp(), hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     async with running_receiver() as r:
@@ -108,8 +82,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def srv(database_url: str, smtp_port: int) -> AsyncIterator[Running]:
-    async with running_server(database_url, handoff_assessor=_Quick.name, smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+async def srv(database_url: str, smtp: tuple[SmtpRecorder, int]) -> AsyncIterator[Running]:
+    async with running_server(database_url, handoff_assessor=_Quick.name, smtp_url=f"smtp://127.0.0.1:{smtp[1]}",
                               **FAST) as running:
         yield running
 
@@ -133,6 +107,20 @@ async def _endpoints(client: httpx.AsyncClient, account_id: str, receiver: Recei
         assert r.status_code == 201, r.text
         made.append(r.json())
     return made[0], made[1]
+
+
+async def _device_with_endpoints(client: httpx.AsyncClient, receiver: Receiver, events: list[str],
+                                 **device: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A new device (``make_device``, ``device`` for its user) and ``_endpoints`` on its account."""
+    made = await make_device(client, **device)
+    hook, other = await _endpoints(client, made["account"]["id"], receiver, events)
+    return made, hook, other
+
+
+async def _nothing_more_came(srv: Running, receiver: Receiver, other: dict[str, Any]) -> None:
+    """A moment later still: the one delivery received, and none queued for the other endpoint."""
+    await trio.sleep(0.3)
+    assert len(receiver.received) == 1 and await _delivered(srv, other["id"]) == []
 
 
 def _verified(got: Received, secret: str, event: str) -> dict[str, Any]:
@@ -187,9 +175,8 @@ async def test_a_webhook_endpoint_gets_handoff_created_within_2s_of_the_post_as_
 
 async def test_a_rolled_back_handoff_queues_no_webhook(srv: Running, client: httpx.AsyncClient,
                                                        receiver: Receiver) -> None:
-    made = await make_device(client)
+    made, hook, _ = await _device_with_endpoints(client, receiver, ["handoff.created"])
     account, user = made["account"]["id"], made["user"]["id"]
-    hook, _ = await _endpoints(client, account, receiver, ["handoff.created"])
     db = srv.services.db
     with pytest.raises(RuntimeError, match="after the write"):
         async with db.transaction() as tx:
@@ -207,8 +194,7 @@ async def test_a_rolled_back_handoff_queues_no_webhook(srv: Running, client: htt
 
 async def test_batch_done_carries_the_batch_as_get_shows_it(srv: Running, client: httpx.AsyncClient,
                                                             receiver: Receiver) -> None:
-    env = await make_device(client)
-    hook, other = await _endpoints(client, env["account"]["id"], receiver, ["batch.done"])
+    env, hook, other = await _device_with_endpoints(client, receiver, ["batch.done"])
     r = await client.post("/api/v1/outreach/batches", json={
         "account_id": env["account"]["id"], "created_by": env["user"]["id"],
         "items": [{"to_handle": f"+1555000{i}", "body": f"hi {i}", "device_id": env["device"]["id"]}
@@ -229,14 +215,12 @@ async def test_batch_done_carries_the_batch_as_get_shows_it(srv: Running, client
     assert shown["status"] == "done"
     assert shown["next_send"] == {"at": None, "reason": "nothing_pending"}
     assert _verified(got, hook["secret"], "batch.done") == {"batch": shown}  # the same object as GET and the frame
-    await trio.sleep(0.3)
-    assert len(receiver.received) == 1 and await _delivered(srv, other["id"]) == []
+    await _nothing_more_came(srv, receiver, other)
 
 
 async def test_proposal_acked_once_per_proposal_the_ack_changed(srv: Running, client: httpx.AsyncClient,
                                                                 receiver: Receiver) -> None:
-    ann = await make_device(client)
-    hook, other = await _endpoints(client, ann["account"]["id"], receiver, ["proposal.acked"])
+    ann, hook, other = await _device_with_endpoints(client, receiver, ["proposal.acked"])
     scout = await make_push_scout(client, ann["user"]["id"])
     await push(client, scout["id"], ["m1", "m2"])
     async with AsyncExitStack() as stack:
@@ -259,9 +243,9 @@ async def test_proposal_acked_once_per_proposal_the_ack_changed(srv: Running, cl
 
 async def test_digest_sent_when_the_digest_mail_is_marked_sent(srv: Running, client: httpx.AsyncClient,
                                                                receiver: Receiver) -> None:
-    ann = await make_device(client, digest_cadence="daily", digest_time="08:00")
+    ann, hook, other = await _device_with_endpoints(client, receiver, ["digest.sent"], digest_cadence="daily",
+                                                    digest_time="08:00")
     user_id = ann["user"]["id"]
-    hook, other = await _endpoints(client, ann["account"]["id"], receiver, ["digest.sent"])
     now = srv.services.clock.now()
     await notify(srv.services.db, user_id, now=now - dt.timedelta(hours=1), topic="rfc-7")
     await notify(srv.services.db, user_id, now=now - dt.timedelta(minutes=50), topic="rfc-8")
@@ -278,14 +262,12 @@ async def test_digest_sent_when_the_digest_mail_is_marked_sent(srv: Running, cli
     assert data == {"user_id": user_id, "digest_id": digest["id"], "outbox_id": digest["outbox_id"],
                     "notifications": 2, "subject": mail["subject"],
                     "sent_at": mail["sent_at"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")}
-    await trio.sleep(0.3)
-    assert len(receiver.received) == 1 and await _delivered(srv, other["id"]) == []
+    await _nothing_more_came(srv, receiver, other)
 
 
 async def test_scout_failed_item_when_an_item_fails_at_max_failures(srv: Running, client: httpx.AsyncClient,
                                                                     receiver: Receiver) -> None:
-    ann = await make_device(client)
-    hook, other = await _endpoints(client, ann["account"]["id"], receiver, ["scout.failed_item"])
+    ann, hook, other = await _device_with_endpoints(client, receiver, ["scout.failed_item"])
     scout = await scout_repo.create_scout(srv.services.db, user_id=ann["user"]["id"], fields={
         "provider": _UnreachableConnector.name, "config": {}, "classifier": "rules", "classifier_config": {},
         "poll_interval_s": 3600.0, "enabled": True, "auto_trash_spam": False, "device_inactivity_pause_days": 7,
@@ -296,16 +278,14 @@ async def test_scout_failed_item_when_an_item_fails_at_max_failures(srv: Running
     (item,) = (await client.get(f"/api/admin/scouts/{scout['id']}/items")).json()["items"]
     assert item["status"] == "failed" and item["reason"].startswith("unreachable")
     assert _verified(got, hook["secret"], "scout.failed_item") == {"scout_id": scout["id"], "item": item}
-    await trio.sleep(0.3)
-    assert len(receiver.received) == 1 and await _delivered(srv, other["id"]) == []
+    await _nothing_more_came(srv, receiver, other)
 
 
 async def test_without_a_subscribed_endpoint_no_event_is_queued(srv: Running, client: httpx.AsyncClient,
                                                                 receiver: Receiver) -> None:
     """Acks, a handoff and its assessment on an account whose only endpoint (for every event) is
     disabled: no delivery row at all."""
-    ann = await make_device(client)
-    hook, _ = await _endpoints(client, ann["account"]["id"], receiver, ALL)
+    ann, hook, _ = await _device_with_endpoints(client, receiver, ALL)
     assert (await client.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": False})).status_code == 200
     scout = await make_push_scout(client, ann["user"]["id"])
     await push(client, scout["id"], ["m1"])
@@ -329,9 +309,8 @@ async def test_without_a_subscribed_endpoint_no_event_is_queued(srv: Running, cl
 
 async def test_an_event_too_large_for_a_webhook_is_not_queued_and_the_write_goes_on(
         srv: Running, client: httpx.AsyncClient, receiver: Receiver) -> None:
-    made = await make_device(client)
+    made, hook, _ = await _device_with_endpoints(client, receiver, ["handoff.created"])
     account, user = made["account"]["id"], made["user"]["id"]
-    hook, _ = await _endpoints(client, account, receiver, ["handoff.created"])
     async with srv.services.db.transaction() as tx:  # notes over the body limit (the API allows 10,000)
         row = await handoff_repo.create(tx, account_id=account, subject_ref="s", intent="park", notes="x" * 300_000,
                                         priority="low", snapshot={}, created_by=user, assess=False,

@@ -1,7 +1,9 @@
-"""Helpers for scout and deliverer tests: a push scout, pushing items, and a device on a socket."""
+"""Helpers for scout and deliverer tests: a push scout (through the API, or straight through storage
+with its user and device), pushing items, and a device on a socket."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -10,6 +12,26 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from roost.client import handshake
+from roost.storage import scouts, tenancy
+from roost.storage.database import Database
+
+
+async def make_scouting_user(db: Database, *, now: dt.datetime, email: str, display_name: str,
+                             account_name: str = "A", **scout: Any) -> dict[str, Any]:
+    """Written straight through storage at ``now``: an account (UTC), a member user with no digest, their
+    phone and a push scout (``scout`` overrides its fields). Returns the rows by "account", "user",
+    "device" and "scout"."""
+    acc = await tenancy.create_account(db, name=account_name, timezone="UTC", now=now, actor="t")
+    user = await tenancy.create_user(db, account_id=acc["id"], fields={
+        "email": email, "display_name": display_name, "timezone": "UTC", "role": "member", "active": True,
+        "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
+        now=now, actor="t")
+    device, _ = await tenancy.create_device(db, user_id=user["id"], name="phone", now=now, actor="t")
+    fields = {"provider": "push", "config": {}, "classifier": "rules", "classifier_config": {},
+              "poll_interval_s": 60.0, "enabled": True, "auto_trash_spam": False,
+              "device_inactivity_pause_days": None, "ttl_days": 30, "max_failures": 3, **scout}
+    made = await scouts.create_scout(db, user_id=user["id"], fields=fields, now=now, actor="t")
+    return {"account": acc, "user": user, "device": device, "scout": made}
 
 
 async def make_push_scout(client: httpx.AsyncClient, user_id: str, **fields: Any) -> dict[str, Any]:

@@ -5,26 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from roost.storage import dispatch, handoffs, outbox, tenancy
+from roost.storage import dispatch, handoffs, outbox
 from roost.storage import scouts as scout_repo
 from roost.storage.database import Database
 from roost.storage.scouts import NewItem
+from tests.support.scouting import make_scouting_user
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
 async def make_world(db: Database) -> dict[str, Any]:
     """A user with a push scout and items, mail, a handoff and a batch: one of each thing searched."""
-    acc = await tenancy.create_account(db, name="Acme", timezone="UTC", now=T0, actor="t")
-    user = await tenancy.create_user(db, account_id=acc["id"], fields={
-        "email": "ann@example.com", "display_name": "Ann", "timezone": "UTC", "role": "member", "active": True,
-        "digest_cadence": "off", "digest_time": "08:00", "digest_weekday": "monday", "quiet_hours": None},
-        now=T0, actor="t")
-    device, _ = await tenancy.create_device(db, user_id=user["id"], name="phone", now=T0, actor="t")
-    fields = {"provider": "push", "config": {}, "classifier": "rules", "classifier_config": {},
-              "poll_interval_s": 60.0, "enabled": True, "auto_trash_spam": False,
-              "device_inactivity_pause_days": None, "ttl_days": 30, "max_failures": 3}
-    scout = await scout_repo.create_scout(db, user_id=user["id"], fields=fields, now=T0, actor="t")
+    made = await make_scouting_user(db, now=T0, email="ann@example.com", display_name="Ann", account_name="Acme")
+    acc, user, device, scout = made["account"], made["user"], made["device"], made["scout"]
     await scout_repo.push_items(db, scout, [
         NewItem("ref-100%_x", "Invoice 7 overdue", None, "Billing@Vendor.example", "b"),
         NewItem("ref-101", "invoice 8", None, "bob@example.com", "b"),

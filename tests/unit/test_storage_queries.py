@@ -34,6 +34,21 @@ def test_a_backend_gets_its_own_variant_or_the_shared_statement() -> None:
     assert queries.get(_On(POSTGRESQL), "forked") == "SELECT 'postgresql'"
 
 
+def test_a_statement_uses_a_shared_statement_named_in_braces_as_a_part() -> None:
+    queries = Queries(TEXT + """
+-- name: columns
+SELECT a, b FROM t
+
+-- name: one (sqlite)
+{columns} WHERE a = $1 AND b = '{not_a_statement}'
+
+-- name: one (postgresql)
+{columns} WHERE a = $1
+""")
+    assert queries.get(_On(SQLITE), "one") == "SELECT a, b FROM t WHERE a = $1 AND b = '{not_a_statement}'"
+    assert queries.get(_On(POSTGRESQL), "one") == "SELECT a, b FROM t WHERE a = $1"
+
+
 def test_an_unknown_name_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         Queries(TEXT).get(_On(SQLITE), "missing")

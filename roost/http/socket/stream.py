@@ -69,6 +69,7 @@ from wsproto.events import CloseConnection, Message, Ping
 from wsproto.frame_protocol import CloseReason
 
 from roost.http.socket.frames_in import take_text_frames
+from roost.runtime.parking import LazyLot
 
 LINGER_S = 0.5  # discard what the peer still sends after a failure for at most this long
 CLOSE_SEND_S = 0.5  # time for the close frame to get Hypercorn's send lock (a stuck writer holds it)
@@ -77,12 +78,12 @@ _REASONS = {CloseReason.MESSAGE_TOO_BIG: "message too big",
             CloseReason.INVALID_FRAME_PAYLOAD_DATA: "invalid frame payload data"}
 
 
-class AppQueue:
+class AppQueue(LazyLot):
     """The bounded FIFO from a WebSocket stream to its ASGI app, in place of a trio memory channel.
 
     ``send`` waits for room and ``receive`` for a message, each a checkpoint as the channel's
-    are; ``take_nowait`` empties it without waiting. One ParkingLot, made on first wait, serves
-    both directions.
+    are; ``take_nowait`` empties it without waiting. One ParkingLot, made on first wait
+    (``LazyLot``), serves both directions.
     """
 
     __slots__ = ("_items", "_max", "_lot")
@@ -91,15 +92,6 @@ class AppQueue:
         self._items: list[Any] = []
         self._max = max(1, max_size)
         self._lot: trio.lowlevel.ParkingLot | None = None
-
-    async def _park(self) -> None:
-        if self._lot is None:
-            self._lot = trio.lowlevel.ParkingLot()
-        await self._lot.park()
-
-    def _changed(self) -> None:
-        if self._lot is not None:
-            self._lot.unpark_all()
 
     async def send(self, message: Any) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()

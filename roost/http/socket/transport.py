@@ -45,6 +45,7 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState
 from wsproto.connection import ConnectionState
 
 from roost.http.socket.stream import RoostWSStream, tcp_server
+from roost.runtime.parking import LazyLot
 
 INBOX_FRAMES = 256
 DIRECT_MAX_BYTES = 16 * 1024
@@ -151,7 +152,7 @@ class SocketIO:
         """The handler is done with the socket."""
 
 
-class HypercornIO(SocketIO):
+class HypercornIO(SocketIO, LazyLot):
     """Frames written to and taken from roost's Hypercorn stream directly (see the module doc).
 
     Received messages arrive through the stream's ``app_put`` (replaced, for this socket only,
@@ -180,15 +181,6 @@ class HypercornIO(SocketIO):
         self._stream.app_put = self._forward
         self._items = []
         self._changed()
-
-    def _changed(self) -> None:
-        if self._lot is not None:
-            self._lot.unpark_all()
-
-    async def _park(self) -> None:
-        if self._lot is None:
-            self._lot = trio.lowlevel.ParkingLot()
-        await self._lot.park()
 
     async def _put(self, message: dict[str, Any]) -> None:
         # Called by Hypercorn's reading task for each complete message; no checkpoint unless the

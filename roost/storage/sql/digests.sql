@@ -4,34 +4,35 @@
 -- different statements, "-- name: <name> (sqlite)" and "-- name: <name> (postgresql)" sit side
 -- by side, as the per-dialect migrations do. Comment lines right under a header describe it.
 -- Placeholders are $1, $2 on both backends. A list travels as one parameter: a PostgreSQL array,
--- or on SQLite JSON read back with json_each.
+-- or on SQLite JSON read back with json_each. "{name}" in a statement stands for the shared
+-- statement "name" (a part written once: digest_user).
 
 -- name: reschedule
 INSERT INTO digest_schedule (user_id, next_at) VALUES ($1, $2)
 ON CONFLICT (user_id) DO UPDATE SET next_at = excluded.next_at
 
--- name: due_users
--- The first batch of users whose slot has come: $1 now, $2 the batch size, $3 the most unread
--- notifications counted (unread_total: everything unread in the user's inbox, up to $3).
+-- name: digest_user
+-- A part of due_users, due_users_after and scheduled_user (``{digest_user}``), not run alone: a user
+-- with a digest schedule as a tick reads them; $1 the most unread notifications counted
+-- (unread_total: everything unread in the user's inbox, up to $1).
 SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
        u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
        COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
        (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
-                              LIMIT $3) AS unread) AS unread_total
+                              LIMIT $1) AS unread) AS unread_total
 FROM digest_schedule s JOIN users u ON u.id = s.user_id
-WHERE s.next_at <= $1
-ORDER BY s.next_at, s.user_id LIMIT $2
+
+-- name: due_users
+-- The first batch of users whose slot has come: $1 the unread count's cap, $2 now, $3 the batch size.
+{digest_user}
+WHERE s.next_at <= $2
+ORDER BY s.next_at, s.user_id LIMIT $3
 
 -- name: due_users_after
 -- The next batch: $4, $5 are the (next_at, user id) of the last batch's final user.
-SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
-       u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
-       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
-       (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
-                              LIMIT $3) AS unread) AS unread_total
-FROM digest_schedule s JOIN users u ON u.id = s.user_id
-WHERE s.next_at <= $1 AND (s.next_at, s.user_id) > ($4, $5)
-ORDER BY s.next_at, s.user_id LIMIT $2
+{digest_user}
+WHERE s.next_at <= $2 AND (s.next_at, s.user_id) > ($4, $5)
+ORDER BY s.next_at, s.user_id LIMIT $3
 
 -- name: eligible_notifications (sqlite)
 -- $1 user ids (JSON), $2 now, $3 lookback start, $4 the personal-direct category.
@@ -168,11 +169,6 @@ WHERE s.next_at IS NOT NULL AND (s.next_at, s.user_id) > ($2, $3)
 ORDER BY s.next_at, s.user_id LIMIT $1
 
 -- name: scheduled_user
--- One user as due_users reads them ($1 user, $2 the most unread counted), whenever their slot is: a preview.
-SELECT u.id, u.email, u.display_name, u.timezone, u.quiet_hours, u.active, u.digest_cadence,
-       u.digest_time, u.digest_weekday, s.next_at AS digest_next_at, s.last_at AS digest_last_at,
-       COALESCE((SELECT e.epoch FROM unsubscribe_epochs e WHERE e.user_id = u.id), 0) AS unsubscribe_epoch,
-       (SELECT count(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_user_id = u.id AND n.read_at IS NULL
-                              LIMIT $2) AS unread) AS unread_total
-FROM digest_schedule s JOIN users u ON u.id = s.user_id
-WHERE u.id = $1 AND s.next_at IS NOT NULL
+-- One user as due_users reads them ($1 the unread count's cap, $2 user), whenever their slot is: a preview.
+{digest_user}
+WHERE u.id = $2 AND s.next_at IS NOT NULL
