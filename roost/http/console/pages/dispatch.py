@@ -20,6 +20,7 @@ from quart import Response, request, url_for
 from roost.domain.dispatch import overview, sending
 from roost.errors import NotFound
 from roost.http.console import console_bp
+from roost.http.console.args import matched_arg
 from roost.http.console.auth import action, done, page
 from roost.http.console.pages.handoffs import BadForm, bad_form, form_id, optional_id, pick_account, user_names
 from roost.http.console.render import add_nav, error_page, page_html
@@ -55,12 +56,7 @@ def cursor_arg(name: str) -> str | None:
     Raises:
         BadForm: anything else.
     """
-    value = request.args.get(name)
-    if value in (None, ""):
-        return None
-    if not _CURSOR.match(value):
-        raise BadForm(f"{name} is not a cursor this page handed out")
-    return value
+    return matched_arg(name, _CURSOR, BadForm, "is not a cursor this page handed out")
 
 
 @console_bp.get("/dispatch")
@@ -139,25 +135,16 @@ async def _change(batch_id: str, verb: str) -> Any:
                 target=("batch", bid), details={"account_id": account_id})
 
 
-@console_bp.post("/dispatch/batches/<batch_id>/send")
-@action("batch.send")
-async def send_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "send")
+def batch_action(verb: str) -> None:
+    """Route ``POST /dispatch/batches/<batch_id>/<verb>`` (endpoint ``console.<verb>_batch``, audited as
+    ``batch.<verb>``) to ``_change``: the four buttons differ only in the verb."""
+
+    async def view(batch_id: str) -> Any:
+        return await _change(batch_id, verb)
+
+    console_bp.add_url_rule(f"/dispatch/batches/<batch_id>/{verb}", endpoint=f"{verb}_batch",
+                            view_func=action(f"batch.{verb}")(view), methods=["POST"])
 
 
-@console_bp.post("/dispatch/batches/<batch_id>/pause")
-@action("batch.pause")
-async def pause_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "pause")
-
-
-@console_bp.post("/dispatch/batches/<batch_id>/resume")
-@action("batch.resume")
-async def resume_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "resume")
-
-
-@console_bp.post("/dispatch/batches/<batch_id>/cancel")
-@action("batch.cancel")
-async def cancel_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "cancel")
+for _verb in ACTIONS:
+    batch_action(_verb)
