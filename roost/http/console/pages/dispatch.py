@@ -59,6 +59,16 @@ def cursor_arg(name: str) -> str | None:
     return matched_arg(name, _CURSOR, BadForm, "is not a cursor this page handed out")
 
 
+def in_account(path_id: str, what: str) -> tuple[str, str, str | None]:
+    """A batch's or a device's page address: the path's id, the ``account`` it is shown within and the
+    ``after`` cursor of its items.
+
+    Raises:
+        BadForm: any of them malformed (the account missing too).
+    """
+    return form_id(path_id, what), form_id(request.args.get("account"), "account"), cursor_arg("after")
+
+
 @console_bp.get("/dispatch")
 @page()
 async def dispatch_page() -> Response:
@@ -87,13 +97,11 @@ async def dispatch_page() -> Response:
 @console_bp.get("/dispatch/batches/<batch_id>")
 @page()
 async def batch_page(batch_id: str) -> Response:
-    s = services()
     try:
-        bid = form_id(batch_id, "batch")
-        account_id = form_id(request.args.get("account"), "account")
-        after = cursor_arg("after")
+        bid, account_id, after = in_account(batch_id, "batch")
     except BadForm as exc:
         return await bad_form(exc)
+    s = services()
     batch = await overview.batch(s, account_id, bid)
     items = await dispatch_lists.list_items(s.db, bid, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_batch.html", batch=batch, items=items, account={"id": account_id},
@@ -103,14 +111,12 @@ async def batch_page(batch_id: str) -> Response:
 @console_bp.get("/dispatch/devices/<device_id>")
 @page()
 async def device_page(device_id: str) -> Response:
-    s = services()
     try:
-        did = form_id(device_id, "device")
-        account_id = form_id(request.args.get("account"), "account")
+        did, account_id, after = in_account(device_id, "device")
         status = choice("status", dispatch.ITEM_STATUSES)
-        after = cursor_arg("after")
     except BadForm as exc:
         return await bad_form(exc)
+    s = services()
     queue = await overview.device_queue(s, account_id, did, status=status, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_device.html", device_id=did, queue=queue, account={"id": account_id},
                            status_filter=status, after=after, statuses=dispatch.ITEM_STATUSES,
