@@ -17,8 +17,8 @@ from tests.console.flows_support import (
     HOSTILE_IDS,
     NOW,
     Flows,
+    acme_and_bravo,
     assert_no_driver_text,
-    flows_app,
     get,
     make_account,
     make_user,
@@ -37,10 +37,9 @@ LEASE = 300.0
 async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
     """Account A (Ann with two devices; a sending batch of 3, a draft of 1; 2 a minute), account B
     (Zed; a sending batch of 2)."""
-    async with flows_app(database_url) as flows:
-        db = flows.services.db
-        a, b = await make_account(db, "Acme"), await make_account(db, "Bravo")
-        ann, zed = await make_user(db, a, "Ann"), await make_user(db, b, "Zed")
+    async with acme_and_bravo(database_url) as base:
+        a, b, ann, zed = base["a"], base["b"], base["ann"], base["zed"]
+        db = base["flows"].services.db
         phone = (await tenancy.create_device(db, user_id=ann, name="ann-phone", now=NOW, actor="t"))[0]["id"]
         tablet = (await tenancy.create_device(db, user_id=ann, name="ann-tablet", now=NOW, actor="t"))[0]["id"]
         zphone = (await tenancy.create_device(db, user_id=zed, name="zed-phone", now=NOW, actor="t"))[0]["id"]
@@ -55,8 +54,8 @@ async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
                 await dispatch.change_batch(db, made["id"], "send", now=NOW)
             return made["id"]
 
-        yield {"flows": flows, "a": a, "b": b, "ann": ann, "zed": zed, "phone": phone, "tablet": tablet,
-               "zphone": zphone, "sending": await batch(a, ann, phone, 3, True),
+        yield {**base, "phone": phone, "tablet": tablet, "zphone": zphone,
+               "sending": await batch(a, ann, phone, 3, True),
                "draft": await batch(a, ann, phone, 1, False), "theirs": await batch(b, zed, zphone, 2, True)}
 
 

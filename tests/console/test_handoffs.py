@@ -14,10 +14,9 @@ from roost.storage import handoffs as repo
 from tests.console.flows_support import (
     HOSTILE_IDS,
     Flows,
+    acme_and_bravo,
     assert_no_driver_text,
-    flows_app,
     get,
-    make_account,
     make_user,
     post,
 )
@@ -30,19 +29,17 @@ checks = CheckGroups()
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
     """Account A (Ann, Bob, inactive Carl; a normal and an urgent handoff), account B (Zed; one)."""
-    async with flows_app(database_url) as flows:
-        s = flows.services
-        a, b = await make_account(s.db, "Acme"), await make_account(s.db, "Bravo")
-        ann, bob = await make_user(s.db, a, "Ann"), await make_user(s.db, a, "Bob")
-        carl = await make_user(s.db, a, "Carl", active=False)
-        zed = await make_user(s.db, b, "Zed")
+    async with acme_and_bravo(database_url) as base:
+        a, b, ann, zed = base["a"], base["b"], base["ann"], base["zed"]
+        s = base["flows"].services
+        bob, carl = await make_user(s.db, a, "Bob"), await make_user(s.db, a, "Carl", active=False)
 
         async def make(account: str, user: str, ref: str, priority: str) -> dict[str, Any]:
             return await handoffs.create(s, account_id=account, subject_ref=ref, intent="escalate",
                                          notes=f"secret notes of {ref}", priority=priority,
                                          snapshot={"draft": f"snapshot of {ref}"}, created_by=user)
 
-        yield {"flows": flows, "a": a, "b": b, "ann": ann, "bob": bob, "carl": carl, "zed": zed,
+        yield {**base, "bob": bob, "carl": carl,
                "normal": await make(a, ann, "ticket-normal", "normal"),
                "urgent": await make(a, ann, "ticket-urgent", "urgent"),
                "other": await make(b, zed, "ticket-bravo", "high")}
@@ -50,8 +47,7 @@ async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
 
 @checks("pages")
 async def check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(world: dict) -> None:
-    flows: Flows = world["flows"]
-    client = await flows.signed_in()
+    client = await world["flows"].signed_in()
     status, body = await get(client, "/console/handoffs", account=world["a"])
     assert status == 200
     assert body.index("ticket-urgent") < body.index("ticket-normal") and "ticket-bravo" not in body
