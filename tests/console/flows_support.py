@@ -47,6 +47,17 @@ async def flows_app(database_url: str) -> AsyncIterator[Flows]:
         yield Flows(create_app(services), services)
 
 
+@asynccontextmanager
+async def acme_and_bravo(database_url: str) -> AsyncIterator[dict[str, Any]]:
+    """Where each flows world starts: the app on a fresh database, account ``a`` (Acme) with ``ann`` and
+    account ``b`` (Bravo) with ``zed`` (ids), and ``flows``; a test module's world adds its own rows."""
+    async with flows_app(database_url) as flows:
+        db = flows.services.db
+        a, b = await make_account(db, "Acme"), await make_account(db, "Bravo")
+        ann, zed = await make_user(db, a, "Ann"), await make_user(db, b, "Zed")
+        yield {"flows": flows, "a": a, "b": b, "ann": ann, "zed": zed}
+
+
 async def get(client: Any, url: str, **params: Any) -> tuple[int, str]:
     r = await client.get(url, query_string=params or None)
     return r.status_code, await r.get_data(as_text=True)

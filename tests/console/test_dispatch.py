@@ -17,17 +17,19 @@ from tests.console.flows_support import (
     HOSTILE_IDS,
     NOW,
     Flows,
+    acme_and_bravo,
     assert_no_driver_text,
-    flows_app,
     get,
     make_account,
     make_user,
     post,
 )
 from tests.console.test_console_smoke import read_event
+from tests.support.checks import CheckGroups, run
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.timeout(60)
+checks = CheckGroups()
 LEASE = 300.0
 
 
@@ -35,10 +37,9 @@ LEASE = 300.0
 async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
     """Account A (Ann with two devices; a sending batch of 3, a draft of 1; 2 a minute), account B
     (Zed; a sending batch of 2)."""
-    async with flows_app(database_url) as flows:
-        db = flows.services.db
-        a, b = await make_account(db, "Acme"), await make_account(db, "Bravo")
-        ann, zed = await make_user(db, a, "Ann"), await make_user(db, b, "Zed")
+    async with acme_and_bravo(database_url) as base:
+        a, b, ann, zed = base["a"], base["b"], base["ann"], base["zed"]
+        db = base["flows"].services.db
         phone = (await tenancy.create_device(db, user_id=ann, name="ann-phone", now=NOW, actor="t"))[0]["id"]
         tablet = (await tenancy.create_device(db, user_id=ann, name="ann-tablet", now=NOW, actor="t"))[0]["id"]
         zphone = (await tenancy.create_device(db, user_id=zed, name="zed-phone", now=NOW, actor="t"))[0]["id"]
@@ -53,8 +54,8 @@ async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
                 await dispatch.change_batch(db, made["id"], "send", now=NOW)
             return made["id"]
 
-        yield {"flows": flows, "a": a, "b": b, "ann": ann, "zed": zed, "phone": phone, "tablet": tablet,
-               "zphone": zphone, "sending": await batch(a, ann, phone, 3, True),
+        yield {**base, "phone": phone, "tablet": tablet, "zphone": zphone,
+               "sending": await batch(a, ann, phone, 3, True),
                "draft": await batch(a, ann, phone, 1, False), "theirs": await batch(b, zed, zphone, 2, True)}
 
 
@@ -63,6 +64,30 @@ async def claim(flows: Flows, account: str, device: str) -> list:
                                    now=flows.services.clock.now(), lease_s=LEASE)).items
 
 
+@checks("pages")
+async def check_read_role_sees_pages_with_bodies_hidden_and_may_not_act(world: dict) -> None:
+    flows: Flows = world["flows"]
+    client = await flows.signed_in("read")
+    status, body = await get(client, "/console/dispatch", account=world["a"])
+    assert status == 200 and "disabled" in body
+    status, body = await get(client, f"/console/dispatch/batches/{world['sending']}", account=world["a"])
+    assert status == 200 and "+15550000000" in body and "secret body" not in body
+    shown = (await get(client, f"/console/dispatch/batches/{world['sending']}", account=world["a"], show="bodies"))[1]
+    assert "secret body 0" in shown
+    status, body = await get(client, f"/console/dispatch/devices/{world['phone']}", account=world["a"])
+    assert status == 200 and "secret body" not in body and world["sending"] in body
+    for verb in ("pause", "cancel", "send", "resume"):
+        status, body = await post(client, f"/console/dispatch/batches/{world['sending']}/{verb}", account=world["a"])
+        assert status == 403 and "role is read" in body
+    assert (await dispatch.get_batch(flows.services.db, world["sending"]))["status"] == "sending"
+    anonymous = flows.app.test_client()
+    for url in ("/console/dispatch", f"/console/dispatch/batches/{world['sending']}?account={world['a']}",
+                f"/console/dispatch/devices/{world['phone']}?account={world['a']}"):
+        r = await anonymous.get(url)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/console/login")
+
+
+@checks("pages")
 async def check_page_shows_limits_next_send_batches_and_devices(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -87,28 +112,7 @@ async def check_page_shows_limits_next_send_batches_and_devices(world: dict) -> 
     assert world["draft"] in body and world["sending"] not in body
 
 
-async def check_read_role_sees_pages_with_bodies_hidden_and_may_not_act(world: dict) -> None:
-    flows: Flows = world["flows"]
-    client = await flows.signed_in("read")
-    status, body = await get(client, "/console/dispatch", account=world["a"])
-    assert status == 200 and "disabled" in body
-    status, body = await get(client, f"/console/dispatch/batches/{world['sending']}", account=world["a"])
-    assert status == 200 and "+15550000000" in body and "secret body" not in body
-    shown = (await get(client, f"/console/dispatch/batches/{world['sending']}", account=world["a"], show="bodies"))[1]
-    assert "secret body 0" in shown
-    status, body = await get(client, f"/console/dispatch/devices/{world['phone']}", account=world["a"])
-    assert status == 200 and "secret body" not in body and world["sending"] in body
-    for verb in ("pause", "cancel", "send", "resume"):
-        status, body = await post(client, f"/console/dispatch/batches/{world['sending']}/{verb}", account=world["a"])
-        assert status == 403 and "role is read" in body
-    assert (await dispatch.get_batch(flows.services.db, world["sending"]))["status"] == "sending"
-    anonymous = flows.app.test_client()
-    for url in ("/console/dispatch", f"/console/dispatch/batches/{world['sending']}?account={world['a']}",
-                f"/console/dispatch/devices/{world['phone']}?account={world['a']}"):
-        r = await anonymous.get(url)
-        assert r.status_code == 303 and r.headers["Location"].startswith("/console/login")
-
-
+@checks("batch_actions")
 async def check_pause_keeps_items_from_devices_until_resume_audited(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -140,6 +144,7 @@ async def check_pause_keeps_items_from_devices_until_resume_audited(world: dict)
     assert status == 303 and "cannot resume a batch that is cancelled" in (await get(client, where))[1]
 
 
+@checks("bad_ids_and_values")
 async def check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -163,6 +168,7 @@ async def check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(
     assert r.status_code in (404, 405)
 
 
+@checks("bad_ids_and_values")
 async def check_malformed_huge_or_missing_values_are_400_never_500(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -197,18 +203,10 @@ async def check_malformed_huge_or_missing_values_are_400_never_500(world: dict) 
 # -- the tests: each runs several checks on one world (a fresh database costs more than a check) ----
 
 
-async def test_pages_show_limits_next_send_batches_devices_and_queues_to_both_roles(world: dict) -> None:
-    await check_read_role_sees_pages_with_bodies_hidden_and_may_not_act(world)
-    await check_page_shows_limits_next_send_batches_and_devices(world)
 
 
-async def test_pause_resume_send_and_cancel_through_the_domain_audited_409_as_message(world: dict) -> None:
-    await check_pause_keeps_items_from_devices_until_resume_audited(world)
 
 
-async def test_another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500(world: dict) -> None:
-    await check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(world)
-    await check_malformed_huge_or_missing_values_are_400_never_500(world)
 
 
 @pytest.mark.postgres
@@ -237,3 +235,8 @@ async def test_a_pause_in_one_process_reaches_the_open_dispatch_consoles_of_anot
         finally:
             await watcher.aclose()
             await acting.aclose()
+
+
+@checks.parametrize()
+async def test_each_group_of_checks_on_a_fresh_world(world: dict, group: list) -> None:
+    await run(group, world)

@@ -14,41 +14,40 @@ from roost.storage import handoffs as repo
 from tests.console.flows_support import (
     HOSTILE_IDS,
     Flows,
+    acme_and_bravo,
     assert_no_driver_text,
-    flows_app,
     get,
-    make_account,
     make_user,
     post,
 )
+from tests.support.checks import CheckGroups, run
 
 pytestmark = pytest.mark.timeout(60)
+checks = CheckGroups()
 
 
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
     """Account A (Ann, Bob, inactive Carl; a normal and an urgent handoff), account B (Zed; one)."""
-    async with flows_app(database_url) as flows:
-        s = flows.services
-        a, b = await make_account(s.db, "Acme"), await make_account(s.db, "Bravo")
-        ann, bob = await make_user(s.db, a, "Ann"), await make_user(s.db, a, "Bob")
-        carl = await make_user(s.db, a, "Carl", active=False)
-        zed = await make_user(s.db, b, "Zed")
+    async with acme_and_bravo(database_url) as base:
+        a, b, ann, zed = base["a"], base["b"], base["ann"], base["zed"]
+        s = base["flows"].services
+        bob, carl = await make_user(s.db, a, "Bob"), await make_user(s.db, a, "Carl", active=False)
 
         async def make(account: str, user: str, ref: str, priority: str) -> dict[str, Any]:
             return await handoffs.create(s, account_id=account, subject_ref=ref, intent="escalate",
                                          notes=f"secret notes of {ref}", priority=priority,
                                          snapshot={"draft": f"snapshot of {ref}"}, created_by=user)
 
-        yield {"flows": flows, "a": a, "b": b, "ann": ann, "bob": bob, "carl": carl, "zed": zed,
+        yield {**base, "bob": bob, "carl": carl,
                "normal": await make(a, ann, "ticket-normal", "normal"),
                "urgent": await make(a, ann, "ticket-urgent", "urgent"),
                "other": await make(b, zed, "ticket-bravo", "high")}
 
 
+@checks("pages")
 async def check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(world: dict) -> None:
-    flows: Flows = world["flows"]
-    client = await flows.signed_in()
+    client = await world["flows"].signed_in()
     status, body = await get(client, "/console/handoffs", account=world["a"])
     assert status == 200
     assert body.index("ticket-urgent") < body.index("ticket-normal") and "ticket-bravo" not in body
@@ -61,6 +60,7 @@ async def check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(
     assert status == 200 and "ticket-bravo" in body and "ticket-urgent" not in body
 
 
+@checks("pages")
 async def check_read_role_sees_the_page_with_notes_hidden_unless_asked(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     status, body = await get(client, "/console/handoffs", account=world["a"])
@@ -74,6 +74,7 @@ async def check_read_role_sees_the_page_with_notes_hidden_unless_asked(world: di
     assert "snapshot of ticket-urgent" in detail
 
 
+@checks("pages")
 async def check_fragments_render_each_live_part_alone(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     for fragment, expect in (("queue", "Open queue"), ("recent", "Recent handoffs"), ("events", "Event log")):
@@ -83,6 +84,7 @@ async def check_fragments_render_each_live_part_alone(world: dict) -> None:
     assert status == 200 and "Claim for Bob" in body
 
 
+@checks("claim_and_cancel")
 async def check_claim_for_a_chosen_user_goes_through_the_domain_is_audited_and_wakes_the_fanout(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -110,6 +112,7 @@ async def check_claim_for_a_chosen_user_goes_through_the_domain_is_audited_and_w
     assert 'class="flash error"' in page and "already claimed" in page
 
 
+@checks("claim_and_cancel")
 async def check_cancel_for_a_user_and_a_claimed_one_cannot_be_cancelled(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -126,19 +129,7 @@ async def check_cancel_for_a_user_and_a_claimed_one_cannot_be_cancelled(world: d
     assert status == 303 and "already claimed" in (await get(client, where))[1]
 
 
-async def check_claim_from_a_handoffs_own_page_with_the_user_chosen(world: dict) -> None:
-    flows: Flows = world["flows"]
-    client = await flows.signed_in()
-    hid = world["urgent"]["id"]
-    status, body = await get(client, f"/console/handoffs/{hid}")
-    assert status == 200 and 'name="user_id"' in body and "Bob" in body and "Carl" not in body
-    status, where = await post(client, f"/console/handoffs/{hid}/claim", account=world["a"], user_id=world["ann"],
-                               back=f"/console/handoffs/{hid}")
-    assert status == 303 and where == f"/console/handoffs/{hid}"
-    page = (await get(client, where))[1]
-    assert "claimed" in page and 'name="user_id"' not in page  # nothing left to act on
-
-
+@checks("own_page_and_refused")
 async def check_read_role_is_refused_every_action_and_nothing_changes(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in("read")
@@ -150,6 +141,17 @@ async def check_read_role_is_refused_every_action_and_nothing_changes(world: dic
     assert await flows.audit_rows("console.handoff.claim") == []
 
 
+@checks("own_page_and_refused")
+async def check_signed_out_pages_go_to_sign_in(world: dict) -> None:
+    client = world["flows"].app.test_client()
+    for url in ("/console/handoffs", f"/console/handoffs/{world['urgent']['id']}"):
+        r = await client.get(url)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/console/login")
+    r = await client.post(f"/console/handoffs/{world['urgent']['id']}/claim", form={"account": world["a"]})
+    assert r.status_code in (303, 403)
+
+
+@checks("bad_ids_and_values")
 async def check_another_accounts_handoff_or_user_and_unknown_ids_are_404_and_change_nothing(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -172,6 +174,7 @@ async def check_another_accounts_handoff_or_user_and_unknown_ids_are_404_and_cha
     assert await flows.audit_rows("console.handoff.claim") == []
 
 
+@checks("bad_ids_and_values")
 async def check_malformed_huge_or_missing_form_values_are_400_never_500(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -193,6 +196,7 @@ async def check_malformed_huge_or_missing_form_values_are_400_never_500(world: d
     assert (await repo.get(flows.services.db, hid))["status"] == "open"
 
 
+@checks("bad_ids_and_values")
 async def check_bad_query_values_on_the_pages_are_clear_4xx(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     for params, expected in (({"account": "acc_nope"}, 404), ({"account": "a\x00b"}, 400),
@@ -217,36 +221,23 @@ async def check_bad_query_values_on_the_pages_are_clear_4xx(world: dict) -> None
     assert status == 200 and "Newer" in body
 
 
-async def check_signed_out_pages_go_to_sign_in(world: dict) -> None:
-    client = world["flows"].app.test_client()
-    for url in ("/console/handoffs", f"/console/handoffs/{world['urgent']['id']}"):
-        r = await client.get(url)
-        assert r.status_code == 303 and r.headers["Location"].startswith("/console/login")
-    r = await client.post(f"/console/handoffs/{world['urgent']['id']}/claim", form={"account": world["a"]})
-    assert r.status_code in (303, 403)
+@checks("own_page_and_refused")
+async def check_claim_from_a_handoffs_own_page_with_the_user_chosen(world: dict) -> None:
+    flows: Flows = world["flows"]
+    client = await flows.signed_in()
+    hid = world["urgent"]["id"]
+    status, body = await get(client, f"/console/handoffs/{hid}")
+    assert status == 200 and 'name="user_id"' in body and "Bob" in body and "Carl" not in body
+    status, where = await post(client, f"/console/handoffs/{hid}/claim", account=world["a"], user_id=world["ann"],
+                               back=f"/console/handoffs/{hid}")
+    assert status == 303 and where == f"/console/handoffs/{hid}"
+    page = (await get(client, where))[1]
+    assert "claimed" in page and 'name="user_id"' not in page  # nothing left to act on
 
 
 # -- the tests: each runs several checks on one world (a fresh database costs more than a check) ----
 
 
-async def test_pages_show_the_accounts_queue_recent_and_events_to_both_roles_with_fragments(world: dict) -> None:
-    await check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(world)
-    await check_read_role_sees_the_page_with_notes_hidden_unless_asked(world)
-    await check_fragments_render_each_live_part_alone(world)
-
-
-async def test_claim_and_cancel_for_a_chosen_user_through_the_domain_audited_409_as_message(world: dict) -> None:
-    await check_claim_for_a_chosen_user_goes_through_the_domain_is_audited_and_wakes_the_fanout(world)
-    await check_cancel_for_a_user_and_a_claimed_one_cannot_be_cancelled(world)
-
-
-async def test_claim_from_a_handoffs_own_page_and_signed_out_or_read_role_are_refused(world: dict) -> None:
-    await check_read_role_is_refused_every_action_and_nothing_changes(world)
-    await check_signed_out_pages_go_to_sign_in(world)
-    await check_claim_from_a_handoffs_own_page_with_the_user_chosen(world)
-
-
-async def test_another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500(world: dict) -> None:
-    await check_another_accounts_handoff_or_user_and_unknown_ids_are_404_and_change_nothing(world)
-    await check_malformed_huge_or_missing_form_values_are_400_never_500(world)
-    await check_bad_query_values_on_the_pages_are_clear_4xx(world)
+@checks.parametrize()
+async def test_each_group_of_checks_on_a_fresh_world(world: dict, group: list) -> None:
+    await run(group, world)

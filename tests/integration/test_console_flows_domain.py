@@ -22,8 +22,10 @@ from roost.storage import dispatch, send_queue, tenancy
 from roost.storage import handoffs as repo
 from roost.storage.database import open_database
 from tests.integration.test_dispatch_claims import LEASE, T0, make_batch, setup_account
+from tests.support.checks import CheckGroups, run
 
 pytestmark = pytest.mark.timeout(60)
+checks = CheckGroups()
 
 
 @asynccontextmanager
@@ -47,6 +49,7 @@ async def park(services: Services, env: dict, ref: str) -> dict[str, Any]:
 # -- handoffs --------------------------------------------------------------------------------------
 
 
+@checks("handoffs")
 async def check_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -66,6 +69,7 @@ async def check_event_log_is_the_accounts_events_newest_first_paged_on_seq(datab
     assert {e["handoff"]["account_id"] for e in first["items"] + rest["items"]} == {env["account"]}
 
 
+@checks("handoffs")
 async def check_claimable_users_are_the_accounts_active_users_only(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -77,6 +81,7 @@ async def check_claimable_users_are_the_accounts_active_users_only(database_url:
     assert {u["id"] for u in users} == {env["user"], bob} and other["user"] not in {u["id"] for u in users}
 
 
+@checks("handoffs")
 async def check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -97,6 +102,7 @@ async def check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_cha
 # -- dispatch --------------------------------------------------------------------------------------
 
 
+@checks("paused_batch")
 async def check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
@@ -119,6 +125,7 @@ async def check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url
     assert [m.ids for m in messages] == [(env["account"],), (env["account"],)]
 
 
+@checks("paused_batch")
 async def check_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -134,6 +141,7 @@ async def check_changing_another_accounts_batch_is_not_found_and_changes_nothing
     assert stored["status"] == "sending" and stored["counts"]["pending"] == 2
 
 
+@checks("dispatch_overview")
 async def check_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
@@ -157,6 +165,7 @@ async def check_account_state_says_the_limits_use_and_when_the_next_send_may_go(
     assert paused["next_send"] == {"at": None, "reason": "paused"}
 
 
+@checks("dispatch_overview")
 async def check_recent_batches_are_newest_first_by_status_and_paged(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -173,6 +182,7 @@ async def check_recent_batches_are_newest_first_by_status_and_paged(database_url
     assert first["items"][0]["counts"]["pending"] == 1
 
 
+@checks("dispatch_overview")
 async def check_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db, devices=2), await setup_account(s.db)
@@ -195,18 +205,6 @@ async def check_devices_with_their_queue_and_a_devices_queue_within_the_account(
 # -- the tests: several checks a database (each check opens its own services and accounts) --------
 
 
-async def test_handoff_event_log_claimable_users_and_account_scoped_claim_and_cancel(database_url: str) -> None:
-    await check_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url)
-    await check_claimable_users_are_the_accounts_active_users_only(database_url)
-    await check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url)
-
-
-async def test_a_paused_batch_reaches_no_device_until_resumed_another_accounts_batch_404(database_url: str) -> None:
-    await check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url)
-    await check_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url)
-
-
-async def test_dispatch_overview_limits_next_send_batches_devices_and_a_devices_queue(database_url: str) -> None:
-    await check_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url)
-    await check_recent_batches_are_newest_first_by_status_and_paged(database_url)
-    await check_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url)
+@checks.parametrize()
+async def test_each_group_of_checks_on_a_fresh_database(database_url: str, group: list) -> None:
+    await run(group, database_url)

@@ -15,24 +15,15 @@ import trio
 from roost.domain import devices as device_ops
 from roost.domain import scouts
 from roost.errors import Conflict, NotFound
-from roost.runtime.config import Settings
-from roost.runtime.services import Services
 from roost.runtime.topics import SCOUT_ITEMS
 from roost.storage import audit, tenancy
 from roost.storage import scouts as repo
 from roost.storage.scouts import NewItem, Outcomes
+from tests.support.fixed_clock import services_at
 from tests.support.server import admin_client, make_device, running_server
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 pytestmark = pytest.mark.timeout(30)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> dt.datetime:
-        return self.at
 
 
 async def _user(db, email: str = "a@example.com") -> dict:
@@ -75,7 +66,7 @@ async def test_retry_puts_a_failed_item_back_to_pending_audits_it_and_wakes_the_
     user = await _user(db)
     scout = await _push_scout(db, user["id"])
     items = await _with_items(db, scout, ["a", "b"], failed=["a"])
-    services = Services.build(Settings(), db, FakeClock())  # type: ignore[arg-type]
+    services = services_at(db, T0)
     services.clock.at = T0 + dt.timedelta(hours=1)
     with services.bus.subscribe(SCOUT_ITEMS) as inbox:
         row = await scouts.retry_item(services, scout["id"], items["a"]["id"], actor="console:ops")
@@ -93,7 +84,7 @@ async def test_retry_refuses_an_item_not_failed_and_another_scouts_item(db):
     user = await _user(db)
     scout, other = await _push_scout(db, user["id"]), await _push_scout(db, user["id"])
     items = await _with_items(db, scout, ["a", "b"], failed=["a"])
-    services = Services.build(Settings(), db, FakeClock())  # type: ignore[arg-type]
+    services = services_at(db, T0)
     with pytest.raises(Conflict) as caught:
         await scouts.retry_item(services, scout["id"], items["b"]["id"], actor="t")
     assert caught.value.code == "item_not_failed"

@@ -8,7 +8,6 @@ functions the API calls (skipping rows that changed since).
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -16,28 +15,15 @@ import pytest
 from roost.domain import search
 from roost.domain.dispatch import sending
 from roost.errors import InvalidInput, StorageError
-from roost.runtime.config import Settings
-from roost.runtime.services import Services
 from roost.storage import outbox
 from roost.storage import scouts as scout_repo
 from roost.storage import search as repo
 from roost.storage.database import Database
 from roost.storage.scouts import NewItem, Outcomes
+from tests.support.fixed_clock import services_at
 from tests.support.search import T0, make_world
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FixedClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> dt.datetime:
-        return self.at
-
-
-def _services(db: Database) -> Services:
-    return Services.build(Settings(), db, FixedClock())  # type: ignore[arg-type]
 
 
 def _found(results: search.Results) -> set[tuple[str, str]]:
@@ -46,7 +32,7 @@ def _found(results: search.Results) -> set[tuple[str, str]]:
 
 async def test_each_field_finds_what_it_names_and_any_finds_them_all(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     inv7, inv8 = w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]
     # ids: exact, in the table the prefix names
     for kind, id_ in [("item", inv7), ("mail", w["mail_id"]), ("handoff", w["handoff"]["id"]),
@@ -79,7 +65,7 @@ HOSTILE = ["%", "_", "%%%%", "ref-1__%", "'; DROP TABLE scout_items; --", "(a|aa
 
 async def test_hostile_queries_are_only_text(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     for hostile in HOSTILE:
         for field in search.FIELDS:
             results = await search.search(s, hostile, field=field)
@@ -96,12 +82,12 @@ async def test_hostile_queries_are_only_text(db: Database) -> None:
 
 async def test_a_long_query_is_cut_and_says_so(db: Database) -> None:
     await make_world(db)
-    results = await search.search(_services(db), "ref-" + "z" * 10_000)
+    results = await search.search(services_at(db, T0), "ref-" + "z" * 10_000)
     assert results.shortened and len(results.query) == repo.MAX_QUERY_CHARS and results.rows == []
 
 
 async def test_bad_choices_are_invalid_input(db: Database) -> None:
-    s = _services(db)
+    s = services_at(db, T0)
     for kwargs in [{"kind": "users"}, {"field": "body"}, {"page": 0}, {"page": search.MAX_PAGE + 1}]:
         with pytest.raises(InvalidInput):
             await search.search(s, "x", **kwargs)
@@ -112,7 +98,7 @@ async def test_pages_are_bounded_and_stop_at_the_cap(db: Database) -> None:
     n = search.MAX_RESULTS + 30
     await scout_repo.push_items(db, w["scout"], [NewItem(f"bulk-{i:05d}", "s", None, "x@example.com", None)
                                                  for i in range(n)], now=T0)
-    s = _services(db)
+    s = services_at(db, T0)
     first = await search.search(s, "bulk-", field="ref")
     assert len(first.rows) == search.PAGE_SIZE and first.more
     assert [r["ref"] for r in first.rows] == [f"bulk-{i:05d}" for i in range(search.PAGE_SIZE)]
@@ -172,7 +158,7 @@ async def _fail(db: Database, item_ids: list[str]) -> None:
 
 async def test_bulk_retry_previews_the_count_then_retries_through_the_domain(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     failed = [w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]]
     await _fail(db, failed)
     f = search.bulk_filter("item", "retry", "failed", w["scout"]["id"])
@@ -189,7 +175,7 @@ async def test_bulk_retry_previews_the_count_then_retries_through_the_domain(db:
 
 async def test_bulk_caps_the_count_and_the_rows_it_takes(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     await scout_repo.push_items(db, w["scout"], [NewItem(f"f{i}", "s", None, None, None) for i in range(7)], now=T0)
     ids = [r["id"] for r in await db.fetch("SELECT id FROM scout_items WHERE source_msg_ref LIKE 'f%'")]
     await _fail(db, ids)
@@ -203,7 +189,7 @@ async def test_bulk_caps_the_count_and_the_rows_it_takes(db: Database) -> None:
 
 async def test_bulk_skips_a_row_that_changed_since_and_counts_it(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     item = w["items"]["ref-101"]["id"]
     await _fail(db, [item])
     real = search.BULK_ACTIONS[("item", "retry")]
@@ -223,7 +209,7 @@ async def test_bulk_skips_a_row_that_changed_since_and_counts_it(db: Database) -
 
 async def test_bulk_stops_at_an_error_that_is_not_a_conflict_and_raises_it_alone(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     ids = [w["items"]["ref-100%_x"]["id"], w["items"]["ref-101"]["id"]]
     await _fail(db, ids)
     real = search.BULK_ACTIONS[("item", "retry")]
@@ -242,7 +228,7 @@ async def test_bulk_stops_at_an_error_that_is_not_a_conflict_and_raises_it_alone
 
 async def test_bulk_cancel_of_batches_cancels_their_pending_items(db: Database) -> None:
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     await sending.change_batch(s, w["batch"]["id"], "send")
     f = search.bulk_filter("batch", "cancel", "sending", w["account"]["id"])
     assert (await search.preview(s, f)).count == 1
@@ -279,7 +265,7 @@ def test_bad_bulk_filters_are_invalid_input(args: tuple) -> None:
 async def test_bulk_mail_retry_and_cancel_go_through_the_mail_domain(db: Database) -> None:
     pytest.importorskip("roost.domain.mail")  # the console-jobs branch's retry and cancel
     w = await make_world(db)
-    s = _services(db)
+    s = services_at(db, T0)
     await db.execute("UPDATE outbox SET status = 'failed', last_error = 'bounced' WHERE id = $1", w["mail_id"])
     retry = search.bulk_filter("mail", "retry", "failed")
     assert await search.preview(s, retry) == search.Preview(1, False)

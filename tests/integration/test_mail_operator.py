@@ -4,6 +4,7 @@ retry and cancel of a message with its notification kept in step, next digests, 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -12,12 +13,29 @@ from roost.domain.digest import notify
 from roost.domain.digest.tick import run_tick
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.runtime import topics
+from roost.runtime.services import Services
 from roost.storage import notifications, outbox
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user
 from tests.support.digest import notify as add_notification
 
 PERSONAL = {"category": "personal-direct", "text": "you were mentioned"}
+
+
+class AnnWorld(NamedTuple):
+    """Services over the test database, the time they read, and Ann (ann@example.com), a user of an account."""
+
+    services: Services
+    now: dt.datetime
+    ann: dict[str, Any]
+
+
+@pytest.fixture
+async def ann_world(db: Database) -> AnnWorld:
+    """The set-up most tests here start from: one user whose mail the operator retries or cancels."""
+    services = make_services(db)
+    now = services.clock.now()
+    return AnnWorld(services, now, await make_user(db, await make_account(db, now), now=now, email="ann@example.com"))
 
 
 async def fail(db: Database, outbox_id: str, now: dt.datetime, error: str = "550 no such mailbox") -> None:
@@ -37,10 +55,8 @@ async def mailed_notification(services, user_id: str) -> tuple[str, str]:
 
 
 async def test_retrying_a_failed_mail_queues_it_again_and_keeps_its_notification_out_of_the_digest(
-        db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+        db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     nid, mid = await mailed_notification(services, ann["id"])
     await fail(db, mid, now)
     assert (await notifications.get(db, nid))["email_sent_at"] is None  # carried over, as a failure does
@@ -56,10 +72,9 @@ async def test_retrying_a_failed_mail_queues_it_again_and_keeps_its_notification
     assert (await db.fetchval("SELECT category FROM notifications WHERE id = $1", nid)) == "personal-direct"
 
 
-async def test_retrying_inside_the_recipients_quiet_hours_holds_the_mail_until_they_end(db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+async def test_retrying_inside_the_recipients_quiet_hours_holds_the_mail_until_they_end(
+        db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     _, mid = await mailed_notification(services, ann["id"])
     await fail(db, mid, now)
     start = (now - dt.timedelta(hours=1)).strftime("%H:%M")
@@ -71,10 +86,9 @@ async def test_retrying_inside_the_recipients_quiet_hours_holds_the_mail_until_t
     assert row["status"] == "held" and row["hold_until"] > now
 
 
-async def test_only_a_failed_mail_can_be_retried_and_an_unknown_one_is_not_found(db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+async def test_only_a_failed_mail_can_be_retried_and_an_unknown_one_is_not_found(
+        db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     _, mid = await mailed_notification(services, ann["id"])
     with pytest.raises(Conflict, match="queued"):
         await mail.retry(services, mid)
@@ -86,10 +100,8 @@ async def test_only_a_failed_mail_can_be_retried_and_an_unknown_one_is_not_found
 
 
 async def test_cancelling_a_queued_mail_sends_its_notification_to_the_digest_and_it_is_never_claimed(
-        db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+        db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     nid, mid = await mailed_notification(services, ann["id"])
 
     row = await mail.cancel(services, mid, by="console:op")
@@ -106,10 +118,8 @@ async def test_cancelling_a_queued_mail_sends_its_notification_to_the_digest_and
     assert (await mail.retry(services, mid))["status"] == "queued"
 
 
-async def test_a_mail_being_sent_or_sent_cannot_be_cancelled(db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+async def test_a_mail_being_sent_or_sent_cannot_be_cancelled(db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     _, mid = await mailed_notification(services, ann["id"])
     await outbox.claim(db, now=now + dt.timedelta(minutes=1), limit=10, claimed_by="m")
     with pytest.raises(Conflict, match="sending"):
@@ -119,10 +129,9 @@ async def test_a_mail_being_sent_or_sent_cannot_be_cancelled(db: Database) -> No
         await mail.cancel(services, mid, by="console:op")
 
 
-async def test_the_outbox_lists_each_state_newest_first_in_pages_and_refuses_bad_arguments(db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+async def test_the_outbox_lists_each_state_newest_first_in_pages_and_refuses_bad_arguments(
+        db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     ids = [(await mailed_notification(services, ann["id"]))[1]]
     await fail(db, ids[0], now)
     ids += [(await mailed_notification(services, ann["id"]))[1] for _ in range(4)]
@@ -186,10 +195,8 @@ async def test_a_preview_renders_the_next_digest_and_changes_nothing(db: Databas
             await mail.preview(services, bad)
 
 
-async def test_retry_and_cancel_tell_open_consoles_on_every_process(db: Database) -> None:
-    services = make_services(db)
-    now = services.clock.now()
-    ann = await make_user(db, await make_account(db, now), now=now, email="ann@example.com")
+async def test_retry_and_cancel_tell_open_consoles_on_every_process(db: Database, ann_world: AnnWorld) -> None:
+    services, now, ann = ann_world
     _, mid = await mailed_notification(services, ann["id"])
     await fail(db, mid, now)
     with services.bus.subscribe(topics.MAIL_CHANGED) as changes:

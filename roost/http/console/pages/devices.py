@@ -22,6 +22,7 @@ from quart import request
 from roost.domain import devices as device_ops
 from roost.errors import InvalidInput, NotFound
 from roost.http.console import console_bp
+from roost.http.console.args import matched_arg
 from roost.http.console.auth import action, done, page
 from roost.http.console.render import add_nav, page_html
 from roost.http.context import services
@@ -39,12 +40,7 @@ add_nav("Devices", "console.devices", 30)
 
 
 def _id_arg(name: str) -> str | None:
-    value = request.args.get(name)
-    if value is None or value == "":
-        return None
-    if not _ID.match(value):
-        raise InvalidInput(f"{name} is not an id (letters, digits, _ and -, at most 100)")
-    return value
+    return matched_arg(name, _ID, InvalidInput, "is not an id (letters, digits, _ and -, at most 100)")
 
 
 @console_bp.get("/devices")

@@ -20,6 +20,7 @@ from quart import Response, request, url_for
 from roost.domain.dispatch import overview, sending
 from roost.errors import NotFound
 from roost.http.console import console_bp
+from roost.http.console.args import matched_arg
 from roost.http.console.auth import action, done, page
 from roost.http.console.pages.handoffs import BadForm, bad_form, form_id, optional_id, pick_account, user_names
 from roost.http.console.render import add_nav, error_page, page_html
@@ -55,12 +56,17 @@ def cursor_arg(name: str) -> str | None:
     Raises:
         BadForm: anything else.
     """
-    value = request.args.get(name)
-    if value in (None, ""):
-        return None
-    if not _CURSOR.match(value):
-        raise BadForm(f"{name} is not a cursor this page handed out")
-    return value
+    return matched_arg(name, _CURSOR, BadForm, "is not a cursor this page handed out")
+
+
+def in_account(path_id: str, what: str) -> tuple[str, str, str | None]:
+    """A batch's or a device's page address: the path's id, the ``account`` it is shown within and the
+    ``after`` cursor of its items.
+
+    Raises:
+        BadForm: any of them malformed (the account missing too).
+    """
+    return form_id(path_id, what), form_id(request.args.get("account"), "account"), cursor_arg("after")
 
 
 @console_bp.get("/dispatch")
@@ -91,13 +97,11 @@ async def dispatch_page() -> Response:
 @console_bp.get("/dispatch/batches/<batch_id>")
 @page()
 async def batch_page(batch_id: str) -> Response:
-    s = services()
     try:
-        bid = form_id(batch_id, "batch")
-        account_id = form_id(request.args.get("account"), "account")
-        after = cursor_arg("after")
+        bid, account_id, after = in_account(batch_id, "batch")
     except BadForm as exc:
         return await bad_form(exc)
+    s = services()
     batch = await overview.batch(s, account_id, bid)
     items = await dispatch_lists.list_items(s.db, bid, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_batch.html", batch=batch, items=items, account={"id": account_id},
@@ -107,14 +111,12 @@ async def batch_page(batch_id: str) -> Response:
 @console_bp.get("/dispatch/devices/<device_id>")
 @page()
 async def device_page(device_id: str) -> Response:
-    s = services()
     try:
-        did = form_id(device_id, "device")
-        account_id = form_id(request.args.get("account"), "account")
+        did, account_id, after = in_account(device_id, "device")
         status = choice("status", dispatch.ITEM_STATUSES)
-        after = cursor_arg("after")
     except BadForm as exc:
         return await bad_form(exc)
+    s = services()
     queue = await overview.device_queue(s, account_id, did, status=status, limit=ITEMS_SHOWN, cursor=after)
     return await page_html("console/dispatch_device.html", device_id=did, queue=queue, account={"id": account_id},
                            status_filter=status, after=after, statuses=dispatch.ITEM_STATUSES,
@@ -139,25 +141,16 @@ async def _change(batch_id: str, verb: str) -> Any:
                 target=("batch", bid), details={"account_id": account_id})
 
 
-@console_bp.post("/dispatch/batches/<batch_id>/send")
-@action("batch.send")
-async def send_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "send")
+def batch_action(verb: str) -> None:
+    """Route ``POST /dispatch/batches/<batch_id>/<verb>`` (endpoint ``console.<verb>_batch``, audited as
+    ``batch.<verb>``) to ``_change``: the four buttons differ only in the verb."""
+
+    async def view(batch_id: str) -> Any:
+        return await _change(batch_id, verb)
+
+    console_bp.add_url_rule(f"/dispatch/batches/<batch_id>/{verb}", endpoint=f"{verb}_batch",
+                            view_func=action(f"batch.{verb}")(view), methods=["POST"])
 
 
-@console_bp.post("/dispatch/batches/<batch_id>/pause")
-@action("batch.pause")
-async def pause_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "pause")
-
-
-@console_bp.post("/dispatch/batches/<batch_id>/resume")
-@action("batch.resume")
-async def resume_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "resume")
-
-
-@console_bp.post("/dispatch/batches/<batch_id>/cancel")
-@action("batch.cancel")
-async def cancel_batch(batch_id: str) -> Any:
-    return await _change(batch_id, "cancel")
+for _verb in ACTIONS:
+    batch_action(_verb)

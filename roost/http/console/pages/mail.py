@@ -9,7 +9,8 @@ script, no request anywhere and sandboxes it, and shown in an ``<iframe sandbox>
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import wraps
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from quart import Response, request, url_for
@@ -24,6 +25,7 @@ from roost.http.context import services
 add_nav("Mail", "console.mail_page", order=50)
 
 PAGE_SIZE = 50
+MessageView = Callable[[str], Awaitable[Any]]
 _ID = re.compile(r"^[a-z]{2,8}_[0-9a-z]{1,40}$")  # roost's ids: a prefix and base32 (roost.storage.ids)
 # The preview's own policy: nothing loads, nothing runs, and it is a sandbox even if opened on its own.
 PREVIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; "
@@ -110,37 +112,38 @@ async def _back() -> str:
     return urlunsplit(("", "", parts.path, query, "")) + "#outbox"
 
 
-async def _message(outbox_id: str) -> Response | None:
-    """A 404 page when ``outbox_id`` names no message, else None."""
-    if not _known_id(outbox_id):
-        return await error_page(404, "no such message")
-    try:
-        await mail.outbox_row(services(), outbox_id)
-    except NotFound as exc:
-        return await error_page(404, exc.message)
-    return None
+def message_action(verb: str, audited_as: str) -> Callable[[MessageView], Any]:
+    """Route ``POST /mail/<outbox_id>/<verb>`` to the view, audited as ``audited_as``; an unknown
+    ``outbox_id`` gets the 404 page before the view runs (retry and cancel share that check)."""
+
+    def decorate(view: MessageView) -> Any:
+        @wraps(view)
+        async def known(outbox_id: str) -> Any:
+            if not _known_id(outbox_id):
+                return await error_page(404, "no such message")
+            try:
+                await mail.outbox_row(services(), outbox_id)
+            except NotFound as exc:
+                return await error_page(404, exc.message)
+            return await view(outbox_id)
+
+        return console_bp.post(f"/mail/<outbox_id>/{verb}")(action(audited_as)(known))
+
+    return decorate
 
 
-@console_bp.post("/mail/<outbox_id>/retry")
-@action("mail_retry")
+@message_action("retry", "mail_retry")
 async def retry_mail(outbox_id: str) -> Any:
     """Queue a failed (or cancelled) message again; 409 (a message) when it is not failed."""
-    missing = await _message(outbox_id)
-    if missing is not None:
-        return missing
     row = await mail.retry(services(), outbox_id)
     held = f", held until {row['hold_until']:%Y-%m-%d %H:%M} UTC (quiet hours)" if row["status"] == "held" else ""
     return done(f"Message to {row['to_addr']} queued again{held}.", await _back(),
                 target=("outbox", outbox_id), details={"status": row["status"]})
 
 
-@console_bp.post("/mail/<outbox_id>/cancel")
-@action("mail_cancel")
+@message_action("cancel", "mail_cancel")
 async def cancel_mail(outbox_id: str) -> Any:
     """Cancel a failed, queued or held message; 409 (a message) when it is being sent or sent."""
-    missing = await _message(outbox_id)
-    if missing is not None:
-        return missing
     op = operator()
     row = await mail.cancel(services(), outbox_id, by=f"console:{op.name if op else '?'}")
     return done(f"Message to {row['to_addr']} cancelled.", await _back(),
