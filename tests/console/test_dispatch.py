@@ -64,7 +64,7 @@ async def claim(flows: Flows, account: str, device: str) -> list:
                                    now=flows.services.clock.now(), lease_s=LEASE)).items
 
 
-@checks("pages")
+@checks("pages_show_limits_next_send_batches_devices_and_queues_to_both_roles")
 async def check_read_role_sees_pages_with_bodies_hidden_and_may_not_act(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in("read")
@@ -87,7 +87,7 @@ async def check_read_role_sees_pages_with_bodies_hidden_and_may_not_act(world: d
         assert r.status_code == 303 and r.headers["Location"].startswith("/console/login")
 
 
-@checks("pages")
+@checks("pages_show_limits_next_send_batches_devices_and_queues_to_both_roles")
 async def check_page_shows_limits_next_send_batches_and_devices(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -112,7 +112,7 @@ async def check_page_shows_limits_next_send_batches_and_devices(world: dict) -> 
     assert world["draft"] in body and world["sending"] not in body
 
 
-@checks("batch_actions")
+@checks("pause_resume_send_and_cancel_through_the_domain_audited_409_as_message")
 async def check_pause_keeps_items_from_devices_until_resume_audited(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -144,7 +144,7 @@ async def check_pause_keeps_items_from_devices_until_resume_audited(world: dict)
     assert status == 303 and "cannot resume a batch that is cancelled" in (await get(client, where))[1]
 
 
-@checks("bad_ids_and_values")
+@checks("another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500")
 async def check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -168,7 +168,7 @@ async def check_another_accounts_ids_and_unknown_ids_are_404_and_change_nothing(
     assert r.status_code in (404, 405)
 
 
-@checks("bad_ids_and_values")
+@checks("another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500")
 async def check_malformed_huge_or_missing_values_are_400_never_500(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()

@@ -45,7 +45,7 @@ async def world(database_url: str) -> AsyncIterator[dict[str, Any]]:
                "other": await make(b, zed, "ticket-bravo", "high")}
 
 
-@checks("pages")
+@checks("pages_show_the_accounts_queue_recent_and_events_to_both_roles_with_fragments")
 async def check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(world: dict) -> None:
     client = await world["flows"].signed_in()
     status, body = await get(client, "/console/handoffs", account=world["a"])
@@ -60,7 +60,7 @@ async def check_page_shows_the_accounts_queue_urgent_first_recent_and_event_log(
     assert status == 200 and "ticket-bravo" in body and "ticket-urgent" not in body
 
 
-@checks("pages")
+@checks("pages_show_the_accounts_queue_recent_and_events_to_both_roles_with_fragments")
 async def check_read_role_sees_the_page_with_notes_hidden_unless_asked(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     status, body = await get(client, "/console/handoffs", account=world["a"])
@@ -74,7 +74,7 @@ async def check_read_role_sees_the_page_with_notes_hidden_unless_asked(world: di
     assert "snapshot of ticket-urgent" in detail
 
 
-@checks("pages")
+@checks("pages_show_the_accounts_queue_recent_and_events_to_both_roles_with_fragments")
 async def check_fragments_render_each_live_part_alone(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     for fragment, expect in (("queue", "Open queue"), ("recent", "Recent handoffs"), ("events", "Event log")):
@@ -84,7 +84,7 @@ async def check_fragments_render_each_live_part_alone(world: dict) -> None:
     assert status == 200 and "Claim for Bob" in body
 
 
-@checks("claim_and_cancel")
+@checks("claim_and_cancel_for_a_chosen_user_through_the_domain_audited_409_as_message")
 async def check_claim_for_a_chosen_user_goes_through_the_domain_is_audited_and_wakes_the_fanout(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -112,7 +112,7 @@ async def check_claim_for_a_chosen_user_goes_through_the_domain_is_audited_and_w
     assert 'class="flash error"' in page and "already claimed" in page
 
 
-@checks("claim_and_cancel")
+@checks("claim_and_cancel_for_a_chosen_user_through_the_domain_audited_409_as_message")
 async def check_cancel_for_a_user_and_a_claimed_one_cannot_be_cancelled(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -129,7 +129,7 @@ async def check_cancel_for_a_user_and_a_claimed_one_cannot_be_cancelled(world: d
     assert status == 303 and "already claimed" in (await get(client, where))[1]
 
 
-@checks("own_page_and_refused")
+@checks("claim_from_a_handoffs_own_page_and_signed_out_or_read_role_are_refused")
 async def check_read_role_is_refused_every_action_and_nothing_changes(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in("read")
@@ -141,7 +141,7 @@ async def check_read_role_is_refused_every_action_and_nothing_changes(world: dic
     assert await flows.audit_rows("console.handoff.claim") == []
 
 
-@checks("own_page_and_refused")
+@checks("claim_from_a_handoffs_own_page_and_signed_out_or_read_role_are_refused")
 async def check_signed_out_pages_go_to_sign_in(world: dict) -> None:
     client = world["flows"].app.test_client()
     for url in ("/console/handoffs", f"/console/handoffs/{world['urgent']['id']}"):
@@ -151,7 +151,7 @@ async def check_signed_out_pages_go_to_sign_in(world: dict) -> None:
     assert r.status_code in (303, 403)
 
 
-@checks("bad_ids_and_values")
+@checks("another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500")
 async def check_another_accounts_handoff_or_user_and_unknown_ids_are_404_and_change_nothing(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -174,7 +174,7 @@ async def check_another_accounts_handoff_or_user_and_unknown_ids_are_404_and_cha
     assert await flows.audit_rows("console.handoff.claim") == []
 
 
-@checks("bad_ids_and_values")
+@checks("another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500")
 async def check_malformed_huge_or_missing_form_values_are_400_never_500(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()
@@ -196,7 +196,7 @@ async def check_malformed_huge_or_missing_form_values_are_400_never_500(world: d
     assert (await repo.get(flows.services.db, hid))["status"] == "open"
 
 
-@checks("bad_ids_and_values")
+@checks("another_accounts_ids_unknown_ids_and_malformed_values_are_clear_4xx_never_500")
 async def check_bad_query_values_on_the_pages_are_clear_4xx(world: dict) -> None:
     client = await world["flows"].signed_in("read")
     for params, expected in (({"account": "acc_nope"}, 404), ({"account": "a\x00b"}, 400),
@@ -221,7 +221,7 @@ async def check_bad_query_values_on_the_pages_are_clear_4xx(world: dict) -> None
     assert status == 200 and "Newer" in body
 
 
-@checks("own_page_and_refused")
+@checks("claim_from_a_handoffs_own_page_and_signed_out_or_read_role_are_refused")
 async def check_claim_from_a_handoffs_own_page_with_the_user_chosen(world: dict) -> None:
     flows: Flows = world["flows"]
     client = await flows.signed_in()

@@ -49,7 +49,7 @@ async def park(services: Services, env: dict, ref: str) -> dict[str, Any]:
 # -- handoffs --------------------------------------------------------------------------------------
 
 
-@checks("handoffs")
+@checks("handoff_event_log_claimable_users_and_account_scoped_claim_and_cancel")
 async def check_event_log_is_the_accounts_events_newest_first_paged_on_seq(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -69,7 +69,7 @@ async def check_event_log_is_the_accounts_events_newest_first_paged_on_seq(datab
     assert {e["handoff"]["account_id"] for e in first["items"] + rest["items"]} == {env["account"]}
 
 
-@checks("handoffs")
+@checks("handoff_event_log_claimable_users_and_account_scoped_claim_and_cancel")
 async def check_claimable_users_are_the_accounts_active_users_only(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -81,7 +81,7 @@ async def check_claimable_users_are_the_accounts_active_users_only(database_url:
     assert {u["id"] for u in users} == {env["user"], bob} and other["user"] not in {u["id"] for u in users}
 
 
-@checks("handoffs")
+@checks("handoff_event_log_claimable_users_and_account_scoped_claim_and_cancel")
 async def check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_change_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -102,7 +102,7 @@ async def check_claim_and_cancel_in_another_accounts_scope_are_not_found_and_cha
 # -- dispatch --------------------------------------------------------------------------------------
 
 
-@checks("paused_batch")
+@checks("a_paused_batch_reaches_no_device_until_resumed_another_accounts_batch_404")
 async def check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
@@ -125,7 +125,7 @@ async def check_a_paused_batchs_items_go_to_no_device_until_resumed(database_url
     assert [m.ids for m in messages] == [(env["account"],), (env["account"],)]
 
 
-@checks("paused_batch")
+@checks("a_paused_batch_reaches_no_device_until_resumed_another_accounts_batch_404")
 async def check_changing_another_accounts_batch_is_not_found_and_changes_nothing(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -141,7 +141,7 @@ async def check_changing_another_accounts_batch_is_not_found_and_changes_nothing
     assert stored["status"] == "sending" and stored["counts"]["pending"] == 2
 
 
-@checks("dispatch_overview")
+@checks("dispatch_overview_limits_next_send_batches_devices_and_a_devices_queue")
 async def check_account_state_says_the_limits_use_and_when_the_next_send_may_go(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env = await setup_account(s.db)
@@ -165,7 +165,7 @@ async def check_account_state_says_the_limits_use_and_when_the_next_send_may_go(
     assert paused["next_send"] == {"at": None, "reason": "paused"}
 
 
-@checks("dispatch_overview")
+@checks("dispatch_overview_limits_next_send_batches_devices_and_a_devices_queue")
 async def check_recent_batches_are_newest_first_by_status_and_paged(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db), await setup_account(s.db)
@@ -182,7 +182,7 @@ async def check_recent_batches_are_newest_first_by_status_and_paged(database_url
     assert first["items"][0]["counts"]["pending"] == 1
 
 
-@checks("dispatch_overview")
+@checks("dispatch_overview_limits_next_send_batches_devices_and_a_devices_queue")
 async def check_devices_with_their_queue_and_a_devices_queue_within_the_account(database_url: str) -> None:
     async with services_at_t0(database_url) as s:
         env, other = await setup_account(s.db, devices=2), await setup_account(s.db)
