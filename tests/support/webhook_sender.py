@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 import httpx
 import trio
 
-from tests.support.server import ServerProcess, make_device
+from tests.support.server import ServerProcess, admin_client, make_device
 
 WEBHOOK_ENV = {"ROOST_ALLOWED_DESTINATIONS": "127.0.0.1", "ROOST_WEBHOOK_TIMEOUT_S": "2",
                "ROOST_WEBHOOK_LEASE_S": "3", "ROOST_WEBHOOK_RETRY_INITIAL_S": "0.1"}
@@ -30,6 +30,17 @@ async def webhook_sender(database_url: str, workdir: Path) -> AsyncIterator[Serv
         server.proc.kill()  # SIGKILL
         await trio.to_thread.run_sync(server.proc.wait)
         server.kill()
+
+
+@asynccontextmanager
+async def subscribed_sender(database_url: str, workdir: Path, url: str, events: list[str]
+                            ) -> AsyncIterator[tuple[ServerProcess, dict[str, Any], str]]:
+    """``webhook_sender`` with a ``subscribed_device`` made through its API before the block runs:
+    (the server, the device, the endpoint's id); SIGKILLed when the block ends."""
+    async with webhook_sender(database_url, workdir) as server:
+        async with admin_client(server.url) as client:
+            made, endpoint = await subscribed_device(client, url, events)
+        yield server, made, endpoint
 
 
 async def subscribed_device(client: httpx.AsyncClient, url: str, events: list[str]) -> tuple[dict[str, Any], str]:
