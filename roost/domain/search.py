@@ -125,16 +125,20 @@ async def search(services: Services, text: str, *, kind: str | None = None, fiel
 
 @dataclass(frozen=True)
 class BulkFilter:
-    """Which rows a bulk action takes: its kind and action, a status, an optional scope id."""
+    """Which rows a bulk action takes: the action (one of ``BULK_ACTIONS``, which names its kind),
+    a status it applies to, and an optional scope id. Made by ``bulk_filter``, which checks them."""
 
-    kind: str
-    action: str
+    bulk: BulkAction
     status: str
     scope: str | None = None
 
     @property
-    def bulk(self) -> BulkAction:
-        return BULK_ACTIONS[(self.kind, self.action)]
+    def kind(self) -> str:
+        return self.bulk.kind
+
+    @property
+    def action(self) -> str:
+        return self.bulk.action
 
 
 def bulk_filter(kind: str, action: str, status: str, scope: str | None = None) -> BulkFilter:
@@ -153,7 +157,7 @@ def bulk_filter(kind: str, action: str, status: str, scope: str | None = None) -
     scope = (scope or "").strip() or None
     if not repo.scope_ok(kind, scope):
         raise InvalidInput(f"scope: an id of a {' or '.join(_SCOPE_NAMES[kind])}, or nothing")
-    return BulkFilter(kind, action, status, scope)
+    return BulkFilter(bulk, status, scope)
 
 
 _SCOPE_NAMES = {"item": ("scout", "user"), "mail": ("user",), "batch": ("account", "batch")}
