@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import ssl
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from roost.plugins.transports import TransientError
 from roost.plugins.transports.message import compose
 from roost.plugins.transports.smtp import SmtpTransport
-from tests.support.server import free_port
+from tests.support.smtp import smtp_server
 
 MAIL = compose(sender="roost <noreply@example.com>", to="ann@example.com", subject="Hi",
                date=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), message_id="<m1@example.com>", text="hello\n")
@@ -64,21 +61,10 @@ def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-def _serve(handler: Handler, **kwargs) -> Iterator[int]:
-    port = free_port()
-    # A plain selector loop: trio-asyncio (imported for PostgreSQL) replaces the default loop policy.
-    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop(),
-                            authenticator=handler.authenticate, **kwargs)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
-
-
 def test_no_login_over_a_connection_without_tls():
     handler = Handler()
-    for port in _serve(handler, auth_require_tls=False):  # the server would take AUTH in clear
+    # auth_require_tls=False: the server would take AUTH in clear
+    with smtp_server(handler, authenticator=handler.authenticate, auth_require_tls=False) as port:
         with pytest.raises(TransientError, match="no STARTTLS.*in clear"):
             SmtpTransport("127.0.0.1", port, username="roost", password="pw", timeout_s=5).send(MAIL)
         assert handler.logins == [] and handler.messages == []
@@ -89,7 +75,8 @@ def test_no_login_over_a_connection_without_tls():
 def test_login_after_starttls(tmp_path):
     handler = Handler()
     server_ctx, client_ctx = _self_signed(tmp_path)
-    for port in _serve(handler, tls_context=server_ctx, require_starttls=True):
+    with smtp_server(handler, authenticator=handler.authenticate, tls_context=server_ctx,
+                     require_starttls=True) as port:
         SmtpTransport("127.0.0.1", port, username="roost", password="pw", timeout_s=5,
                       ssl_context=client_ctx).send(MAIL)
         assert handler.logins == ["roost"] and len(handler.messages) == 1

@@ -33,11 +33,12 @@ class SmtpRecorder:
 
 
 @contextmanager
-def smtp_server(handler: Any) -> Iterator[int]:
-    """An SMTP server on 127.0.0.1 handing each message to ``handler`` while the block runs; its port."""
+def smtp_server(handler: Any, **options: Any) -> Iterator[int]:
+    """An SMTP server on 127.0.0.1 handing each message to ``handler`` while the block runs; its port.
+    ``options`` go to aiosmtpd's ``Controller`` (an authenticator, a TLS context, ...)."""
     port = free_port()
     # A plain selector loop: trio-asyncio (imported for PostgreSQL) replaces the default loop policy.
-    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop())
+    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.SelectorEventLoop(), **options)
     controller.start()
     try:
         yield port
