@@ -39,6 +39,7 @@ from tests.support.pg import (
     run_trio,
     start_throwaway_server,
 )
+from tests.support.webhook_receiver import Receiver, running_receiver
 
 CI = os.environ.get("CI", "").strip().lower() == "true"
 BACKENDS = [
@@ -282,3 +283,10 @@ def pg_empty_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url_for(name)
     finally:
         pg_server.drop_database(name)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP server taking webhook deliveries (``tests/support/webhook_receiver.py``) for the test."""
+    async with running_receiver() as running:
+        yield running

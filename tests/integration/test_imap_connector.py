@@ -26,6 +26,7 @@ from roost.storage import scouts as repo
 from roost.storage import tenancy
 from roost.storage.scouts import NewItem
 from tests.support.dovecot import ALLOW, Dovecot, DovecotUnavailable, append, message, start_dovecot
+from tests.support.fixed_clock import FixedClock
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 CI = os.environ.get("CI", "").strip().lower() == "true"
@@ -64,17 +65,9 @@ def folder(dovecot: Dovecot) -> str:
     return name
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> dt.datetime:
-        return self.at
-
-
 async def _setup(db: Any, config: dict[str, Any], *, allow: str = ALLOW,
                  check: bool = True) -> tuple[Services, dict[str, Any]]:
-    services = Services.build(Settings(allowed_destinations=allow), db, FakeClock())  # type: ignore[arg-type]
+    services = Services.build(Settings(allowed_destinations=allow), db, FixedClock(T0))  # type: ignore[arg-type]
     acc = await tenancy.create_account(db, name="A", timezone="UTC", now=T0, actor="t")
     user = await tenancy.create_user(db, account_id=acc["id"], fields={
         "email": "a@example.com", "display_name": "A", "timezone": "UTC", "role": "member", "active": True,

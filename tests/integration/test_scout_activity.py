@@ -28,6 +28,7 @@ from roost.runtime.services import Services
 from roost.storage import scouts as repo
 from roost.storage import tenancy
 from roost.storage.database import Database, open_database
+from tests.support.fixed_clock import FixedClock
 from tests.support.scouting import make_scouting_user
 from tests.support.server import admin_client, make_device, running_server
 
@@ -134,17 +135,9 @@ async def test_last_seen_at_is_written_at_most_once_a_minute_however_busy_the_de
 # -- both backends, with a clock the test sets ----------------------------------------------------
 
 
-class SetClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> dt.datetime:
-        return self.at
-
-
 async def test_a_socket_held_by_another_process_counts_as_activity_on_both_backends(db: Database) -> None:
     world = await _world(db)
-    clock = SetClock()
+    clock = FixedClock(T0)
     a = Services.build(Settings(), db, clock)  # type: ignore[arg-type]
     b = Services.build(Settings(), db, clock)  # type: ignore[arg-type]
     b.sockets.open(world["device"], world["user"], world["account"])

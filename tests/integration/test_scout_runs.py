@@ -21,16 +21,9 @@ from roost.storage import proposals, tenancy
 from roost.storage import scouts as repo
 from roost.storage.database import open_database
 from roost.storage.scouts import NewItem
+from tests.support.fixed_clock import FixedClock
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> dt.datetime:
-        return self.at
 
 
 class Script:
@@ -91,7 +84,7 @@ def script() -> Script:
 
 
 async def _setup(db, **scout_fields: Any) -> tuple[Services, dict]:
-    clock = FakeClock()
+    clock = FixedClock(T0)
     services = Services.build(Settings(), db, clock)  # type: ignore[arg-type]
     acc = await tenancy.create_account(db, name="A", timezone="UTC", now=T0, actor="t")
     user = await tenancy.create_user(db, account_id=acc["id"], fields={

@@ -29,7 +29,7 @@ from tests.support.handoffs import handoff_body, make_account, make_user, open_i
 from tests.support.scouting import connect, make_push_scout, push
 from tests.support.server import SECRET_KEY, admin_client, make_device, running_server
 from tests.support.smtp import SmtpRecorder
-from tests.support.webhook_receiver import Received, Receiver, running_receiver
+from tests.support.webhook_receiver import Received, Receiver
 
 LOOPBACK = "127.0.0.1"
 FAST = {"allowed_destinations": LOOPBACK, "webhook_retry_initial_s": 0.05, "webhook_retry_max_s": 0.2,
@@ -73,12 +73,6 @@ if _Quick.name not in assessors.names():
     assessors.register(_Quick.name, _Quick)
 if _UnreachableConnector.name not in connectors.names():
     connectors.register(_UnreachableConnector.name, _UnreachableConnector)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as r:
-        yield r
 
 
 @pytest.fixture

@@ -22,18 +22,13 @@ from roost.serve import Running
 from roost.storage import webhooks as repo
 from roost.storage.database import Database
 from tests.support.digest import make_account, make_services, make_user
+from tests.support.fixed_clock import FixedClock
 from tests.support.server import SECRET_KEY, admin_client, running_server
-from tests.support.webhook_receiver import Answer, Receiver, running_receiver
+from tests.support.webhook_receiver import Answer, Receiver
 
 LOOPBACK = "127.0.0.1"
 FAST = {"allowed_destinations": LOOPBACK, "webhook_retry_initial_s": 0.05, "webhook_retry_max_s": 0.2,
         "secret_key": SECRET_KEY}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as r:
-        yield r
 
 
 @pytest.fixture
@@ -231,14 +226,6 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(srv: Running,
         Verifier(rotated["secret"]).verify(got.body, got.headers)
 
 
-class FakeClock:
-    def __init__(self, at: dt.datetime) -> None:
-        self.at = at
-
-    def now(self) -> dt.datetime:
-        return self.at
-
-
 async def test_an_endpoint_failing_for_3_days_is_disabled_and_its_owners_mailed(
         db: Database, receiver: Receiver) -> None:
     """Each delivery is retried for at least 24 h and then given up; after 3 days of failures the
@@ -246,7 +233,7 @@ async def test_an_endpoint_failing_for_3_days_is_disabled_and_its_owners_mailed(
     receiver.default = Answer(500)
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     services = make_services(db, allowed_destinations=LOOPBACK)
-    clock = services.clock = FakeClock(t0)  # type: ignore[assignment]
+    clock = services.clock = FixedClock(t0)  # type: ignore[assignment]
     account = await make_account(db, t0)
     await make_user(db, account, now=t0, email="boss@example.com", role="owner")
     await make_user(db, account, now=t0, email="dev@example.com", role="engineer")
@@ -281,7 +268,7 @@ async def test_an_endpoint_failing_for_3_days_is_disabled_and_its_owners_mailed(
 async def test_a_claim_whose_process_died_is_sent_again_after_its_lease(db: Database, receiver: Receiver) -> None:
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     services = make_services(db, allowed_destinations=LOOPBACK)
-    clock = services.clock = FakeClock(t0)  # type: ignore[assignment]
+    clock = services.clock = FixedClock(t0)  # type: ignore[assignment]
     account = await make_account(db, t0)
     with destinations.installed(destinations.Policy.parse([LOOPBACK])):
         ep, secret = await webhooks.create_endpoint(services, account_id=account, url=receiver.url + "/h",
@@ -435,7 +422,7 @@ async def test_the_destination_is_checked_again_at_delivery(db: Database, receiv
     when DNS now answers a private address): a failed attempt, retried, nothing sent."""
     t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     services = make_services(db, allowed_destinations=LOOPBACK)
-    services.clock = FakeClock(t0)  # type: ignore[assignment]
+    services.clock = FixedClock(t0)  # type: ignore[assignment]
     account = await make_account(db, t0)
     with destinations.installed(destinations.Policy.parse([LOOPBACK])):
         ep, _ = await webhooks.create_endpoint(services, account_id=account, url=receiver.url + "/h",
