@@ -16,7 +16,19 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from roost import __version__
 from roost.errors import InvalidInput, NotFound
-from roost.http import admin, device, dispatch, errors, handoffs, notifications, ops, processors, scouts, webhooks
+from roost.http import (
+    admin,
+    device,
+    dispatch,
+    errors,
+    handoffs,
+    notifications,
+    ops,
+    processors,
+    scouts,
+    type_adapters,
+    webhooks,
+)
 from roost.http.console import console_bp
 from roost.http.context import CONFIG_KEY
 from roost.http.openapi import RoostOpenAPIProvider
@@ -126,6 +138,7 @@ def create_app(services: Services) -> QuartTrio:
     app.config[CONFIG_KEY] = services
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
+    type_adapters.install()
     QuartSchema(
         app,
         info=Info(title="roost", version=__version__),
