@@ -11,7 +11,13 @@ issue 21's bar of 50 µs of server CPU per proposal end to end (push over HTTP, 
 ack included): what SQLite takes by itself is the part of that budget no roost code can give
 back without writing fewer rows.
 
-    python bench/deliver_floor.py [--items 10000] [--batch 500] [--runs 5]
+It also measures the other part no server can skip: a trivial ``websockets`` server (asyncio, no
+compression, nothing but the protocol) sending each proposal frame and reading its ack, with the
+device in another process, so the figure is the server side alone. SQLite's statements plus that
+echo are a lower bound for any Python server on this machine that keeps the four writes; both are
+printed beside the bar.
+
+    python bench/deliver_floor.py [--items 10000] [--batch 500] [--runs 5] [--echo-frames 20000]
 """
 
 from __future__ import annotations
@@ -106,9 +112,61 @@ def one_run(schema: Path, workdir: Path, items: int, batch: int) -> dict[str, fl
     return spent
 
 
+FRAME = json.dumps({"type": "scout_proposal", "proposal": {
+    "id": "prp_01kbq0000000000000000000000", "scout_id": "sct_01kbq0000000000000000000000",
+    "source_type": "push", "source_msg_ref": "r1234", "raw_subject": "s r1234",
+    "raw_snippet": "t=1765000000.123456", "category": "inbox", "payload": None}})
+
+# The device: reads each frame and answers its ack, in its own process so its CPU is not counted.
+DEVICE = """
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1], compression=None) as ws:
+        async for message in ws:
+            pid = json.loads(message)["proposal"]["id"]
+            await ws.send(json.dumps({"type": "scout_proposal_ack", "proposal_id": pid}))
+asyncio.run(main())
+"""
+
+
+def echo_server_us(frames: int) -> float:
+    """CPU µs per proposal of a ``websockets`` server that only sends the frame and reads the ack."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def run() -> float:
+        spent: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws) -> None:  # noqa: ANN001
+            start = time.process_time()
+
+            async def send() -> None:
+                for _ in range(frames):
+                    await ws.send(FRAME)
+
+            sender = asyncio.create_task(send())
+            for _ in range(frames):
+                json.loads(await ws.recv())  # an ack is read as a server must, parsed
+            await sender
+            spent.set_result(time.process_time() - start)
+
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            device = await asyncio.create_subprocess_exec(sys.executable, "-c", DEVICE, f"ws://127.0.0.1:{port}")
+            try:
+                return await asyncio.wait_for(spent, 120)
+            finally:
+                device.kill()
+                await device.wait()
+
+    return asyncio.run(run()) / frames * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag, default in (("--items", 10_000), ("--batch", 500), ("--runs", 5)):
+    for flag, default in (("--items", 10_000), ("--batch", 500), ("--runs", 5), ("--echo-frames", 20_000)):
         ap.add_argument(flag, type=int, default=default)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,15 +176,22 @@ def main() -> None:
     per = {kind: statistics.median(r[kind] for r in runs) / args.items * 1e6 for kind in runs[0]}
     totals = sorted(sum(r.values()) / args.items * 1e6 for r in runs)
     total = statistics.median(totals)
+    echoes = sorted(echo_server_us(args.echo_frames) for _ in range(3))
+    echo = statistics.median(echoes)
     print(f"sqlite {sqlite3.sqlite_version}, {args.items} proposals in batches of {args.batch}, {args.runs} runs")
     for kind, us in per.items():
         print(f"  {kind:13s} {us:6.1f} µs per proposal (median)")
     print(f"  {'all':13s} {total:6.1f} µs per proposal (runs: {', '.join(f'{t:.1f}' for t in totals)})")
+    print(f"  {'echo server':13s} {echo:6.1f} µs per proposal: a websockets server's frame out and ack in, "
+          f"device in another process (runs: {', '.join(f'{e:.1f}' for e in echoes)})")
+    floor = total + echo
     # A measurement, not a bar: it says how much of the bar is left for roost's own code.
     print(f"INFO SQLite alone takes {total:.1f} µs of issue 21's {BAR_US:.0f} µs end-to-end bar "
           f"({total / BAR_US * 100:.0f} %), leaving {BAR_US - total:.1f} µs for HTTP, validation, triage, framing, "
           "acks and the driver (bench/deliver.py prints the event loop's and the database threads' shares)")
-
+    print(f"INFO lower bound with four writes: SQLite {total:.1f} + the bare echo's server side {echo:.1f} = "
+          f"{floor:.1f} µs per proposal, {'over' if floor > BAR_US else 'under'} the {BAR_US:.0f} µs bar before "
+          "any HTTP intake, validation, triage or bookkeeping")
 
 if __name__ == "__main__":
     main()
