@@ -408,3 +408,28 @@ class RawDevice:
             self.sock.sendall(hello_frames(self.token))
             self.state = "registering"
         return take_frames(self.buf)
+
+
+# The websockets echo baseline of issue 21 (``deliver.py``, ``deliver_floor.py``): one proposal
+# frame of the size roost sends, and the server side of the echo.
+PROPOSAL_FRAME = json.dumps({"type": "scout_proposal", "proposal": {
+    "id": "prp_01kbq0000000000000000000000", "scout_id": "sct_01kbq0000000000000000000000",
+    "source_type": "push", "source_msg_ref": "r1234", "raw_subject": "s r1234",
+    "raw_snippet": "t=1765000000.123456", "category": "inbox", "payload": None}})
+
+
+async def echo_server_side(ws: Any, frames: int, *, parse_acks: bool = False) -> None:
+    """Send ``frames`` proposal frames on a ``websockets`` connection as fast as it takes them
+    while reading as many acks (parsed as a server must, with ``parse_acks``)."""
+    import asyncio
+
+    async def send() -> None:
+        for _ in range(frames):
+            await ws.send(PROPOSAL_FRAME)
+
+    sender = asyncio.create_task(send())
+    for _ in range(frames):
+        ack = await ws.recv()
+        if parse_acks:
+            json.loads(ack)
+    await sender

@@ -51,6 +51,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import echo_server_side  # noqa: E402
+
 TOKEN = "bench-service-token-for-roost-benchmarks"
 
 
@@ -385,25 +388,12 @@ def echo_baseline(n: int = 20_000) -> dict:
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
 
-    frame = json.dumps({"type": "scout_proposal", "proposal": {
-        "id": "prp_01kbq0000000000000000000000", "scout_id": "sct_01kbq0000000000000000000000",
-        "source_type": "push", "source_msg_ref": "r1234", "raw_subject": "s r1234",
-        "raw_snippet": "t=1765000000.123456", "category": "inbox", "payload": None}})
-
     async def run() -> float:
         done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
         async def handler(ws) -> None:  # the "server": frames out, acks in
             start = time.perf_counter()
-
-            async def send() -> None:
-                for _ in range(n):
-                    await ws.send(frame)
-
-            sender = asyncio.create_task(send())
-            for _ in range(n):
-                await ws.recv()
-            await sender
+            await echo_server_side(ws, n)
             done.set_result(time.perf_counter() - start)
 
         async with serve(handler, "127.0.0.1", 0, compression=None) as srv:

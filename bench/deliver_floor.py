@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import echo_server_side  # noqa: E402
+
 BAR_US = 50.0
 NOW = "2026-12-06T00:00:00.000000+00:00"
 LATER = "2026-12-13T00:00:00.000000+00:00"
@@ -112,11 +115,6 @@ def one_run(schema: Path, workdir: Path, items: int, batch: int) -> dict[str, fl
     return spent
 
 
-FRAME = json.dumps({"type": "scout_proposal", "proposal": {
-    "id": "prp_01kbq0000000000000000000000", "scout_id": "sct_01kbq0000000000000000000000",
-    "source_type": "push", "source_msg_ref": "r1234", "raw_subject": "s r1234",
-    "raw_snippet": "t=1765000000.123456", "category": "inbox", "payload": None}})
-
 # The device: reads each frame and answers its ack, in its own process so its CPU is not counted.
 DEVICE = """
 import asyncio, json, sys
@@ -141,15 +139,7 @@ def echo_server_us(frames: int) -> float:
 
         async def handler(ws) -> None:  # noqa: ANN001
             start = time.process_time()
-
-            async def send() -> None:
-                for _ in range(frames):
-                    await ws.send(FRAME)
-
-            sender = asyncio.create_task(send())
-            for _ in range(frames):
-                json.loads(await ws.recv())  # an ack is read as a server must, parsed
-            await sender
+            await echo_server_side(ws, frames, parse_acks=True)
             spent.set_result(time.process_time() - start)
 
         async with serve(handler, "127.0.0.1", 0, compression=None) as server:
